@@ -1,0 +1,151 @@
+//! The `minegate` command line: one file per subcommand.
+
+mod certs;
+mod health;
+mod serve;
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    client::ClientTls,
+    config::{Config, LogFormat},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "minegate",
+    version,
+    about = "gRPC gateway for the digital mining notification regime (order No. 146/НҚ)",
+    long_about = "minegate carries the digital mining notification regime between the \
+authorized body, the energy ministry and the finance ministry over mutual TLS. \
+`minegate serve` with no configuration runs a development gateway on 127.0.0.1:50051 \
+with SQLite at data/minegate.db and a development PKI in certs/dev/."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, ./minegate.toml is read if present,
+    /// else the built-in development defaults. Every key can be overridden by a
+    /// MINEGATE_* environment variable (see minegate.example.toml).
+    #[arg(long, global = true, env = "MINEGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGINT or SIGTERM, then drain and exit 0.
+    Serve,
+    /// Development PKI: make it, issue more client certificates, revoke.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Ask a gateway's health service over mutual TLS.
+    Health(health::HealthArgs),
+}
+
+/// How a client command reaches a gateway.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The gateway, https://HOST:PORT.
+    #[arg(
+        long,
+        env = "MINEGATE_CLIENT_SERVER",
+        default_value = "https://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// CA bundle that issued the gateway's certificate.
+    #[arg(long, env = "MINEGATE_CLIENT_CA", default_value = "certs/dev/ca.pem")]
+    pub ca: PathBuf,
+    /// This agency's client certificate.
+    #[arg(
+        long,
+        env = "MINEGATE_CLIENT_CERT",
+        default_value = "certs/dev/operator.pem"
+    )]
+    pub cert: PathBuf,
+    /// This agency's private key.
+    #[arg(
+        long,
+        env = "MINEGATE_CLIENT_KEY",
+        default_value = "certs/dev/operator.key"
+    )]
+    pub key: PathBuf,
+    /// Name to check the gateway's certificate against, if not the server's host.
+    #[arg(long, env = "MINEGATE_CLIENT_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+}
+
+impl ClientArgs {
+    pub fn tls(&self) -> ClientTls {
+        ClientTls {
+            server: self.server.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            domain: self.tls_domain.clone(),
+        }
+    }
+}
+
+/// Parses the command line, runs the command, and turns any error into a
+/// message on stderr and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve => {
+            let config = load_config(cli.config.as_deref())?;
+            init_tracing(config.log.format, &config.log.filter);
+            serve::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(command) => {
+            init_tracing(LogFormat::Text, "warn");
+            certs::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            health::run(args).await
+        }
+    }
+}
+
+/// The configuration from `--config`, else ./minegate.toml if present, else
+/// defaults; then the environment.
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let local = std::path::Path::new("minegate.toml");
+    let file = path.or_else(|| local.exists().then_some(local));
+    Ok(Config::load(file, std::env::vars())?)
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

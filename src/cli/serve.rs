@@ -1,0 +1,32 @@
+//! `minegate serve`: run the gateway until SIGINT or SIGTERM.
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{config::Config, server};
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let gateway = server::start(&config).await?;
+    tracing::info!(
+        listen = %gateway.local_addr(),
+        working_dir = %std::env::current_dir().unwrap_or_default().display(),
+        database = %config.database_url,
+        ca_bundle = %config.tls.ca_bundle.display(),
+        crls = ?config.tls.crls,
+        cert = %config.tls.cert.display(),
+        identities = config.roles.len(),
+        "minegate is serving over mutual TLS"
+    );
+    for (identity, role) in &config.roles {
+        tracing::info!(%identity, %role, "identity mapped");
+    }
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    gateway.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

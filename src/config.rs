@@ -1,0 +1,469 @@
+//! The gateway's configuration: `minegate.toml`, every key overridable by a
+//! `MINEGATE_*` environment variable, and built-in defaults that run a
+//! development gateway with no file at all.
+//!
+//! Precedence: defaults < file < environment. A file's `[roles]` table
+//! replaces the default (development) identities instead of merging with
+//! them, so a production configuration never inherits dev identities.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tls::Role;
+
+/// Environment variables with the `MINEGATE_` prefix that are not config keys.
+const NON_CONFIG_VARIABLES: &[&str] = &["MINEGATE_CONFIG"];
+/// Prefix of the client commands' variables (`MINEGATE_CLIENT_SERVER`, …).
+const CLIENT_VARIABLE_PREFIX: &str = "MINEGATE_CLIENT_";
+/// Prefix of environment variables read by tests, never by the gateway.
+const TEST_VARIABLE_PREFIX: &str = "MINEGATE_TEST_";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (embedded default) or `postgres://…`.
+    pub database_url: String,
+    pub tls: TlsConfig,
+    /// Certificate identity (URI SAN, else subject CN) → role.
+    pub roles: BTreeMap<String, Role>,
+    pub limits: Limits,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of the CAs whose client certificates are accepted.
+    pub ca_bundle: PathBuf,
+    /// PEM or DER CRL files checked for every client certificate.
+    pub crls: Vec<PathBuf>,
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// When not empty: if `DIR/ca.pem` is missing at start-up, make a
+    /// development PKI there (as `minegate certs init --dir DIR` does).
+    pub dev_pki_dir: PathBuf,
+    /// Accept a client certificate whose revocation status no configured
+    /// CRL covers. Off: such certificates are refused.
+    pub allow_unknown_revocation: bool,
+    /// A connection must finish its TLS handshake within this time.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes in progress at once; further connections wait in the backlog.
+    pub max_pending_handshakes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest document accepted by UploadDocument, in bytes.
+    pub max_document_bytes: u64,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub max_concurrent_streams_per_connection: u32,
+    /// Unary calls taking longer are cancelled with DEADLINE_EXCEEDED.
+    pub request_timeout_ms: u64,
+    /// On SIGINT/SIGTERM, in-flight calls get this long to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `minegate=debug,info`. `RUST_LOG` wins.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let dev = PathBuf::from("certs/dev");
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://data/minegate.db".to_owned(),
+            tls: TlsConfig {
+                ca_bundle: dev.join("ca.pem"),
+                crls: vec![dev.join("crl.pem")],
+                cert: dev.join("server.pem"),
+                key: dev.join("server.key"),
+                dev_pki_dir: dev,
+                allow_unknown_revocation: false,
+                handshake_timeout_ms: 10_000,
+                max_pending_handshakes: 256,
+            },
+            roles: Role::ALL
+                .iter()
+                .map(|role| (role.dev_identity(), *role))
+                .collect(),
+            limits: Limits {
+                max_message_bytes: 4 * 1024 * 1024,
+                max_document_bytes: 20 * 1024 * 1024,
+                max_concurrent_streams_per_connection: 64,
+                request_timeout_ms: 30_000,
+                shutdown_grace_ms: 10_000,
+            },
+            log: LogConfig {
+                format: LogFormat::Text,
+                filter: "info".to_owned(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("environment variable {variable}: {reason}")]
+    Environment { variable: String, reason: String },
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the file (if any), then the
+    /// `MINEGATE_*` variables of `environment`.
+    pub fn load(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut merged = defaults.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let from_file: toml::Value =
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?;
+            merge(&mut merged, from_file, "");
+        }
+        apply_environment(&defaults, &mut merged, environment)?;
+        let config: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.roles.is_empty() {
+            return Err(ConfigError::Invalid(
+                "roles: no identity is mapped to a role, so every call would be refused".into(),
+            ));
+        }
+        if self.tls.handshake_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "tls.handshake_timeout_ms must be greater than 0".into(),
+            ));
+        }
+        if self.tls.max_pending_handshakes == 0 {
+            return Err(ConfigError::Invalid(
+                "tls.max_pending_handshakes must be greater than 0".into(),
+            ));
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.limits.max_concurrent_streams_per_connection == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_concurrent_streams_per_connection must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The environment variable that overrides a key path such as `tls.ca_bundle`.
+    pub fn variable_for(key_path: &str) -> String {
+        format!("MINEGATE_{}", key_path.replace('.', "_").to_uppercase())
+    }
+}
+
+/// Deep merge of tables; `roles` (at the top) is replaced whole.
+fn merge(base: &mut toml::Value, overlay: toml::Value, path: &str) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) if path != "roles" => {
+            for (key, value) in overlay {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value, &child),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Every leaf key of the defaults has a variable; `roles` takes
+/// `identity=role,identity=role`; lists take comma-separated values.
+fn apply_environment(
+    defaults: &toml::Value,
+    merged: &mut toml::Value,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut leaves = Vec::new();
+    collect_leaves(defaults, String::new(), &mut leaves);
+    let known: BTreeMap<String, (String, toml::Value)> = leaves
+        .into_iter()
+        .map(|(path, value)| (Config::variable_for(&path), (path, value)))
+        .collect();
+
+    for (variable, raw) in environment {
+        if !variable.starts_with("MINEGATE_")
+            || variable.starts_with(TEST_VARIABLE_PREFIX)
+            || variable.starts_with(CLIENT_VARIABLE_PREFIX)
+            || NON_CONFIG_VARIABLES.contains(&variable.as_str())
+        {
+            continue;
+        }
+        let Some((path, default)) = known.get(&variable) else {
+            return Err(ConfigError::Environment {
+                variable,
+                reason: "not a configuration key (see minegate.example.toml)".into(),
+            });
+        };
+        let value = parse_like(default, path, &raw).map_err(|reason| ConfigError::Environment {
+            variable: variable.clone(),
+            reason,
+        })?;
+        set_path(merged, path, value);
+    }
+    Ok(())
+}
+
+fn collect_leaves(value: &toml::Value, path: String, out: &mut Vec<(String, toml::Value)>) {
+    match value {
+        toml::Value::Table(table) if path != "roles" => {
+            for (key, child) in table {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                collect_leaves(child, child_path, out);
+            }
+        }
+        other => out.push((path, other.clone())),
+    }
+}
+
+fn parse_like(default: &toml::Value, path: &str, raw: &str) -> Result<toml::Value, String> {
+    let raw = raw.trim();
+    Ok(match default {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.parse()
+                .map_err(|_| format!("{raw:?} is not a whole number"))?,
+        ),
+        toml::Value::Boolean(_) => match raw {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => return Err(format!("{raw:?} is not true or false")),
+        },
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        toml::Value::Table(_) if path == "roles" => {
+            let mut table = toml::map::Map::new();
+            for pair in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (identity, role) = pair
+                    .rsplit_once('=')
+                    .ok_or_else(|| format!("{pair:?} is not identity=role"))?;
+                table.insert(
+                    identity.trim().to_owned(),
+                    toml::Value::String(role.trim().to_owned()),
+                );
+            }
+            toml::Value::Table(table)
+        }
+        _ => toml::Value::String(raw.to_owned()),
+    })
+}
+
+fn set_path(root: &mut toml::Value, path: &str, value: toml::Value) {
+    let mut node = root;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let toml::Value::Table(table) = node else {
+            return;
+        };
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return;
+        }
+        node = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_and_no_environment_gives_the_development_defaults() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.database_url, "sqlite://data/minegate.db");
+        assert_eq!(config.roles.get("urn:minegate:energy"), Some(&Role::Energy));
+        assert_eq!(config.roles.len(), 4);
+    }
+
+    #[test]
+    fn every_key_has_an_environment_variable() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("MINEGATE_LISTEN", "0.0.0.0:6000"),
+                ("MINEGATE_DATABASE_URL", "postgres://localhost/minegate"),
+                ("MINEGATE_TLS_CRLS", "a.pem, b.pem"),
+                ("MINEGATE_TLS_ALLOW_UNKNOWN_REVOCATION", "true"),
+                ("MINEGATE_TLS_HANDSHAKE_TIMEOUT_MS", "2500"),
+                ("MINEGATE_LIMITS_MAX_DOCUMENT_BYTES", "1048576"),
+                ("MINEGATE_LOG_FORMAT", "json"),
+                (
+                    "MINEGATE_ROLES",
+                    "urn:x:registry=authority,CN-only=operator",
+                ),
+                ("MINEGATE_TEST_POSTGRES_URL", "ignored"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:6000");
+        assert_eq!(config.database_url, "postgres://localhost/minegate");
+        assert_eq!(
+            config.tls.crls,
+            vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
+        assert!(config.tls.allow_unknown_revocation);
+        assert_eq!(config.tls.handshake_timeout_ms, 2500);
+        assert_eq!(config.limits.max_document_bytes, 1_048_576);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(
+            config.roles,
+            BTreeMap::from([
+                ("CN-only".to_owned(), Role::Operator),
+                ("urn:x:registry".to_owned(), Role::Authority),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_file_roles_table_replaces_the_development_identities() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("minegate.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\n[tls]\nhandshake_timeout_ms = 500\n[roles]\n\"urn:kz:energy\" = \"energy\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.tls.handshake_timeout_ms, 500);
+        // Untouched keys keep their defaults.
+        assert_eq!(config.tls.ca_bundle, PathBuf::from("certs/dev/ca.pem"));
+        assert_eq!(
+            config.roles,
+            BTreeMap::from([("urn:kz:energy".to_owned(), Role::Energy)])
+        );
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("minegate.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\n").unwrap();
+        let config =
+            Config::load(Some(&path), env(&[("MINEGATE_LISTEN", "127.0.0.1:7001")])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7001");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = Config::load(None, env(&[("MINEGATE_LISTN", "x")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable MINEGATE_LISTN: not a configuration key (see minegate.example.toml)"
+        );
+        let err =
+            Config::load(None, env(&[("MINEGATE_TLS_HANDSHAKE_TIMEOUT_MS", "soon")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable MINEGATE_TLS_HANDSHAKE_TIMEOUT_MS: \"soon\" is not a whole number"
+        );
+        let err = Config::load(None, env(&[("MINEGATE_ROLES", "urn:a=janitor")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config: unknown variant `janitor`"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("minegate.toml");
+        std::fs::write(&path, "[limits]\nmax_mesage_bytes = 10\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config: unknown field `max_mesage_bytes`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_in_the_repository_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("minegate.example.toml");
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(config.tls.dev_pki_dir, PathBuf::new());
+        assert_eq!(config.roles.len(), 4);
+    }
+}

@@ -1,0 +1,14 @@
+//! minegate: the gRPC gateway between the authorized body, the energy ministry
+//! and the finance ministry for the digital mining notification regime
+//! (order No. 146/НҚ, see shared/rules/RULES.md).
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,193 @@
+//! Assembles the gateway: dev PKI if asked for, the mutual-TLS acceptor, the
+//! database, the four domain services behind the access layer, health and
+//! reflection; serves until told to stop, then drains in-flight calls.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, oneshot},
+    task::JoinHandle,
+};
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    config::Config,
+    proto::{
+        self,
+        v1::{
+            compliance_service_server::ComplianceServiceServer,
+            energy_extract_service_server::EnergyExtractServiceServer,
+            filing_service_server::FilingServiceServer,
+            finance_service_server::FinanceServiceServer,
+        },
+    },
+    service::{
+        access::AccessLayer, compliance::Compliance, energy::EnergyExtracts, filing::Filings,
+        finance::FinanceForms,
+    },
+    store::{Database, StoreError},
+    tls::{
+        acceptor::{self, TlsSetupError},
+        pki::{self, PkiError},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("development PKI in {dir}: {source}")]
+    DevPki { dir: String, source: PkiError },
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Gateway {
+    /// The address actually listened on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight calls finish (up to the grace period), and waits.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// Makes the development PKI when the configuration asks for one and it is missing.
+pub fn ensure_dev_pki(config: &Config) -> Result<(), ServeError> {
+    let dir = &config.tls.dev_pki_dir;
+    if dir.as_os_str().is_empty() || dir.join(pki::CA_CERT).exists() {
+        return Ok(());
+    }
+    let made = pki::init(dir, false).map_err(|source| ServeError::DevPki {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    tracing::warn!(
+        dir = %made.dir.display(),
+        files = made.files.len(),
+        "made a development PKI (CA, server and one client certificate per role); not for production"
+    );
+    Ok(())
+}
+
+/// Starts the gateway described by `config` and returns once it listens.
+pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
+    ensure_dev_pki(config)?;
+    let tls = acceptor::load_server_config(&config.tls)?;
+    let database = Database::connect(&config.database_url).await?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let incoming = acceptor::accept(
+        listener,
+        tls,
+        Duration::from_millis(config.tls.handshake_timeout_ms),
+        config.tls.max_pending_handshakes,
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let limit = config.limits.max_message_bytes;
+    let router = Server::builder()
+        .timeout(Duration::from_millis(config.limits.request_timeout_ms))
+        .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
+        .layer(AccessLayer::new(config.roles.clone()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            FilingServiceServer::new(Filings)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            EnergyExtractServiceServer::new(EnergyExtracts)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            FinanceServiceServer::new(FinanceForms)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            ComplianceServiceServer::new(Compliance)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let draining = Arc::new(Notify::new());
+    let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
+    let signal = {
+        let draining = draining.clone();
+        async move {
+            // A dropped sender stops the server as a sent one does.
+            let _ = stopped.await;
+            tracing::info!("shutting down: no new connections, draining in-flight calls");
+            set_health(&health, ServingStatus::NotServing).await;
+            draining.notify_one();
+        }
+    };
+    let task = tokio::spawn(async move {
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        let result = tokio::select! {
+            result = serve => result.map_err(ServeError::from),
+            () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "calls still in flight after the grace period; closing them");
+                Ok(())
+            }
+        };
+        database.close().await;
+        result
+    });
+    Ok(Gateway {
+        local_addr,
+        stop: Some(stop),
+        task,
+    })
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for service in proto::DOMAIN_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}

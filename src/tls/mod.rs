@@ -1,0 +1,11 @@
+//! Transport security: the development PKI, the rustls acceptor that only lets
+//! authenticated agencies in, and the peer identity and role read from a
+//! client certificate. Nothing here knows which role may call what; that
+//! policy lives in `service::access`.
+
+pub mod acceptor;
+pub mod identity;
+pub mod pki;
+
+pub use acceptor::{PeerInfo, PeerStream, TlsIncoming, load_server_config};
+pub use identity::{Peer, Role, identity_from_certificate};
