@@ -96,6 +96,22 @@ impl LeafOptions {
     }
 }
 
+/// One certificate on a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// The certificate's serial number as encoded (big-endian bytes).
+    pub serial: Vec<u8>,
+    pub revoked_at: OffsetDateTime,
+}
+
+/// What a CRL file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlContents {
+    pub revoked: Vec<RevokedEntry>,
+    /// The CRL number (0 if the CRL has none).
+    pub number: u64,
+}
+
 /// A CA that can issue certificates and sign CRLs.
 pub struct CertificateAuthority {
     cert_pem: String,
@@ -185,12 +201,8 @@ impl CertificateAuthority {
         })
     }
 
-    /// A CRL listing `revoked` (serial, revocation time), valid for a year.
-    pub fn sign_crl(
-        &self,
-        revoked: &[(Vec<u8>, OffsetDateTime)],
-        crl_number: u64,
-    ) -> Result<String, PkiError> {
+    /// A CRL listing `revoked`, valid for a year.
+    pub fn sign_crl(&self, revoked: &[RevokedEntry], crl_number: u64) -> Result<String, PkiError> {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
             this_update: now - Duration::minutes(5),
@@ -199,9 +211,9 @@ impl CertificateAuthority {
             issuing_distribution_point: None,
             revoked_certs: revoked
                 .iter()
-                .map(|(serial, at)| RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(serial),
-                    revocation_time: *at,
+                .map(|entry| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&entry.serial),
+                    revocation_time: entry.revoked_at,
                     reason_code: Some(RevocationReason::Unspecified),
                     invalidity_date: None,
                 })
@@ -323,16 +335,22 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation, PkiError> {
     let serial = cert.raw_serial().to_vec();
 
     let crl_path = dir.join(CRL);
-    let (mut revoked, number) = read_crl(&crl_path)?;
+    let CrlContents {
+        mut revoked,
+        number,
+    } = read_crl(&crl_path)?;
     let serial_hex = hex(&serial);
-    if revoked.iter().any(|(s, _)| *s == serial) {
+    if revoked.iter().any(|entry| entry.serial == serial) {
         return Ok(Revocation {
             serial: serial_hex,
             crl_number: number,
             newly_revoked: false,
         });
     }
-    revoked.push((serial, OffsetDateTime::now_utc()));
+    revoked.push(RevokedEntry {
+        serial,
+        revoked_at: OffsetDateTime::now_utc(),
+    });
     let ca = load_ca(dir)?;
     let crl_pem = ca.sign_crl(&revoked, number + 1)?;
     write_file(&crl_path, &crl_pem, false, &mut Vec::new())?;
@@ -343,8 +361,8 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation, PkiError> {
     })
 }
 
-/// The revoked serials (with times) and the CRL number of a PEM CRL file.
-pub fn read_crl(path: &Path) -> Result<(Vec<(Vec<u8>, OffsetDateTime)>, u64), PkiError> {
+/// The revoked certificates and the CRL number of a PEM CRL file.
+pub fn read_crl(path: &Path) -> Result<CrlContents, PkiError> {
     let pem = fs::read(path).map_err(io_error(path))?;
     let unreadable = |reason: String| PkiError::Unreadable {
         path: path.to_owned(),
@@ -356,18 +374,16 @@ pub fn read_crl(path: &Path) -> Result<(Vec<(Vec<u8>, OffsetDateTime)>, u64), Pk
         x509_parser::parse_x509_crl(&parsed.contents).map_err(|e| unreadable(e.to_string()))?;
     let revoked = crl
         .iter_revoked_certificates()
-        .map(|entry| {
-            (
-                entry.raw_serial().to_vec(),
-                entry.revocation_date.to_datetime(),
-            )
+        .map(|entry| RevokedEntry {
+            serial: entry.raw_serial().to_vec(),
+            revoked_at: entry.revocation_date.to_datetime(),
         })
         .collect();
     let number = crl
         .crl_number()
         .and_then(|n| u64::try_from(n.clone()).ok())
         .unwrap_or(0);
-    Ok((revoked, number))
+    Ok(CrlContents { revoked, number })
 }
 
 fn load_ca(dir: &Path) -> Result<CertificateAuthority, PkiError> {
@@ -472,9 +488,14 @@ mod tests {
                 "crl.pem"
             ]
         );
-        let (revoked, number) = read_crl(&dir.path().join(CRL)).unwrap();
-        assert!(revoked.is_empty());
-        assert_eq!(number, 1);
+        let crl = read_crl(&dir.path().join(CRL)).unwrap();
+        assert_eq!(
+            crl,
+            CrlContents {
+                revoked: vec![],
+                number: 1
+            }
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -509,10 +530,13 @@ mod tests {
         let again = revoke(dir.path(), "energy").unwrap();
         assert_eq!(again.crl_number, 2);
         assert!(!again.newly_revoked);
-        let (revoked, number) = read_crl(&dir.path().join(CRL)).unwrap();
-        assert_eq!(number, 2);
+        let crl = read_crl(&dir.path().join(CRL)).unwrap();
+        assert_eq!(crl.number, 2);
         assert_eq!(
-            revoked.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+            crl.revoked
+                .iter()
+                .map(|e| e.serial.clone())
+                .collect::<Vec<_>>(),
             vec![serial]
         );
         assert!(matches!(

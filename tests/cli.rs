@@ -1,0 +1,230 @@
+//! The `minegate` binary as a newcomer runs it: `serve` with no configuration
+//! in an empty folder, `health`, `certs`, and clear errors.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_minegate");
+
+fn minegate(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run minegate")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = format!("https://127.0.0.1:{port}");
+    let mut serving = Serving(
+        Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        let output = minegate(dir.path(), &["health", "--server", &server]);
+        if output.status.success() {
+            break output;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no healthy gateway: {}",
+            stderr(&output)
+        );
+        assert!(serving.0.try_wait().unwrap().is_none(), "gateway exited");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        stdout(&health),
+        "(gateway)                                     SERVING\n\
+         kz.digitalmining.v1.FilingService             SERVING\n\
+         kz.digitalmining.v1.EnergyExtractService      SERVING\n\
+         kz.digitalmining.v1.FinanceService            SERVING\n\
+         kz.digitalmining.v1.ComplianceService         SERVING\n"
+    );
+    for file in [
+        "certs/dev/ca.pem",
+        "certs/dev/crl.pem",
+        "certs/dev/server.pem",
+        "certs/dev/authority.key",
+        "certs/dev/operator.pem",
+        "data/minegate.db",
+    ] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+
+    signal(&serving.0, "TERM");
+    let status = wait_for_exit(&mut serving.0);
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sigint_also_stops_the_gateway_with_exit_code_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut serving = Serving(
+        Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&serving.0, "INT");
+    assert_eq!(wait_for_exit(&mut serving.0).code(), Some(0));
+}
+
+#[test]
+fn certs_init_revoke_and_issue_say_what_they_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = minegate(dir.path(), &["certs", "init", "--dir", "pki"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let lines: Vec<String> = stdout(&init).lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "development PKI written to pki:");
+    assert_eq!(lines.len(), 15);
+
+    let again = minegate(dir.path(), &["certs", "init", "--dir", "pki"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        stderr(&again),
+        "error: pki/ca.pem already exists; pass --force to replace the whole PKI\n"
+    );
+
+    let revoke = minegate(dir.path(), &["certs", "revoke", "finance", "--dir", "pki"]);
+    assert!(revoke.status.success(), "{}", stderr(&revoke));
+    let text = stdout(&revoke);
+    assert!(text.starts_with("revoked finance (serial "), "{text}");
+    assert!(
+        text.ends_with("); pki/crl.pem is now CRL number 2; restart the gateway to apply it\n"),
+        "{text}"
+    );
+    let twice = minegate(dir.path(), &["certs", "revoke", "finance", "--dir", "pki"]);
+    assert!(
+        stdout(&twice).ends_with("was already revoked; CRL number 2 unchanged\n"),
+        "{}",
+        stdout(&twice)
+    );
+
+    let issue = minegate(
+        dir.path(),
+        &[
+            "certs",
+            "issue",
+            "energy-backup",
+            "--identity",
+            "urn:kz:energy:backup",
+            "--dir",
+            "pki",
+        ],
+    );
+    assert!(issue.status.success(), "{}", stderr(&issue));
+    assert_eq!(
+        stdout(&issue),
+        "wrote pki/energy-backup.key\nwrote pki/energy-backup.pem\n\
+         map the identity to a role in the config: [roles] \"urn:kz:energy:backup\" = \"ROLE\"\n"
+    );
+}
+
+#[test]
+fn a_mistyped_environment_variable_stops_serve_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("MINEGATE_LISTN", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "error: environment variable MINEGATE_LISTN: not a configuration key (see minegate.example.toml)\n"
+    );
+    // Nothing was made.
+    assert!(!dir.path().join("certs").exists());
+}
+
+#[test]
+fn a_config_file_in_the_working_folder_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("minegate.toml"),
+        "database_url = \"mysql://db/minegate\"\n",
+    )
+    .unwrap();
+    let output = minegate(dir.path(), &["serve"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).ends_with(
+            "error: database_url \"mysql://db/minegate\": expected sqlite://PATH or postgres://…\n"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}

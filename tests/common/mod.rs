@@ -1,0 +1,181 @@
+//! `spawn_app()` for the integration tests: a fresh development PKI and SQLite
+//! file in a temporary folder, a real gateway on 127.0.0.1:0, and real tonic
+//! clients over mutual TLS.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use minegate::{
+    client::ClientTls,
+    config::Config,
+    server::{self, Gateway},
+    tls::pki,
+};
+use rustls::{
+    AlertDescription, ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+};
+use tempfile::TempDir;
+use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio_rustls::TlsConnector;
+use tonic::transport::Channel;
+
+pub struct TestApp {
+    pub gateway: Gateway,
+    pub addr: SocketAddr,
+    pub config: Config,
+    /// The folder holding the PKI (`pki/`) and the database (`minegate.db`).
+    pub dir: Arc<TempDir>,
+}
+
+impl TestApp {
+    pub fn pki_dir(&self) -> PathBuf {
+        pki_dir(&self.dir)
+    }
+
+    /// A channel authenticated with `pki/NAME.pem`.
+    pub async fn channel(&self, name: &str) -> Channel {
+        self.client_tls(name)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect as {name}: {e}"))
+    }
+
+    pub fn client_tls(&self, name: &str) -> ClientTls {
+        let dir = self.pki_dir();
+        ClientTls {
+            server: format!("https://{}", self.addr),
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+            domain: Some("localhost".into()),
+        }
+    }
+
+    /// Stops the gateway and starts it again on the same folder (PKI and database).
+    pub async fn restart(self) -> TestApp {
+        let TestApp {
+            gateway,
+            config,
+            dir,
+            ..
+        } = self;
+        gateway.shutdown().await.expect("clean shutdown");
+        start(config, dir).await
+    }
+}
+
+pub fn pki_dir(dir: &TempDir) -> PathBuf {
+    dir.path().join("pki")
+}
+
+/// A folder with a fresh development PKI.
+pub fn fresh_folder() -> Arc<TempDir> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    pki::init(&pki_dir(&dir), false).expect("certs init");
+    Arc::new(dir)
+}
+
+/// The configuration of a test gateway in `dir`.
+pub fn test_config(dir: &TempDir) -> Config {
+    let pki = pki_dir(dir);
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}", dir.path().join("minegate.db").display()),
+        ..Config::default()
+    };
+    config.tls.ca_bundle = pki.join("ca.pem");
+    config.tls.crls = vec![pki.join("crl.pem")];
+    config.tls.cert = pki.join("server.pem");
+    config.tls.key = pki.join("server.key");
+    config.tls.dev_pki_dir = PathBuf::new();
+    config.limits.shutdown_grace_ms = 2_000;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = fresh_folder();
+    let config = test_config(&dir);
+    start(config, dir).await
+}
+
+pub async fn spawn_app_with(edit: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = fresh_folder();
+    let mut config = test_config(&dir);
+    edit(&mut config);
+    start(config, dir).await
+}
+
+pub async fn start(config: Config, dir: Arc<TempDir>) -> TestApp {
+    let gateway = server::start(&config).await.expect("gateway starts");
+    let addr = gateway.local_addr();
+    let mut config = config;
+    // A restart binds the same port, so clients keep their address.
+    config.listen = addr;
+    TestApp {
+        gateway,
+        addr,
+        config,
+        dir,
+    }
+}
+
+/// A raw rustls client (not tonic), to see exactly how a handshake ends.
+pub fn rustls_client(ca: &Path, identity: Option<(&Path, &Path)>) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+/// Connects with `config` and returns the alert the server refused the
+/// handshake with. Panics if the server does not refuse within 10 s.
+pub async fn refusal(addr: SocketAddr, config: ClientConfig) -> AlertDescription {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from("localhost").unwrap();
+    let error = match connector.connect(name, tcp).await {
+        // TLS 1.2: the server refuses during the handshake.
+        Err(error) => error,
+        // TLS 1.3: the client finishes first; the refusal arrives on the first read.
+        Ok(mut stream) => {
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Err(error)) => error,
+                Ok(Ok(n)) => panic!("server accepted the connection (read {n} bytes)"),
+                Err(_) => panic!("server accepted the connection (no refusal in 10 s)"),
+            }
+        }
+    };
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => *alert,
+        other => panic!("expected a TLS alert, got {error} ({other:?})"),
+    }
+}

@@ -1,0 +1,237 @@
+//! The mutual-TLS front door: who is refused at the handshake, and that a
+//! refused or stalled client never stops the gateway serving others.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{TestApp, refusal, rustls_client, spawn_app, spawn_app_with};
+use minegate::tls::pki::{self, LeafOptions};
+use rustls::{AlertDescription, ProtocolVersion, pki_types::pem::PemObject};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+async fn health_of(app: &TestApp, name: &str) -> ServingStatus {
+    HealthClient::new(app.channel(name).await)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health check")
+        .into_inner()
+        .status()
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused_and_others_are_still_served() {
+    let app = spawn_app().await;
+    let ca = app.pki_dir().join("ca.pem");
+    assert_eq!(
+        refusal(app.addr, rustls_client(&ca, None)).await,
+        AlertDescription::CertificateRequired
+    );
+    assert_eq!(health_of(&app, "operator").await, ServingStatus::Serving);
+    app.gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused() {
+    let app = spawn_app().await;
+    let other = tempfile::tempdir().unwrap();
+    let ca = pki::CertificateAuthority::generate("another agency's CA").unwrap();
+    let client = ca
+        .issue_client(&LeafOptions::client("energy", Some("urn:minegate:energy")))
+        .unwrap();
+    std::fs::write(other.path().join("energy.pem"), &client.cert_pem).unwrap();
+    std::fs::write(other.path().join("energy.key"), &client.key_pem).unwrap();
+    let config = rustls_client(
+        &app.pki_dir().join("ca.pem"),
+        Some((
+            &other.path().join("energy.pem"),
+            &other.path().join("energy.key"),
+        )),
+    );
+    assert_eq!(refusal(app.addr, config).await, AlertDescription::UnknownCA);
+
+    // A look-alike CA with the very same name: its signature does not verify.
+    let look_alike = tempfile::tempdir().unwrap();
+    pki::init(look_alike.path(), false).unwrap();
+    let config = rustls_client(
+        &app.pki_dir().join("ca.pem"),
+        Some((
+            &look_alike.path().join("energy.pem"),
+            &look_alike.path().join("energy.key"),
+        )),
+    );
+    assert_eq!(
+        refusal(app.addr, config).await,
+        AlertDescription::DecryptError
+    );
+    assert_eq!(health_of(&app, "energy").await, ServingStatus::Serving);
+    app.gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused() {
+    let app = spawn_app().await;
+    let dir = app.pki_dir();
+    pki::issue(
+        &dir,
+        "expired",
+        &LeafOptions::client("expired", Some("urn:minegate:energy")).expired(),
+    )
+    .unwrap();
+    let config = rustls_client(
+        &dir.join("ca.pem"),
+        Some((&dir.join("expired.pem"), &dir.join("expired.key"))),
+    );
+    assert_eq!(
+        refusal(app.addr, config).await,
+        AlertDescription::CertificateExpired
+    );
+    assert_eq!(health_of(&app, "energy").await, ServingStatus::Serving);
+    app.gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_after_restart_and_others_are_not() {
+    let app = spawn_app().await;
+    assert_eq!(health_of(&app, "energy").await, ServingStatus::Serving);
+
+    let revocation = pki::revoke(&app.pki_dir(), "energy").unwrap();
+    assert_eq!(revocation.crl_number, 2);
+    let app = app.restart().await;
+
+    let dir = app.pki_dir();
+    let config = rustls_client(
+        &dir.join("ca.pem"),
+        Some((&dir.join("energy.pem"), &dir.join("energy.key"))),
+    );
+    assert_eq!(
+        refusal(app.addr, config).await,
+        AlertDescription::CertificateRevoked
+    );
+    assert_eq!(health_of(&app, "authority").await, ServingStatus::Serving);
+    app.gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_never_completes_its_handshake_does_not_delay_others() {
+    let app = spawn_app_with(|config| config.tls.handshake_timeout_ms = 1_500).await;
+
+    // Connections that say nothing, and one that sends half a ClientHello.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mut half = TcpStream::connect(app.addr).await.unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    stalled.push(half);
+
+    // A real client is served while all of them are still open: had the
+    // handshakes been serial, it would have waited for their timeouts first.
+    assert_eq!(health_of(&app, "operator").await, ServingStatus::Serving);
+    let mut probe = [0u8; 1];
+    for (i, conn) in stalled.iter().enumerate() {
+        match conn.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("stalled connection {i} was closed before its timeout: {other:?}"),
+        }
+    }
+
+    // After the handshake timeout the gateway closes them.
+    for (i, mut conn) in stalled.into_iter().enumerate() {
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut probe))
+            .await
+            .unwrap_or_else(|_| panic!("stalled connection {i} still open after 10 s"));
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "connection {i}: expected close, got {read:?}"
+        );
+    }
+    assert_eq!(health_of(&app, "operator").await, ServingStatus::Serving);
+    app.gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn tls_1_2_is_served_and_older_versions_are_refused() {
+    let app = spawn_app().await;
+    let dir = app.pki_dir();
+
+    // A TLS 1.2-only client completes the handshake, with ALPN h2.
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+            .with_root_certificates({
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(pem_cert(&dir.join("ca.pem"))).unwrap();
+                roots
+            })
+            .with_client_auth_cert(
+                vec![pem_cert(&dir.join("operator.pem"))],
+                rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("operator.key")).unwrap(),
+            )
+            .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let stream = TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS 1.2 handshake");
+    let (_, connection) = stream.get_ref();
+    assert_eq!(
+        connection.protocol_version(),
+        Some(ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(connection.alpn_protocol(), Some(&b"h2"[..]));
+
+    // A TLS 1.1 ClientHello gets a protocol_version alert (70).
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(&tls11_client_hello()).await.unwrap();
+    let mut answer = [0u8; 7];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("an alert record");
+    assert_eq!(answer[0], 0x15, "an alert record: {answer:02x?}");
+    assert_eq!(
+        &answer[5..],
+        &[0x02, 70],
+        "fatal protocol_version: {answer:02x?}"
+    );
+    app.gateway.shutdown().await.unwrap();
+}
+
+fn pem_cert(path: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    rustls::pki_types::CertificateDer::from_pem_file(path).unwrap()
+}
+
+/// A minimal ClientHello offering at most TLS 1.1.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x02]; // client_version TLS 1.1
+    body.extend_from_slice(&[0x42; 32]); // random
+    body.push(0); // no session id
+    // TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, which this server does support.
+    body.extend_from_slice(&[0x00, 0x02, 0xc0, 0x2b]);
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    let extensions: &[u8] = &[
+        0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17, // supported_groups: secp256r1
+        0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, // ec_point_formats: uncompressed
+        0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04,
+        0x03, // signature_algorithms: ecdsa_secp256r1_sha256
+    ];
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(extensions);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
