@@ -111,7 +111,7 @@ pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
         addr: config.listen,
         source,
     })?;
-    let incoming = acceptor::accept(
+    let (incoming, accept_loop) = acceptor::accept(
         listener,
         tls,
         Duration::from_millis(config.tls.handshake_timeout_ms),
@@ -175,6 +175,8 @@ pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
                 Ok(())
             }
         };
+        // Serving has ended, so the incoming stream is gone: the loop ends too.
+        let _ = accept_loop.await;
         database.close().await;
         result
     });

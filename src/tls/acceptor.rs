@@ -25,6 +25,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc},
+    task::JoinHandle,
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
@@ -179,18 +180,19 @@ impl AsyncWrite for PeerStream {
 pub type TlsIncoming = ReceiverStream<Result<PeerStream, io::Error>>;
 
 /// Accepts TCP connections on `listener` and performs each TLS handshake in
-/// its own task, at most `max_pending` at once, each within `timeout`. Stops
-/// (closing the listener) when the returned stream is dropped.
+/// its own task, at most `max_pending` at once, each within `timeout`. The
+/// accept loop stops, closing the listener, when the returned stream is
+/// dropped; the returned handle finishes then.
 pub fn accept(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     timeout: Duration,
     max_pending: usize,
-) -> TlsIncoming {
+) -> (TlsIncoming, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(max_pending);
     let acceptor = TlsAcceptor::from(config);
     let pending = Arc::new(Semaphore::new(max_pending));
-    tokio::spawn(async move {
+    let accept_loop = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
                 _ = tx.closed() => break,
@@ -250,5 +252,5 @@ pub fn accept(
         }
         tracing::debug!("listener closed");
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), accept_loop)
 }
