@@ -1,0 +1,54 @@
+//! The rules themselves, with no I/O: identifiers and quantities that cannot
+//! exist invalid, the deadlines, and how a filing changes the register and
+//! which compliance findings it raises. Nothing here imports tonic or sqlx.
+
+pub mod deadlines;
+pub mod document;
+pub mod filing;
+pub mod identifiers;
+pub mod ip;
+pub mod quantities;
+pub mod register;
+
+/// Lowercase hex of bytes (digests, serials).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// A SHA-256 digest as 64 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Hex(String);
+
+impl Sha256Hex {
+    pub fn parse(s: &str) -> Result<Sha256Hex, String> {
+        if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "a SHA-256 digest is 64 hex characters, got {:?}",
+                if s.len() > 80 { &s[..80] } else { s }
+            ));
+        }
+        Ok(Sha256Hex(s.to_ascii_lowercase()))
+    }
+
+    pub fn of(bytes: &[u8]) -> Sha256Hex {
+        Sha256Hex(hex(
+            ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Sha256Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

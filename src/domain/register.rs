@@ -1,0 +1,357 @@
+//! How an accepted filing changes the list of organisations that notified
+//! the start of activity (the register), and which compliance findings it
+//! raises. The gateway records; people decide: nothing here rejects a filing.
+
+use chrono::NaiveDate;
+
+use super::{
+    deadlines,
+    filing::{Filing, FilingKind},
+    quantities::Quarter,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterStatus {
+    Planned,
+    Operating,
+    Terminated,
+}
+
+impl RegisterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterStatus::Planned => "PLANNED",
+            RegisterStatus::Operating => "OPERATING",
+            RegisterStatus::Terminated => "TERMINATED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RegisterStatus> {
+        [
+            RegisterStatus::Planned,
+            RegisterStatus::Operating,
+            RegisterStatus::Terminated,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingKind {
+    LateStartNotification,
+    LateQuarterlyReport,
+    LateTerminationNotice,
+    UnregisteredFiler,
+    IpPoolConflict,
+    DuplicateStart,
+    MissingQuarterlyReport,
+    FilingAfterTermination,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 8] = [
+        FindingKind::LateStartNotification,
+        FindingKind::LateQuarterlyReport,
+        FindingKind::LateTerminationNotice,
+        FindingKind::UnregisteredFiler,
+        FindingKind::IpPoolConflict,
+        FindingKind::DuplicateStart,
+        FindingKind::MissingQuarterlyReport,
+        FindingKind::FilingAfterTermination,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::LateStartNotification => "LATE_START_NOTIFICATION",
+            FindingKind::LateQuarterlyReport => "LATE_QUARTERLY_REPORT",
+            FindingKind::LateTerminationNotice => "LATE_TERMINATION_NOTICE",
+            FindingKind::UnregisteredFiler => "UNREGISTERED_FILER",
+            FindingKind::IpPoolConflict => "IP_POOL_CONFLICT",
+            FindingKind::DuplicateStart => "DUPLICATE_START",
+            FindingKind::MissingQuarterlyReport => "MISSING_QUARTERLY_REPORT",
+            FindingKind::FilingAfterTermination => "FILING_AFTER_TERMINATION",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FindingKind> {
+        FindingKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A finding before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingDraft {
+    pub kind: FindingKind,
+    /// Days late, or days short of 30 for a late start notification; else 0.
+    pub days: i32,
+    pub quarter: Option<Quarter>,
+    pub detail: String,
+}
+
+/// What the register says of a BIN/IIN now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterState {
+    pub status: RegisterStatus,
+    pub activity_end: Option<NaiveDate>,
+}
+
+/// A block of the filing's pool that overlaps one registered to someone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpConflict {
+    pub cidr: String,
+    pub other_cidr: String,
+    pub other_bin_or_iin: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterChange {
+    /// No change to the entry (or no entry).
+    Unchanged,
+    /// A new entry, PLANNED.
+    Create,
+    /// The entry moves to this status.
+    SetStatus(RegisterStatus),
+}
+
+/// The gateway's judgement of one valid filing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    pub due_date: NaiveDate,
+    pub days_late: i32,
+    pub findings: Vec<FindingDraft>,
+    pub register: RegisterChange,
+}
+
+impl Assessment {
+    pub fn deadline_met(&self) -> bool {
+        self.days_late == 0
+    }
+}
+
+/// Judges `filing`, received on the civil date `received`, against the
+/// register entry of its BIN/IIN (if any) and the IP conflicts found.
+pub fn assess(
+    filing: &Filing,
+    received: NaiveDate,
+    entry: Option<&RegisterState>,
+    conflicts: &[IpConflict],
+) -> Assessment {
+    let mut findings = Vec::new();
+    let (due_date, register) = match filing {
+        Filing::Start(start) => {
+            let due = deadlines::start_notification_due(start.planned_start);
+            let days_short = deadlines::days_late(received, due);
+            if days_short > 0 {
+                let ahead = (start.planned_start - received).num_days();
+                findings.push(FindingDraft {
+                    kind: FindingKind::LateStartNotification,
+                    days: days_short,
+                    quarter: None,
+                    detail: format!(
+                        "filed {received}, {ahead} days before the planned start {}; the rules require at least 30 (due {due}), {days_short} days short",
+                        start.planned_start
+                    ),
+                });
+            }
+            let register = match entry.map(|e| e.status) {
+                None => RegisterChange::Create,
+                Some(RegisterStatus::Terminated) => {
+                    RegisterChange::SetStatus(RegisterStatus::Planned)
+                }
+                Some(status) => {
+                    findings.push(FindingDraft {
+                        kind: FindingKind::DuplicateStart,
+                        days: 0,
+                        quarter: None,
+                        detail: format!(
+                            "{} is already in the register ({}); the entry is unchanged",
+                            start.person.id,
+                            status.as_str()
+                        ),
+                    });
+                    RegisterChange::Unchanged
+                }
+            };
+            (due, register)
+        }
+        Filing::Quarterly(report) => {
+            let due = deadlines::quarterly_report_due(report.quarter);
+            let late = deadlines::days_late(received, due);
+            if late > 0 {
+                findings.push(FindingDraft {
+                    kind: FindingKind::LateQuarterlyReport,
+                    days: late,
+                    quarter: Some(report.quarter),
+                    detail: format!(
+                        "report for {} filed {received}, due {due}: {late} days late",
+                        report.quarter
+                    ),
+                });
+            }
+            let register = match entry {
+                None => {
+                    findings.push(unregistered(filing, Some(report.quarter)));
+                    RegisterChange::Unchanged
+                }
+                Some(RegisterState {
+                    status: RegisterStatus::Planned,
+                    ..
+                }) => RegisterChange::SetStatus(RegisterStatus::Operating),
+                Some(RegisterState {
+                    status: RegisterStatus::Terminated,
+                    activity_end,
+                }) => {
+                    if activity_end.is_none_or(|end| report.quarter.first_day() > end) {
+                        findings.push(FindingDraft {
+                            kind: FindingKind::FilingAfterTermination,
+                            days: 0,
+                            quarter: Some(report.quarter),
+                            detail: format!(
+                                "report for {} from a person whose activity ended {}",
+                                report.quarter,
+                                activity_end.map_or("(date unknown)".to_owned(), |d| d.to_string())
+                            ),
+                        });
+                    }
+                    RegisterChange::Unchanged
+                }
+                Some(_) => RegisterChange::Unchanged,
+            };
+            (due, register)
+        }
+        Filing::Termination(notice) => {
+            let due = deadlines::termination_notice_due(notice.activity_end);
+            let late = deadlines::days_late(received, due);
+            if late > 0 {
+                findings.push(FindingDraft {
+                    kind: FindingKind::LateTerminationNotice,
+                    days: late,
+                    quarter: None,
+                    detail: format!(
+                        "activity ended {}, notice filed {received}, due {due}: {late} days late",
+                        notice.activity_end
+                    ),
+                });
+            }
+            let register = match entry {
+                None => {
+                    findings.push(unregistered(filing, None));
+                    RegisterChange::Unchanged
+                }
+                Some(_) => RegisterChange::SetStatus(RegisterStatus::Terminated),
+            };
+            (due, register)
+        }
+    };
+    for conflict in conflicts {
+        findings.push(FindingDraft {
+            kind: FindingKind::IpPoolConflict,
+            days: 0,
+            quarter: filing.quarter(),
+            detail: format!(
+                "{} overlaps {} registered to {}",
+                conflict.cidr, conflict.other_cidr, conflict.other_bin_or_iin
+            ),
+        });
+    }
+    Assessment {
+        due_date,
+        days_late: deadlines::days_late(received, due_date),
+        findings,
+        register,
+    }
+}
+
+fn unregistered(filing: &Filing, quarter: Option<Quarter>) -> FindingDraft {
+    let what = match filing.kind() {
+        FilingKind::QuarterlyReport => "quarterly report",
+        FilingKind::TerminationNotice => "termination notice",
+        FilingKind::StartNotification => "start notification",
+    };
+    FindingDraft {
+        kind: FindingKind::UnregisteredFiler,
+        days: 0,
+        quarter,
+        detail: format!(
+            "{what} from {}, who has no entry in the register (no start notification)",
+            filing.id()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        filing::{IdempotencyKey, TerminationNotice},
+        identifiers::BinOrIin,
+    };
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn termination(end: &str) -> Filing {
+        Filing::Termination(TerminationNotice {
+            name: "TOO Qazaq Hash".into(),
+            id: BinOrIin::parse("210240001236").unwrap(),
+            activity_end: d(end),
+            idempotency_key: IdempotencyKey::parse("t-1").unwrap(),
+        })
+    }
+
+    #[test]
+    fn termination_on_time_terminates_the_entry() {
+        let planned = RegisterState {
+            status: RegisterStatus::Operating,
+            activity_end: None,
+        };
+        let a = assess(
+            &termination("2026-06-25"),
+            d("2026-07-05"),
+            Some(&planned),
+            &[],
+        );
+        assert_eq!(
+            a,
+            Assessment {
+                due_date: d("2026-07-05"),
+                days_late: 0,
+                findings: vec![],
+                register: RegisterChange::SetStatus(RegisterStatus::Terminated),
+            }
+        );
+    }
+
+    #[test]
+    fn late_termination_from_an_unregistered_filer_raises_both_findings() {
+        let a = assess(&termination("2026-06-25"), d("2026-07-08"), None, &[]);
+        assert_eq!(a.days_late, 3);
+        assert_eq!(a.register, RegisterChange::Unchanged);
+        assert_eq!(
+            a.findings,
+            vec![
+                FindingDraft {
+                    kind: FindingKind::LateTerminationNotice,
+                    days: 3,
+                    quarter: None,
+                    detail: "activity ended 2026-06-25, notice filed 2026-07-08, due 2026-07-05: 3 days late".into(),
+                },
+                FindingDraft {
+                    kind: FindingKind::UnregisteredFiler,
+                    days: 0,
+                    quarter: None,
+                    detail: "termination notice from 210240001236, who has no entry in the register (no start notification)".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn finding_kind_names_match_the_contract() {
+        for kind in FindingKind::ALL {
+            assert_eq!(FindingKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+}
