@@ -27,7 +27,7 @@ use crate::{
         access::AccessLayer, compliance::Compliance, energy::EnergyExtracts, filing::Filings,
         finance::FinanceForms,
     },
-    store::{Database, StoreError},
+    store::{self, Clock, Store, StoreError, SystemClock},
     tls::{
         acceptor::{self, TlsSetupError},
         pki::{self, PkiError},
@@ -97,9 +97,17 @@ pub fn ensure_dev_pki(config: &Config) -> Result<(), ServeError> {
 
 /// Starts the gateway described by `config` and returns once it listens.
 pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// As [`start`], with the clock that stamps receipts and deadlines (tests move it).
+pub async fn start_with_clock(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Gateway, ServeError> {
     ensure_dev_pki(config)?;
     let tls = acceptor::load_server_config(&config.tls)?;
-    let database = Database::connect(&config.database_url).await?;
+    let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone()).await?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -133,9 +141,13 @@ pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            FilingServiceServer::new(Filings)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            FilingServiceServer::new(Filings::new(
+                store.clone(),
+                clock.clone(),
+                config.limits.max_document_bytes,
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         )
         .add_service(
             EnergyExtractServiceServer::new(EnergyExtracts)
@@ -148,7 +160,7 @@ pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            ComplianceServiceServer::new(Compliance)
+            ComplianceServiceServer::new(Compliance::new(store.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
@@ -177,7 +189,7 @@ pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
         };
         // Serving has ended, so the incoming stream is gone: the loop ends too.
         let _ = accept_loop.await;
-        database.close().await;
+        store.close().await;
         result
     });
     Ok(Gateway {

@@ -1,16 +1,41 @@
-//! Durable storage. The backend is chosen by the database URL's scheme:
-//! `sqlite://PATH` (the embedded default: WAL, synchronous=FULL) or
-//! `postgres://…` (the scale-out path). Tables, migrations and the Store
-//! interface arrive with the filings work; this opens and checks the database.
+//! Durable storage behind one interface, [`Store`], with two implementations:
+//! SQLite (`sqlite://PATH`, the embedded default: WAL, synchronous=FULL) and
+//! PostgreSQL (`postgres://…`, several gateway replicas sharing one
+//! database). The URL's scheme chooses. Every write goes through one writer
+//! task per process that group-commits whatever submissions are waiting in a
+//! single transaction (each in its own savepoint), and a caller hears back
+//! only after that transaction committed.
 
-use std::{str::FromStr, time::Duration};
+pub mod ledger;
+mod ops;
+pub mod postgres;
+pub mod sqlite;
 
-use sqlx::{
-    postgres::{PgPool, PgPoolOptions},
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-    },
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{
+    Sha256Hex,
+    filing::{ActivityKind, Filing, FilingKind},
+    register::{Assessment, FindingDraft, RegisterStatus},
 };
+
+/// Where "now" comes from; tests move it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,117 +48,231 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the transaction did not commit: {0}")]
+    NotCommitted(String),
+    #[error("the store's writer has stopped")]
+    WriterStopped,
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
 }
 
-/// An open database of either backend.
+impl StoreError {
+    /// True when the database cannot be reached (as opposed to a bug or bad data).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlx(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::WorkerCrashed
+            ) | StoreError::NotCommitted(_)
+                | StoreError::WriterStopped
+        )
+    }
+}
+
+/// A document to store, already checked.
 #[derive(Debug, Clone)]
-pub enum Database {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
+pub struct NewDocument {
+    pub sha256: Sha256Hex,
+    pub media_type: String,
+    pub content: Vec<u8>,
 }
 
-impl Database {
-    /// Opens (creating an SQLite file and its folder if needed) and checks the database.
-    pub async fn connect(url: &str) -> Result<Database, StoreError> {
-        let database = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // A filing that got a receipt must survive power loss.
-                .synchronous(SqliteSynchronous::Full)
-                .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(5));
-            if let Some(folder) = options.get_filename().parent()
-                && !folder.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
-                    path: options.get_filename().display().to_string(),
-                    source,
-                })?;
-            }
-            Database::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .connect_with(options)
-                    .await?,
-            )
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Database::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect(url)
-                    .await?,
-            )
-        } else {
-            return Err(StoreError::UnknownScheme(url.to_owned()));
-        };
-        database.ping().await?;
-        Ok(database)
-    }
+/// A stored document's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentRecord {
+    pub sha256: Sha256Hex,
+    pub media_type: String,
+    pub size_bytes: u64,
+    pub stored_at: DateTime<Utc>,
+    /// False when the same bytes were already stored.
+    pub newly_stored: bool,
+}
 
+/// What the store decided about an accepted filing, for its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub filing_id: String,
+    pub received_at: DateTime<Utc>,
+    pub register_number: Option<String>,
+    pub assessment: Assessment,
+    /// Each finding with its id.
+    pub findings: Vec<(String, FindingDraft)>,
+    /// §4 revision of a quarterly report; 0 for other kinds.
+    pub revision: u32,
+}
+
+/// Builds the receipt bytes once the store has decided; they are stored with
+/// the filing and returned to every replay.
+pub type ReceiptBuilder = Box<dyn FnOnce(&Accepted) -> Vec<u8> + Send>;
+
+/// A valid filing to accept.
+pub struct Submission {
+    /// The caller's certificate identity.
+    pub caller: String,
+    pub filing: Filing,
+    /// The request as received (protobuf), kept for GetFiling.
+    pub body: Vec<u8>,
+    /// SHA-256 of `body`: a replay must match it.
+    pub request_sha256: Sha256Hex,
+    pub receipt: ReceiptBuilder,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Newly accepted; the receipt's bytes.
+    Accepted(Vec<u8>),
+    /// The same caller, key and payload as before: the original receipt.
+    Replayed(Vec<u8>),
+    /// The same caller and key with a different payload.
+    KeyReused { filing_id: String },
+}
+
+/// A stored filing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFiling {
+    pub filing_id: String,
+    pub kind: FilingKind,
+    pub body: Vec<u8>,
+    pub receipt: Vec<u8>,
+    pub superseded_by: Option<String>,
+}
+
+/// Which register entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct RegisterQuery {
+    /// Entries after this sequence number (0: from the start).
+    pub after_seq: i64,
+    pub limit: u32,
+    pub status: Option<RegisterStatus>,
+    pub activity: Option<ActivityKind>,
+}
+
+/// One entry of the register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterRow {
+    pub seq: i64,
+    pub register_number: String,
+    pub bin_or_iin: String,
+    pub name: String,
+    pub legal_address: String,
+    pub activity: ActivityKind,
+    pub status: RegisterStatus,
+    pub registered_at: DateTime<Utc>,
+    pub start_filing_id: String,
+    pub planned_start_date: NaiveDate,
+    pub required_power_kw: u64,
+    pub last_quarter: Option<(i32, u32)>,
+    pub activity_end_date: Option<NaiveDate>,
+}
+
+/// The storage interface every part of the gateway uses.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Database::Sqlite(_) => "sqlite",
-            Database::Postgres(_) => "postgres",
-        }
-    }
-
+    fn backend(&self) -> &'static str;
     /// A round trip to the database.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Database::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await?,
-            Database::Postgres(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-                return Ok(());
-            }
-        };
-        Ok(())
-    }
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Stores a document (content-addressed; storing it again changes nothing).
+    async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError>;
+    /// The stored documents among `digests`.
+    async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError>;
+    /// Accepts a valid filing (or recognises a replay) in one transaction.
+    async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError>;
+    async fn filing(&self, filing_id: &str) -> Result<Option<StoredFiling>, StoreError>;
+    async fn register(&self, query: &RegisterQuery) -> Result<Vec<RegisterRow>, StoreError>;
+    /// Ledger entries after `after_seq`, at most `limit`, in order.
+    async fn ledger_page(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ledger::LedgerEntry>, StoreError>;
+    async fn close(&self);
+}
 
-    pub async fn close(&self) {
-        match self {
-            Database::Sqlite(pool) => pool.close().await,
-            Database::Postgres(pool) => pool.close().await,
-        }
+/// Opens the store named by `url`, creating and migrating the database as needed.
+pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url, clock).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url, clock).await?))
+    } else {
+        Err(StoreError::UnknownScheme(url.to_owned()))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn sqlite_file_is_created_in_wal_mode_with_full_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/minegate.db");
-        let database = Database::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        assert!(path.exists());
-        let Database::Sqlite(pool) = &database else {
-            panic!("expected sqlite")
-        };
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        assert_eq!(sync, 2, "2 is FULL");
-        assert_eq!(database.backend(), "sqlite");
+/// Recomputes the whole ledger chain, a page at a time.
+pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, StoreError> {
+    const PAGE: u32 = 5_000;
+    let mut verifier = ledger::Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = store.ledger_page(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        if !verifier.feed(&page) {
+            break;
+        }
     }
+    Ok(verifier.finish())
+}
 
-    #[tokio::test]
-    async fn an_unknown_scheme_is_refused_by_name() {
-        let err = Database::connect("mysql://localhost/x").await.unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "database_url \"mysql://localhost/x\": expected sqlite://PATH or postgres://…"
-        );
+/// Work for the writer task, with where to send the answer.
+pub(crate) enum Job {
+    Filing(
+        Box<Submission>,
+        oneshot::Sender<Result<SubmitOutcome, StoreError>>,
+    ),
+    Document(
+        NewDocument,
+        oneshot::Sender<Result<DocumentRecord, StoreError>>,
+    ),
+}
+
+/// Most jobs committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Sends a job to the writer and waits for its committed answer.
+pub(crate) async fn send_job<T>(
+    writer: &mpsc::Sender<Job>,
+    make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+) -> Result<T, StoreError> {
+    let (reply, answer) = oneshot::channel();
+    writer
+        .send(make(reply))
+        .await
+        .map_err(|_| StoreError::WriterStopped)?;
+    answer.await.map_err(|_| StoreError::WriterStopped)?
+}
+
+/// Takes the jobs waiting now (at least one) as one batch.
+pub(crate) async fn next_batch(jobs: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
+    let first = jobs.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
     }
+    Some(batch)
+}
+
+pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub(crate) fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value} out of range")))
+}
+
+pub(crate) fn parse_date(text: &str) -> Result<NaiveDate, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("date {text:?}")))
 }
