@@ -1,45 +1,28 @@
-//! The gateway on PostgreSQL. Runs when MINEGATE_TEST_POSTGRES_URL is set;
-//! under CI=true it must be set (the test fails rather than skip).
+//! The gateway on PostgreSQL, chosen by the URL scheme. Runs when
+//! MINEGATE_TEST_POSTGRES_URL is set; under CI=true it must be set.
 
 mod common;
 
-use minegate::store::Database;
+use std::sync::Arc;
+
+use minegate::store::{self, SystemClock};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-fn postgres_url() -> Option<String> {
-    match std::env::var("MINEGATE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "CI=true but MINEGATE_TEST_POSTGRES_URL is not set: the PostgreSQL half must run"
-            )
-        }
-        _ => {
-            eprintln!("MINEGATE_TEST_POSTGRES_URL not set: skipping the PostgreSQL test");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_gateway_runs_on_postgresql_chosen_by_the_url_scheme() {
-    let Some(url) = postgres_url() else { return };
-    let database = Database::connect(&url)
-        .await
-        .expect("connect to PostgreSQL");
-    assert_eq!(database.backend(), "postgres");
-    let Database::Postgres(pool) = &database else {
-        unreachable!()
+    let Some(server) = common::postgres_url() else {
+        return;
     };
-    let answer: i32 = sqlx::query_scalar("SELECT 40 + 2")
-        .fetch_one(pool)
+    let url = common::fresh_postgres_database(&server).await;
+    let store = store::open(&url, Arc::new(SystemClock))
         .await
-        .unwrap();
-    assert_eq!(answer, 42);
-    database.close().await;
-
+        .expect("open and migrate PostgreSQL");
+    assert_eq!(store.backend(), "postgres");
+    store.ping().await.unwrap();
+    store.close().await;
+    // Opening an already migrated database again is fine.
     let app = common::spawn_app_with(|config| config.database_url = url.clone()).await;
     let status = HealthClient::new(app.channel("operator").await)
         .check(HealthCheckRequest::default())
@@ -48,5 +31,9 @@ async fn the_gateway_runs_on_postgresql_chosen_by_the_url_scheme() {
         .into_inner()
         .status();
     assert_eq!(status, ServingStatus::Serving);
+    assert_eq!(
+        common::scalar(&url, "SELECT COUNT(*) FROM _sqlx_migrations").await,
+        1
+    );
     app.gateway.shutdown().await.unwrap();
 }

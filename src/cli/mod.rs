@@ -2,6 +2,7 @@
 
 mod certs;
 mod health;
+mod ledger;
 mod serve;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
@@ -44,6 +45,9 @@ pub enum Command {
     Certs(certs::CertsCommand),
     /// Ask a gateway's health service over mutual TLS.
     Health(health::HealthArgs),
+    /// The tamper-evident ledger, read straight from the configured database.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
 }
 
 /// How a client command reaches a gateway.
@@ -126,6 +130,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => {
             init_tracing(LogFormat::Text, "warn");
             health::run(args).await
+        }
+        Command::Ledger(command) => {
+            let config = load_config(cli.config.as_deref())?;
+            init_tracing(LogFormat::Text, "warn");
+            ledger::run(command, &config).await
         }
     }
 }

@@ -1,16 +1,26 @@
 //! ComplianceService: obligations, findings, delivery status, signing keys, ledger.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
-use super::not_implemented;
+use super::{not_implemented, peer, store_error};
 use crate::proto::v1::{
     DeliveryStatus, GetDeliveryStatusRequest, GetSigningKeysRequest, LedgerVerification,
     ListFindingsRequest, ListFindingsResponse, ListObligationsRequest, ListObligationsResponse,
     SigningKeys, VerifyLedgerRequest, compliance_service_server::ComplianceService,
 };
+use crate::store::{self, Store};
 
-#[derive(Debug, Default, Clone)]
-pub struct Compliance;
+pub struct Compliance {
+    store: Arc<dyn Store>,
+}
+
+impl Compliance {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Compliance { store }
+    }
+}
 
 #[tonic::async_trait]
 impl ComplianceService for Compliance {
@@ -55,6 +65,26 @@ impl ComplianceService for Compliance {
         &self,
         request: Request<VerifyLedgerRequest>,
     ) -> Result<Response<LedgerVerification>, Status> {
-        Err(not_implemented(&request, "ComplianceService/VerifyLedger"))
+        let caller = peer(&request)?;
+        let report = store::verify_ledger(&*self.store)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(
+            identity = %caller.identity,
+            entries = report.entries_checked,
+            intact = report.first_broken.is_none(),
+            "ledger verified"
+        );
+        let (first_broken_entry, reason) = match report.first_broken {
+            Some((seq, reason)) => (Some(seq as u64), reason),
+            None => (None, String::new()),
+        };
+        Ok(Response::new(LedgerVerification {
+            intact: first_broken_entry.is_none(),
+            entries_checked: report.entries_checked,
+            first_broken_entry,
+            reason,
+            head_hash: report.head_hash,
+        }))
     }
 }

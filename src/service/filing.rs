@@ -1,16 +1,151 @@
-//! FilingService: the authorized body's registry sends filings and documents.
+//! FilingService: the authorized body's registry sends filings and documents;
+//! every field is validated, every deadline computed, and the filing, its
+//! register change, findings and ledger entry committed in one transaction
+//! before the receipt is returned.
 
+use std::sync::Arc;
+
+use prost::Message;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::not_implemented;
-use crate::proto::v1::{
-    DocumentRef, Filing, FilingReceipt, GetFilingRequest, ListRegisterRequest,
-    ListRegisterResponse, QuarterlyReport, StartNotification, TerminationNotice,
-    UploadDocumentRequest, filing_service_server::FilingService,
+use super::{
+    invalid, peer, store_error, timestamp, to_pb_date,
+    validate::{self, Violations},
+};
+use crate::{
+    domain::{
+        Sha256Hex, deadlines,
+        document::{ACCEPTED_MEDIA_TYPES, sniff_media_type},
+        filing::{Filing, FilingKind},
+        register::RegisterStatus,
+    },
+    proto::v1::{
+        self as pb, DocumentRef, FilingReceipt, GetFilingRequest, ListRegisterRequest,
+        ListRegisterResponse, QuarterlyReport, StartNotification, TerminationNotice,
+        UploadDocumentRequest, filing_service_server::FilingService, upload_document_request::Part,
+    },
+    store::{Accepted, Clock, NewDocument, RegisterQuery, Store, Submission, SubmitOutcome},
 };
 
-#[derive(Debug, Default, Clone)]
-pub struct Filings;
+pub struct Filings {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    max_document_bytes: u64,
+}
+
+impl Filings {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, max_document_bytes: u64) -> Self {
+        Filings {
+            store,
+            clock,
+            max_document_bytes,
+        }
+    }
+
+    /// Checks the referenced documents exist, then commits the filing.
+    async fn submit<M: Message>(
+        &self,
+        request: Request<M>,
+        validate: impl FnOnce(&M, chrono::NaiveDate) -> Result<Filing, Violations>,
+        field_of_documents: &[pb::DocumentRef],
+    ) -> Result<Response<FilingReceipt>, Status> {
+        let caller = peer(&request)?;
+        let message = request.into_inner();
+        let today = deadlines::local_date(self.clock.now());
+        let filing = validate(&message, today).map_err(|v| invalid(&v))?;
+
+        let wanted: Vec<Sha256Hex> = filing.document_digests().into_iter().cloned().collect();
+        let stored = self.store.documents(&wanted).await.map_err(store_error)?;
+        let mut missing = Violations::default();
+        for (i, document) in field_of_documents.iter().enumerate() {
+            let digest = document.sha256.to_ascii_lowercase();
+            if !stored.iter().any(|s| s.sha256.as_str() == digest) {
+                missing.add(
+                    format!("documents[{i}].sha256"),
+                    "no uploaded document has this digest; upload it first with UploadDocument",
+                );
+            }
+        }
+        if !missing.is_empty() {
+            return Err(invalid(&missing));
+        }
+
+        let body = message.encode_to_vec();
+        let kind = filing.kind();
+        let bin_or_iin = filing.id().to_string();
+        let key = filing.idempotency_key().as_str().to_owned();
+        let submission = Submission {
+            caller: caller.identity.clone(),
+            request_sha256: Sha256Hex::of(&body),
+            body,
+            filing,
+            receipt: Box::new(move |accepted| {
+                receipt(kind, &bin_or_iin, &key, accepted).encode_to_vec()
+            }),
+        };
+        match self.store.submit(submission).await.map_err(store_error)? {
+            SubmitOutcome::Accepted(bytes) | SubmitOutcome::Replayed(bytes) => {
+                let receipt = FilingReceipt::decode(bytes.as_slice())
+                    .map_err(|_| Status::internal("a stored receipt is unreadable"))?;
+                tracing::info!(
+                    identity = %caller.identity,
+                    filing_id = %receipt.filing_id,
+                    kind = kind.as_str(),
+                    findings = receipt.findings.len(),
+                    "filing accepted"
+                );
+                Ok(Response::new(receipt))
+            }
+            SubmitOutcome::KeyReused { filing_id } => Err(Status::already_exists(format!(
+                "idempotency key already used by this caller for filing {filing_id} with a different payload"
+            ))),
+        }
+    }
+}
+
+/// The receipt of an accepted filing.
+fn receipt(kind: FilingKind, bin_or_iin: &str, key: &str, accepted: &Accepted) -> FilingReceipt {
+    let quarter_of = |q: Option<crate::domain::quantities::Quarter>| {
+        q.map(|q| pb::Quarter {
+            year: q.year(),
+            quarter: q.quarter() as i32,
+        })
+    };
+    FilingReceipt {
+        filing_id: accepted.filing_id.clone(),
+        filing_kind: pb::FilingKind::from_str_name(&format!("FILING_KIND_{}", kind.as_str()))
+            .unwrap_or_default() as i32,
+        bin_or_iin: bin_or_iin.to_owned(),
+        register_number: accepted.register_number.clone().unwrap_or_default(),
+        received_at: Some(timestamp(accepted.received_at)),
+        statutory_due_date: Some(to_pb_date(accepted.assessment.due_date)),
+        deadline_met: accepted.assessment.deadline_met(),
+        days_late: accepted.assessment.days_late,
+        findings: accepted
+            .findings
+            .iter()
+            .map(|(finding_id, finding)| pb::Finding {
+                finding_id: finding_id.clone(),
+                kind: pb::FindingKind::from_str_name(&format!(
+                    "FINDING_KIND_{}",
+                    finding.kind.as_str()
+                ))
+                .unwrap_or_default() as i32,
+                bin_or_iin: bin_or_iin.to_owned(),
+                filing_id: accepted.filing_id.clone(),
+                days: finding.days,
+                quarter: quarter_of(finding.quarter),
+                detail: finding.detail.clone(),
+                detected_at: Some(timestamp(accepted.received_at)),
+            })
+            .collect(),
+        obligations: Vec::new(),
+        revision: accepted.revision,
+        idempotency_key: key.to_owned(),
+        signature: None,
+    }
+}
 
 #[tonic::async_trait]
 impl FilingService for Filings {
@@ -18,50 +153,297 @@ impl FilingService for Filings {
         &self,
         request: Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<Response<DocumentRef>, Status> {
-        Err(not_implemented(&request, "FilingService/UploadDocument"))
+        let caller = peer(&request)?;
+        let mut stream = request.into_inner();
+        let mut v = Violations::default();
+        let metadata = match stream.next().await {
+            Some(Ok(UploadDocumentRequest {
+                part: Some(Part::Metadata(metadata)),
+            })) => metadata,
+            Some(Err(status)) => return Err(status),
+            _ => {
+                v.add(
+                    "metadata",
+                    "the first message must carry the document's metadata",
+                );
+                return Err(invalid(&v));
+            }
+        };
+        let kind = pb::DocumentKind::try_from(metadata.kind).unwrap_or_default();
+        if kind == pb::DocumentKind::Unspecified {
+            v.add(
+                "metadata.kind",
+                "must be DOCUMENT_KIND_CUSTOMS_DECLARATION_OR_TITLE, DOCUMENT_KIND_RESIDENCY or DOCUMENT_KIND_GRID_CONNECTION_CONDITIONS",
+            );
+        }
+        if !ACCEPTED_MEDIA_TYPES.contains(&metadata.media_type.as_str()) {
+            v.add(
+                "metadata.media_type",
+                format!(
+                    "{:?} is not accepted; use one of {}",
+                    metadata.media_type,
+                    ACCEPTED_MEDIA_TYPES.join(", ")
+                ),
+            );
+        }
+        if metadata.file_name.chars().count() > 255
+            || metadata.file_name.chars().any(char::is_control)
+        {
+            v.add(
+                "metadata.file_name",
+                "must be at most 255 characters, without control characters",
+            );
+        }
+        if let Some(size) = metadata.size_bytes
+            && size > self.max_document_bytes
+        {
+            v.add(
+                "metadata.size_bytes",
+                format!(
+                    "{size} bytes is over the limit of {} bytes",
+                    self.max_document_bytes
+                ),
+            );
+        }
+        if !v.is_empty() {
+            return Err(invalid(&v));
+        }
+
+        let mut content = Vec::new();
+        while let Some(message) = stream.next().await {
+            match message?.part {
+                Some(Part::Chunk(chunk)) => {
+                    if content.len() as u64 + chunk.len() as u64 > self.max_document_bytes {
+                        v.add(
+                            "chunk",
+                            format!(
+                                "the document is over the limit of {} bytes",
+                                self.max_document_bytes
+                            ),
+                        );
+                        return Err(invalid(&v));
+                    }
+                    content.extend_from_slice(&chunk);
+                }
+                _ => {
+                    v.add("metadata", "metadata may only come in the first message");
+                    return Err(invalid(&v));
+                }
+            }
+        }
+        if content.is_empty() {
+            v.add("chunk", "the document is empty");
+            return Err(invalid(&v));
+        }
+        let sha256 = Sha256Hex::of(&content);
+        if let Some(size) = metadata.size_bytes
+            && size != content.len() as u64
+        {
+            v.add(
+                "metadata.size_bytes",
+                format!("declared {size} bytes, received {}", content.len()),
+            );
+        }
+        if let Some(expected) = &metadata.sha256
+            && expected.to_ascii_lowercase() != sha256.as_str()
+        {
+            v.add(
+                "metadata.sha256",
+                format!("declared {expected}, but the bytes received hash to {sha256}"),
+            );
+        }
+        match sniff_media_type(&content) {
+            Some(sniffed) if sniffed == metadata.media_type => {}
+            Some(sniffed) => v.add(
+                "metadata.media_type",
+                format!(
+                    "declared {} but the bytes are {sniffed}",
+                    metadata.media_type
+                ),
+            ),
+            None => v.add(
+                "metadata.media_type",
+                "the bytes are not PDF, PNG, JPEG or XML",
+            ),
+        }
+        if !v.is_empty() {
+            return Err(invalid(&v));
+        }
+
+        let size = content.len() as u64;
+        let record = self
+            .store
+            .put_document(NewDocument {
+                sha256: sha256.clone(),
+                media_type: metadata.media_type.clone(),
+                content,
+            })
+            .await
+            .map_err(store_error)?;
+        tracing::info!(identity = %caller.identity, %sha256, size, new = record.newly_stored, "document stored");
+        Ok(Response::new(DocumentRef {
+            kind: kind as i32,
+            sha256: sha256.to_string(),
+            media_type: record.media_type,
+            size_bytes: size,
+            file_name: metadata.file_name,
+        }))
     }
 
     async fn submit_start_notification(
         &self,
         request: Request<StartNotification>,
     ) -> Result<Response<FilingReceipt>, Status> {
-        Err(not_implemented(
-            &request,
-            "FilingService/SubmitStartNotification",
-        ))
+        let documents = request.get_ref().documents.clone();
+        self.submit(request, |m, _| validate::start_notification(m), &documents)
+            .await
     }
 
     async fn submit_quarterly_report(
         &self,
         request: Request<QuarterlyReport>,
     ) -> Result<Response<FilingReceipt>, Status> {
-        Err(not_implemented(
-            &request,
-            "FilingService/SubmitQuarterlyReport",
-        ))
+        let documents = request.get_ref().documents.clone();
+        self.submit(request, validate::quarterly_report, &documents)
+            .await
     }
 
     async fn submit_termination_notice(
         &self,
         request: Request<TerminationNotice>,
     ) -> Result<Response<FilingReceipt>, Status> {
-        Err(not_implemented(
-            &request,
-            "FilingService/SubmitTerminationNotice",
-        ))
+        self.submit(request, validate::termination_notice, &[])
+            .await
     }
 
     async fn get_filing(
         &self,
         request: Request<GetFilingRequest>,
-    ) -> Result<Response<Filing>, Status> {
-        Err(not_implemented(&request, "FilingService/GetFiling"))
+    ) -> Result<Response<pb::Filing>, Status> {
+        peer(&request)?;
+        let id = request.into_inner().filing_id;
+        let stored = self
+            .store
+            .filing(&id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::not_found(format!("no filing {id:?}")))?;
+        let unreadable = |_| Status::internal("a stored filing is unreadable");
+        let body = match stored.kind {
+            FilingKind::StartNotification => pb::filing::Body::StartNotification(
+                StartNotification::decode(stored.body.as_slice()).map_err(unreadable)?,
+            ),
+            FilingKind::QuarterlyReport => pb::filing::Body::QuarterlyReport(
+                QuarterlyReport::decode(stored.body.as_slice()).map_err(unreadable)?,
+            ),
+            FilingKind::TerminationNotice => pb::filing::Body::TerminationNotice(
+                TerminationNotice::decode(stored.body.as_slice()).map_err(unreadable)?,
+            ),
+        };
+        let receipt = FilingReceipt::decode(stored.receipt.as_slice()).map_err(unreadable)?;
+        Ok(Response::new(pb::Filing {
+            filing_id: stored.filing_id,
+            filing_kind: receipt.filing_kind,
+            body: Some(body),
+            receipt: Some(receipt),
+            superseded_by: stored.superseded_by.unwrap_or_default(),
+        }))
     }
 
     async fn list_register(
         &self,
         request: Request<ListRegisterRequest>,
     ) -> Result<Response<ListRegisterResponse>, Status> {
-        Err(not_implemented(&request, "FilingService/ListRegister"))
+        peer(&request)?;
+        let query = request.into_inner();
+        let mut v = Violations::default();
+        let limit = match query.page_size {
+            0 => 100,
+            n if n <= 1000 => n,
+            n => {
+                v.add("page_size", format!("at most 1000, got {n}"));
+                0
+            }
+        };
+        let after_seq = if query.page_token.is_empty() {
+            0
+        } else {
+            query.page_token.parse::<i64>().unwrap_or_else(|_| {
+                v.add("page_token", "not a token from a previous response");
+                0
+            })
+        };
+        let status = match pb::RegisterStatus::try_from(query.status) {
+            Ok(pb::RegisterStatus::Unspecified) => None,
+            Ok(s) => RegisterStatus::parse(s.as_str_name().trim_start_matches("REGISTER_STATUS_")),
+            Err(_) => {
+                v.add("status", format!("unknown status {}", query.status));
+                None
+            }
+        };
+        let activity = match pb::ActivityKind::try_from(query.activity_kind) {
+            Ok(pb::ActivityKind::Unspecified) => None,
+            Ok(a) => crate::domain::filing::ActivityKind::parse(
+                a.as_str_name().trim_start_matches("ACTIVITY_KIND_"),
+            ),
+            Err(_) => {
+                v.add(
+                    "activity_kind",
+                    format!("unknown activity kind {}", query.activity_kind),
+                );
+                None
+            }
+        };
+        if !v.is_empty() {
+            return Err(invalid(&v));
+        }
+        let mut rows = self
+            .store
+            .register(&RegisterQuery {
+                after_seq,
+                limit: limit + 1,
+                status,
+                activity,
+            })
+            .await
+            .map_err(store_error)?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.seq.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let entries = rows
+            .into_iter()
+            .map(|row| pb::RegisterEntry {
+                register_number: row.register_number,
+                bin_or_iin: row.bin_or_iin,
+                name: row.name,
+                legal_address: row.legal_address,
+                activity_kind: pb::ActivityKind::from_str_name(&format!(
+                    "ACTIVITY_KIND_{}",
+                    row.activity.as_str()
+                ))
+                .unwrap_or_default() as i32,
+                status: pb::RegisterStatus::from_str_name(&format!(
+                    "REGISTER_STATUS_{}",
+                    row.status.as_str()
+                ))
+                .unwrap_or_default() as i32,
+                registered_at: Some(timestamp(row.registered_at)),
+                start_filing_id: row.start_filing_id,
+                planned_start_date: Some(to_pb_date(row.planned_start_date)),
+                required_power_kw: row.required_power_kw,
+                last_reported_quarter: row.last_quarter.map(|(year, quarter)| pb::Quarter {
+                    year,
+                    quarter: quarter as i32,
+                }),
+                activity_end_date: row.activity_end_date.map(to_pb_date),
+            })
+            .collect();
+        Ok(Response::new(ListRegisterResponse {
+            entries,
+            next_page_token,
+        }))
     }
 }

@@ -7,13 +7,18 @@ pub mod compliance;
 pub mod energy;
 pub mod filing;
 pub mod finance;
+pub mod validate;
 
 use std::pin::Pin;
 
 use tokio_stream::Stream;
 use tonic::{Request, Status};
 
-use crate::tls::Peer;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{proto::v1 as pb, store::StoreError, tls::Peer};
 
 /// A server stream as the generated traits want it.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -36,5 +41,50 @@ fn not_implemented<T>(request: &Request<T>, method: &str) -> Status {
             Status::unimplemented(format!("{method} is not implemented yet"))
         }
         Err(status) => status,
+    }
+}
+
+/// INVALID_ARGUMENT with one `google.rpc.BadRequest` field violation per problem.
+pub fn invalid(violations: &validate::Violations) -> Status {
+    let mut details = ErrorDetails::new();
+    for (field, description) in &violations.0 {
+        details.add_bad_request_violation(field.clone(), description.clone());
+    }
+    let summary = match violations.0.as_slice() {
+        [(field, description)] => format!("{field}: {description}"),
+        all => format!(
+            "{} problems, the first {}: {}",
+            all.len(),
+            all[0].0,
+            all[0].1
+        ),
+    };
+    Status::with_error_details(Code::InvalidArgument, summary, details)
+}
+
+/// A storage failure as the caller should see it: UNAVAILABLE when the
+/// database cannot be reached (retry later), INTERNAL otherwise.
+pub fn store_error(error: StoreError) -> Status {
+    if error.is_unavailable() {
+        tracing::warn!(%error, "database unavailable");
+        Status::unavailable("the database is unavailable; retry later")
+    } else {
+        tracing::error!(%error, "storage failure");
+        Status::internal("storage failure; the operators have the details in the log")
+    }
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn to_pb_date(date: NaiveDate) -> pb::Date {
+    pb::Date {
+        year: date.year(),
+        month: date.month() as i32,
+        day: date.day() as i32,
     }
 }

@@ -3,6 +3,8 @@
 //! clients over mutual TLS.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -177,5 +179,131 @@ pub async fn refusal(addr: SocketAddr, config: ClientConfig) -> AlertDescription
     {
         Some(rustls::Error::AlertReceived(alert)) => *alert,
         other => panic!("expected a TLS alert, got {error} ({other:?})"),
+    }
+}
+
+/// The PostgreSQL server for the tests, from MINEGATE_TEST_POSTGRES_URL. Under
+/// CI=true it must be set: the PostgreSQL half is never silently skipped.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("MINEGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "CI=true but MINEGATE_TEST_POSTGRES_URL is not set: the PostgreSQL half must run"
+            )
+        }
+        _ => {
+            eprintln!("MINEGATE_TEST_POSTGRES_URL not set: skipping the PostgreSQL half");
+            None
+        }
+    }
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn fresh_postgres_database(server_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("minegate_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(server_url)
+        .await
+        .expect("connect to the PostgreSQL test server");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let (base, _) = server_url.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+/// A clock the tests set.
+pub struct TestClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl TestClock {
+    pub fn at(rfc3339: &str) -> Arc<TestClock> {
+        Arc::new(TestClock(std::sync::Mutex::new(rfc3339.parse().unwrap())))
+    }
+
+    pub fn set(&self, rfc3339: &str) {
+        *self.0.lock().unwrap() = rfc3339.parse().unwrap();
+    }
+}
+
+impl minegate::store::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Which database a conformance test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A gateway on `backend` with `clock`; `None` when PostgreSQL is not configured.
+pub async fn spawn_on(backend: Backend, clock: Arc<TestClock>) -> Option<TestApp> {
+    spawn_on_with(backend, clock, |_| {}).await
+}
+
+pub async fn spawn_on_with(
+    backend: Backend,
+    clock: Arc<TestClock>,
+    edit: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    let dir = fresh_folder();
+    let mut config = test_config(&dir);
+    edit(&mut config);
+    if backend == Backend::Postgres {
+        let server = postgres_url()?;
+        config.database_url = fresh_postgres_database(&server).await;
+    }
+    let gateway = server::start_with_clock(&config, clock)
+        .await
+        .expect("gateway starts");
+    let addr = gateway.local_addr();
+    config.listen = addr;
+    Some(TestApp {
+        gateway,
+        addr,
+        config,
+        dir,
+    })
+}
+
+/// One integer from the gateway's own database, looked at underneath.
+pub async fn scalar(database_url: &str, sql: &str) -> i64 {
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        value
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        value
+    }
+}
+
+/// Runs one statement against the gateway's own database, underneath it.
+pub async fn execute(database_url: &str, sql: &str) -> u64 {
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        let done = sqlx::query(sql)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        pool.close().await;
+        done
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let done = sqlx::query(sql)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        pool.close().await;
+        done
     }
 }
