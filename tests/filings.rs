@@ -720,6 +720,60 @@ async fn concurrent_submissions_all_get_receipts_and_are_stored_exactly_once(bac
     for (first, again) in receipts.iter().zip(&replays) {
         assert_eq!(first.encode_to_vec(), again.encode_to_vec());
     }
+    // The register pages through all 200, in register-number order.
+    let mut filings = FilingServiceClient::new(channel.clone());
+    let first = filings
+        .list_register(ListRegisterRequest {
+            page_size: 150,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.entries.len(), 150);
+    assert_eq!(first.entries[0].register_number, "KZ-DM-000001");
+    assert_eq!(first.entries[149].register_number, "KZ-DM-000150");
+    assert_eq!(first.next_page_token, "150");
+    let second = filings
+        .list_register(ListRegisterRequest {
+            page_size: 150,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.entries.len(), 50);
+    assert_eq!(second.entries[49].register_number, "KZ-DM-000200");
+    assert_eq!(second.next_page_token, "");
+    let hosting = filings
+        .list_register(ListRegisterRequest {
+            activity_kind: ActivityKind::InfrastructureServices as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hosting.entries.len(), 0);
+    let status = filings
+        .list_register(ListRegisterRequest {
+            page_size: 5000,
+            page_token: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&status),
+        vec![
+            ("page_size".to_owned(), "at most 1000, got 5000".to_owned()),
+            (
+                "page_token".to_owned(),
+                "not a token from a previous response".to_owned()
+            ),
+        ]
+    );
+
     let url = &app.config.database_url;
     assert_eq!(scalar(url, "SELECT COUNT(*) FROM filings").await, 200);
     assert_eq!(
