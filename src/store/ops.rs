@@ -1,10 +1,12 @@
 //! The store's operations, written once in portable SQL (`$N` parameters,
 //! the same tables in both migrations folders) and expanded for each
-//! backend's own driver types by `store_ops!`: `sqlite.rs` and `postgres.rs`
-//! each own their connection setup, migrations and write locking.
+//! backend's own driver types by `store_ops!`, which also implements
+//! [`Store`](super::Store) for the backend's type (a struct with `pool` and
+//! `writer` fields). `sqlite.rs` and `postgres.rs` each own their connection
+//! setup, migrations and write locking.
 
 macro_rules! store_ops {
-    ($db:ty, $conn:ty) => {
+    ($db:ty, $conn:ty, $store:ty, $backend:literal) => {
         use chrono::{DateTime, Utc};
         use sqlx::Connection as _;
 
@@ -16,11 +18,51 @@ macro_rules! store_ops {
             },
             store::{
                 Accepted, Clock, DocumentRecord, Job, NewDocument, RegisterQuery, RegisterRow,
-                StoreError, StoredFiling, SubmitOutcome, Submission, from_micros,
+                Store, StoreError, StoredFiling, SubmitOutcome, Submission, from_micros,
                 ledger::{self, LedgerEntry},
-                micros, parse_date,
+                micros, parse_date, send_job,
             },
         };
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
+                send_job(&self.writer, |reply| Job::Document(document, reply)).await
+            }
+
+            async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {
+                documents_in(&self.pool, digests).await
+            }
+
+            async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError> {
+                send_job(&self.writer, |reply| Job::Filing(Box::new(submission), reply)).await
+            }
+
+            async fn filing(&self, filing_id: &str) -> Result<Option<StoredFiling>, StoreError> {
+                filing_in(&self.pool, filing_id).await
+            }
+
+            async fn register(&self, query: &RegisterQuery) -> Result<Vec<RegisterRow>, StoreError> {
+                register_in(&self.pool, query).await
+            }
+
+            async fn ledger_page(&self, after_seq: i64, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
+                ledger_page_in(&self.pool, after_seq, limit).await
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+        }
 
         enum Reply {
             Filing(

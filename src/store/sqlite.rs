@@ -10,14 +10,15 @@ use sqlx::sqlite::{
 };
 use tokio::sync::mpsc;
 
-use super::{
-    Clock, DocumentRecord, Job, NewDocument, RegisterQuery, RegisterRow, Store, StoreError,
-    StoredFiling, Submission, SubmitOutcome, ledger::LedgerEntry, next_batch, send_job,
-};
-use crate::domain::Sha256Hex;
+use super::{Clock, Job, StoreError, next_batch};
 
 mod ops {
-    super::super::ops::store_ops!(sqlx::Sqlite, sqlx::SqliteConnection);
+    super::super::ops::store_ops!(
+        sqlx::Sqlite,
+        sqlx::SqliteConnection,
+        super::SqliteStore,
+        "sqlite"
+    );
 }
 
 pub struct SqliteStore {
@@ -60,52 +61,5 @@ impl SqliteStore {
     /// The pool, for tests and tools that look underneath.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
-        send_job(&self.writer, |reply| Job::Document(document, reply)).await
-    }
-
-    async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {
-        ops::documents_in(&self.pool, digests).await
-    }
-
-    async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError> {
-        send_job(&self.writer, |reply| {
-            Job::Filing(Box::new(submission), reply)
-        })
-        .await
-    }
-
-    async fn filing(&self, filing_id: &str) -> Result<Option<StoredFiling>, StoreError> {
-        ops::filing_in(&self.pool, filing_id).await
-    }
-
-    async fn register(&self, query: &RegisterQuery) -> Result<Vec<RegisterRow>, StoreError> {
-        ops::register_in(&self.pool, query).await
-    }
-
-    async fn ledger_page(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
-        ops::ledger_page_in(&self.pool, after_seq, limit).await
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
     }
 }
