@@ -35,6 +35,14 @@ pub struct Config {
     pub roles: BTreeMap<String, Role>,
     pub limits: Limits,
     pub log: LogConfig,
+    pub signing: SigningConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The gateway's Ed25519 signing key (PKCS#8); made here on first start.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +129,9 @@ impl Default for Config {
             log: LogConfig {
                 format: LogFormat::Text,
                 filter: "info".to_owned(),
+            },
+            signing: SigningConfig {
+                key: PathBuf::from("data/signing.key"),
             },
         }
     }

@@ -11,5 +11,6 @@ pub mod domain;
 pub mod proto;
 pub mod server;
 pub mod service;
+pub mod signing;
 pub mod store;
 pub mod tls;

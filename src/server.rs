@@ -27,6 +27,7 @@ use crate::{
         access::AccessLayer, compliance::Compliance, energy::EnergyExtracts, filing::Filings,
         finance::FinanceForms,
     },
+    signing::Signer,
     store::{self, Clock, Store, StoreError, SystemClock},
     tls::{
         acceptor::{self, TlsSetupError},
@@ -47,6 +48,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Signing(#[from] crate::signing::SigningError),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server: {0}")]
@@ -107,6 +110,7 @@ pub async fn start_with_clock(
 ) -> Result<Gateway, ServeError> {
     ensure_dev_pki(config)?;
     let tls = acceptor::load_server_config(&config.tls)?;
+    let signer = Arc::new(Signer::load_or_create(&config.signing.key)?);
     let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone()).await?;
 
     let listener = TcpListener::bind(config.listen)
@@ -144,6 +148,7 @@ pub async fn start_with_clock(
             FilingServiceServer::new(Filings::new(
                 store.clone(),
                 clock.clone(),
+                signer.clone(),
                 config.limits.max_document_bytes,
             ))
             .max_decoding_message_size(limit)
@@ -160,7 +165,7 @@ pub async fn start_with_clock(
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            ComplianceServiceServer::new(Compliance::new(store.clone()))
+            ComplianceServiceServer::new(Compliance::new(store.clone(), signer.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );

@@ -88,17 +88,19 @@ async fn each_role_gets_past_authorization_on_its_own_services() {
     assert_eq!(ledger.entries_checked, 0);
 
     // Every role may read the public signing keys, to verify signatures offline.
+    let mut published = Vec::new();
     for name in ["authority", "energy", "finance", "operator"] {
-        assert_eq!(
-            code_and_message(
-                ComplianceServiceClient::new(app.channel(name).await)
-                    .get_signing_keys(GetSigningKeysRequest::default())
-                    .await
-            ),
-            not_implemented("ComplianceService/GetSigningKeys"),
-            "{name}"
-        );
+        let keys = ComplianceServiceClient::new(app.channel(name).await)
+            .get_signing_keys(GetSigningKeysRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .into_inner();
+        assert_eq!(keys.keys.len(), 1, "{name}");
+        published.push(keys.keys[0].clone());
     }
+    assert!(published.iter().all(|k| *k == published[0]));
+    assert_eq!(published[0].public_key.len(), 32);
+    assert_eq!(published[0].key_id.len(), 16);
     app.gateway.shutdown().await.unwrap();
 }
 

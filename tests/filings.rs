@@ -10,6 +10,10 @@ use minegate::proto::v1::{
     VerifyLedgerRequest, compliance_service_client::ComplianceServiceClient, filing::Body,
     filing_service_client::FilingServiceClient, upload_document_request::Part,
 };
+use minegate::{
+    proto::v1::GetSigningKeysRequest,
+    signing::{VerifyError, verify_message},
+};
 use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -85,6 +89,20 @@ async fn each_kind_of_filing_is_accepted_registered_and_read_back(backend: Backe
     assert_eq!(receipt.findings, vec![]);
     assert_eq!(receipt.revision, 0);
     assert_eq!(receipt.idempotency_key, "start-1");
+
+    // The receipt is signed by the gateway's published key.
+    let keys = ComplianceServiceClient::new(channel.clone())
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(receipt.signature.as_ref().unwrap().key_id, keys[0].key_id);
+    assert_eq!(verify_message(&keys, &receipt), Ok(()));
+    let mut forged = receipt.clone();
+    forged.days_late = 0;
+    forged.deadline_met = false;
+    assert_eq!(verify_message(&keys, &forged), Err(VerifyError::Mismatch));
 
     // Read it back: the filing exactly as sent, and its receipt.
     let stored = filings

@@ -10,15 +10,19 @@ use crate::proto::v1::{
     ListFindingsRequest, ListFindingsResponse, ListObligationsRequest, ListObligationsResponse,
     SigningKeys, VerifyLedgerRequest, compliance_service_server::ComplianceService,
 };
-use crate::store::{self, Store};
+use crate::{
+    signing::Signer,
+    store::{self, Store},
+};
 
 pub struct Compliance {
     store: Arc<dyn Store>,
+    signer: Arc<Signer>,
 }
 
 impl Compliance {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Compliance { store }
+    pub fn new(store: Arc<dyn Store>, signer: Arc<Signer>) -> Self {
+        Compliance { store, signer }
     }
 }
 
@@ -55,10 +59,10 @@ impl ComplianceService for Compliance {
         &self,
         request: Request<GetSigningKeysRequest>,
     ) -> Result<Response<SigningKeys>, Status> {
-        Err(not_implemented(
-            &request,
-            "ComplianceService/GetSigningKeys",
-        ))
+        peer(&request)?;
+        Ok(Response::new(SigningKeys {
+            keys: vec![self.signer.public_key()],
+        }))
     }
 
     async fn verify_ledger(

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use crate::signing::Signer;
+
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -31,14 +33,21 @@ use crate::{
 pub struct Filings {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    signer: Arc<Signer>,
     max_document_bytes: u64,
 }
 
 impl Filings {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, max_document_bytes: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        signer: Arc<Signer>,
+        max_document_bytes: u64,
+    ) -> Self {
         Filings {
             store,
             clock,
+            signer,
             max_document_bytes,
         }
     }
@@ -75,13 +84,16 @@ impl Filings {
         let kind = filing.kind();
         let bin_or_iin = filing.id().to_string();
         let key = filing.idempotency_key().as_str().to_owned();
+        let signer = self.signer.clone();
         let submission = Submission {
             caller: caller.identity.clone(),
             request_sha256: Sha256Hex::of(&body),
             body,
             filing,
             receipt: Box::new(move |accepted| {
-                receipt(kind, &bin_or_iin, &key, accepted).encode_to_vec()
+                let mut receipt = receipt(kind, &bin_or_iin, &key, accepted);
+                signer.sign_message(&mut receipt);
+                receipt.encode_to_vec()
             }),
         };
         match self.store.submit(submission).await.map_err(store_error)? {

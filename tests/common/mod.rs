@@ -96,6 +96,7 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.tls.cert = pki.join("server.pem");
     config.tls.key = pki.join("server.key");
     config.tls.dev_pki_dir = PathBuf::new();
+    config.signing.key = dir.path().join("signing.key");
     config.limits.shutdown_grace_ms = 2_000;
     config
 }
