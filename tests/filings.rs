@@ -639,13 +639,13 @@ async fn editing_a_ledger_row_underneath_is_named_by_verify(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(report.intact);
-    assert_eq!(report.entries_checked, 6); // 3 documents, 3 filings
+    assert_eq!(report.entries_checked, 9); // 3 documents; 3 × (extract created, filing accepted)
     assert_eq!(report.first_broken_entry, None);
     assert_eq!(report.head_hash.len(), 64);
 
-    // Someone edits entry 5 in the database, behind the gateway's back.
+    // Someone edits entry 7 (B's filing) in the database, behind the gateway's back.
     let url = app.config.database_url.clone();
-    let changed = execute(&url, "UPDATE ledger SET payload = REPLACE(payload, '190540005677', '190540005678') WHERE seq = 5").await;
+    let changed = execute(&url, "UPDATE ledger SET payload = REPLACE(payload, '190540005677', '190540005678') WHERE seq = 7").await;
     assert_eq!(changed, 1);
     let report = compliance
         .verify_ledger(VerifyLedgerRequest {})
@@ -653,7 +653,7 @@ async fn editing_a_ledger_row_underneath_is_named_by_verify(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(!report.intact);
-    assert_eq!(report.first_broken_entry, Some(5));
+    assert_eq!(report.first_broken_entry, Some(7));
     assert!(
         report
             .reason
@@ -661,7 +661,7 @@ async fn editing_a_ledger_row_underneath_is_named_by_verify(backend: Backend) {
         "{}",
         report.reason
     );
-    assert_eq!(report.entries_checked, 5);
+    assert_eq!(report.entries_checked, 7);
 
     // The operator's command line says the same, straight from the database.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
@@ -673,7 +673,7 @@ async fn editing_a_ledger_row_underneath_is_named_by_verify(backend: Backend) {
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.starts_with("ledger BROKEN at entry 5: content does not match its hash"),
+        stdout.starts_with("ledger BROKEN at entry 7: content does not match its hash"),
         "{stdout}"
     );
     app.gateway.shutdown().await.unwrap();
@@ -806,7 +806,7 @@ async fn concurrent_submissions_all_get_receipts_and_are_stored_exactly_once(bac
         .unwrap()
         .into_inner();
     assert!(report.intact);
-    assert_eq!(report.entries_checked, 203);
+    assert_eq!(report.entries_checked, 403); // 3 documents, 200 × (extract, filing)
     app.gateway.shutdown().await.unwrap();
 }
 

@@ -251,6 +251,15 @@ impl Filing {
         }
     }
 
+    /// The documents a start notification or quarterly report references.
+    pub fn documents(&self) -> &[DocumentRef] {
+        match self {
+            Filing::Start(f) => &f.documents,
+            Filing::Quarterly(f) => &f.documents,
+            Filing::Termination(_) => &[],
+        }
+    }
+
     pub fn document_digests(&self) -> Vec<&Sha256Hex> {
         match self {
             Filing::Start(f) => f.documents.iter().map(|d| &d.sha256).collect(),

@@ -7,6 +7,7 @@ pub mod document;
 pub mod filing;
 pub mod identifiers;
 pub mod ip;
+pub mod obligation;
 pub mod quantities;
 pub mod register;
 

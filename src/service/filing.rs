@@ -5,21 +5,19 @@
 
 use std::sync::Arc;
 
-use crate::signing::Signer;
-
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    invalid, peer, store_error, timestamp, to_pb_date,
+    invalid, obligation_pb, peer, store_error, timestamp, to_pb_date,
     validate::{self, Violations},
 };
 use crate::{
     domain::{
         Sha256Hex, deadlines,
         document::{ACCEPTED_MEDIA_TYPES, sniff_media_type},
-        filing::{Filing, FilingKind},
+        filing::{DocumentKind as DomainDocumentKind, Filing, FilingKind},
         register::RegisterStatus,
     },
     proto::v1::{
@@ -27,7 +25,11 @@ use crate::{
         ListRegisterResponse, QuarterlyReport, StartNotification, TerminationNotice,
         UploadDocumentRequest, filing_service_server::FilingService, upload_document_request::Part,
     },
-    store::{Accepted, Clock, NewDocument, RegisterQuery, Store, Submission, SubmitOutcome},
+    signing::Signer,
+    store::{
+        Accepted, Clock, DocumentRecord, ExtractBuilder, ExtractFacts, NewDocument, RegisterQuery,
+        Store, Submission, SubmitOutcome,
+    },
 };
 
 pub struct Filings {
@@ -84,6 +86,18 @@ impl Filings {
         let kind = filing.kind();
         let bin_or_iin = filing.id().to_string();
         let key = filing.idempotency_key().as_str().to_owned();
+        let extract = four_item_extract(&filing, field_of_documents, &stored).map(|template| {
+            let signer = self.signer.clone();
+            Box::new(move |facts: &ExtractFacts| {
+                let mut extract = template;
+                extract.extract_id = facts.extract_id.clone();
+                extract.source_filing_id = facts.filing_id.clone();
+                extract.created_at = Some(timestamp(facts.created_at));
+                extract.due_date = Some(to_pb_date(facts.due_date));
+                signer.sign_message(&mut extract);
+                extract.encode_to_vec()
+            }) as ExtractBuilder
+        });
         let signer = self.signer.clone();
         let submission = Submission {
             caller: caller.identity.clone(),
@@ -95,6 +109,7 @@ impl Filings {
                 signer.sign_message(&mut receipt);
                 receipt.encode_to_vec()
             }),
+            extract,
         };
         match self.store.submit(submission).await.map_err(store_error)? {
             SubmitOutcome::Accepted(bytes) | SubmitOutcome::Replayed(bytes) => {
@@ -114,6 +129,62 @@ impl Filings {
             ))),
         }
     }
+}
+
+/// §6 the electronic document for the energy ministry: whom it concerns and
+/// items 6.1-6.4, nothing else. `None` for a termination notice.
+fn four_item_extract(
+    filing: &Filing,
+    refs: &[pb::DocumentRef],
+    stored: &[DocumentRecord],
+) -> Option<pb::EnergyExtract> {
+    let (person, data_centres) = match filing {
+        Filing::Start(f) => (&f.person, &f.data_centres),
+        Filing::Quarterly(f) => (&f.person, &f.data_centres),
+        Filing::Termination(_) => return None,
+    };
+    let documents_of = |kind: DomainDocumentKind| -> Vec<pb::DocumentRef> {
+        filing
+            .documents()
+            .iter()
+            .zip(refs)
+            .filter(|(d, _)| d.kind == kind)
+            .map(|(d, r)| {
+                let record = stored.iter().find(|s| s.sha256 == d.sha256);
+                pb::DocumentRef {
+                    kind: r.kind,
+                    sha256: d.sha256.to_string(),
+                    media_type: record.map(|s| s.media_type.clone()).unwrap_or_default(),
+                    size_bytes: record.map_or(0, |s| s.size_bytes),
+                    file_name: r.file_name.clone(),
+                }
+            })
+            .collect()
+    };
+    Some(pb::EnergyExtract {
+        extract_id: String::new(),
+        source_filing_id: String::new(),
+        source_filing_kind: pb::FilingKind::from_str_name(&format!(
+            "FILING_KIND_{}",
+            filing.kind().as_str()
+        ))
+        .unwrap_or_default() as i32,
+        bin_or_iin: person.id.to_string(),
+        name: person.name.clone(),
+        customs_declaration_or_title: documents_of(DomainDocumentKind::CustomsDeclarationOrTitle),
+        data_centres: data_centres
+            .iter()
+            .map(|d| pb::DataCentreLocation {
+                address: d.address.clone(),
+                kato_code: d.kato.as_ref().map(|k| k.as_str().to_owned()),
+            })
+            .collect(),
+        residency: documents_of(DomainDocumentKind::Residency),
+        grid_connection_conditions: documents_of(DomainDocumentKind::GridConnectionConditions),
+        created_at: None,
+        due_date: None,
+        signature: None,
+    })
 }
 
 /// The receipt of an accepted filing.
@@ -152,7 +223,7 @@ fn receipt(kind: FilingKind, bin_or_iin: &str, key: &str, accepted: &Accepted) -
                 detected_at: Some(timestamp(accepted.received_at)),
             })
             .collect(),
-        obligations: Vec::new(),
+        obligations: accepted.obligations.iter().map(obligation_pb).collect(),
         revision: accepted.revision,
         idempotency_key: key.to_owned(),
         signature: None,

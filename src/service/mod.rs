@@ -88,3 +88,26 @@ pub fn to_pb_date(date: NaiveDate) -> pb::Date {
         day: date.day() as i32,
     }
 }
+
+/// An obligation as the contracts carry it.
+pub fn obligation_pb(row: &crate::store::ObligationRow) -> pb::Obligation {
+    pb::Obligation {
+        obligation_id: row.obligation_id.clone(),
+        kind: pb::ObligationKind::from_str_name(&format!("OBLIGATION_KIND_{}", row.kind.as_str()))
+            .unwrap_or_default() as i32,
+        due_date: Some(to_pb_date(row.due_date)),
+        status: pb::ObligationStatus::from_str_name(&format!(
+            "OBLIGATION_STATUS_{}",
+            row.status.as_str()
+        ))
+        .unwrap_or_default() as i32,
+        filing_id: row.filing_id.clone().unwrap_or_default(),
+        extract_id: row.extract_id.clone().unwrap_or_default(),
+        quarter: row.quarter.map(|(year, quarter)| pb::Quarter {
+            year,
+            quarter: quarter as i32,
+        }),
+        fulfilled_at: row.fulfilled_at.map(timestamp),
+        created_at: Some(timestamp(row.created_at)),
+    }
+}

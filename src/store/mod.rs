@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{
     Sha256Hex,
     filing::{ActivityKind, Filing, FilingKind},
-    register::{Assessment, FindingDraft, RegisterStatus},
+    obligation::{ObligationKind, ObligationStatus},
+    quantities::Quarter,
+    register::{Assessment, FindingDraft, FindingKind, RegisterStatus},
 };
 
 /// Where "now" comes from; tests move it.
@@ -104,6 +106,164 @@ pub struct Accepted {
     pub findings: Vec<(String, FindingDraft)>,
     /// §4 revision of a quarterly report; 0 for other kinds.
     pub revision: u32,
+    /// §6 / §6-1 the obligations the filing created.
+    pub obligations: Vec<ObligationRow>,
+}
+
+/// What an extract's builder is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractFacts {
+    pub extract_id: String,
+    pub filing_id: String,
+    pub created_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+}
+
+/// Builds the signed extract's bytes inside the filing's transaction.
+pub type ExtractBuilder = Box<dyn FnOnce(&ExtractFacts) -> Vec<u8> + Send>;
+
+/// What an acknowledgement's builder is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckFacts {
+    pub acknowledged_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+}
+
+/// Builds the signed acknowledgement receipt, stored and returned to repeats.
+pub type AckBuilder = Box<dyn FnOnce(&AckFacts) -> Vec<u8> + Send>;
+
+/// An obligation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObligationRow {
+    pub seq: i64,
+    pub obligation_id: String,
+    pub kind: ObligationKind,
+    pub due_date: NaiveDate,
+    pub status: ObligationStatus,
+    pub filing_id: Option<String>,
+    pub extract_id: Option<String>,
+    pub quarter: Option<(i32, u32)>,
+    pub fulfilled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which obligations to list.
+#[derive(Debug, Clone, Default)]
+pub struct ObligationQuery {
+    pub kind: Option<ObligationKind>,
+    pub status: Option<ObligationStatus>,
+    pub due_before: Option<NaiveDate>,
+    pub after_seq: i64,
+    pub limit: u32,
+}
+
+/// A stored finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingRow {
+    pub seq: i64,
+    pub finding_id: String,
+    pub kind: FindingKind,
+    pub bin_or_iin: String,
+    pub filing_id: String,
+    pub days: i32,
+    pub quarter: Option<(i32, u32)>,
+    pub detail: String,
+    pub detected_at: DateTime<Utc>,
+}
+
+/// Which stored findings to list.
+#[derive(Debug, Clone, Default)]
+pub struct FindingQuery {
+    pub kind: Option<FindingKind>,
+    pub bin_or_iin: Option<String>,
+    pub after_seq: i64,
+    pub limit: u32,
+}
+
+/// An extract still to be acknowledged by a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingExtract {
+    pub extract_id: String,
+    /// The signed extract (protobuf).
+    pub body: Vec<u8>,
+}
+
+/// A document as fetched by a subscriber it was sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedDocument {
+    /// The kind under which the extract referenced it (e.g. `RESIDENCY`).
+    pub kind: String,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// A quarterly report (latest revision) that goes into form 402.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportForForm {
+    pub filing_id: String,
+    pub revision: u32,
+    pub body: Vec<u8>,
+}
+
+/// What a form revision's builder is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormFacts {
+    pub revision: u32,
+    pub compiled_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+}
+
+/// Builds (body SHA-256, signed form bytes) for a new revision.
+pub type FormBuilder = Box<dyn FnOnce(&FormFacts) -> (String, Vec<u8>) + Send>;
+
+/// A compiled form 402 to publish, unless the latest revision has the same content.
+pub struct FormPublication {
+    pub quarter: Quarter,
+    /// Digest of the rows and totals only (not revision or time).
+    pub content_sha256: String,
+    /// The reports it was compiled from.
+    pub filing_ids: Vec<String>,
+    pub build: FormBuilder,
+}
+
+/// The finance ministry's acknowledgement of a form revision.
+pub struct FormAck {
+    pub quarter: Quarter,
+    pub revision: u32,
+    pub body_sha256: String,
+    pub build: AckBuilder,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormAckOutcome {
+    /// The signed receipt (the first one, for repeats).
+    Acknowledged(Vec<u8>),
+    UnknownRevision,
+    DigestMismatch {
+        expected: String,
+    },
+}
+
+/// A form 402 revision that includes a filing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormRevisionIncluding {
+    pub year: i32,
+    pub quarter: u32,
+    pub revision: u32,
+    pub body_sha256: String,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+/// How a filing was delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub extract_id: Option<String>,
+    /// (subscriber, attempt, sent at)
+    pub attempts: Vec<(String, u32, DateTime<Utc>)>,
+    /// (subscriber, first acknowledgement)
+    pub acknowledgements: Vec<(String, DateTime<Utc>)>,
+    pub form_revisions: Vec<FormRevisionIncluding>,
+    pub obligations: Vec<ObligationRow>,
 }
 
 /// Builds the receipt bytes once the store has decided; they are stored with
@@ -120,6 +280,8 @@ pub struct Submission {
     /// SHA-256 of `body`: a replay must match it.
     pub request_sha256: Sha256Hex,
     pub receipt: ReceiptBuilder,
+    /// §6 the extract to create with it (start notifications and quarterly reports).
+    pub extract: Option<ExtractBuilder>,
 }
 
 /// The answer to a submission.
@@ -193,6 +355,53 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ledger::LedgerEntry>, StoreError>;
     async fn close(&self);
+
+    /// A counter that moves after every committed write on any replica: a
+    /// subscriber waits on it for new extracts and acknowledgements.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Extracts `subscriber` has not acknowledged, oldest first.
+    async fn pending_extracts(
+        &self,
+        subscriber: &str,
+        limit: u32,
+    ) -> Result<Vec<PendingExtract>, StoreError>;
+    /// Those of `extract_ids` that `subscriber` has acknowledged.
+    async fn acknowledged(
+        &self,
+        subscriber: &str,
+        extract_ids: &[String],
+    ) -> Result<Vec<String>, StoreError>;
+    /// Records one sending of an extract; returns the attempt number and time.
+    async fn record_attempt(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+    ) -> Result<(u32, DateTime<Utc>), StoreError>;
+    /// Acknowledges an extract sent to `subscriber`; `None` if it was never sent to them.
+    async fn acknowledge_extract(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+        build: AckBuilder,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A document referenced by an extract that was sent to `subscriber`.
+    async fn document_for(
+        &self,
+        sha256: &str,
+        subscriber: &str,
+    ) -> Result<Option<FetchedDocument>, StoreError>;
+    /// The latest revision of every quarterly report of `quarter`, by BIN/IIN.
+    async fn reports_for_form(&self, quarter: Quarter) -> Result<Vec<ReportForForm>, StoreError>;
+    /// Publishes a new revision unless the content is unchanged; returns the signed form.
+    async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError>;
+    async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError>;
+    async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<ObligationRow>, StoreError>;
+    /// Marks PENDING obligations due before `today` OVERDUE (each once); returns them.
+    async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<ObligationRow>, StoreError>;
+    async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError>;
+    /// (BIN/IIN, year, quarter) of every quarterly report received.
+    async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError>;
+    async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
 }
 
 /// Opens the store named by `url`, creating and migrating the database as needed.
@@ -232,6 +441,61 @@ pub(crate) enum Job {
         NewDocument,
         oneshot::Sender<Result<DocumentRecord, StoreError>>,
     ),
+    Attempt {
+        extract_id: String,
+        subscriber: String,
+        reply: oneshot::Sender<Result<(u32, DateTime<Utc>), StoreError>>,
+    },
+    AckExtract {
+        extract_id: String,
+        subscriber: String,
+        build: AckBuilder,
+        reply: oneshot::Sender<Result<Option<Vec<u8>>, StoreError>>,
+    },
+    PublishForm(
+        Box<FormPublication>,
+        oneshot::Sender<Result<Vec<u8>, StoreError>>,
+    ),
+    AckForm(
+        Box<FormAck>,
+        oneshot::Sender<Result<FormAckOutcome, StoreError>>,
+    ),
+    MarkOverdue(
+        NaiveDate,
+        oneshot::Sender<Result<Vec<ObligationRow>, StoreError>>,
+    ),
+}
+
+impl Job {
+    /// Answers the job's caller with a failure.
+    pub(crate) fn fail(self, reason: &str) {
+        let error = || StoreError::NotCommitted(reason.to_owned());
+        match self {
+            Job::Filing(_, reply) => drop(reply.send(Err(error()))),
+            Job::Document(_, reply) => drop(reply.send(Err(error()))),
+            Job::Attempt { reply, .. } => drop(reply.send(Err(error()))),
+            Job::AckExtract { reply, .. } => drop(reply.send(Err(error()))),
+            Job::PublishForm(_, reply) => drop(reply.send(Err(error()))),
+            Job::AckForm(_, reply) => drop(reply.send(Err(error()))),
+            Job::MarkOverdue(_, reply) => drop(reply.send(Err(error()))),
+        }
+    }
+}
+
+/// What to do once the batch's commit is known: answer with the job's own
+/// result if it committed, or with the commit's failure.
+pub(crate) type Finisher = Box<dyn FnOnce(&Result<(), String>) + Send>;
+
+pub(crate) fn finisher<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Finisher {
+    Box::new(move |committed| {
+        let _ = reply.send(match committed {
+            Ok(()) => result,
+            Err(reason) => Err(StoreError::NotCommitted(reason.clone())),
+        });
+    })
 }
 
 /// Most jobs committed in one transaction.

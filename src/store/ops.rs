@@ -14,11 +14,19 @@ macro_rules! store_ops {
             domain::{
                 Sha256Hex, deadlines,
                 filing::{ActivityKind, Filing, FilingKind},
-                register::{self, FindingDraft, IpConflict, RegisterChange, RegisterState, RegisterStatus},
+                obligation::{ObligationKind, ObligationStatus},
+                quantities::Quarter,
+                register::{
+                    self, FindingDraft, FindingKind, IpConflict, RegisterChange, RegisterState,
+                    RegisterStatus,
+                },
             },
             store::{
-                Accepted, Clock, DocumentRecord, Job, NewDocument, RegisterQuery, RegisterRow,
-                Store, StoreError, StoredFiling, SubmitOutcome, Submission, from_micros,
+                AckBuilder, AckFacts, Accepted, Clock, DeliveryRecord, DocumentRecord, ExtractFacts,
+                FetchedDocument, FindingQuery, FindingRow, FormAck, FormAckOutcome, FormFacts,
+                FormPublication, FormRevisionIncluding, Finisher, Job, NewDocument, ObligationQuery, ObligationRow,
+                PendingExtract, RegisterQuery, RegisterRow, ReportForForm, Store, StoreError,
+                StoredFiling, SubmitOutcome, Submission, finisher, from_micros,
                 ledger::{self, LedgerEntry},
                 micros, parse_date, send_job,
             },
@@ -62,93 +70,644 @@ macro_rules! store_ops {
             async fn close(&self) {
                 self.pool.close().await;
             }
+
+            fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+                self.changes.subscribe()
+            }
+
+            async fn pending_extracts(&self, subscriber: &str, limit: u32) -> Result<Vec<PendingExtract>, StoreError> {
+                let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT e.extract_id, e.body FROM extracts e WHERE NOT EXISTS \
+                     (SELECT 1 FROM extract_acks a WHERE a.extract_id = e.extract_id AND a.subscriber = $1) \
+                     ORDER BY e.seq LIMIT $2",
+                )
+                .bind(subscriber)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(extract_id, body)| PendingExtract { extract_id, body }).collect())
+            }
+
+            async fn acknowledged(&self, subscriber: &str, extract_ids: &[String]) -> Result<Vec<String>, StoreError> {
+                let mut acknowledged = Vec::new();
+                for id in extract_ids {
+                    let found: Option<i64> = sqlx::query_scalar(
+                        "SELECT acknowledged_at FROM extract_acks WHERE extract_id = $1 AND subscriber = $2",
+                    )
+                    .bind(id)
+                    .bind(subscriber)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if found.is_some() {
+                        acknowledged.push(id.clone());
+                    }
+                }
+                Ok(acknowledged)
+            }
+
+            async fn record_attempt(&self, extract_id: &str, subscriber: &str) -> Result<(u32, DateTime<Utc>), StoreError> {
+                let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+                send_job(&self.writer, |reply| Job::Attempt { extract_id, subscriber, reply }).await
+            }
+
+            async fn acknowledge_extract(&self, extract_id: &str, subscriber: &str, build: AckBuilder) -> Result<Option<Vec<u8>>, StoreError> {
+                let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+                send_job(&self.writer, |reply| Job::AckExtract { extract_id, subscriber, build, reply }).await
+            }
+
+            async fn document_for(&self, sha256: &str, subscriber: &str) -> Result<Option<FetchedDocument>, StoreError> {
+                let row: Option<(String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT d.kind, doc.media_type, doc.content FROM extract_documents d \
+                     JOIN documents doc ON doc.sha256 = d.sha256 \
+                     WHERE d.sha256 = $1 AND EXISTS (SELECT 1 FROM extract_attempts a \
+                     WHERE a.extract_id = d.extract_id AND a.subscriber = $2) LIMIT 1",
+                )
+                .bind(sha256)
+                .bind(subscriber)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(kind, media_type, content)| FetchedDocument { kind, media_type, content }))
+            }
+
+            async fn reports_for_form(&self, quarter: Quarter) -> Result<Vec<ReportForForm>, StoreError> {
+                let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT filing_id, revision, body FROM filings WHERE kind = $1 AND year = $2 \
+                     AND quarter = $3 AND superseded_by IS NULL ORDER BY bin_or_iin",
+                )
+                .bind(FilingKind::QuarterlyReport.as_str())
+                .bind(i64::from(quarter.year()))
+                .bind(i64::from(quarter.quarter()))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(filing_id, revision, body)| ReportForForm { filing_id, revision: revision as u32, body })
+                    .collect())
+            }
+
+            async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError> {
+                send_job(&self.writer, |reply| Job::PublishForm(Box::new(publication), reply)).await
+            }
+
+            async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError> {
+                send_job(&self.writer, |reply| Job::AckForm(Box::new(ack), reply)).await
+            }
+
+            async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<ObligationRow>, StoreError> {
+                let rows: Vec<ObligationTuple> = sqlx::query_as(&format!(
+                    "{OBLIGATION_COLUMNS} WHERE seq > $1 AND ($2 = '' OR kind = $2) AND ($3 = '' OR status = $3) \
+                     AND ($4 = '' OR due_date < $4) ORDER BY seq LIMIT $5"
+                ))
+                .bind(query.after_seq)
+                .bind(query.kind.map_or("", ObligationKind::as_str))
+                .bind(query.status.map_or("", ObligationStatus::as_str))
+                .bind(query.due_before.map(|d| d.to_string()).unwrap_or_default())
+                .bind(i64::from(query.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(obligation_row).collect()
+            }
+
+            async fn mark_overdue(&self, today: chrono::NaiveDate) -> Result<Vec<ObligationRow>, StoreError> {
+                send_job(&self.writer, |reply| Job::MarkOverdue(today, reply)).await
+            }
+
+            async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
+                type Row = (i64, String, String, String, String, i64, Option<i64>, Option<i64>, String, i64);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT seq, finding_id, kind, bin_or_iin, filing_id, days, year, quarter, detail, detected_at \
+                     FROM findings WHERE seq > $1 AND ($2 = '' OR kind = $2) AND ($3 = '' OR bin_or_iin = $3) \
+                     ORDER BY seq LIMIT $4",
+                )
+                .bind(query.after_seq)
+                .bind(query.kind.map_or("", FindingKind::as_str))
+                .bind(query.bin_or_iin.clone().unwrap_or_default())
+                .bind(i64::from(query.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(FindingRow {
+                            seq: r.0,
+                            finding_id: r.1,
+                            kind: FindingKind::parse(&r.2)
+                                .ok_or_else(|| StoreError::Corrupt(format!("finding kind {:?}", r.2)))?,
+                            bin_or_iin: r.3,
+                            filing_id: r.4,
+                            days: r.5 as i32,
+                            quarter: r.6.zip(r.7).map(|(y, q)| (y as i32, q as u32)),
+                            detail: r.8,
+                            detected_at: from_micros(r.9)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT DISTINCT bin_or_iin, year, quarter FROM filings WHERE kind = $1",
+                )
+                .bind(FilingKind::QuarterlyReport.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(b, y, q)| (b, y as i32, q as u32)).collect())
+            }
+
+            async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+                let exists: Option<String> = sqlx::query_scalar("SELECT kind FROM filings WHERE filing_id = $1")
+                    .bind(filing_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if exists.is_none() {
+                    return Ok(None);
+                }
+                let mut record = DeliveryRecord::default();
+                record.extract_id = sqlx::query_scalar("SELECT extract_id FROM extracts WHERE filing_id = $1")
+                    .bind(filing_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some(extract_id) = &record.extract_id {
+                    let attempts: Vec<(String, i64, i64)> = sqlx::query_as(
+                        "SELECT subscriber, attempt, sent_at FROM extract_attempts WHERE extract_id = $1 \
+                         ORDER BY sent_at, subscriber, attempt",
+                    )
+                    .bind(extract_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    for (subscriber, attempt, sent_at) in attempts {
+                        record.attempts.push((subscriber, attempt as u32, from_micros(sent_at)?));
+                    }
+                    let acks: Vec<(String, i64)> = sqlx::query_as(
+                        "SELECT subscriber, acknowledged_at FROM extract_acks WHERE extract_id = $1 \
+                         ORDER BY acknowledged_at, subscriber",
+                    )
+                    .bind(extract_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    for (subscriber, at) in acks {
+                        record.acknowledgements.push((subscriber, from_micros(at)?));
+                    }
+                }
+                let forms: Vec<(i64, i64, i64, String, Option<i64>)> = sqlx::query_as(
+                    "SELECT r.year, r.quarter, r.revision, f.body_sha256, a.acknowledged_at \
+                     FROM form_revision_reports r \
+                     JOIN form_revisions f ON f.year = r.year AND f.quarter = r.quarter AND f.revision = r.revision \
+                     LEFT JOIN form_acks a ON a.year = r.year AND a.quarter = r.quarter AND a.revision = r.revision \
+                     WHERE r.filing_id = $1 ORDER BY r.year, r.quarter, r.revision",
+                )
+                .bind(filing_id)
+                .fetch_all(&self.pool)
+                .await?;
+                for (y, q, rev, sha, acked) in forms {
+                    record.form_revisions.push(FormRevisionIncluding {
+                        year: y as i32,
+                        quarter: q as u32,
+                        revision: rev as u32,
+                        body_sha256: sha,
+                        acknowledged_at: acked.map(from_micros).transpose()?,
+                    });
+                }
+                let obligations: Vec<ObligationTuple> = sqlx::query_as(&format!(
+                    "{OBLIGATION_COLUMNS} WHERE filing_id = $1 ORDER BY seq"
+                ))
+                .bind(filing_id)
+                .fetch_all(&self.pool)
+                .await?;
+                record.obligations = obligations.into_iter().map(obligation_row).collect::<Result<_, _>>()?;
+                Ok(Some(record))
+            }
         }
 
-        enum Reply {
-            Filing(
-                tokio::sync::oneshot::Sender<Result<SubmitOutcome, StoreError>>,
-                Result<SubmitOutcome, StoreError>,
-            ),
-            Document(
-                tokio::sync::oneshot::Sender<Result<DocumentRecord, StoreError>>,
-                Result<DocumentRecord, StoreError>,
-            ),
+        const OBLIGATION_COLUMNS: &str = "SELECT seq, obligation_id, kind, due_date, status, filing_id, \
+            extract_id, year, quarter, fulfilled_at, created_at FROM obligations";
+
+        type ObligationTuple = (
+            i64, String, String, String, String, Option<String>, Option<String>, Option<i64>,
+            Option<i64>, Option<i64>, i64,
+        );
+
+        fn obligation_row(r: ObligationTuple) -> Result<ObligationRow, StoreError> {
+            Ok(ObligationRow {
+                seq: r.0,
+                obligation_id: r.1,
+                kind: ObligationKind::parse(&r.2)
+                    .ok_or_else(|| StoreError::Corrupt(format!("obligation kind {:?}", r.2)))?,
+                due_date: parse_date(&r.3)?,
+                status: ObligationStatus::parse(&r.4)
+                    .ok_or_else(|| StoreError::Corrupt(format!("obligation status {:?}", r.4)))?,
+                filing_id: r.5,
+                extract_id: r.6,
+                quarter: r.7.zip(r.8).map(|(y, q)| (y as i32, q as u32)),
+                fulfilled_at: r.9.map(from_micros).transpose()?,
+                created_at: from_micros(r.10)?,
+            })
+        }
+
+        async fn insert_obligation(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            kind: ObligationKind,
+            due_date: chrono::NaiveDate,
+            filing_id: Option<&str>,
+            extract_id: Option<&str>,
+            quarter: Option<Quarter>,
+        ) -> Result<ObligationRow, StoreError> {
+            let obligation_id = new_id("obl");
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO obligations (obligation_id, kind, due_date, status, filing_id, extract_id, \
+                 year, quarter, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
+            )
+            .bind(&obligation_id)
+            .bind(kind.as_str())
+            .bind(due_date.to_string())
+            .bind(ObligationStatus::Pending.as_str())
+            .bind(filing_id)
+            .bind(extract_id)
+            .bind(quarter.map(|q| i64::from(q.year())))
+            .bind(quarter.map(|q| i64::from(q.quarter())))
+            .bind(micros(now))
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(ObligationRow {
+                seq,
+                obligation_id,
+                kind,
+                due_date,
+                status: ObligationStatus::Pending,
+                filing_id: filing_id.map(str::to_owned),
+                extract_id: extract_id.map(str::to_owned),
+                quarter: quarter.map(|q| (q.year(), q.quarter())),
+                fulfilled_at: None,
+                created_at: now,
+            })
+        }
+
+        /// Fulfils the open obligation matched by `filter` (kind plus a key), if any.
+        async fn fulfil(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            kind: ObligationKind,
+            key_sql: &str,
+            keys: (Option<&str>, Option<i64>, Option<i64>),
+        ) -> Result<(), StoreError> {
+            let open: Vec<ObligationTuple> = sqlx::query_as(&format!(
+                "{OBLIGATION_COLUMNS} WHERE kind = $1 AND fulfilled_at IS NULL AND {key_sql}"
+            ))
+            .bind(kind.as_str())
+            .bind(keys.0)
+            .bind(keys.1)
+            .bind(keys.2)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in open {
+                let row = obligation_row(row)?;
+                let status = ObligationStatus::fulfilled_on(deadlines::local_date(now), row.due_date);
+                sqlx::query("UPDATE obligations SET status = $1, fulfilled_at = $2 WHERE obligation_id = $3")
+                    .bind(status.as_str())
+                    .bind(micros(now))
+                    .bind(&row.obligation_id)
+                    .execute(&mut *conn)
+                    .await?;
+                append_ledger(
+                    conn,
+                    "OBLIGATION_FULFILLED",
+                    &row.obligation_id,
+                    now,
+                    &serde_json::json!({
+                        "obligation_id": row.obligation_id,
+                        "kind": kind.as_str(),
+                        "due_date": row.due_date.to_string(),
+                        "status": status.as_str(),
+                    }),
+                )
+                .await?;
+            }
+            Ok(())
+        }
+
+        async fn record_attempt_in(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            extract_id: String,
+            subscriber: String,
+        ) -> Result<(u32, DateTime<Utc>), StoreError> {
+            let attempt: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM extract_attempts WHERE extract_id = $1 AND subscriber = $2",
+            )
+            .bind(&extract_id)
+            .bind(&subscriber)
+            .fetch_one(&mut *conn)
+            .await?;
+            sqlx::query("INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) VALUES ($1, $2, $3, $4)")
+                .bind(&extract_id)
+                .bind(&subscriber)
+                .bind(attempt)
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await?;
+            append_ledger(
+                conn,
+                "EXTRACT_SENT",
+                &extract_id,
+                now,
+                &serde_json::json!({ "extract_id": extract_id, "subscriber": subscriber, "attempt": attempt }),
+            )
+            .await?;
+            Ok((attempt as u32, now))
+        }
+
+        async fn ack_extract_in(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            extract_id: String,
+            subscriber: String,
+            build: AckBuilder,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            let earlier: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT receipt FROM extract_acks WHERE extract_id = $1 AND subscriber = $2",
+            )
+            .bind(&extract_id)
+            .bind(&subscriber)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if earlier.is_some() {
+                return Ok(earlier);
+            }
+            let due: Option<String> = sqlx::query_scalar(
+                "SELECT e.due_date FROM extracts e WHERE e.extract_id = $1 AND EXISTS \
+                 (SELECT 1 FROM extract_attempts a WHERE a.extract_id = e.extract_id AND a.subscriber = $2)",
+            )
+            .bind(&extract_id)
+            .bind(&subscriber)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(due) = due else { return Ok(None) };
+            let receipt = build(&AckFacts { acknowledged_at: now, due_date: parse_date(&due)? });
+            sqlx::query(
+                "INSERT INTO extract_acks (extract_id, subscriber, acknowledged_at, receipt) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&extract_id)
+            .bind(&subscriber)
+            .bind(micros(now))
+            .bind(&receipt)
+            .execute(&mut *conn)
+            .await?;
+            append_ledger(
+                conn,
+                "EXTRACT_ACKNOWLEDGED",
+                &extract_id,
+                now,
+                &serde_json::json!({
+                    "extract_id": extract_id,
+                    "subscriber": subscriber,
+                    "receipt_sha256": Sha256Hex::of(&receipt).as_str(),
+                }),
+            )
+            .await?;
+            fulfil(conn, now, ObligationKind::EnergyExtract, "extract_id = $2 AND $3 IS NULL AND $4 IS NULL", (Some(&extract_id), None, None)).await?;
+            Ok(Some(receipt))
+        }
+
+        async fn publish_form_in(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            publication: FormPublication,
+        ) -> Result<Vec<u8>, StoreError> {
+            let FormPublication { quarter, content_sha256, filing_ids, build } = publication;
+            let (year, q) = (i64::from(quarter.year()), i64::from(quarter.quarter()));
+            let latest: Option<(i64, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT revision, content_sha256, form FROM form_revisions WHERE year = $1 AND quarter = $2 \
+                 ORDER BY revision DESC LIMIT 1",
+            )
+            .bind(year)
+            .bind(q)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let (revision, form) = match latest {
+                Some((revision, content, form)) if content == content_sha256 => (revision, form),
+                latest => {
+                    let revision = latest.map_or(1, |(r, ..)| r + 1);
+                    let (body_sha256, form) = build(&FormFacts {
+                        revision: revision as u32,
+                        compiled_at: now,
+                        due_date: deadlines::finance_form_due(quarter),
+                    });
+                    sqlx::query(
+                        "INSERT INTO form_revisions (year, quarter, revision, content_sha256, body_sha256, \
+                         compiled_at, form) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(year)
+                    .bind(q)
+                    .bind(revision)
+                    .bind(&content_sha256)
+                    .bind(&body_sha256)
+                    .bind(micros(now))
+                    .bind(&form)
+                    .execute(&mut *conn)
+                    .await?;
+                    for filing_id in &filing_ids {
+                        sqlx::query(
+                            "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(year)
+                        .bind(q)
+                        .bind(revision)
+                        .bind(filing_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    append_ledger(
+                        conn,
+                        "FORM_REVISION_PUBLISHED",
+                        &format!("{year}-Q{q}-r{revision}"),
+                        now,
+                        &serde_json::json!({
+                            "year": year, "quarter": q, "revision": revision,
+                            "body_sha256": body_sha256, "reports": filing_ids.len(),
+                        }),
+                    )
+                    .await?;
+                    (revision, form)
+                }
+            };
+            append_ledger(
+                conn,
+                "FORM_PULLED",
+                &format!("{year}-Q{q}-r{revision}"),
+                now,
+                &serde_json::json!({ "year": year, "quarter": q, "revision": revision }),
+            )
+            .await?;
+            Ok(form)
+        }
+
+        async fn ack_form_in(conn: &mut $conn, now: DateTime<Utc>, ack: FormAck) -> Result<FormAckOutcome, StoreError> {
+            let FormAck { quarter, revision, body_sha256, build } = ack;
+            let (year, q, rev) = (i64::from(quarter.year()), i64::from(quarter.quarter()), i64::from(revision));
+            let stored: Option<String> = sqlx::query_scalar(
+                "SELECT body_sha256 FROM form_revisions WHERE year = $1 AND quarter = $2 AND revision = $3",
+            )
+            .bind(year)
+            .bind(q)
+            .bind(rev)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(expected) = stored else { return Ok(FormAckOutcome::UnknownRevision) };
+            if expected != body_sha256.to_ascii_lowercase() {
+                return Ok(FormAckOutcome::DigestMismatch { expected });
+            }
+            let earlier: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT receipt FROM form_acks WHERE year = $1 AND quarter = $2 AND revision = $3",
+            )
+            .bind(year)
+            .bind(q)
+            .bind(rev)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(receipt) = earlier {
+                return Ok(FormAckOutcome::Acknowledged(receipt));
+            }
+            let receipt = build(&AckFacts { acknowledged_at: now, due_date: deadlines::finance_form_due(quarter) });
+            sqlx::query(
+                "INSERT INTO form_acks (year, quarter, revision, acknowledged_at, receipt) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(year)
+            .bind(q)
+            .bind(rev)
+            .bind(micros(now))
+            .bind(&receipt)
+            .execute(&mut *conn)
+            .await?;
+            append_ledger(
+                conn,
+                "FORM_ACKNOWLEDGED",
+                &format!("{year}-Q{q}-r{rev}"),
+                now,
+                &serde_json::json!({ "year": year, "quarter": q, "revision": rev, "body_sha256": expected }),
+            )
+            .await?;
+            fulfil(conn, now, ObligationKind::FinanceForm, "$2 IS NULL AND year = $3 AND quarter = $4", (None, Some(year), Some(q))).await?;
+            Ok(FormAckOutcome::Acknowledged(receipt))
+        }
+
+        async fn mark_overdue_in(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            today: chrono::NaiveDate,
+        ) -> Result<Vec<ObligationRow>, StoreError> {
+            let due: Vec<ObligationTuple> = sqlx::query_as(&format!(
+                "{OBLIGATION_COLUMNS} WHERE status = $1 AND due_date < $2 ORDER BY seq"
+            ))
+            .bind(ObligationStatus::Pending.as_str())
+            .bind(today.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut marked = Vec::new();
+            for row in due {
+                let mut row = obligation_row(row)?;
+                sqlx::query("UPDATE obligations SET status = $1 WHERE obligation_id = $2")
+                    .bind(ObligationStatus::Overdue.as_str())
+                    .bind(&row.obligation_id)
+                    .execute(&mut *conn)
+                    .await?;
+                append_ledger(
+                    conn,
+                    "OBLIGATION_OVERDUE",
+                    &row.obligation_id,
+                    now,
+                    &serde_json::json!({
+                        "obligation_id": row.obligation_id,
+                        "kind": row.kind.as_str(),
+                        "due_date": row.due_date.to_string(),
+                        "filing_id": row.filing_id,
+                        "quarter": row.quarter.map(|(y, q)| format!("{y}-Q{q}")),
+                    }),
+                )
+                .await?;
+                row.status = ObligationStatus::Overdue;
+                marked.push(row);
+            }
+            Ok(marked)
         }
 
         /// One transaction for the whole batch, one savepoint per job, and
-        /// answers only after the commit.
+        /// answers only after the commit. Then `changes` moves, and
+        /// `after_commit` (PostgreSQL: NOTIFY) tells the other replicas.
         pub(crate) async fn apply_batch(
             pool: &sqlx::Pool<$db>,
             clock: &dyn Clock,
             lock_sql: Option<&'static str>,
+            after_commit: Option<&'static str>,
+            changes: &tokio::sync::watch::Sender<u64>,
             jobs: Vec<Job>,
         ) {
             let mut tx = match pool.begin().await {
                 Ok(tx) => tx,
                 Err(error) => {
                     let reason = error.to_string();
-                    for job in jobs {
-                        fail(job, &reason);
-                    }
+                    jobs.into_iter().for_each(|job| job.fail(&reason));
                     return;
                 }
             };
             if let Some(sql) = lock_sql {
                 if let Err(error) = sqlx::query(sql).execute(&mut *tx).await {
                     let reason = error.to_string();
-                    for job in jobs {
-                        fail(job, &reason);
-                    }
+                    jobs.into_iter().for_each(|job| job.fail(&reason));
                     return;
                 }
             }
-            let mut replies = Vec::with_capacity(jobs.len());
+            let mut finishers: Vec<Finisher> = Vec::with_capacity(jobs.len());
             for job in jobs {
                 let now = clock.now();
-                match job {
-                    Job::Filing(submission, reply) => {
-                        let result = in_savepoint(&mut tx, |conn| {
-                            Box::pin(submit_in(conn, now, *submission))
+                let finish = match job {
+                    Job::Filing(submission, reply) => finisher(
+                        reply,
+                        in_savepoint(&mut tx, |c| Box::pin(submit_in(c, now, *submission))).await,
+                    ),
+                    Job::Document(document, reply) => finisher(
+                        reply,
+                        in_savepoint(&mut tx, |c| Box::pin(put_document_in(c, now, document))).await,
+                    ),
+                    Job::Attempt { extract_id, subscriber, reply } => finisher(
+                        reply,
+                        in_savepoint(&mut tx, |c| {
+                            Box::pin(record_attempt_in(c, now, extract_id, subscriber))
                         })
-                        .await;
-                        replies.push(Reply::Filing(reply, result));
-                    }
-                    Job::Document(document, reply) => {
-                        let result = in_savepoint(&mut tx, |conn| {
-                            Box::pin(put_document_in(conn, now, document))
+                        .await,
+                    ),
+                    Job::AckExtract { extract_id, subscriber, build, reply } => finisher(
+                        reply,
+                        in_savepoint(&mut tx, |c| {
+                            Box::pin(ack_extract_in(c, now, extract_id, subscriber, build))
                         })
-                        .await;
-                        replies.push(Reply::Document(reply, result));
-                    }
-                }
+                        .await,
+                    ),
+                    Job::PublishForm(publication, reply) => finisher(
+                        reply,
+                        in_savepoint(&mut tx, |c| Box::pin(publish_form_in(c, now, *publication))).await,
+                    ),
+                    Job::AckForm(ack, reply) => finisher(
+                        reply,
+                        in_savepoint(&mut tx, |c| Box::pin(ack_form_in(c, now, *ack))).await,
+                    ),
+                    Job::MarkOverdue(today, reply) => finisher(
+                        reply,
+                        in_savepoint(&mut tx, |c| Box::pin(mark_overdue_in(c, now, today))).await,
+                    ),
+                };
+                finishers.push(finish);
             }
             let committed = tx.commit().await.map_err(|e| e.to_string());
-            for reply in replies {
-                match (reply, &committed) {
-                    (Reply::Filing(to, result), Ok(())) => {
-                        let _ = to.send(result);
-                    }
-                    (Reply::Document(to, result), Ok(())) => {
-                        let _ = to.send(result);
-                    }
-                    (Reply::Filing(to, _), Err(reason)) => {
-                        let _ = to.send(Err(StoreError::NotCommitted(reason.clone())));
-                    }
-                    (Reply::Document(to, _), Err(reason)) => {
-                        let _ = to.send(Err(StoreError::NotCommitted(reason.clone())));
+            if committed.is_ok() {
+                if let Some(sql) = after_commit {
+                    if let Err(error) = sqlx::query(sql).execute(pool).await {
+                        tracing::warn!(%error, "could not notify the other replicas");
                     }
                 }
+                changes.send_modify(|n| *n += 1);
             }
-        }
-
-        fn fail(job: Job, reason: &str) {
-            match job {
-                Job::Filing(_, to) => {
-                    let _ = to.send(Err(StoreError::NotCommitted(reason.to_owned())));
-                }
-                Job::Document(_, to) => {
-                    let _ = to.send(Err(StoreError::NotCommitted(reason.to_owned())));
-                }
+            for finish in finishers {
+                finish(&committed);
             }
         }
 
@@ -277,6 +836,7 @@ macro_rules! store_ops {
                 body,
                 request_sha256,
                 receipt,
+                extract,
             } = submission;
             let key = filing.idempotency_key().as_str().to_owned();
             let earlier: Option<(String, String, Vec<u8>)> = sqlx::query_as(
@@ -495,6 +1055,81 @@ macro_rules! store_ops {
                 .await?;
             }
 
+            // §6 the four-item extract, and its 10-day obligation; §6-1 the
+            // quarter's form obligation, once per quarter.
+            let mut obligations = Vec::new();
+            if let Some(build) = extract {
+                let extract_id = new_id("ext");
+                let due_date = deadlines::energy_extract_due(received);
+                let extract_body = build(&ExtractFacts {
+                    extract_id: extract_id.clone(),
+                    filing_id: filing_id.clone(),
+                    created_at: now,
+                    due_date,
+                });
+                sqlx::query(
+                    "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&extract_id)
+                .bind(&filing_id)
+                .bind(&bin)
+                .bind(at)
+                .bind(due_date.to_string())
+                .bind(&extract_body)
+                .execute(&mut *conn)
+                .await?;
+                for document in filing.documents() {
+                    sqlx::query("INSERT INTO extract_documents (extract_id, sha256, kind) VALUES ($1, $2, $3)")
+                        .bind(&extract_id)
+                        .bind(document.sha256.as_str())
+                        .bind(document.kind.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                append_ledger(
+                    conn,
+                    "EXTRACT_CREATED",
+                    &extract_id,
+                    now,
+                    &serde_json::json!({
+                        "extract_id": extract_id,
+                        "filing_id": filing_id,
+                        "due_date": due_date.to_string(),
+                        "extract_sha256": Sha256Hex::of(&extract_body).as_str(),
+                    }),
+                )
+                .await?;
+                obligations.push(
+                    insert_obligation(conn, now, ObligationKind::EnergyExtract, due_date, Some(&filing_id), Some(&extract_id), None)
+                        .await?,
+                );
+            }
+            if let Filing::Quarterly(report) = &filing {
+                let existing: Option<String> = sqlx::query_scalar(
+                    "SELECT obligation_id FROM obligations WHERE kind = $1 AND year = $2 AND quarter = $3",
+                )
+                .bind(ObligationKind::FinanceForm.as_str())
+                .bind(i64::from(report.quarter.year()))
+                .bind(i64::from(report.quarter.quarter()))
+                .fetch_optional(&mut *conn)
+                .await?;
+                if existing.is_none() {
+                    obligations.push(
+                        insert_obligation(
+                            conn,
+                            now,
+                            ObligationKind::FinanceForm,
+                            deadlines::finance_form_due(report.quarter),
+                            None,
+                            None,
+                            Some(report.quarter),
+                        )
+                        .await?,
+                    );
+                }
+            }
+
             let accepted = Accepted {
                 filing_id: filing_id.clone(),
                 received_at: now,
@@ -502,6 +1137,7 @@ macro_rules! store_ops {
                 assessment,
                 findings,
                 revision,
+                obligations,
             };
             let receipt_bytes = receipt(&accepted);
             let quarter = filing.quarter();

@@ -5,8 +5,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use tokio::sync::mpsc;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::{mpsc, watch};
 
 use super::{Clock, Job, StoreError, next_batch};
 
@@ -21,10 +21,14 @@ mod ops {
 
 /// Every writing transaction takes this lock first (any replica).
 const WRITE_LOCK: &str = "SELECT pg_advisory_xact_lock(71462022)";
+/// The channel replicas tell each other about commits on.
+const CHANNEL: &str = "minegate_changes";
+const NOTIFY: &str = "SELECT pg_notify('minegate_changes', '')";
 
 pub struct PgStore {
     pool: PgPool,
     writer: mpsc::Sender<Job>,
+    changes: watch::Sender<u64>,
 }
 
 impl PgStore {
@@ -37,13 +41,51 @@ impl PgStore {
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
 
         let (writer, mut jobs) = mpsc::channel(1024);
-        let writer_pool = pool.clone();
+        let (changes, _) = watch::channel(0);
+        let (writer_pool, writer_changes) = (pool.clone(), changes.clone());
         tokio::spawn(async move {
             while let Some(batch) = next_batch(&mut jobs).await {
-                ops::apply_batch(&writer_pool, &*clock, Some(WRITE_LOCK), batch).await;
+                ops::apply_batch(
+                    &writer_pool,
+                    &*clock,
+                    Some(WRITE_LOCK),
+                    Some(NOTIFY),
+                    &writer_changes,
+                    batch,
+                )
+                .await;
             }
         });
-        Ok(PgStore { pool, writer })
+        // Commits on other replicas arrive as notifications.
+        let listen_url = url.to_owned();
+        let listen_changes = changes.clone();
+        tokio::spawn(async move {
+            loop {
+                match PgListener::connect(&listen_url).await {
+                    Ok(mut listener) => {
+                        if let Err(error) = listener.listen(CHANNEL).await {
+                            tracing::warn!(%error, "LISTEN failed; retrying");
+                        } else {
+                            // Anything may have been missed while (re)connecting.
+                            listen_changes.send_modify(|n| *n += 1);
+                            while listener.recv().await.is_ok() {
+                                listen_changes.send_modify(|n| *n += 1);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot connect to LISTEN; retrying"),
+                }
+                if listen_changes.is_closed() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(PgStore {
+            pool,
+            writer,
+            changes,
+        })
     }
 
     /// The pool, for tests and tools that look underneath.

@@ -8,7 +8,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Clock, Job, StoreError, next_batch};
 
@@ -24,6 +24,7 @@ mod ops {
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: mpsc::Sender<Job>,
+    changes: watch::Sender<u64>,
 }
 
 impl SqliteStore {
@@ -49,13 +50,18 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
 
         let (writer, mut jobs) = mpsc::channel(1024);
-        let writer_pool = pool.clone();
+        let (changes, _) = watch::channel(0);
+        let (writer_pool, writer_changes) = (pool.clone(), changes.clone());
         tokio::spawn(async move {
             while let Some(batch) = next_batch(&mut jobs).await {
-                ops::apply_batch(&writer_pool, &*clock, None, batch).await;
+                ops::apply_batch(&writer_pool, &*clock, None, None, &writer_changes, batch).await;
             }
         });
-        Ok(SqliteStore { pool, writer })
+        Ok(SqliteStore {
+            pool,
+            writer,
+            changes,
+        })
     }
 
     /// The pool, for tests and tools that look underneath.
