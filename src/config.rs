@@ -81,6 +81,12 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// On SIGINT/SIGTERM, in-flight calls get this long to finish.
     pub shutdown_grace_ms: u64,
+    /// An extract not acknowledged this long after sending is sent again.
+    pub ack_deadline_ms: u64,
+    /// Unacknowledged extracts on one Subscribe stream, unless the subscriber asks for fewer.
+    pub max_in_flight: u32,
+    /// How often obligations past their due date are marked OVERDUE.
+    pub obligation_scan_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +131,9 @@ impl Default for Config {
                 max_concurrent_streams_per_connection: 64,
                 request_timeout_ms: 30_000,
                 shutdown_grace_ms: 10_000,
+                ack_deadline_ms: 30_000,
+                max_in_flight: 16,
+                obligation_scan_ms: 60_000,
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -204,6 +213,14 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.limits.max_in_flight == 0
+            || self.limits.ack_deadline_ms == 0
+            || self.limits.obligation_scan_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_in_flight, limits.ack_deadline_ms and limits.obligation_scan_ms must be greater than 0".into(),
             ));
         }
         if self.limits.max_concurrent_streams_per_connection == 0 {

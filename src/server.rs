@@ -155,20 +155,43 @@ pub async fn start_with_clock(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            EnergyExtractServiceServer::new(EnergyExtracts)
+            EnergyExtractServiceServer::new(EnergyExtracts::new(
+                store.clone(),
+                signer.clone(),
+                Duration::from_millis(config.limits.ack_deadline_ms),
+                config.limits.max_in_flight,
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            FinanceServiceServer::new(FinanceForms::new(store.clone(), signer.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            FinanceServiceServer::new(FinanceForms)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        )
-        .add_service(
-            ComplianceServiceServer::new(Compliance::new(store.clone(), signer.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            ComplianceServiceServer::new(Compliance::new(
+                store.clone(),
+                signer.clone(),
+                clock.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         );
+
+    // §6 / §6-1 deadlines are watched: overdue obligations are marked, once.
+    let overdue_scan = {
+        let (store, clock) = (store.clone(), clock.clone());
+        let every = Duration::from_millis(config.limits.obligation_scan_ms);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                crate::service::compliance::scan_overdue(&*store, &*clock).await;
+            }
+        })
+    };
 
     let (stop, stopped) = oneshot::channel::<()>();
     let draining = Arc::new(Notify::new());
@@ -194,6 +217,7 @@ pub async fn start_with_clock(
         };
         // Serving has ended, so the incoming stream is gone: the loop ends too.
         let _ = accept_loop.await;
+        overdue_scan.abort();
         store.close().await;
         result
     });

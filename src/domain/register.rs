@@ -263,6 +263,39 @@ pub fn assess(
     }
 }
 
+/// §4 the quarters an OPERATING or PLANNED entry should have reported by
+/// `today` and has not: every quarter from the one its activity starts in
+/// whose report deadline has passed. Each with its due date and days late.
+pub fn missing_quarterly_reports(
+    status: RegisterStatus,
+    activity_start: NaiveDate,
+    reported: &[Quarter],
+    today: NaiveDate,
+) -> Vec<(Quarter, NaiveDate, i32)> {
+    if status == RegisterStatus::Terminated {
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    let mut quarter = Quarter::containing(activity_start);
+    loop {
+        let due = deadlines::quarterly_report_due(quarter);
+        if due >= today {
+            break;
+        }
+        if !reported.contains(&quarter) {
+            missing.push((quarter, due, deadlines::days_late(today, due)));
+        }
+        quarter = match Quarter::new(
+            quarter.year() + i32::from(quarter.quarter() == 4),
+            quarter.quarter() % 4 + 1,
+        ) {
+            Ok(next) => next,
+            Err(_) => break,
+        };
+    }
+    missing
+}
+
 fn unregistered(filing: &Filing, quarter: Option<Quarter>) -> FindingDraft {
     let what = match filing.kind() {
         FilingKind::QuarterlyReport => "quarterly report",
@@ -345,6 +378,38 @@ mod tests {
                     detail: "termination notice from 210240001236, who has no entry in the register (no start notification)".into(),
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_missing_report_is_found_on_the_11th() {
+        let q1 = Quarter::new(2026, 1).unwrap();
+        let start = d("2026-02-15");
+        let on_the_10th =
+            missing_quarterly_reports(RegisterStatus::Operating, start, &[], d("2026-04-10"));
+        assert_eq!(on_the_10th, vec![]);
+        let on_the_11th =
+            missing_quarterly_reports(RegisterStatus::Operating, start, &[], d("2026-04-11"));
+        assert_eq!(on_the_11th, vec![(q1, d("2026-04-10"), 1)]);
+        let reported =
+            missing_quarterly_reports(RegisterStatus::Planned, start, &[q1], d("2026-07-20"));
+        assert_eq!(
+            reported,
+            vec![(Quarter::new(2026, 2).unwrap(), d("2026-07-10"), 10)]
+        );
+        let ended =
+            missing_quarterly_reports(RegisterStatus::Terminated, start, &[], d("2026-07-20"));
+        assert_eq!(ended, vec![]);
+        // Across a year boundary.
+        let q4 = missing_quarterly_reports(
+            RegisterStatus::Operating,
+            d("2025-11-01"),
+            &[],
+            d("2026-01-11"),
+        );
+        assert_eq!(
+            q4,
+            vec![(Quarter::new(2025, 4).unwrap(), d("2026-01-10"), 1)]
         );
     }
 

@@ -1,28 +1,113 @@
-//! ComplianceService: obligations, findings, delivery status, signing keys, ledger.
+//! ComplianceService: obligations and their deadlines, findings (including
+//! missing quarterly reports, computed for today), delivery status, the
+//! gateway's signing keys and the ledger.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{not_implemented, peer, store_error};
-use crate::proto::v1::{
-    DeliveryStatus, GetDeliveryStatusRequest, GetSigningKeysRequest, LedgerVerification,
-    ListFindingsRequest, ListFindingsResponse, ListObligationsRequest, ListObligationsResponse,
-    SigningKeys, VerifyLedgerRequest, compliance_service_server::ComplianceService,
-};
+use super::{invalid, obligation_pb, peer, store_error, timestamp, validate::Violations};
 use crate::{
+    domain::{
+        deadlines,
+        obligation::{ObligationKind, ObligationStatus},
+        quantities::Quarter,
+        register::{FindingKind, missing_quarterly_reports},
+    },
+    proto::v1::{
+        self as pb, DeliveryAcknowledgement, DeliveryAttempt, DeliveryStatus, FormRevisionRef,
+        GetDeliveryStatusRequest, GetSigningKeysRequest, LedgerVerification, ListFindingsRequest,
+        ListFindingsResponse, ListObligationsRequest, ListObligationsResponse, SigningKeys,
+        VerifyLedgerRequest, compliance_service_server::ComplianceService,
+    },
     signing::Signer,
-    store::{self, Store},
+    store::{self, Clock, FindingQuery, ObligationQuery, RegisterQuery, Store},
 };
 
 pub struct Compliance {
     store: Arc<dyn Store>,
     signer: Arc<Signer>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Compliance {
-    pub fn new(store: Arc<dyn Store>, signer: Arc<Signer>) -> Self {
-        Compliance { store, signer }
+    pub fn new(store: Arc<dyn Store>, signer: Arc<Signer>, clock: Arc<dyn Clock>) -> Self {
+        Compliance {
+            store,
+            signer,
+            clock,
+        }
+    }
+
+    /// Every MISSING_QUARTERLY_REPORT finding as of today, by register order.
+    async fn missing_reports(&self, bin_or_iin: Option<&str>) -> Result<Vec<pb::Finding>, Status> {
+        let now = self.clock.now();
+        let today = deadlines::local_date(now);
+        let reported = self.store.reported_quarters().await.map_err(store_error)?;
+        let mut findings = Vec::new();
+        let mut after_seq = 0;
+        loop {
+            let page = self
+                .store
+                .register(&RegisterQuery {
+                    after_seq,
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after_seq = last.seq;
+            for entry in page
+                .iter()
+                .filter(|e| bin_or_iin.is_none_or(|b| b == e.bin_or_iin))
+            {
+                let quarters: Vec<Quarter> = reported
+                    .iter()
+                    .filter(|(b, ..)| *b == entry.bin_or_iin)
+                    .filter_map(|(_, y, q)| Quarter::new(*y, *q).ok())
+                    .collect();
+                for (quarter, due, days) in missing_quarterly_reports(
+                    entry.status,
+                    entry.planned_start_date,
+                    &quarters,
+                    today,
+                ) {
+                    findings.push(pb::Finding {
+                        finding_id: format!(
+                            "missing-{}-{}Q{}",
+                            entry.bin_or_iin,
+                            quarter.year(),
+                            quarter.quarter()
+                        ),
+                        kind: pb::FindingKind::MissingQuarterlyReport as i32,
+                        bin_or_iin: entry.bin_or_iin.clone(),
+                        filing_id: String::new(),
+                        days,
+                        quarter: Some(pb::Quarter {
+                            year: quarter.year(),
+                            quarter: quarter.quarter() as i32,
+                        }),
+                        detail: format!(
+                            "no quarterly report for {quarter}, due {due}: {days} days overdue"
+                        ),
+                        detected_at: Some(timestamp(now)),
+                    });
+                }
+            }
+        }
+        Ok(findings)
+    }
+}
+
+fn page_size(requested: u32, v: &mut Violations) -> u32 {
+    match requested {
+        0 => 100,
+        n if n <= 1000 => n,
+        n => {
+            v.add("page_size", format!("at most 1000, got {n}"));
+            0
+        }
     }
 }
 
@@ -32,27 +117,224 @@ impl ComplianceService for Compliance {
         &self,
         request: Request<ListObligationsRequest>,
     ) -> Result<Response<ListObligationsResponse>, Status> {
-        Err(not_implemented(
-            &request,
-            "ComplianceService/ListObligations",
-        ))
+        peer(&request)?;
+        let query = request.into_inner();
+        let mut v = Violations::default();
+        let limit = page_size(query.page_size, &mut v);
+        let after_seq = if query.page_token.is_empty() {
+            0
+        } else {
+            query.page_token.parse().unwrap_or_else(|_| {
+                v.add("page_token", "not a token from a previous response");
+                0
+            })
+        };
+        let kind = match pb::ObligationKind::try_from(query.kind) {
+            Ok(pb::ObligationKind::Unspecified) => None,
+            Ok(k) => ObligationKind::parse(k.as_str_name().trim_start_matches("OBLIGATION_KIND_")),
+            Err(_) => {
+                v.add("kind", format!("unknown obligation kind {}", query.kind));
+                None
+            }
+        };
+        let status = match pb::ObligationStatus::try_from(query.status) {
+            Ok(pb::ObligationStatus::Unspecified) => None,
+            Ok(s) => {
+                ObligationStatus::parse(s.as_str_name().trim_start_matches("OBLIGATION_STATUS_"))
+            }
+            Err(_) => {
+                v.add(
+                    "status",
+                    format!("unknown obligation status {}", query.status),
+                );
+                None
+            }
+        };
+        let due_before = match &query.due_before {
+            None => None,
+            Some(d) => match u32::try_from(d.month)
+                .ok()
+                .zip(u32::try_from(d.day).ok())
+                .and_then(|(m, day)| chrono::NaiveDate::from_ymd_opt(d.year, m, day))
+            {
+                Some(date) => Some(date),
+                None => {
+                    v.add(
+                        "due_before",
+                        format!(
+                            "{:04}-{:02}-{:02} is not a calendar date",
+                            d.year, d.month, d.day
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if !v.is_empty() {
+            return Err(invalid(&v));
+        }
+        let mut rows = self
+            .store
+            .obligations(&ObligationQuery {
+                kind,
+                status,
+                due_before,
+                after_seq,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(store_error)?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.seq.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListObligationsResponse {
+            obligations: rows.iter().map(obligation_pb).collect(),
+            next_page_token,
+        }))
     }
 
     async fn list_findings(
         &self,
         request: Request<ListFindingsRequest>,
     ) -> Result<Response<ListFindingsResponse>, Status> {
-        Err(not_implemented(&request, "ComplianceService/ListFindings"))
+        peer(&request)?;
+        let query = request.into_inner();
+        let mut v = Violations::default();
+        let limit = page_size(query.page_size, &mut v) as usize;
+        let kind = match pb::FindingKind::try_from(query.kind) {
+            Ok(pb::FindingKind::Unspecified) => None,
+            Ok(k) => FindingKind::parse(k.as_str_name().trim_start_matches("FINDING_KIND_")),
+            Err(_) => {
+                v.add("kind", format!("unknown finding kind {}", query.kind));
+                None
+            }
+        };
+        // Tokens: "s<seq>" while paging stored findings, "m<offset>" in the computed ones.
+        let (mut after_seq, mut missing_offset) = (0i64, None);
+        if let Some(rest) = query.page_token.strip_prefix('s') {
+            after_seq = rest.parse().unwrap_or_else(|_| {
+                v.add("page_token", "not a token from a previous response");
+                0
+            });
+        } else if let Some(rest) = query.page_token.strip_prefix('m') {
+            missing_offset = Some(rest.parse::<usize>().unwrap_or_else(|_| {
+                v.add("page_token", "not a token from a previous response");
+                0
+            }));
+        } else if !query.page_token.is_empty() {
+            v.add("page_token", "not a token from a previous response");
+        }
+        if !v.is_empty() {
+            return Err(invalid(&v));
+        }
+        let bin = (!query.bin_or_iin.is_empty()).then_some(query.bin_or_iin.as_str());
+        let mut findings = Vec::new();
+        let mut next_page_token = String::new();
+        if missing_offset.is_none() && kind != Some(FindingKind::MissingQuarterlyReport) {
+            let rows = self
+                .store
+                .findings(&FindingQuery {
+                    kind,
+                    bin_or_iin: bin.map(str::to_owned),
+                    after_seq,
+                    limit: limit as u32 + 1,
+                })
+                .await
+                .map_err(store_error)?;
+            for row in rows.iter().take(limit) {
+                findings.push(pb::Finding {
+                    finding_id: row.finding_id.clone(),
+                    kind: pb::FindingKind::from_str_name(&format!(
+                        "FINDING_KIND_{}",
+                        row.kind.as_str()
+                    ))
+                    .unwrap_or_default() as i32,
+                    bin_or_iin: row.bin_or_iin.clone(),
+                    filing_id: row.filing_id.clone(),
+                    days: row.days,
+                    quarter: row.quarter.map(|(year, quarter)| pb::Quarter {
+                        year,
+                        quarter: quarter as i32,
+                    }),
+                    detail: row.detail.clone(),
+                    detected_at: Some(timestamp(row.detected_at)),
+                });
+            }
+            if rows.len() > limit {
+                next_page_token = format!("s{}", rows[limit - 1].seq);
+            } else if kind.is_none() {
+                missing_offset = Some(0);
+            }
+        }
+        if kind == Some(FindingKind::MissingQuarterlyReport) && missing_offset.is_none() {
+            missing_offset = Some(0);
+        }
+        if let Some(offset) = missing_offset
+            && next_page_token.is_empty()
+        {
+            let missing = self.missing_reports(bin).await?;
+            let room = limit - findings.len();
+            findings.extend(missing.iter().skip(offset).take(room).cloned());
+            if missing.len() > offset + room {
+                next_page_token = format!("m{}", offset + room);
+            }
+        }
+        Ok(Response::new(ListFindingsResponse {
+            findings,
+            next_page_token,
+        }))
     }
 
     async fn get_delivery_status(
         &self,
         request: Request<GetDeliveryStatusRequest>,
     ) -> Result<Response<DeliveryStatus>, Status> {
-        Err(not_implemented(
-            &request,
-            "ComplianceService/GetDeliveryStatus",
-        ))
+        peer(&request)?;
+        let filing_id = request.into_inner().filing_id;
+        let record = self
+            .store
+            .delivery(&filing_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::not_found(format!("no filing {filing_id:?}")))?;
+        Ok(Response::new(DeliveryStatus {
+            filing_id,
+            extract_id: record.extract_id.unwrap_or_default(),
+            attempts: record
+                .attempts
+                .into_iter()
+                .map(|(subscriber, attempt, sent_at)| DeliveryAttempt {
+                    subscriber,
+                    attempt,
+                    sent_at: Some(timestamp(sent_at)),
+                })
+                .collect(),
+            acknowledgements: record
+                .acknowledgements
+                .into_iter()
+                .map(|(subscriber, at)| DeliveryAcknowledgement {
+                    subscriber,
+                    acknowledged_at: Some(timestamp(at)),
+                })
+                .collect(),
+            form_revisions: record
+                .form_revisions
+                .into_iter()
+                .map(|f| FormRevisionRef {
+                    quarter: Some(pb::Quarter {
+                        year: f.year,
+                        quarter: f.quarter as i32,
+                    }),
+                    revision: f.revision,
+                    body_sha256: f.body_sha256,
+                    acknowledged_at: f.acknowledged_at.map(timestamp),
+                })
+                .collect(),
+            obligations: record.obligations.iter().map(obligation_pb).collect(),
+        }))
     }
 
     async fn get_signing_keys(
@@ -90,5 +372,24 @@ impl ComplianceService for Compliance {
             reason,
             head_hash: report.head_hash,
         }))
+    }
+}
+
+/// Marks obligations past their due date OVERDUE, once each, with a warning.
+pub async fn scan_overdue(store: &dyn Store, clock: &dyn Clock) {
+    let today = deadlines::local_date(clock.now());
+    match store.mark_overdue(today).await {
+        Ok(marked) => {
+            for obligation in marked {
+                tracing::warn!(
+                    obligation_id = %obligation.obligation_id,
+                    kind = obligation.kind.as_str(),
+                    due_date = %obligation.due_date,
+                    filing_id = obligation.filing_id.as_deref().unwrap_or("-"),
+                    "obligation overdue"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not scan for overdue obligations"),
     }
 }

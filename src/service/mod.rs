@@ -33,17 +33,6 @@ pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
         .ok_or_else(|| Status::internal("call reached a service without an authenticated peer"))
 }
 
-/// The answer of a method whose behaviour a later part of the work builds.
-fn not_implemented<T>(request: &Request<T>, method: &str) -> Status {
-    match peer(request) {
-        Ok(peer) => {
-            tracing::debug!(identity = %peer.identity, role = %peer.role, method, "not implemented yet");
-            Status::unimplemented(format!("{method} is not implemented yet"))
-        }
-        Err(status) => status,
-    }
-}
-
 /// INVALID_ARGUMENT with one `google.rpc.BadRequest` field violation per problem.
 pub fn invalid(violations: &validate::Violations) -> Status {
     let mut details = ErrorDetails::new();
