@@ -1,0 +1,785 @@
+//! The forwarding duties, end to end over mutual TLS: §6 extracts to the
+//! energy ministry, §6-1 form 402 to the finance ministry, the obligations
+//! they fulfil and the deadlines watched. Cases run on SQLite and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp, TestClock, fixtures::*, scalar, spawn_on_with};
+use minegate::{
+    proto::v1::{
+        AcknowledgeExtractRequest, AcknowledgeFormRequest, DataCentreLocation, DocumentKind,
+        EnergyExtract, ExtractDelivery, FetchDocumentRequest, FilingKind, FindingKind,
+        GetDeliveryStatusRequest, GetSigningKeysRequest, ListFindingsRequest,
+        ListObligationsRequest, ObligationKind, ObligationStatus, PullQuarterlyFormRequest,
+        SigningKey, SubscribeRequest, TaxDataRow, VerifyLedgerRequest,
+        compliance_service_client::ComplianceServiceClient, document_chunk::Part,
+        energy_extract_service_client::EnergyExtractServiceClient,
+        filing_service_client::FilingServiceClient, finance_service_client::FinanceServiceClient,
+    },
+    signing::verify_message,
+    tls::{
+        Role,
+        pki::{self, LeafOptions},
+    },
+};
+use tonic::{Code, Streaming};
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_filing_reaches_the_subscriber_is_acknowledged_and_fulfils_its_obligation,
+    unacknowledged_extracts_come_again_and_every_subscriber_gets_every_extract,
+    form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late_report,
+    passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_report_is_found,
+);
+
+async fn keys(app: &TestApp) -> Vec<SigningKey> {
+    ComplianceServiceClient::new(app.channel("operator").await)
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+}
+
+async fn next(stream: &mut Streaming<ExtractDelivery>) -> ExtractDelivery {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an extract within 5 s")
+        .expect("a healthy stream")
+        .expect("the stream stays open")
+}
+
+async fn subscribe(app: &TestApp, name: &str, max_in_flight: u32) -> Streaming<ExtractDelivery> {
+    EnergyExtractServiceClient::new(app.channel(name).await)
+        .subscribe(SubscribeRequest { max_in_flight })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn with_second_energy_system(config: &mut minegate::config::Config) {
+    config
+        .roles
+        .insert("urn:minegate:energy-backup".into(), Role::Energy);
+}
+
+async fn a_filing_reaches_the_subscriber_is_acknowledged_and_fulfils_its_obligation(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock.clone(), |_| {}).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "A").await;
+    let mut stream = subscribe(&app, "energy", 0).await;
+
+    let receipt = FilingServiceClient::new(authority.clone())
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "a",
+            date(2026, 6, 1),
+            &["95.56.0.0/16"],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // The receipt names the obligation the filing created.
+    assert_eq!(receipt.obligations.len(), 1);
+    let obligation = &receipt.obligations[0];
+    assert_eq!(obligation.kind(), ObligationKind::EnergyExtract);
+    assert_eq!(obligation.due_date, date(2026, 3, 30));
+    assert_eq!(obligation.status(), ObligationStatus::Pending);
+
+    let delivery = next(&mut stream).await;
+    assert_eq!(delivery.attempt, 1);
+    let extract = delivery.extract.unwrap();
+    assert_eq!(verify_message(&keys(&app).await, &extract), Ok(()));
+    assert_eq!(obligation.extract_id, extract.extract_id);
+    // Exactly whom it concerns and items 6.1-6.4: no bank details, contacts,
+    // IPs, money or consumption — the whole message is this.
+    let expected = EnergyExtract {
+        extract_id: extract.extract_id.clone(),
+        source_filing_id: receipt.filing_id.clone(),
+        source_filing_kind: FilingKind::StartNotification as i32,
+        bin_or_iin: BIN_A.into(),
+        name: format!("TOO Qazaq Hash {BIN_A}"),
+        customs_declaration_or_title: vec![documents[0].clone()],
+        data_centres: vec![DataCentreLocation {
+            address: "Ekibastuz, industrial zone 3, building 7".into(),
+            kato_code: Some("552210000".into()),
+        }],
+        residency: vec![documents[1].clone()],
+        grid_connection_conditions: vec![documents[2].clone()],
+        created_at: receipt.received_at,
+        due_date: date(2026, 3, 30),
+        signature: extract.signature.clone(),
+    };
+    assert_eq!(extract, expected);
+
+    // The documents it references can be fetched, byte for byte.
+    let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await);
+    let mut chunks = energy
+        .fetch_document(FetchDocumentRequest {
+            sha256: documents[2].sha256.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Part::Metadata(meta)) = chunks.message().await.unwrap().unwrap().part else {
+        panic!("metadata first")
+    };
+    assert_eq!(meta.kind(), DocumentKind::GridConnectionConditions);
+    assert_eq!(meta.media_type, "application/xml");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        let Some(Part::Data(data)) = chunk.part else {
+            panic!("data after metadata")
+        };
+        bytes.extend(data);
+    }
+    assert_eq!(bytes, xml("A"));
+
+    // Acknowledge: the first time fulfils the obligation; repeats are the same bytes.
+    clock.set("2026-03-21T06:00:00Z");
+    let ack = energy
+        .acknowledge(AcknowledgeExtractRequest {
+            extract_id: extract.extract_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.subscriber, "urn:minegate:energy");
+    assert!(ack.deadline_met);
+    assert_eq!(verify_message(&keys(&app).await, &ack), Ok(()));
+    clock.set("2026-03-25T06:00:00Z");
+    let again = energy
+        .acknowledge(AcknowledgeExtractRequest {
+            extract_id: extract.extract_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, ack);
+
+    let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
+    let obligations = compliance
+        .list_obligations(ListObligationsRequest {
+            kind: ObligationKind::EnergyExtract as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .obligations;
+    assert_eq!(obligations.len(), 1);
+    assert_eq!(obligations[0].status(), ObligationStatus::Fulfilled);
+    assert_eq!(obligations[0].fulfilled_at, ack.acknowledged_at);
+
+    let status = compliance
+        .get_delivery_status(GetDeliveryStatusRequest {
+            filing_id: receipt.filing_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.extract_id, extract.extract_id);
+    assert_eq!(status.attempts.len(), 1);
+    assert_eq!(status.attempts[0].subscriber, "urn:minegate:energy");
+    assert_eq!(status.acknowledgements.len(), 1);
+    assert_eq!(
+        status.acknowledgements[0].acknowledged_at,
+        ack.acknowledged_at
+    );
+
+    // Energy cannot fetch what it was not sent: the same answer as for nothing.
+    let other = upload(
+        authority,
+        DocumentKind::Residency,
+        "application/pdf",
+        "other.pdf",
+        &pdf("never sent"),
+        1024,
+    )
+    .await
+    .unwrap();
+    let refused = energy
+        .fetch_document(FetchDocumentRequest {
+            sha256: other.sha256.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message().to_owned()),
+        (Code::NotFound, format!("no document {}", other.sha256))
+    );
+    let nothing = energy
+        .fetch_document(FetchDocumentRequest {
+            sha256: "cd".repeat(32),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (nothing.code(), nothing.message().to_owned()),
+        (Code::NotFound, format!("no document {}", "cd".repeat(32)))
+    );
+    let never = energy
+        .acknowledge(AcknowledgeExtractRequest {
+            extract_id: "ext-unknown".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(never.code(), Code::NotFound);
+
+    let ledger = compliance
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ledger.intact);
+    // 4 documents, extract created, filing accepted, sent, acknowledged, obligation fulfilled
+    assert_eq!(ledger.entries_checked, 9);
+    app.gateway.shutdown().await.unwrap();
+}
+
+async fn unacknowledged_extracts_come_again_and_every_subscriber_gets_every_extract(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock, |config| {
+        with_second_energy_system(config);
+        config.limits.ack_deadline_ms = 1_000;
+    })
+    .await
+    else {
+        return;
+    };
+    pki::issue(
+        &app.pki_dir(),
+        "energy-backup",
+        &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
+    )
+    .unwrap();
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "A").await;
+    let mut filings = FilingServiceClient::new(authority);
+    for (bin, key) in [(BIN_A, "a"), (BIN_B, "b"), (BIN_C, "c")] {
+        let pool = format!("37.{}.0.0/16", 100 + bin[9..11].parse::<u32>().unwrap());
+        filings
+            .submit_start_notification(start_notification(
+                bin,
+                key,
+                date(2026, 6, 1),
+                &[&pool],
+                &documents,
+            ))
+            .await
+            .unwrap();
+    }
+
+    // The first subscriber takes two at a time, acknowledges the first, then drops.
+    let mut stream = subscribe(&app, "energy", 2).await;
+    let first = next(&mut stream).await.extract.unwrap();
+    let second = next(&mut stream).await.extract.unwrap();
+    assert_eq!(
+        (first.bin_or_iin.as_str(), second.bin_or_iin.as_str()),
+        (BIN_A, BIN_B)
+    );
+    // The third waits until there is room.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.message())
+            .await
+            .is_err()
+    );
+    let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await);
+    energy
+        .acknowledge(AcknowledgeExtractRequest {
+            extract_id: first.extract_id.clone(),
+        })
+        .await
+        .unwrap();
+    let third = next(&mut stream).await;
+    assert_eq!(
+        (
+            third.extract.as_ref().unwrap().bin_or_iin.as_str(),
+            third.attempt
+        ),
+        (BIN_C, 1)
+    );
+    // Not acknowledged within the deadline: the second comes again on the same stream.
+    let resent = next(&mut stream).await;
+    assert_eq!(
+        (resent.extract.unwrap().extract_id, resent.attempt),
+        (second.extract_id.clone(), 2)
+    );
+    drop(stream);
+
+    // Reconnecting: everything unacknowledged comes again, nothing acknowledged does.
+    let mut stream = subscribe(&app, "energy", 10).await;
+    let again: Vec<(String, u32)> = vec![next(&mut stream).await, next(&mut stream).await]
+        .into_iter()
+        .map(|d| (d.extract.unwrap().bin_or_iin, d.attempt))
+        .collect();
+    assert_eq!(again[0].0, BIN_B);
+    assert!(again[0].1 >= 3, "{again:?}");
+    assert_eq!(again[1], (BIN_C.to_owned(), 2));
+
+    // The second energy system is its own consumer: it gets all three, from attempt 1.
+    let mut backup = subscribe(&app, "energy-backup", 10).await;
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let d = next(&mut backup).await;
+        received.push((d.extract.unwrap().bin_or_iin, d.attempt));
+    }
+    assert_eq!(
+        received,
+        vec![
+            (BIN_A.to_owned(), 1),
+            (BIN_B.to_owned(), 1),
+            (BIN_C.to_owned(), 1)
+        ]
+    );
+    app.gateway.shutdown().await.unwrap();
+}
+
+async fn form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late_report(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2026-01-05T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock.clone(), |_| {}).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "A").await;
+    let mut filings = FilingServiceClient::new(authority);
+    for (bin, key) in [(BIN_A, "a"), (BIN_B, "b"), (BIN_C, "c")] {
+        let pool = format!("37.{}.0.0/16", 100 + bin[9..11].parse::<u32>().unwrap());
+        filings
+            .submit_start_notification(start_notification(
+                bin,
+                key,
+                date(2026, 2, 10),
+                &[&pool],
+                &documents,
+            ))
+            .await
+            .unwrap();
+    }
+    clock.set("2026-04-06T06:00:00Z");
+    let pool = |bin: &str| format!("37.{}.0.0/16", 100 + bin[9..11].parse::<u32>().unwrap());
+    let a = filings
+        .submit_quarterly_report(quarterly_report(
+            BIN_A,
+            "a-q1",
+            2026,
+            1,
+            1_234_567,
+            &[&pool(BIN_A)],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let b1 = filings
+        .submit_quarterly_report(quarterly_report(
+            BIN_B,
+            "b-q1",
+            2026,
+            1,
+            500_000_000,
+            &[&pool(BIN_B)],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // B corrects its report: revision 2 replaces revision 1 in the form.
+    let b2 = filings
+        .submit_quarterly_report(quarterly_report(
+            BIN_B,
+            "b-q1-fix",
+            2026,
+            1,
+            510_000_001,
+            &[&pool(BIN_B)],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((b1.revision, b2.revision), (1, 2));
+    // The first report of the quarter created its FINANCE_FORM obligation.
+    assert_eq!(a.obligations.len(), 2);
+    assert_eq!(a.obligations[1].kind(), ObligationKind::FinanceForm);
+    assert_eq!(a.obligations[1].due_date, date(2026, 5, 15));
+    assert_eq!(b1.obligations.len(), 1, "only the extract's");
+
+    let mut finance = FinanceServiceClient::new(app.channel("finance").await);
+    clock.set("2026-05-02T06:00:00Z");
+    let form = finance
+        .pull_quarterly_form(PullQuarterlyFormRequest {
+            year: 2026,
+            quarter: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verify_message(&keys(&app).await, &form), Ok(()));
+    let body = form.body.clone().unwrap();
+    assert_eq!((body.year, body.quarter, body.revision), (2026, 1, 1));
+    assert_eq!(body.due_date, date(2026, 5, 15));
+    let location = || {
+        vec![DataCentreLocation {
+            address: "Ekibastuz, industrial zone 3, building 7".into(),
+            kato_code: Some("552210000".into()),
+        }]
+    };
+    assert_eq!(
+        body.rows,
+        vec![
+            TaxDataRow {
+                payer_name: format!("TOO Qazaq Hash {BIN_B}"),
+                bin_or_iin: BIN_B.into(),
+                legal_address: "Ekibastuz, Mashkhur Zhusup 118, Pavlodar region".into(),
+                locations: location(),
+                electricity_wh: 510_000_001,
+                electricity_kwh: "510000.001".into(),
+                source_report_id: b2.filing_id.clone(),
+                source_report_revision: 2,
+            },
+            TaxDataRow {
+                payer_name: format!("TOO Qazaq Hash {BIN_A}"),
+                bin_or_iin: BIN_A.into(),
+                legal_address: "Ekibastuz, Mashkhur Zhusup 118, Pavlodar region".into(),
+                locations: location(),
+                electricity_wh: 1_234_567,
+                electricity_kwh: "1234.567".into(),
+                source_report_id: a.filing_id.clone(),
+                source_report_revision: 1,
+            },
+        ]
+    );
+    let totals = body.totals.clone().unwrap();
+    assert_eq!(
+        (
+            totals.payers,
+            totals.electricity_wh,
+            totals.electricity_kwh.as_str()
+        ),
+        (2, 511_234_568, "511234.568")
+    );
+    assert_eq!(
+        form.body_sha256,
+        minegate::domain::Sha256Hex::of(&prost::Message::encode_to_vec(&body)).to_string()
+    );
+
+    // Pulled again, unchanged: the same revision and digest.
+    clock.set("2026-05-03T06:00:00Z");
+    let again = finance
+        .pull_quarterly_form(PullQuarterlyFormRequest {
+            year: 2026,
+            quarter: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, form);
+
+    // A wrong digest is refused; the right one fulfils the obligation on time.
+    let wrong = finance
+        .acknowledge(AcknowledgeFormRequest {
+            year: 2026,
+            quarter: 1,
+            revision: 1,
+            body_sha256: "00".repeat(32),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::FailedPrecondition);
+    assert_eq!(
+        wrong.message(),
+        format!(
+            "body_sha256 does not match revision 1 of form 402 for 2026 Q1 (its digest is {})",
+            form.body_sha256
+        )
+    );
+    let ack = finance
+        .acknowledge(AcknowledgeFormRequest {
+            year: 2026,
+            quarter: 1,
+            revision: 1,
+            body_sha256: form.body_sha256.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ack.deadline_met);
+    assert_eq!(verify_message(&keys(&app).await, &ack), Ok(()));
+
+    // C reports late; the next pull is revision 2 with three rows.
+    clock.set("2026-05-04T06:00:00Z");
+    let c = filings
+        .submit_quarterly_report(quarterly_report(
+            BIN_C,
+            "c-q1",
+            2026,
+            1,
+            7,
+            &[&pool(BIN_C)],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.findings[0].kind(), FindingKind::LateQuarterlyReport);
+    let revised = finance
+        .pull_quarterly_form(PullQuarterlyFormRequest {
+            year: 2026,
+            quarter: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let body = revised.body.unwrap();
+    assert_eq!(body.revision, 2);
+    assert_eq!(
+        body.rows
+            .iter()
+            .map(|r| r.bin_or_iin.as_str())
+            .collect::<Vec<_>>(),
+        [BIN_B, BIN_A, BIN_C]
+    );
+    assert_eq!(body.totals.unwrap().electricity_wh, 511_234_575);
+    assert_ne!(revised.body_sha256, form.body_sha256);
+
+    let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
+    let finance_obligations = compliance
+        .list_obligations(ListObligationsRequest {
+            kind: ObligationKind::FinanceForm as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .obligations;
+    assert_eq!(finance_obligations.len(), 1);
+    assert_eq!(finance_obligations[0].status(), ObligationStatus::Fulfilled);
+    let status = compliance
+        .get_delivery_status(GetDeliveryStatusRequest {
+            filing_id: a.filing_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status
+            .form_revisions
+            .iter()
+            .map(|f| f.revision)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        status.form_revisions[0].acknowledged_at,
+        ack.acknowledged_at
+    );
+    assert_eq!(status.form_revisions[1].acknowledged_at, None);
+    app.gateway.shutdown().await.unwrap();
+}
+
+async fn passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_report_is_found(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2026-01-05T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock.clone(), |config| {
+        config.limits.obligation_scan_ms = 50
+    })
+    .await
+    else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "A").await;
+    FilingServiceClient::new(authority)
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "a",
+            date(2026, 2, 10),
+            &["95.56.0.0/16"],
+            &documents,
+        ))
+        .await
+        .unwrap();
+    let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
+    let url = app.config.database_url.clone();
+    let overdue_entries = || {
+        scalar(
+            &url,
+            "SELECT COUNT(*) FROM ledger WHERE kind = 'OBLIGATION_OVERDUE'",
+        )
+    };
+
+    // Due 15 January; on the 15th it is still only pending.
+    clock.set("2026-01-15T12:00:00Z");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(overdue_entries().await, 0);
+    clock.set("2026-01-16T06:00:00Z");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while overdue_entries().await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never marked overdue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Many more scans: still exactly once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(overdue_entries().await, 1);
+    let overdue = compliance
+        .list_obligations(ListObligationsRequest {
+            status: ObligationStatus::Overdue as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .obligations;
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].due_date, date(2026, 1, 15));
+
+    // The Q1 report is due 10 April: missing from the 11th, not before.
+    let missing = |compliance: &mut ComplianceServiceClient<_>| {
+        let request = ListFindingsRequest {
+            kind: FindingKind::MissingQuarterlyReport as i32,
+            ..Default::default()
+        };
+        let mut compliance = compliance.clone();
+        async move {
+            compliance
+                .list_findings(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .findings
+        }
+    };
+    clock.set("2026-04-10T12:00:00Z");
+    assert_eq!(missing(&mut compliance).await, vec![]);
+    clock.set("2026-04-11T06:00:00Z");
+    let found = missing(&mut compliance).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].bin_or_iin, BIN_A);
+    assert_eq!(found[0].days, 1);
+    assert_eq!(
+        found[0].detail,
+        "no quarterly report for 2026 Q1, due 2026-04-10: 1 days overdue"
+    );
+    // All findings: the stored ones (none here) and the computed one.
+    let all = compliance
+        .list_findings(ListFindingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.findings.len(), 1);
+    assert_eq!(all.next_page_token, "");
+    app.gateway.shutdown().await.unwrap();
+}
+
+/// Two gateways on one PostgreSQL database: a filing through one reaches a
+/// subscriber on the other (a separate `minegate serve` process).
+#[tokio::test]
+async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
+    let Some(server) = common::postgres_url() else {
+        return;
+    };
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on_with(Backend::Postgres, clock, |_| {}).await else {
+        return;
+    };
+    let _ = server;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pki = app.pki_dir();
+    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .arg("serve")
+        .current_dir(app.dir.path())
+        .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MINEGATE_DATABASE_URL", &app.config.database_url)
+        .env("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem"))
+        .env("MINEGATE_TLS_CRLS", pki.join("crl.pem"))
+        .env("MINEGATE_TLS_CERT", pki.join("server.pem"))
+        .env("MINEGATE_TLS_KEY", pki.join("server.key"))
+        .env("MINEGATE_TLS_DEV_PKI_DIR", "")
+        .env("MINEGATE_SIGNING_KEY", &app.config.signing.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tls = app.client_tls("energy");
+    tls.server = format!("https://127.0.0.1:{port}");
+    let channel = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tls.connect().await {
+                Ok(channel) => break channel,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("the second gateway never came up: {e}"),
+            }
+        }
+    };
+    let mut stream = EnergyExtractServiceClient::new(channel)
+        .subscribe(SubscribeRequest { max_in_flight: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    // Nothing pending yet.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.message())
+            .await
+            .is_err()
+    );
+
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "A").await;
+    let receipt = FilingServiceClient::new(authority)
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "a",
+            date(2026, 6, 1),
+            &["95.56.0.0/16"],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let delivery = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .expect("woken by the other replica within 3 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        delivery.extract.unwrap().source_filing_id,
+        receipt.filing_id
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+    app.gateway.shutdown().await.unwrap();
+}
