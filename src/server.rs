@@ -137,6 +137,7 @@ pub async fn start_with_clock(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let limit = config.limits.max_message_bytes;
     let router = Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
@@ -160,6 +161,7 @@ pub async fn start_with_clock(
                 signer.clone(),
                 Duration::from_millis(config.limits.ack_deadline_ms),
                 config.limits.max_in_flight,
+                stopping_rx,
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
@@ -203,6 +205,8 @@ pub async fn start_with_clock(
             let _ = stopped.await;
             tracing::info!("shutting down: no new connections, draining in-flight calls");
             set_health(&health, ServingStatus::NotServing).await;
+            // Long-lived streams end now; subscribers reconnect elsewhere.
+            let _ = stopping.send(true);
             draining.notify_one();
         }
     };

@@ -104,7 +104,12 @@ async fn a_filing_reaches_the_subscriber_is_acknowledged_and_fulfils_its_obligat
     assert_eq!(obligation.due_date, date(2026, 3, 30));
     assert_eq!(obligation.status(), ObligationStatus::Pending);
 
-    let delivery = next(&mut stream).await;
+    // Pushed to the subscriber as it commits: within a second.
+    let delivery = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("the extract within a second")
+        .unwrap()
+        .unwrap();
     assert_eq!(delivery.attempt, 1);
     let extract = delivery.extract.unwrap();
     assert_eq!(verify_message(&keys(&app).await, &extract), Ok(()));

@@ -8,7 +8,10 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use prost::Message;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -39,6 +42,8 @@ pub struct EnergyExtracts {
     signer: Arc<Signer>,
     ack_deadline: Duration,
     default_in_flight: u32,
+    /// Becomes true when the gateway stops: every stream then ends cleanly.
+    stopping: watch::Receiver<bool>,
 }
 
 impl EnergyExtracts {
@@ -47,12 +52,14 @@ impl EnergyExtracts {
         signer: Arc<Signer>,
         ack_deadline: Duration,
         default_in_flight: u32,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         EnergyExtracts {
             store,
             signer,
             ack_deadline,
             default_in_flight,
+            stopping,
         }
     }
 }
@@ -64,6 +71,7 @@ async fn deliver(
     max_in_flight: usize,
     ack_deadline: Duration,
     stream: mpsc::Sender<Result<ExtractDelivery, Status>>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut changes = store.changes();
     // extract id → when this stream last sent it
@@ -86,8 +94,13 @@ async fn deliver(
         }
         let expiry = in_flight.values().min().map(|sent| *sent + ack_deadline);
         let wake = expiry.map_or(Instant::now() + POLL, |at| at.min(Instant::now() + POLL));
+        if *stopping.borrow() {
+            tracing::info!(%subscriber, "gateway stopping: stream ended");
+            return;
+        }
         tokio::select! {
             () = stream.closed() => return,
+            _ = stopping.changed() => {}
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep_until(wake) => {}
         }
@@ -172,6 +185,7 @@ impl EnergyExtractService for EnergyExtracts {
             max_in_flight,
             self.ack_deadline,
             sender,
+            self.stopping.clone(),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
