@@ -63,7 +63,10 @@ async fn next(stream: &mut Streaming<ExtractDelivery>) -> ExtractDelivery {
 
 async fn subscribe(app: &TestApp, name: &str, max_in_flight: u32) -> Streaming<ExtractDelivery> {
     EnergyExtractServiceClient::new(app.channel(name).await)
-        .subscribe(SubscribeRequest { max_in_flight })
+        .subscribe(SubscribeRequest {
+            max_in_flight,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -751,7 +754,7 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
         }
     };
     let mut stream = EnergyExtractServiceClient::new(channel)
-        .subscribe(SubscribeRequest { max_in_flight: 0 })
+        .subscribe(SubscribeRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -18,7 +18,11 @@ pub struct HealthArgs {
 
 /// Prints each service's status; exit 0 only if all are SERVING.
 pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
-    let channel = args.client.tls().connect().await?;
+    let channel = args
+        .client
+        .tls(crate::tls::Role::Operator)
+        .connect()
+        .await?;
     let mut health = HealthClient::new(channel);
     let mut all_serving = true;
     for service in std::iter::once("").chain(DOMAIN_SERVICES) {

@@ -1,9 +1,14 @@
 //! The `minegate` command line: one file per subcommand.
 
 mod certs;
+pub mod compliance;
+pub mod demo;
+pub mod energy;
+pub mod finance;
 mod health;
 mod ledger;
 mod serve;
+pub mod submit;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
@@ -13,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 use crate::{
     client::ClientTls,
     config::{Config, LogFormat},
+    tls::Role,
 };
 
 #[derive(Debug, Parser)]
@@ -45,6 +51,27 @@ pub enum Command {
     Certs(certs::CertsCommand),
     /// Ask a gateway's health service over mutual TLS.
     Health(health::HealthArgs),
+    /// Authority: submit a filing (proto3 JSON) with its documents.
+    Submit(submit::SubmitArgs),
+    /// Authority: the register of notified organisations.
+    #[command(subcommand)]
+    Register(submit::RegisterCommand),
+    /// Authority: one filing with its receipt.
+    #[command(subcommand)]
+    Filing(submit::FilingCommand),
+    /// Energy ministry: receive the §6 extracts.
+    #[command(subcommand)]
+    Energy(energy::EnergyCommand),
+    /// Finance ministry: pull form 402.
+    #[command(subcommand)]
+    Finance(finance::FinanceCommand),
+    /// Operators: obligations and findings.
+    #[command(subcommand)]
+    Compliance(compliance::ComplianceCommand),
+    /// Operators: health, extracts not yet delivered, overdue obligations.
+    Status(compliance::StatusArgs),
+    /// Play one quarter of the regime end to end in a temporary folder.
+    Demo(demo::DemoArgs),
     /// The tamper-evident ledger, read straight from the configured database.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
@@ -63,32 +90,32 @@ pub struct ClientArgs {
     /// CA bundle that issued the gateway's certificate.
     #[arg(long, env = "MINEGATE_CLIENT_CA", default_value = "certs/dev/ca.pem")]
     pub ca: PathBuf,
-    /// This agency's client certificate.
-    #[arg(
-        long,
-        env = "MINEGATE_CLIENT_CERT",
-        default_value = "certs/dev/operator.pem"
-    )]
-    pub cert: PathBuf,
-    /// This agency's private key.
-    #[arg(
-        long,
-        env = "MINEGATE_CLIENT_KEY",
-        default_value = "certs/dev/operator.key"
-    )]
-    pub key: PathBuf,
+    /// This agency's client certificate [default: certs/dev/ROLE.pem for the command's role].
+    #[arg(long, env = "MINEGATE_CLIENT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// This agency's private key [default: certs/dev/ROLE.key].
+    #[arg(long, env = "MINEGATE_CLIENT_KEY")]
+    pub key: Option<PathBuf>,
     /// Name to check the gateway's certificate against, if not the server's host.
     #[arg(long, env = "MINEGATE_CLIENT_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
 }
 
 impl ClientArgs {
-    pub fn tls(&self) -> ClientTls {
+    /// The connection settings, with the dev certificate of `role` by default.
+    pub fn tls(&self, role: Role) -> ClientTls {
+        let dev = PathBuf::from("certs/dev");
         ClientTls {
             server: self.server.clone(),
             ca: self.ca.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
+            cert: self
+                .cert
+                .clone()
+                .unwrap_or_else(|| dev.join(format!("{role}.pem"))),
+            key: self
+                .key
+                .clone()
+                .unwrap_or_else(|| dev.join(format!("{role}.key"))),
             domain: self.tls_domain.clone(),
         }
     }
@@ -130,6 +157,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => {
             init_tracing(LogFormat::Text, "warn");
             health::run(args).await
+        }
+        Command::Submit(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            submit::run(args).await
+        }
+        Command::Register(command) => {
+            init_tracing(LogFormat::Text, "warn");
+            submit::run_register(command).await
+        }
+        Command::Filing(command) => {
+            init_tracing(LogFormat::Text, "warn");
+            submit::run_filing(command).await
+        }
+        Command::Energy(command) => {
+            init_tracing(LogFormat::Text, "warn");
+            energy::run(command).await
+        }
+        Command::Finance(command) => {
+            init_tracing(LogFormat::Text, "warn");
+            finance::run(command).await
+        }
+        Command::Compliance(command) => {
+            init_tracing(LogFormat::Text, "warn");
+            compliance::run(command).await
+        }
+        Command::Status(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            compliance::status(args).await
+        }
+        Command::Demo(args) => {
+            init_tracing(LogFormat::Text, "error");
+            demo::run(args).await
         }
         Command::Ledger(command) => {
             let config = load_config(cli.config.as_deref())?;

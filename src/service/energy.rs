@@ -72,6 +72,7 @@ async fn deliver(
     ack_deadline: Duration,
     stream: mpsc::Sender<Result<ExtractDelivery, Status>>,
     mut stopping: watch::Receiver<bool>,
+    until_caught_up: bool,
 ) {
     let mut changes = store.changes();
     // extract id → when this stream last sent it
@@ -94,6 +95,10 @@ async fn deliver(
         }
         let expiry = in_flight.values().min().map(|sent| *sent + ack_deadline);
         let wake = expiry.map_or(Instant::now() + POLL, |at| at.min(Instant::now() + POLL));
+        if until_caught_up && in_flight.is_empty() {
+            tracing::info!(%subscriber, "caught up: stream ended");
+            return;
+        }
         if *stopping.borrow() {
             tracing::info!(%subscriber, "gateway stopping: stream ended");
             return;
@@ -178,7 +183,8 @@ impl EnergyExtractService for EnergyExtracts {
             n => n.min(MAX_IN_FLIGHT),
         } as usize;
         let (sender, receiver) = mpsc::channel(max_in_flight);
-        tracing::info!(subscriber = %caller.identity, max_in_flight, "subscriber connected");
+        let until_caught_up = request.get_ref().until_caught_up;
+        tracing::info!(subscriber = %caller.identity, max_in_flight, until_caught_up, "subscriber connected");
         tokio::spawn(deliver(
             self.store.clone(),
             caller.identity,
@@ -186,6 +192,7 @@ impl EnergyExtractService for EnergyExtracts {
             self.ack_deadline,
             sender,
             self.stopping.clone(),
+            until_caught_up,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }

@@ -1,0 +1,253 @@
+//! The operators' commands: `minegate compliance obligations|findings` and
+//! `minegate status`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use super::ClientArgs;
+use crate::{
+    proto::v1::{
+        FindingKind, ListFindingsRequest, ListObligationsRequest, Obligation, ObligationKind,
+        ObligationStatus, compliance_service_client::ComplianceServiceClient,
+    },
+    tls::Role,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum ComplianceCommand {
+    /// §6 / §6-1 obligations and their deadlines.
+    Obligations {
+        /// energy-extract or finance-form
+        #[arg(long)]
+        kind: Option<String>,
+        /// pending, fulfilled, overdue or fulfilled-late
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Compliance findings, including missing quarterly reports.
+    Findings {
+        /// e.g. late-quarterly-report, missing-quarterly-report
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only findings about this BIN/IIN.
+        #[arg(long)]
+        bin_or_iin: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn enum_arg<T>(
+    prefix: &str,
+    value: &str,
+    parse: fn(&str) -> Option<T>,
+    hint: &str,
+) -> anyhow::Result<T> {
+    parse(&format!(
+        "{prefix}{}",
+        value.to_uppercase().replace('-', "_")
+    ))
+    .with_context(|| format!("{value:?}: use {hint}"))
+}
+
+/// Every obligation matching the filters, all pages.
+pub async fn all_obligations(
+    channel: Channel,
+    kind: ObligationKind,
+    status: ObligationStatus,
+) -> anyhow::Result<Vec<Obligation>> {
+    let mut client = ComplianceServiceClient::new(channel);
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_obligations(ListObligationsRequest {
+                kind: kind as i32,
+                status: status as i32,
+                due_before: None,
+                page_size: 1000,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.obligations);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+fn date(d: &Option<crate::proto::v1::Date>) -> String {
+    d.as_ref().map_or("-".into(), |d| {
+        format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+    })
+}
+
+pub async fn run(command: ComplianceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ComplianceCommand::Obligations {
+            kind,
+            status,
+            json,
+            client,
+        } => {
+            let kind = match kind {
+                None => ObligationKind::Unspecified,
+                Some(k) => enum_arg(
+                    "OBLIGATION_KIND_",
+                    &k,
+                    ObligationKind::from_str_name,
+                    "energy-extract or finance-form",
+                )?,
+            };
+            let status = match status {
+                None => ObligationStatus::Unspecified,
+                Some(s) => enum_arg(
+                    "OBLIGATION_STATUS_",
+                    &s,
+                    ObligationStatus::from_str_name,
+                    "pending, fulfilled, overdue or fulfilled-late",
+                )?,
+            };
+            let obligations =
+                all_obligations(client.tls(Role::Operator).connect().await?, kind, status).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&obligations)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<15} {:<15} {:<11} SUBJECT", "KIND", "STATUS", "DUE");
+            for o in &obligations {
+                let subject = match &o.quarter {
+                    Some(q) => format!("{} Q{}", q.year, q.quarter),
+                    None => format!("filing {}", o.filing_id),
+                };
+                println!(
+                    "{:<15} {:<15} {:<11} {subject}",
+                    o.kind()
+                        .as_str_name()
+                        .trim_start_matches("OBLIGATION_KIND_"),
+                    o.status()
+                        .as_str_name()
+                        .trim_start_matches("OBLIGATION_STATUS_"),
+                    date(&o.due_date)
+                );
+            }
+            println!("{} obligations", obligations.len());
+        }
+        ComplianceCommand::Findings {
+            kind,
+            bin_or_iin,
+            json,
+            client,
+        } => {
+            let kind = match kind {
+                None => FindingKind::Unspecified,
+                Some(k) => enum_arg(
+                    "FINDING_KIND_",
+                    &k,
+                    FindingKind::from_str_name,
+                    "a finding kind such as late-quarterly-report",
+                )?,
+            };
+            let mut compliance =
+                ComplianceServiceClient::new(client.tls(Role::Operator).connect().await?);
+            let (mut findings, mut page_token) = (Vec::new(), String::new());
+            loop {
+                let page = compliance
+                    .list_findings(ListFindingsRequest {
+                        kind: kind as i32,
+                        bin_or_iin: bin_or_iin.clone().unwrap_or_default(),
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                findings.extend(page.findings);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for f in &findings {
+                println!(
+                    "{:<26} {:<13} {}",
+                    f.kind().as_str_name().trim_start_matches("FINDING_KIND_"),
+                    f.bin_or_iin,
+                    f.detail
+                );
+            }
+            println!("{} findings", findings.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Health, extracts not yet delivered, overdue obligations. Exit 1 when not
+/// serving or when anything is overdue.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let channel = args.client.tls(Role::Operator).connect().await?;
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest::default())
+        .await?
+        .into_inner()
+        .status();
+    let undelivered = [ObligationStatus::Pending, ObligationStatus::Overdue];
+    let mut pending_extracts = 0;
+    for status in undelivered {
+        pending_extracts += all_obligations(channel.clone(), ObligationKind::EnergyExtract, status)
+            .await?
+            .len();
+    }
+    let overdue = all_obligations(
+        channel,
+        ObligationKind::Unspecified,
+        ObligationStatus::Overdue,
+    )
+    .await?;
+    println!("gateway            {}", health.as_str_name());
+    println!("pending extracts   {pending_extracts}");
+    println!("overdue            {}", overdue.len());
+    for o in &overdue {
+        println!(
+            "  {} due {} ({})",
+            o.kind()
+                .as_str_name()
+                .trim_start_matches("OBLIGATION_KIND_"),
+            date(&o.due_date),
+            if o.filing_id.is_empty() {
+                o.quarter
+                    .as_ref()
+                    .map_or(String::new(), |q| format!("{} Q{}", q.year, q.quarter))
+            } else {
+                o.filing_id.clone()
+            }
+        );
+    }
+    Ok(if health == ServingStatus::Serving && overdue.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,246 @@
+//! The energy ministry's command: `minegate energy subscribe --out DIR`.
+//! Each extract's signature is verified, the extract (proto3 JSON) and the
+//! documents it references are written into DIR and fsynced, and only then is
+//! it acknowledged: nothing is acknowledged that was not written.
+
+use std::{
+    fs::{self, File},
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use tokio::sync::watch;
+
+use super::ClientArgs;
+use crate::{
+    client::ClientTls,
+    domain::Sha256Hex,
+    proto::v1::{
+        AcknowledgeExtractRequest, DocumentRef, EnergyExtract, FetchDocumentRequest,
+        GetSigningKeysRequest, SubscribeRequest,
+        compliance_service_client::ComplianceServiceClient, document_chunk::Part,
+        energy_extract_service_client::EnergyExtractServiceClient,
+    },
+    signing::verify_message,
+    tls::Role,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum EnergyCommand {
+    /// Receive extracts into DIR: DIR/extracts/ID.json and DIR/documents/SHA256.
+    Subscribe {
+        /// Where to write what arrives.
+        #[arg(long)]
+        out: PathBuf,
+        /// Exit once nothing is pending, instead of waiting for more.
+        #[arg(long)]
+        once: bool,
+        /// Unacknowledged extracts in flight at once.
+        #[arg(long, default_value_t = 16)]
+        max_in_flight: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// One extract written and acknowledged.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub extract: EnergyExtract,
+    pub attempt: u32,
+    pub documents: usize,
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsyncs it and its folder.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(folder)?;
+    let tmp = path.with_extension("part");
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(folder)?.sync_all()
+}
+
+fn extension(media_type: &str) -> &'static str {
+    match media_type {
+        "application/pdf" => "pdf",
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "application/xml" => "xml",
+        _ => "bin",
+    }
+}
+
+async fn fetch_document(
+    energy: &mut EnergyExtractServiceClient<tonic::transport::Channel>,
+    out: &Path,
+    document: &DocumentRef,
+) -> anyhow::Result<()> {
+    let path = out.join("documents").join(format!(
+        "{}.{}",
+        document.sha256,
+        extension(&document.media_type)
+    ));
+    if path.exists() {
+        return Ok(());
+    }
+    let mut chunks = energy
+        .fetch_document(FetchDocumentRequest {
+            sha256: document.sha256.clone(),
+        })
+        .await
+        .with_context(|| format!("fetching document {}", document.sha256))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.message().await? {
+        if let Some(Part::Data(data)) = chunk.part {
+            bytes.extend(data);
+        }
+    }
+    if Sha256Hex::of(&bytes).as_str() != document.sha256 {
+        bail!(
+            "document {} arrived with other bytes than its digest names",
+            document.sha256
+        );
+    }
+    write_durably(&path, &bytes)?;
+    Ok(())
+}
+
+/// One connection's worth: receive, verify, write, acknowledge. Returns when
+/// the stream ends (caught up with `once`, or the gateway stopped).
+async fn one_stream(
+    tls: &ClientTls,
+    out: &Path,
+    once: bool,
+    max_in_flight: u32,
+    on_written: &mut (dyn FnMut(&Written) + Send),
+) -> anyhow::Result<()> {
+    let channel = tls.connect().await?;
+    let keys = ComplianceServiceClient::new(channel.clone())
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await?
+        .into_inner()
+        .keys;
+    let mut energy = EnergyExtractServiceClient::new(channel);
+    let mut stream = energy
+        .subscribe(SubscribeRequest {
+            max_in_flight,
+            until_caught_up: once,
+        })
+        .await?
+        .into_inner();
+    while let Some(delivery) = stream.message().await? {
+        let Some(extract) = delivery.extract else {
+            continue;
+        };
+        if let Err(error) = verify_message(&keys, &extract) {
+            // Never acknowledged: it comes again, and someone must look.
+            tracing::error!(extract_id = %extract.extract_id, %error, "extract signature does not verify; not acknowledged");
+            if once {
+                bail!(
+                    "extract {} failed signature verification: {error}",
+                    extract.extract_id
+                );
+            }
+            continue;
+        }
+        let documents: Vec<&DocumentRef> = extract
+            .customs_declaration_or_title
+            .iter()
+            .chain(&extract.residency)
+            .chain(&extract.grid_connection_conditions)
+            .collect();
+        for document in &documents {
+            fetch_document(&mut energy, out, document).await?;
+        }
+        let path = out
+            .join("extracts")
+            .join(format!("{}.json", extract.extract_id));
+        write_durably(&path, &serde_json::to_vec_pretty(&extract)?)?;
+        energy
+            .acknowledge(AcknowledgeExtractRequest {
+                extract_id: extract.extract_id.clone(),
+            })
+            .await?;
+        on_written(&Written {
+            documents: documents.len(),
+            attempt: delivery.attempt,
+            extract,
+        });
+    }
+    Ok(())
+}
+
+/// Receives extracts into `out` until caught up (`once`) or until `stop` turns
+/// true, reconnecting with backoff after a drop. Returns how many were written.
+pub async fn subscribe(
+    tls: &ClientTls,
+    out: &Path,
+    once: bool,
+    max_in_flight: u32,
+    mut stop: watch::Receiver<bool>,
+    mut on_written: impl FnMut(&Written) + Send,
+) -> anyhow::Result<u64> {
+    let mut written = 0u64;
+    let mut count = |w: &Written| {
+        written += 1;
+        on_written(w);
+    };
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let result = tokio::select! {
+            result = one_stream(tls, out, once, max_in_flight, &mut count) => result,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match result {
+            Ok(()) if once => break,
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(error) if once => return Err(error),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), ?backoff, "stream dropped; reconnecting")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+    Ok(written)
+}
+
+pub async fn run(command: EnergyCommand) -> anyhow::Result<ExitCode> {
+    let EnergyCommand::Subscribe {
+        out,
+        once,
+        max_in_flight,
+        client,
+    } = command;
+    let tls = client.tls(Role::Energy);
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    let written = subscribe(&tls, &out, once, max_in_flight, stopped, |w| {
+        println!(
+            "{}  {}  {} (attempt {}, {} documents)",
+            w.extract.extract_id, w.extract.bin_or_iin, w.extract.name, w.attempt, w.documents
+        );
+    })
+    .await?;
+    println!(
+        "{written} extracts written to {} and acknowledged",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

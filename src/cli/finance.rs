@@ -1,0 +1,172 @@
+//! The finance ministry's command: `minegate finance pull`. The form's digest
+//! and signature are verified, the form written (CSV or proto3 JSON) and
+//! fsynced, and only then acknowledged.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::bail;
+use clap::{Subcommand, ValueEnum};
+use prost::Message;
+
+use super::{ClientArgs, energy::write_durably};
+use crate::{
+    client::ClientTls,
+    domain::Sha256Hex,
+    proto::v1::{
+        AcknowledgeFormRequest, GetSigningKeysRequest, PullQuarterlyFormRequest, TaxDataForm,
+        compliance_service_client::ComplianceServiceClient,
+        finance_service_client::FinanceServiceClient,
+    },
+    signing::verify_message,
+    tls::Role,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FinanceCommand {
+    /// Pull form 402 for a quarter, verify it, write it, acknowledge it.
+    Pull {
+        #[arg(long)]
+        year: i32,
+        #[arg(long)]
+        quarter: i32,
+        #[arg(long, value_enum, default_value_t = FormFormat::Csv)]
+        format: FormFormat,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// What a pull came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub revision: u32,
+    pub rows: usize,
+    pub total_wh: u64,
+    pub total_kwh: String,
+    pub body_sha256: String,
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Form 402 as CSV: one line per payer.
+pub fn to_csv(form: &TaxDataForm) -> String {
+    let mut out = String::from(
+        "bin_or_iin,payer_name,legal_address,data_centres,kato_codes,electricity_kwh,electricity_wh,source_report_id,source_report_revision\n",
+    );
+    for row in form.body.iter().flat_map(|b| &b.rows) {
+        let addresses: Vec<&str> = row.locations.iter().map(|l| l.address.as_str()).collect();
+        let katos: Vec<&str> = row
+            .locations
+            .iter()
+            .map(|l| l.kato_code.as_deref().unwrap_or(""))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            csv_field(&row.bin_or_iin),
+            csv_field(&row.payer_name),
+            csv_field(&row.legal_address),
+            csv_field(&addresses.join("; ")),
+            csv_field(&katos.join("; ")),
+            row.electricity_kwh,
+            row.electricity_wh,
+            row.source_report_id,
+            row.source_report_revision
+        );
+    }
+    out
+}
+
+/// Pulls, verifies, writes `out`, acknowledges.
+pub async fn pull(
+    tls: &ClientTls,
+    year: i32,
+    quarter: i32,
+    format: FormFormat,
+    out: &Path,
+) -> anyhow::Result<Pulled> {
+    let channel = tls.connect().await?;
+    let keys = ComplianceServiceClient::new(channel.clone())
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await?
+        .into_inner()
+        .keys;
+    let mut finance = FinanceServiceClient::new(channel);
+    let form = finance
+        .pull_quarterly_form(PullQuarterlyFormRequest { year, quarter })
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let Some(body) = form.body.clone() else {
+        bail!("the gateway sent a form without a body")
+    };
+    let digest = Sha256Hex::of(&body.encode_to_vec());
+    if digest.as_str() != form.body_sha256 {
+        bail!(
+            "the form's body hashes to {digest}, not the {} it claims",
+            form.body_sha256
+        );
+    }
+    verify_message(&keys, &form).map_err(|e| anyhow::anyhow!("form 402 signature: {e}"))?;
+    let bytes = match format {
+        FormFormat::Csv => to_csv(&form).into_bytes(),
+        FormFormat::Json => serde_json::to_vec_pretty(&form)?,
+    };
+    write_durably(out, &bytes)?;
+    finance
+        .acknowledge(AcknowledgeFormRequest {
+            year,
+            quarter,
+            revision: body.revision,
+            body_sha256: form.body_sha256.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("acknowledging: {:?}: {}", s.code(), s.message()))?;
+    let totals = body.totals.unwrap_or_default();
+    Ok(Pulled {
+        revision: body.revision,
+        rows: body.rows.len(),
+        total_wh: totals.electricity_wh,
+        total_kwh: totals.electricity_kwh,
+        body_sha256: form.body_sha256,
+    })
+}
+
+pub async fn run(command: FinanceCommand) -> anyhow::Result<ExitCode> {
+    let FinanceCommand::Pull {
+        year,
+        quarter,
+        format,
+        out,
+        client,
+    } = command;
+    let pulled = pull(&client.tls(Role::Finance), year, quarter, format, &out).await?;
+    println!(
+        "form 402 for {year} Q{quarter}: revision {}, {} rows, total {} kWh ({} Wh); written to {} and acknowledged",
+        pulled.revision,
+        pulled.rows,
+        pulled.total_kwh,
+        pulled.total_wh,
+        out.display()
+    );
+    println!("digest {}", pulled.body_sha256);
+    Ok(ExitCode::SUCCESS)
+}

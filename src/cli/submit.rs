@@ -1,0 +1,377 @@
+//! The authorized body's commands: `minegate submit` (a filing written in
+//! proto3 JSON, with its documents uploaded first), `minegate register list`,
+//! `minegate filing show`.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+use super::ClientArgs;
+use crate::{
+    client::ClientTls,
+    domain::document::sniff_media_type,
+    proto::v1::{
+        DocumentKind, DocumentMetadata, DocumentRef, FilingReceipt, GetFilingRequest,
+        ListRegisterRequest, QuarterlyReport, RegisterEntry, RegisterStatus, StartNotification,
+        TerminationNotice, UploadDocumentRequest, filing_service_client::FilingServiceClient,
+        upload_document_request::Part,
+    },
+    tls::Role,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FilingKindArg {
+    /// §3 start notification
+    Start,
+    /// §4 quarterly report
+    Quarterly,
+    /// §5 termination notice
+    Termination,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Which filing FILE holds.
+    pub kind: FilingKindArg,
+    /// The filing in proto3 JSON (the canonical mapping; see examples/).
+    pub file: PathBuf,
+    /// Upload a document first and add its reference: KIND=PATH, KIND one of
+    /// customs, residency, grid. Repeatable.
+    #[arg(long = "document", value_name = "KIND=PATH")]
+    pub documents: Vec<String>,
+    /// Print the receipt as proto3 JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegisterCommand {
+    /// Every entry of the register, in register-number order.
+    List {
+        /// Only PLANNED, OPERATING or TERMINATED entries.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilingCommand {
+    /// A filing as submitted, with its receipt.
+    Show {
+        filing_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// What a submission came to.
+pub enum Submitted {
+    Accepted(Box<FilingReceipt>),
+    /// Field path and reason of each problem.
+    Rejected(Vec<(String, String)>),
+}
+
+fn document_kind(name: &str) -> anyhow::Result<DocumentKind> {
+    Ok(match name {
+        "customs" | "customs-declaration-or-title" => DocumentKind::CustomsDeclarationOrTitle,
+        "residency" => DocumentKind::Residency,
+        "grid" | "grid-connection-conditions" => DocumentKind::GridConnectionConditions,
+        other => bail!("document kind {other:?}: use customs, residency or grid"),
+    })
+}
+
+/// Uploads one file as a document of `kind`, its media type read from the bytes.
+pub async fn upload_file(
+    channel: Channel,
+    kind: DocumentKind,
+    path: &Path,
+) -> anyhow::Result<DocumentRef> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let media_type = sniff_media_type(&bytes)
+        .with_context(|| format!("{} is not a PDF, PNG, JPEG or XML file", path.display()))?;
+    let mut messages = vec![UploadDocumentRequest {
+        part: Some(Part::Metadata(DocumentMetadata {
+            kind: kind as i32,
+            media_type: media_type.to_owned(),
+            file_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            size_bytes: Some(bytes.len() as u64),
+            sha256: None,
+        })),
+    }];
+    messages.extend(bytes.chunks(256 * 1024).map(|chunk| UploadDocumentRequest {
+        part: Some(Part::Chunk(chunk.to_vec())),
+    }));
+    let stored = FilingServiceClient::new(channel)
+        .upload_document(tokio_stream::iter(messages))
+        .await
+        .map_err(|status| rejection(&status).unwrap_or_else(|| status_error(&status)))
+        .with_context(|| format!("uploading {}", path.display()))?;
+    Ok(stored.into_inner())
+}
+
+fn status_error(status: &Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+fn rejection(status: &Status) -> Option<anyhow::Error> {
+    let violations = violations(status)?;
+    let mut text = format!("rejected ({} problems):", violations.len());
+    for (field, reason) in violations {
+        let _ = write!(text, "\n  {field}: {reason}");
+    }
+    Some(anyhow::anyhow!(text))
+}
+
+fn violations(status: &Status) -> Option<Vec<(String, String)>> {
+    if status.code() != Code::InvalidArgument {
+        return None;
+    }
+    let bad = status.get_details_bad_request()?;
+    Some(
+        bad.field_violations
+            .into_iter()
+            .map(|v| (v.field, v.description))
+            .collect(),
+    )
+}
+
+/// Reads a filing from `file`, uploads `documents` (KIND=PATH) and adds their
+/// references, and submits it.
+pub async fn submit_file(
+    tls: &ClientTls,
+    kind: FilingKindArg,
+    file: &Path,
+    documents: &[String],
+) -> anyhow::Result<Submitted> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let channel = tls.connect().await?;
+    let mut uploaded = Vec::new();
+    for spec in documents {
+        let (kind, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--document {spec:?}: expected KIND=PATH"))?;
+        uploaded.push(upload_file(channel.clone(), document_kind(kind)?, Path::new(path)).await?);
+    }
+    let parse = |e: serde_json::Error| {
+        anyhow::anyhow!("{}: not a valid filing in proto3 JSON: {e}", file.display())
+    };
+    let mut client = FilingServiceClient::new(channel);
+    let result = match kind {
+        FilingKindArg::Start => {
+            let mut filing: StartNotification = serde_json::from_str(&text).map_err(parse)?;
+            filing.documents.extend(uploaded);
+            client.submit_start_notification(filing).await
+        }
+        FilingKindArg::Quarterly => {
+            let mut filing: QuarterlyReport = serde_json::from_str(&text).map_err(parse)?;
+            filing.documents.extend(uploaded);
+            client.submit_quarterly_report(filing).await
+        }
+        FilingKindArg::Termination => {
+            if !uploaded.is_empty() {
+                bail!("a termination notice carries no documents");
+            }
+            let filing: TerminationNotice = serde_json::from_str(&text).map_err(parse)?;
+            client.submit_termination_notice(filing).await
+        }
+    };
+    match result {
+        Ok(receipt) => Ok(Submitted::Accepted(Box::new(receipt.into_inner()))),
+        Err(status) => match violations(&status) {
+            Some(violations) => Ok(Submitted::Rejected(violations)),
+            None => Err(status_error(&status)),
+        },
+    }
+}
+
+fn date(d: &Option<crate::proto::v1::Date>) -> String {
+    d.as_ref().map_or("-".into(), |d| {
+        format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+    })
+}
+
+fn time(t: &Option<pbjson_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+        .map_or("-".into(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+}
+
+/// A receipt as a person reads it.
+pub fn receipt_table(receipt: &FilingReceipt) -> String {
+    let mut out = String::new();
+    let kind = receipt
+        .filing_kind()
+        .as_str_name()
+        .trim_start_matches("FILING_KIND_")
+        .to_lowercase()
+        .replace('_', " ");
+    let _ = writeln!(out, "accepted: {kind} {}", receipt.filing_id);
+    let _ = writeln!(out, "  BIN/IIN           {}", receipt.bin_or_iin);
+    let _ = writeln!(
+        out,
+        "  register number   {}",
+        if receipt.register_number.is_empty() {
+            "(not registered)"
+        } else {
+            &receipt.register_number
+        }
+    );
+    let _ = writeln!(out, "  received          {}", time(&receipt.received_at));
+    let met = if receipt.deadline_met {
+        "met".to_owned()
+    } else {
+        format!("missed by {} days", receipt.days_late)
+    };
+    let _ = writeln!(
+        out,
+        "  statutory due     {} ({met})",
+        date(&receipt.statutory_due_date)
+    );
+    if receipt.revision > 0 {
+        let _ = writeln!(out, "  revision          {}", receipt.revision);
+    }
+    if receipt.findings.is_empty() {
+        let _ = writeln!(out, "  findings          none");
+    }
+    for finding in &receipt.findings {
+        let _ = writeln!(
+            out,
+            "  finding           {}: {}",
+            finding
+                .kind()
+                .as_str_name()
+                .trim_start_matches("FINDING_KIND_"),
+            finding.detail
+        );
+    }
+    for obligation in &receipt.obligations {
+        let _ = writeln!(
+            out,
+            "  obligation        {} due {}",
+            obligation
+                .kind()
+                .as_str_name()
+                .trim_start_matches("OBLIGATION_KIND_"),
+            date(&obligation.due_date)
+        );
+    }
+    if let Some(signature) = &receipt.signature {
+        let _ = writeln!(out, "  signed by key     {}", signature.key_id);
+    }
+    out
+}
+
+pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let tls = args.client.tls(Role::Authority);
+    match submit_file(&tls, args.kind, &args.file, &args.documents).await? {
+        Submitted::Accepted(receipt) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&receipt)?);
+            } else {
+                print!("{}", receipt_table(&receipt));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Submitted::Rejected(violations) => {
+            eprintln!(
+                "error: {} rejected ({} problems):",
+                args.file.display(),
+                violations.len()
+            );
+            for (field, reason) in violations {
+                eprintln!("  {field}: {reason}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn register_line(entry: &RegisterEntry) -> String {
+    format!(
+        "{:<14} {:<13} {:<10} {:>8} kW  {}",
+        entry.register_number,
+        entry.bin_or_iin,
+        entry
+            .status()
+            .as_str_name()
+            .trim_start_matches("REGISTER_STATUS_"),
+        entry.required_power_kw,
+        entry.name
+    )
+}
+
+pub async fn run_register(command: RegisterCommand) -> anyhow::Result<ExitCode> {
+    let RegisterCommand::List {
+        status,
+        json,
+        client,
+    } = command;
+    let status = match status.as_deref() {
+        None => RegisterStatus::Unspecified,
+        Some(s) => RegisterStatus::from_str_name(&format!("REGISTER_STATUS_{}", s.to_uppercase()))
+            .with_context(|| format!("--status {s:?}: use planned, operating or terminated"))?,
+    };
+    let mut filings = FilingServiceClient::new(client.tls(Role::Authority).connect().await?);
+    let mut page_token = String::new();
+    let mut entries = Vec::new();
+    loop {
+        let page = filings
+            .list_register(ListRegisterRequest {
+                page_size: 1000,
+                page_token,
+                status: status as i32,
+                activity_kind: 0,
+            })
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else {
+        println!(
+            "{:<14} {:<13} {:<10} {:>11}  NAME",
+            "NUMBER", "BIN/IIN", "STATUS", "POWER"
+        );
+        for entry in &entries {
+            println!("{}", register_line(entry));
+        }
+        println!("{} entries", entries.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_filing(command: FilingCommand) -> anyhow::Result<ExitCode> {
+    let FilingCommand::Show { filing_id, client } = command;
+    let filing = FilingServiceClient::new(client.tls(Role::Authority).connect().await?)
+        .get_filing(GetFilingRequest { filing_id })
+        .await
+        .map_err(|s| status_error(&s))?
+        .into_inner();
+    println!("{}", serde_json::to_string_pretty(&filing)?);
+    Ok(ExitCode::SUCCESS)
+}
