@@ -2,6 +2,7 @@
 //! energy ministry, §6-1 form 402 to the finance ministry, the obligations
 //! they fulfil and the deadlines watched. Cases run on SQLite and PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -25,17 +26,6 @@ use minegate::{
     },
 };
 use tonic::{Code, Streaming};
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     a_filing_reaches_the_subscriber_is_acknowledged_and_fulfils_its_obligation,

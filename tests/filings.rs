@@ -1,6 +1,7 @@
 //! The filings conformance suite: every case runs against SQLite and against
 //! PostgreSQL (`sqlite::…` and `postgres::…`), over real mutual TLS.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, TestClock, execute, fixtures::*, scalar, spawn_on, spawn_on_with};
@@ -17,17 +18,6 @@ use minegate::{
 use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     each_kind_of_filing_is_accepted_registered_and_read_back,

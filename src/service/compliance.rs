@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{invalid, obligation_pb, peer, store_error, timestamp, validate::Violations};
+use super::{
+    enum_filter, invalid, obligation_pb, paging, peer, store_error, timestamp, validate::Violations,
+};
 use crate::{
     domain::{
         deadlines,
@@ -100,17 +102,6 @@ impl Compliance {
     }
 }
 
-fn page_size(requested: u32, v: &mut Violations) -> u32 {
-    match requested {
-        0 => 100,
-        n if n <= 1000 => n,
-        n => {
-            v.add("page_size", format!("at most 1000, got {n}"));
-            0
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl ComplianceService for Compliance {
     async fn list_obligations(
@@ -120,36 +111,23 @@ impl ComplianceService for Compliance {
         peer(&request)?;
         let query = request.into_inner();
         let mut v = Violations::default();
-        let limit = page_size(query.page_size, &mut v);
-        let after_seq = if query.page_token.is_empty() {
-            0
-        } else {
-            query.page_token.parse().unwrap_or_else(|_| {
-                v.add("page_token", "not a token from a previous response");
-                0
-            })
-        };
-        let kind = match pb::ObligationKind::try_from(query.kind) {
-            Ok(pb::ObligationKind::Unspecified) => None,
-            Ok(k) => ObligationKind::parse(k.as_str_name().trim_start_matches("OBLIGATION_KIND_")),
-            Err(_) => {
-                v.add("kind", format!("unknown obligation kind {}", query.kind));
-                None
-            }
-        };
-        let status = match pb::ObligationStatus::try_from(query.status) {
-            Ok(pb::ObligationStatus::Unspecified) => None,
-            Ok(s) => {
-                ObligationStatus::parse(s.as_str_name().trim_start_matches("OBLIGATION_STATUS_"))
-            }
-            Err(_) => {
-                v.add(
-                    "status",
-                    format!("unknown obligation status {}", query.status),
-                );
-                None
-            }
-        };
+        let (limit, after_seq) = paging(query.page_size, &query.page_token, &mut v);
+        let kind = enum_filter(
+            "kind",
+            query.kind,
+            pb::ObligationKind::try_from(query.kind).map(|k| k.as_str_name()),
+            "OBLIGATION_KIND_",
+            ObligationKind::parse,
+            &mut v,
+        );
+        let status = enum_filter(
+            "status",
+            query.status,
+            pb::ObligationStatus::try_from(query.status).map(|s| s.as_str_name()),
+            "OBLIGATION_STATUS_",
+            ObligationStatus::parse,
+            &mut v,
+        );
         let due_before = match &query.due_before {
             None => None,
             Some(d) => match u32::try_from(d.month)
@@ -203,15 +181,17 @@ impl ComplianceService for Compliance {
         peer(&request)?;
         let query = request.into_inner();
         let mut v = Violations::default();
-        let limit = page_size(query.page_size, &mut v) as usize;
-        let kind = match pb::FindingKind::try_from(query.kind) {
-            Ok(pb::FindingKind::Unspecified) => None,
-            Ok(k) => FindingKind::parse(k.as_str_name().trim_start_matches("FINDING_KIND_")),
-            Err(_) => {
-                v.add("kind", format!("unknown finding kind {}", query.kind));
-                None
-            }
-        };
+        // Findings page with their own tokens (below); only the size is shared.
+        let (limit, _) = paging(query.page_size, "", &mut v);
+        let limit = limit as usize;
+        let kind = enum_filter(
+            "kind",
+            query.kind,
+            pb::FindingKind::try_from(query.kind).map(|k| k.as_str_name()),
+            "FINDING_KIND_",
+            FindingKind::parse,
+            &mut v,
+        );
         // Tokens: "s<seq>" while paging stored findings, "m<offset>" in the computed ones.
         let (mut after_seq, mut missing_offset) = (0i64, None);
         if let Some(rest) = query.page_token.strip_prefix('s') {

@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    invalid, obligation_pb, peer, store_error, timestamp, to_pb_date,
+    enum_filter, invalid, obligation_pb, paging, peer, store_error, timestamp, to_pb_date,
     validate::{self, Violations},
 };
 use crate::{
@@ -440,43 +440,23 @@ impl FilingService for Filings {
         peer(&request)?;
         let query = request.into_inner();
         let mut v = Violations::default();
-        let limit = match query.page_size {
-            0 => 100,
-            n if n <= 1000 => n,
-            n => {
-                v.add("page_size", format!("at most 1000, got {n}"));
-                0
-            }
-        };
-        let after_seq = if query.page_token.is_empty() {
-            0
-        } else {
-            query.page_token.parse::<i64>().unwrap_or_else(|_| {
-                v.add("page_token", "not a token from a previous response");
-                0
-            })
-        };
-        let status = match pb::RegisterStatus::try_from(query.status) {
-            Ok(pb::RegisterStatus::Unspecified) => None,
-            Ok(s) => RegisterStatus::parse(s.as_str_name().trim_start_matches("REGISTER_STATUS_")),
-            Err(_) => {
-                v.add("status", format!("unknown status {}", query.status));
-                None
-            }
-        };
-        let activity = match pb::ActivityKind::try_from(query.activity_kind) {
-            Ok(pb::ActivityKind::Unspecified) => None,
-            Ok(a) => crate::domain::filing::ActivityKind::parse(
-                a.as_str_name().trim_start_matches("ACTIVITY_KIND_"),
-            ),
-            Err(_) => {
-                v.add(
-                    "activity_kind",
-                    format!("unknown activity kind {}", query.activity_kind),
-                );
-                None
-            }
-        };
+        let (limit, after_seq) = paging(query.page_size, &query.page_token, &mut v);
+        let status = enum_filter(
+            "status",
+            query.status,
+            pb::RegisterStatus::try_from(query.status).map(|s| s.as_str_name()),
+            "REGISTER_STATUS_",
+            RegisterStatus::parse,
+            &mut v,
+        );
+        let activity = enum_filter(
+            "activity_kind",
+            query.activity_kind,
+            pb::ActivityKind::try_from(query.activity_kind).map(|a| a.as_str_name()),
+            "ACTIVITY_KIND_",
+            crate::domain::filing::ActivityKind::parse,
+            &mut v,
+        );
         if !v.is_empty() {
             return Err(invalid(&v));
         }

@@ -100,3 +100,46 @@ pub fn obligation_pb(row: &crate::store::ObligationRow) -> pb::Obligation {
         created_at: Some(timestamp(row.created_at)),
     }
 }
+
+/// `page_size` (default 100, at most 1000) and a `page_token` that is the
+/// sequence number the previous page ended at.
+pub fn paging(page_size: u32, page_token: &str, v: &mut validate::Violations) -> (u32, i64) {
+    let limit = match page_size {
+        0 => 100,
+        n if n <= 1000 => n,
+        n => {
+            v.add("page_size", format!("at most 1000, got {n}"));
+            0
+        }
+    };
+    let after_seq = if page_token.is_empty() {
+        0
+    } else {
+        page_token.parse().unwrap_or_else(|_| {
+            v.add("page_token", "not a token from a previous response");
+            0
+        })
+    };
+    (limit, after_seq)
+}
+
+/// A filter given as a proto enum: `None` for `*_UNSPECIFIED`, else the
+/// domain value named by the enum's name without `prefix`. `name` is the
+/// proto enum's name, or `Err` for a number the contract does not define.
+pub fn enum_filter<D>(
+    field: &str,
+    value: i32,
+    name: Result<&'static str, prost::UnknownEnumValue>,
+    prefix: &str,
+    parse: fn(&str) -> Option<D>,
+    v: &mut validate::Violations,
+) -> Option<D> {
+    match name {
+        Ok(name) if name.ends_with("_UNSPECIFIED") => None,
+        Ok(name) => parse(name.trim_start_matches(prefix)),
+        Err(_) => {
+            v.add(field, format!("{value} is not a value of this enum"));
+            None
+        }
+    }
+}

@@ -5,6 +5,20 @@
 
 pub mod fixtures;
 
+/// Runs each named `async fn case(backend: Backend)` as two tests,
+/// `sqlite::case` and `postgres::case`.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Postgres).await })*
+        }
+    };
+}
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
