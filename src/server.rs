@@ -232,6 +232,55 @@ pub async fn start_with_clock(
     })
 }
 
+/// The benchmark's baseline server: the same TLS acceptor, access layer and
+/// tonic server as the gateway, with a FilingService that only decodes and
+/// answers (no validation, no storage).
+pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
+    let tls = acceptor::load_server_config(&config.tls)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (incoming, accept_loop) = acceptor::accept(
+        listener,
+        tls,
+        Duration::from_millis(config.tls.handshake_timeout_ms),
+        config.tls.max_pending_handshakes,
+    );
+    let limit = config.limits.max_message_bytes;
+    let router = Server::builder()
+        .timeout(Duration::from_millis(config.limits.request_timeout_ms))
+        .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
+        .layer(AccessLayer::new(config.roles.clone()))
+        .add_service(
+            FilingServiceServer::new(crate::service::baseline::BaselineFilings)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let result = router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(ServeError::from);
+        let _ = accept_loop.await;
+        result
+    });
+    Ok(Gateway {
+        local_addr,
+        stop: Some(stop),
+        task,
+    })
+}
+
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     for service in proto::DOMAIN_SERVICES {

@@ -1,5 +1,6 @@
 //! The `minegate` command line: one file per subcommand.
 
+pub mod bench;
 mod certs;
 pub mod compliance;
 pub mod demo;
@@ -45,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway until SIGINT or SIGTERM, then drain and exit 0.
-    Serve,
+    Serve(serve::ServeArgs),
     /// Development PKI: make it, issue more client certificates, revoke.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -72,6 +73,8 @@ pub enum Command {
     Status(compliance::StatusArgs),
     /// Play one quarter of the regime end to end in a temporary folder.
     Demo(demo::DemoArgs),
+    /// Measure durable submission, fan-out and form 402 against a baseline (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// The tamper-evident ledger, read straight from the configured database.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
@@ -143,11 +146,15 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve => {
+        Command::Serve(args) => {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(config.log.format, &config.log.filter);
-            serve::run(config).await?;
+            serve::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            init_tracing(LogFormat::Text, "error");
+            bench::run(args).await
         }
         Command::Certs(command) => {
             init_tracing(LogFormat::Text, "warn");

@@ -2,10 +2,24 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use clap::Args;
+
 use crate::{config::Config, server};
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let gateway = server::start(&config).await?;
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Serve the benchmark's baseline instead: the same TLS and server, a
+    /// FilingService that only decodes and answers (used by `minegate bench`).
+    #[arg(long, hide = true)]
+    pub baseline: bool,
+}
+
+pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let gateway = if args.baseline {
+        server::start_baseline(&config).await?
+    } else {
+        server::start(&config).await?
+    };
     tracing::info!(
         listen = %gateway.local_addr(),
         working_dir = %std::env::current_dir().unwrap_or_default().display(),

@@ -3,6 +3,7 @@
 //! `access` decides who may call what before any handler runs.
 
 pub mod access;
+pub mod baseline;
 pub mod compliance;
 pub mod energy;
 pub mod filing;

@@ -1,0 +1,674 @@
+//! `minegate bench` (BENCHMARKS.md): in one run on one machine, the gateway
+//! and a baseline server — the same tonic server, TLS and certificates,
+//! answering without validation or storage — both as child processes, driven
+//! by the same load generator over mutual TLS with realistic quarterly
+//! reports; then fan-out to two subscribers at a steady rate, and form 402
+//! for a large quarter.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Child, Command, ExitCode, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tonic::transport::Channel;
+
+use super::submit::upload_file;
+use crate::{
+    client::ClientTls,
+    domain::identifiers::check_digit,
+    proto::v1::{
+        AcknowledgeExtractRequest, Contacts, DataCentre, DocumentKind, DocumentRef, EquipmentLine,
+        Person, PullQuarterlyFormRequest, QuarterlyReport, SubscribeRequest,
+        energy_extract_service_client::EnergyExtractServiceClient,
+        filing_service_client::FilingServiceClient, finance_service_client::FinanceServiceClient,
+    },
+    tls::pki::{self, LeafOptions},
+};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A few seconds in all: proves the harness works (CI), measures little.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds measured at each concurrency, after the warm-up.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Also measure on PostgreSQL: a server URL (a scratch database is made there).
+    #[arg(long)]
+    pub postgres_url: Option<String>,
+    /// Payers in the form 402 quarter.
+    #[arg(long, default_value_t = 50_000)]
+    pub form_payers: u64,
+}
+
+/// A child `minegate serve` and how to reach it.
+struct Server {
+    child: Child,
+    server: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Peak resident memory of the child, from /proc (Linux), in KiB.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+const ROLES: &str = "urn:minegate:authority=authority,urn:minegate:energy=energy,\
+urn:minegate:energy-backup=energy,urn:minegate:finance=finance,urn:minegate:operator=operator";
+
+fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let pki = dir.join("certs");
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("serve");
+    if baseline {
+        command.arg("--baseline");
+    }
+    command
+        .current_dir(dir)
+        .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MINEGATE_DATABASE_URL", database_url)
+        .env("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem"))
+        .env("MINEGATE_TLS_CRLS", pki.join("crl.pem"))
+        .env("MINEGATE_TLS_CERT", pki.join("server.pem"))
+        .env("MINEGATE_TLS_KEY", pki.join("server.key"))
+        .env("MINEGATE_TLS_DEV_PKI_DIR", "")
+        .env("MINEGATE_SIGNING_KEY", dir.join("signing.key"))
+        .env("MINEGATE_ROLES", ROLES)
+        .env(
+            "MINEGATE_LIMITS_MAX_MESSAGE_BYTES",
+            (256u64 << 20).to_string(),
+        )
+        .env(
+            "MINEGATE_LIMITS_MAX_CONCURRENT_STREAMS_PER_CONNECTION",
+            "256",
+        )
+        .env("MINEGATE_LOG_FILTER", "error")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = command.spawn().context("starting minegate serve")?;
+    let server = Server {
+        child,
+        server: format!("https://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the server on port {port} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
+
+fn tls(dir: &Path, server: &Server, role: &str) -> ClientTls {
+    let pki = dir.join("certs");
+    ClientTls {
+        server: server.server.clone(),
+        ca: pki.join("ca.pem"),
+        cert: pki.join(format!("{role}.pem")),
+        key: pki.join(format!("{role}.key")),
+        domain: Some("localhost".into()),
+    }
+}
+
+/// The `n`-th distinct valid BIN (n below 16.8 million): registration
+/// years 2010-2023; a number that can never be issued moves to the same
+/// month and serial in an earlier year block (2009, 2008, ...), which no
+/// other `n` uses.
+fn bin(n: u64) -> String {
+    let (month, serial) = (1 + (n / 100_000) % 12, n % 100_000);
+    let mut year = 10 + (n / 1_200_000) % 14;
+    let mut alternative = 9;
+    loop {
+        let prefix = format!("{year:02}{month:02}40{serial:05}");
+        let mut digits = [0u8; 12];
+        for (i, c) in prefix.chars().enumerate() {
+            digits[i] = c as u8 - b'0';
+        }
+        if let Some(check) = check_digit(&digits) {
+            return format!("{prefix}{check}");
+        }
+        year = alternative;
+        alternative -= 1;
+    }
+}
+
+/// A realistic quarterly report for 2026 Q1 from the `n`-th payer.
+fn report(n: u64, run: &str, documents: &[DocumentRef]) -> QuarterlyReport {
+    let wh = 1_000_000_000 + n * 7_919;
+    QuarterlyReport {
+        person: Some(Person {
+            name: format!("TOO «Bench Hash {n}»"),
+            bin_or_iin: bin(n),
+            legal_address: format!(
+                "Ekibastuz, Satpayev street {}, Pavlodar region",
+                1 + n % 200
+            ),
+            contacts: Some(Contacts {
+                phones: vec![format!("+7701{:07}", n % 10_000_000)],
+                emails: vec![format!("payer{n}@bench.kz")],
+            }),
+            activity_kind: 1,
+        }),
+        year: 2026,
+        quarter: 1,
+        consumption_wh: wh,
+        equipment: vec![EquipmentLine {
+            model: "Antminer S21 Pro".into(),
+            count: 1 + (n % 2000) as u32,
+        }],
+        jobs: 10 + (n % 100) as u32,
+        investment_rest_of_year_tiyn: 10_000_000_000,
+        investment_next_12_months_tiyn: 20_000_000_000,
+        ip_pool: vec![format!(
+            "37.{}.{}.{}/32",
+            1 + (n >> 16) % 200,
+            (n >> 8) & 255,
+            n & 255
+        )],
+        documents: documents.to_vec(),
+        data_centres: vec![DataCentre {
+            address: "Ekibastuz, industrial zone 3, building 7".into(),
+            kato_code: Some("552210000".into()),
+            consumption_wh: Some(wh),
+        }],
+        idempotency_key: format!("{run}-{n}"),
+    }
+}
+
+/// What a load run measured.
+struct Load {
+    requests: u64,
+    errors: u64,
+    per_second: f64,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// `concurrency` callers submitting as fast as they are answered: a warm-up,
+/// then `duration` measured. `next` numbers the payers across runs.
+async fn drive(
+    channels: &[Channel],
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    run: &str,
+    next: &Arc<AtomicU64>,
+    documents: &Arc<Vec<DocumentRef>>,
+) -> Load {
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let until = measure_from + duration;
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let mut client = FilingServiceClient::new(channels[i % channels.len()].clone())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        let (next, documents, run) = (next.clone(), documents.clone(), run.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let filing = report(n, &run, &documents);
+                let sent = Instant::now();
+                if sent >= until {
+                    break;
+                }
+                let ok = client.submit_quarterly_report(filing).await.is_ok();
+                if sent >= measure_from {
+                    if ok {
+                        latencies.push(sent.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        if let Ok((latencies, e)) = task.await {
+            all.extend(latencies);
+            errors += e;
+        }
+    }
+    all.sort_unstable();
+    Load {
+        requests: all.len() as u64,
+        errors,
+        per_second: all.len() as f64 / duration.as_secs_f64(),
+        p50: percentile(&all, 0.50),
+        p90: percentile(&all, 0.90),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+async fn channels(tls: &ClientTls, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(tls.connect().await?);
+    }
+    Ok(out)
+}
+
+async fn upload_documents(dir: &Path, tls: &ClientTls) -> anyhow::Result<Vec<DocumentRef>> {
+    let channel = tls.connect().await?;
+    let docs = dir.join("documents");
+    std::fs::create_dir_all(&docs)?;
+    let mut refs = Vec::new();
+    for (kind, name, bytes) in [
+        (
+            DocumentKind::CustomsDeclarationOrTitle,
+            "customs.pdf",
+            b"%PDF-1.4\n% customs declaration\n%%EOF\n".to_vec(),
+        ),
+        (
+            DocumentKind::Residency,
+            "residency.pdf",
+            b"%PDF-1.4\n% residency certificate\n%%EOF\n".to_vec(),
+        ),
+        (
+            DocumentKind::GridConnectionConditions,
+            "grid.xml",
+            b"<?xml version=\"1.0\"?><conditions/>".to_vec(),
+        ),
+    ] {
+        let path = docs.join(name);
+        std::fs::write(&path, bytes)?;
+        refs.push(upload_file(channel.clone(), kind, &path).await?);
+    }
+    Ok(refs)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Fan-out: filings at a steady `rate` per second for `duration`, two
+/// subscriber identities acknowledging everything; receipt → arrival times.
+async fn fan_out(
+    dir: &Path,
+    server: &Server,
+    documents: &[DocumentRef],
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<(usize, Duration, Duration)> {
+    let receipts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let mut subscribers = Vec::new();
+    for role in ["energy", "energy-backup"] {
+        let channel = tls(dir, server, role).connect().await?;
+        let arrivals = arrivals.clone();
+        let mut stream = EnergyExtractServiceClient::new(channel.clone())
+            .subscribe(SubscribeRequest {
+                max_in_flight: 1024,
+                until_caught_up: false,
+            })
+            .await?
+            .into_inner();
+        subscribers.push(tokio::spawn(async move {
+            let energy = EnergyExtractServiceClient::new(channel);
+            while let Ok(Some(delivery)) = stream.message().await {
+                let Some(extract) = delivery.extract else {
+                    continue;
+                };
+                arrivals
+                    .lock()
+                    .expect("arrivals")
+                    .push((extract.source_filing_id.clone(), Instant::now()));
+                let mut energy = energy.clone();
+                tokio::spawn(async move {
+                    let _ = energy
+                        .acknowledge(AcknowledgeExtractRequest {
+                            extract_id: extract.extract_id,
+                        })
+                        .await;
+                });
+            }
+        }));
+    }
+    let channels = channels(&tls(dir, server, "authority"), 4).await?;
+    let total = rate * duration.as_secs().max(1);
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut submits = Vec::new();
+    let documents = Arc::new(documents.to_vec());
+    for n in 0..total {
+        interval.tick().await;
+        let mut client = FilingServiceClient::new(channels[n as usize % channels.len()].clone());
+        let (receipts, documents) = (receipts.clone(), documents.clone());
+        submits.push(tokio::spawn(async move {
+            if let Ok(receipt) = client
+                .submit_quarterly_report(report(10_000_000 + n, "fanout", &documents))
+                .await
+            {
+                receipts
+                    .lock()
+                    .expect("receipts")
+                    .insert(receipt.into_inner().filing_id, Instant::now());
+            }
+        }));
+    }
+    for submit in submits {
+        let _ = submit.await;
+    }
+    let expected = receipts.lock().expect("receipts").len() * 2;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while arrivals.lock().expect("arrivals").len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for subscriber in subscribers {
+        subscriber.abort();
+    }
+    let receipts = receipts.lock().expect("receipts");
+    let mut latencies: Vec<Duration> = arrivals
+        .lock()
+        .expect("arrivals")
+        .iter()
+        .filter_map(|(filing, at)| {
+            receipts
+                .get(filing)
+                .map(|r| at.saturating_duration_since(*r))
+        })
+        .collect();
+    latencies.sort_unstable();
+    Ok((
+        latencies.len(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+    ))
+}
+
+/// Fills the quarter to `payers` reports, then times pulling form 402.
+async fn form_402(
+    dir: &Path,
+    server: &Server,
+    documents: &[DocumentRef],
+    payers: u64,
+    next: &Arc<AtomicU64>,
+) -> anyhow::Result<(u64, Duration, Duration, usize)> {
+    let have = next.load(Ordering::Relaxed);
+    if have < payers {
+        let channels = channels(&tls(dir, server, "authority"), 4).await?;
+        let documents = Arc::new(documents.to_vec());
+        let mut tasks = Vec::new();
+        for i in 0..64usize {
+            let mut client = FilingServiceClient::new(channels[i % channels.len()].clone());
+            let (next, documents) = (next.clone(), documents.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= payers {
+                        break;
+                    }
+                    let _ = client
+                        .submit_quarterly_report(report(n, "load", &documents))
+                        .await;
+                }
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+    let mut finance = FinanceServiceClient::new(tls(dir, server, "finance").connect().await?)
+        .max_decoding_message_size(256 << 20);
+    let started = Instant::now();
+    let form = finance
+        .pull_quarterly_form(PullQuarterlyFormRequest {
+            year: 2026,
+            quarter: 1,
+        })
+        .await?
+        .into_inner();
+    let first = started.elapsed();
+    let rows = form.body.map_or(0, |b| b.rows.len());
+    let started = Instant::now();
+    finance
+        .pull_quarterly_form(PullQuarterlyFormRequest {
+            year: 2026,
+            quarter: 1,
+        })
+        .await?;
+    let again = started.elapsed();
+    Ok((payers, first, again, rows))
+}
+
+struct Backend {
+    name: &'static str,
+    url: String,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let dir =
+        std::env::temp_dir().join(format!("minegate-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let result = bench(&args, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
+    pki::init(&dir.join("certs"), false)?;
+    pki::issue(
+        &dir.join("certs"),
+        "energy-backup",
+        &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
+    )?;
+    let (warmup, duration) = if args.quick {
+        (Duration::from_millis(200), Duration::from_millis(500))
+    } else {
+        (Duration::from_secs(2), Duration::from_secs(args.duration))
+    };
+    let concurrencies: &[usize] = if args.quick { &[1, 16] } else { &[1, 16, 64] };
+    let (fan_rate, fan_time) = if args.quick {
+        (100, Duration::from_secs(1))
+    } else {
+        (1_000, Duration::from_secs(5))
+    };
+    let payers = if args.quick { 300 } else { args.form_payers };
+
+    println!(
+        "minegate bench — {} cores, {} build; {} s measured after {} s warm-up at each concurrency",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers not representative)"
+        } else {
+            "release"
+        },
+        duration.as_secs_f64(),
+        warmup.as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<28} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "submit (quarterly report)", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "vs base"
+    );
+
+    let mut backends = vec![Backend {
+        name: "sqlite",
+        url: format!("sqlite://{}", dir.join("bench.db").display()),
+    }];
+    if let Some(server) = &args.postgres_url {
+        backends.push(Backend {
+            name: "postgres",
+            url: create_database(server).await?,
+        });
+    }
+
+    // The baseline: one server, all concurrencies.
+    let baseline = start_server(dir, "sqlite://baseline-unused.db", true)?;
+    let baseline_channels = channels(&tls(dir, &baseline, "authority"), 4).await?;
+    let no_documents = Arc::new(Vec::new());
+    let mut base = HashMap::new();
+    let counter = Arc::new(AtomicU64::new(0));
+    for &c in concurrencies {
+        let load = drive(
+            &baseline_channels,
+            c,
+            warmup,
+            duration,
+            "base",
+            &counter,
+            &no_documents,
+        )
+        .await;
+        println!(
+            "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9}",
+            "baseline (decode + answer)",
+            c,
+            load.per_second,
+            ms(load.p50),
+            ms(load.p90),
+            ms(load.p99),
+            "1.00"
+        );
+        base.insert(c, load.per_second);
+    }
+    drop(baseline);
+
+    let mut others = Vec::new();
+    for backend in &backends {
+        let gateway = start_server(dir, &backend.url, false)?;
+        let authority = tls(dir, &gateway, "authority");
+        let documents = Arc::new(upload_documents(dir, &authority).await?);
+        let gateway_channels = channels(&authority, 4).await?;
+        let next = Arc::new(AtomicU64::new(0));
+        for &c in concurrencies {
+            let load = drive(
+                &gateway_channels,
+                c,
+                warmup,
+                duration,
+                "load",
+                &next,
+                &documents,
+            )
+            .await;
+            println!(
+                "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9.2}{}",
+                format!("gateway ({})", backend.name),
+                c,
+                load.per_second,
+                ms(load.p50),
+                ms(load.p90),
+                ms(load.p99),
+                load.per_second / base[&c].max(1.0),
+                if load.errors > 0 {
+                    format!("  ({} errors)", load.errors)
+                } else {
+                    String::new()
+                }
+            );
+            let _ = load.requests;
+        }
+        let rss = gateway
+            .peak_rss_kib()
+            .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        others.push(format!(
+            "gateway peak RSS under the submit load ({}): {rss}",
+            backend.name
+        ));
+        let (payers, first, again, rows) =
+            form_402(dir, &gateway, &documents, payers, &next).await?;
+        others.push(format!(
+            "form 402 for {payers} payers ({}): {rows} rows; first pull (compile, publish, transfer) {} ms, pulled again {} ms",
+            backend.name,
+            ms(first),
+            ms(again)
+        ));
+        drop(gateway);
+
+        // Fan-out on a fresh database, so no backlog is pending.
+        let fresh = match backend.name {
+            "sqlite" => format!("sqlite://{}", dir.join("fanout.db").display()),
+            _ => create_database(args.postgres_url.as_deref().unwrap_or_default()).await?,
+        };
+        let gateway = start_server(dir, &fresh, false)?;
+        let documents = upload_documents(dir, &tls(dir, &gateway, "authority")).await?;
+        let (arrived, p50, p99) = fan_out(dir, &gateway, &documents, fan_rate, fan_time).await?;
+        others.push(format!(
+            "fan-out at {fan_rate} filings/s for {} s, 2 subscribers ({}): {arrived} arrivals, receipt → subscriber p50 {} ms, p99 {} ms",
+            fan_time.as_secs(),
+            backend.name,
+            ms(p50),
+            ms(p99)
+        ));
+    }
+    println!();
+    for line in others {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn create_database(server_url: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let name = format!("minegate_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(server_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let (base, _) = server_url
+        .rsplit_once('/')
+        .context("a PostgreSQL URL with a database")?;
+    Ok(format!("{base}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::identifiers::BinOrIin;
+
+    #[test]
+    fn bench_bins_are_valid_and_distinct() {
+        let bins: Vec<String> = (0..20_000).map(bin).collect();
+        for b in &bins {
+            assert!(matches!(BinOrIin::parse(b), Ok(BinOrIin::Bin(_))), "{b}");
+        }
+        let mut unique = bins.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), bins.len());
+    }
+}
