@@ -113,22 +113,7 @@ pub async fn start_with_clock(
     let signer = Arc::new(Signer::load_or_create(&config.signing.key)?);
     let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone()).await?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let (incoming, accept_loop) = acceptor::accept(
-        listener,
-        tls,
-        Duration::from_millis(config.tls.handshake_timeout_ms),
-        config.tls.max_pending_handshakes,
-    );
+    let (local_addr, incoming, accept_loop) = listen(config, tls).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -237,22 +222,7 @@ pub async fn start_with_clock(
 /// answers (no validation, no storage).
 pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
     let tls = acceptor::load_server_config(&config.tls)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let (incoming, accept_loop) = acceptor::accept(
-        listener,
-        tls,
-        Duration::from_millis(config.tls.handshake_timeout_ms),
-        config.tls.max_pending_handshakes,
-    );
+    let (local_addr, incoming, accept_loop) = listen(config, tls).await?;
     let limit = config.limits.max_message_bytes;
     let router = Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
@@ -279,6 +249,26 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
         stop: Some(stop),
         task,
     })
+}
+
+/// Binds the configured address and starts accepting mutual-TLS connections.
+async fn listen(
+    config: &Config,
+    tls: Arc<rustls::ServerConfig>,
+) -> Result<(SocketAddr, acceptor::TlsIncoming, JoinHandle<()>), ServeError> {
+    let bind_error = |source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    let (incoming, accept_loop) = acceptor::accept(
+        listener,
+        tls,
+        Duration::from_millis(config.tls.handshake_timeout_ms),
+        config.tls.max_pending_handshakes,
+    );
+    Ok((local_addr, incoming, accept_loop))
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

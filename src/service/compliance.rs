@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    enum_filter, invalid, obligation_pb, paging, peer, store_error, timestamp, validate::Violations,
+    enum_filter, invalid, next_page, obligation_pb, paging, peer, store_error, timestamp,
+    validate::Violations,
 };
 use crate::{
     domain::{
@@ -162,12 +163,7 @@ impl ComplianceService for Compliance {
             })
             .await
             .map_err(store_error)?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| r.seq.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, limit, |r| r.seq);
         Ok(Response::new(ListObligationsResponse {
             obligations: rows.iter().map(obligation_pb).collect(),
             next_page_token,

@@ -10,7 +10,8 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    enum_filter, invalid, obligation_pb, paging, peer, store_error, timestamp, to_pb_date,
+    enum_filter, invalid, next_page, obligation_pb, paging, peer, store_error, timestamp,
+    to_pb_date,
     validate::{self, Violations},
 };
 use crate::{
@@ -470,12 +471,7 @@ impl FilingService for Filings {
             })
             .await
             .map_err(store_error)?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| r.seq.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, limit, |r| r.seq);
         let entries = rows
             .into_iter()
             .map(|row| pb::RegisterEntry {

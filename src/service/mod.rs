@@ -144,3 +144,16 @@ pub fn enum_filter<D>(
         }
     }
 }
+
+/// Trims rows fetched with `limit + 1` to `limit`; the next page's token is
+/// the last kept row's sequence number, or empty on the last page.
+pub fn next_page<T>(rows: &mut Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> String {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|row| seq(row).to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
