@@ -177,6 +177,10 @@ pub struct Bic(String);
 impl Bic {
     pub fn parse(s: &str) -> Result<Bic, String> {
         let s = s.trim().to_ascii_uppercase();
+        // Checked first: the slicing below counts bytes.
+        if !s.is_ascii() {
+            return Err("a BIC is 6 letters (bank, country) then letters or digits".into());
+        }
         if s.len() != 8 && s.len() != 11 {
             return Err(format!(
                 "a BIC has 8 or 11 characters, got {}",

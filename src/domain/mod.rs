@@ -31,7 +31,7 @@ impl Sha256Hex {
         if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!(
                 "a SHA-256 digest is 64 hex characters, got {:?}",
-                if s.len() > 80 { &s[..80] } else { s }
+                s.chars().take(80).collect::<String>()
             ));
         }
         Ok(Sha256Hex(s.to_ascii_lowercase()))
