@@ -89,18 +89,20 @@ macro_rules! store_ops {
             }
 
             async fn acknowledged(&self, subscriber: &str, extract_ids: &[String]) -> Result<Vec<String>, StoreError> {
+                // One query per few hundred ids: a stream asks this at every wake-up.
                 let mut acknowledged = Vec::new();
-                for id in extract_ids {
-                    let found: Option<i64> = sqlx::query_scalar(
-                        "SELECT acknowledged_at FROM extract_acks WHERE extract_id = $1 AND subscriber = $2",
-                    )
-                    .bind(id)
-                    .bind(subscriber)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    if found.is_some() {
-                        acknowledged.push(id.clone());
+                for chunk in extract_ids.chunks(500) {
+                    let placeholders: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
+                    let sql = format!(
+                        "SELECT extract_id FROM extract_acks WHERE subscriber = $1 AND extract_id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query_scalar(&sql).bind(subscriber);
+                    for id in chunk {
+                        query = query.bind(id);
                     }
+                    let found: Vec<String> = query.fetch_all(&self.pool).await?;
+                    acknowledged.extend(found);
                 }
                 Ok(acknowledged)
             }
@@ -342,23 +344,39 @@ macro_rules! store_ops {
             })
         }
 
-        /// Fulfils the open obligation matched by `filter` (kind plus a key), if any.
-        async fn fulfil(
-            conn: &mut $conn,
-            now: DateTime<Utc>,
-            kind: ObligationKind,
-            key_sql: &str,
-            keys: (Option<&str>, Option<i64>, Option<i64>),
-        ) -> Result<(), StoreError> {
-            let open: Vec<ObligationTuple> = sqlx::query_as(&format!(
-                "{OBLIGATION_COLUMNS} WHERE kind = $1 AND fulfilled_at IS NULL AND {key_sql}"
-            ))
-            .bind(kind.as_str())
-            .bind(keys.0)
-            .bind(keys.1)
-            .bind(keys.2)
-            .fetch_all(&mut *conn)
-            .await?;
+        /// Which obligation an act fulfils.
+        enum Fulfils<'a> {
+            /// §6: the extract was acknowledged.
+            Extract(&'a str),
+            /// §6-1: a form revision of the quarter (year, quarter) was acknowledged.
+            Quarter(i64, i64),
+        }
+
+        /// Fulfils the still-open obligation `what` names, if any.
+        async fn fulfil(conn: &mut $conn, now: DateTime<Utc>, what: Fulfils<'_>) -> Result<(), StoreError> {
+            let (kind, open): (ObligationKind, Vec<ObligationTuple>) = match what {
+                Fulfils::Extract(extract_id) => (
+                    ObligationKind::EnergyExtract,
+                    sqlx::query_as(&format!(
+                        "{OBLIGATION_COLUMNS} WHERE kind = $1 AND fulfilled_at IS NULL AND extract_id = $2"
+                    ))
+                    .bind(ObligationKind::EnergyExtract.as_str())
+                    .bind(extract_id)
+                    .fetch_all(&mut *conn)
+                    .await?,
+                ),
+                Fulfils::Quarter(year, quarter) => (
+                    ObligationKind::FinanceForm,
+                    sqlx::query_as(&format!(
+                        "{OBLIGATION_COLUMNS} WHERE kind = $1 AND fulfilled_at IS NULL AND year = $2 AND quarter = $3"
+                    ))
+                    .bind(ObligationKind::FinanceForm.as_str())
+                    .bind(year)
+                    .bind(quarter)
+                    .fetch_all(&mut *conn)
+                    .await?,
+                ),
+            };
             for row in open {
                 let row = obligation_row(row)?;
                 let status = ObligationStatus::fulfilled_on(deadlines::local_date(now), row.due_date);
@@ -464,7 +482,7 @@ macro_rules! store_ops {
                 }),
             )
             .await?;
-            fulfil(conn, now, ObligationKind::EnergyExtract, "extract_id = $2 AND $3 IS NULL AND $4 IS NULL", (Some(&extract_id), None, None)).await?;
+            fulfil(conn, now, Fulfils::Extract(&extract_id)).await?;
             Ok(Some(receipt))
         }
 
@@ -586,7 +604,7 @@ macro_rules! store_ops {
                 &serde_json::json!({ "year": year, "quarter": q, "revision": rev, "body_sha256": expected }),
             )
             .await?;
-            fulfil(conn, now, ObligationKind::FinanceForm, "$2 IS NULL AND year = $3 AND quarter = $4", (None, Some(year), Some(q))).await?;
+            fulfil(conn, now, Fulfils::Quarter(year, q)).await?;
             Ok(FormAckOutcome::Acknowledged(receipt))
         }
 
