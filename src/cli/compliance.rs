@@ -74,25 +74,24 @@ pub async fn all_obligations(
     kind: ObligationKind,
     status: ObligationStatus,
 ) -> anyhow::Result<Vec<Obligation>> {
-    let mut client = ComplianceServiceClient::new(channel);
-    let (mut all, mut page_token) = (Vec::new(), String::new());
-    loop {
-        let page = client
-            .list_obligations(ListObligationsRequest {
-                kind: kind as i32,
-                status: status as i32,
-                due_before: None,
-                page_size: 1000,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        all.extend(page.obligations);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
+    let client = ComplianceServiceClient::new(channel);
+    super::all_pages(|page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_obligations(ListObligationsRequest {
+                    kind: kind as i32,
+                    status: status as i32,
+                    due_before: None,
+                    page_size: 1000,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.obligations, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 fn date(d: &Option<crate::proto::v1::Date>) -> String {
@@ -167,25 +166,25 @@ pub async fn run(command: ComplianceCommand) -> anyhow::Result<ExitCode> {
                     "a finding kind such as late-quarterly-report",
                 )?,
             };
-            let mut compliance =
+            let compliance =
                 ComplianceServiceClient::new(client.tls(Role::Operator).connect().await?);
-            let (mut findings, mut page_token) = (Vec::new(), String::new());
-            loop {
-                let page = compliance
-                    .list_findings(ListFindingsRequest {
-                        kind: kind as i32,
-                        bin_or_iin: bin_or_iin.clone().unwrap_or_default(),
-                        page_size: 1000,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                findings.extend(page.findings);
-                if page.next_page_token.is_empty() {
-                    break;
+            let bin_or_iin = bin_or_iin.unwrap_or_default();
+            let findings = super::all_pages(|page_token| {
+                let (mut compliance, bin_or_iin) = (compliance.clone(), bin_or_iin.clone());
+                async move {
+                    let page = compliance
+                        .list_findings(ListFindingsRequest {
+                            kind: kind as i32,
+                            bin_or_iin,
+                            page_size: 1000,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.findings, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
                 return Ok(ExitCode::SUCCESS);

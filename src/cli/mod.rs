@@ -124,6 +124,26 @@ impl ClientArgs {
     }
 }
 
+/// Every item of a paged listing: `fetch(page_token)` answers one page's
+/// items and the next token (empty on the last page).
+pub async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let (mut all, mut token) = (Vec::new(), String::new());
+    loop {
+        let (items, next) = fetch(token)
+            .await
+            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
 /// Parses the command line, runs the command, and turns any error into a
 /// message on stderr and exit code 1.
 pub fn main() -> ExitCode {

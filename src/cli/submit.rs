@@ -330,26 +330,23 @@ pub async fn run_register(command: RegisterCommand) -> anyhow::Result<ExitCode> 
         Some(s) => RegisterStatus::from_str_name(&format!("REGISTER_STATUS_{}", s.to_uppercase()))
             .with_context(|| format!("--status {s:?}: use planned, operating or terminated"))?,
     };
-    let mut filings = FilingServiceClient::new(client.tls(Role::Authority).connect().await?);
-    let mut page_token = String::new();
-    let mut entries = Vec::new();
-    loop {
-        let page = filings
-            .list_register(ListRegisterRequest {
-                page_size: 1000,
-                page_token,
-                status: status as i32,
-                activity_kind: 0,
-            })
-            .await
-            .map_err(|s| status_error(&s))?
-            .into_inner();
-        entries.extend(page.entries);
-        if page.next_page_token.is_empty() {
-            break;
+    let filings = FilingServiceClient::new(client.tls(Role::Authority).connect().await?);
+    let entries = super::all_pages(|page_token| {
+        let mut filings = filings.clone();
+        async move {
+            let page = filings
+                .list_register(ListRegisterRequest {
+                    page_size: 1000,
+                    page_token,
+                    status: status as i32,
+                    activity_kind: 0,
+                })
+                .await?
+                .into_inner();
+            Ok((page.entries, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {

@@ -243,14 +243,6 @@ impl Filing {
         }
     }
 
-    pub fn person(&self) -> Option<&Person> {
-        match self {
-            Filing::Start(f) => Some(&f.person),
-            Filing::Quarterly(f) => Some(&f.person),
-            Filing::Termination(_) => None,
-        }
-    }
-
     /// The documents a start notification or quarterly report references.
     pub fn documents(&self) -> &[DocumentRef] {
         match self {

@@ -50,21 +50,6 @@ impl Quarter {
         chrono::NaiveDate::from_ymd_opt(self.year, (self.quarter - 1) * 3 + 1, 1)
             .expect("a valid date")
     }
-
-    /// The quarter before this one.
-    pub fn previous(self) -> Quarter {
-        if self.quarter == 1 {
-            Quarter {
-                year: self.year - 1,
-                quarter: 4,
-            }
-        } else {
-            Quarter {
-                year: self.year,
-                quarter: self.quarter - 1,
-            }
-        }
-    }
 }
 
 impl fmt::Display for Quarter {
@@ -178,10 +163,6 @@ mod tests {
         assert_eq!(
             Quarter::containing("2026-11-23".parse().unwrap()),
             Quarter::new(2026, 4).unwrap()
-        );
-        assert_eq!(
-            Quarter::new(2026, 1).unwrap().previous(),
-            Quarter::new(2025, 4).unwrap()
         );
         assert_eq!(
             Quarter::new(2026, 3).unwrap().first_day(),

@@ -87,9 +87,4 @@ impl PgStore {
             changes,
         })
     }
-
-    /// The pool, for tests and tools that look underneath.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }

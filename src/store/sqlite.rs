@@ -63,9 +63,4 @@ impl SqliteStore {
             changes,
         })
     }
-
-    /// The pool, for tests and tools that look underneath.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }

@@ -258,11 +258,6 @@ pub struct DevPki {
     pub files: Vec<PathBuf>,
 }
 
-/// The names a dev PKI issues: the server and one client per role.
-pub fn client_file_name(role: Role) -> &'static str {
-    role.as_str()
-}
-
 /// Makes a CA, a server certificate (localhost, 127.0.0.1, ::1), one client
 /// certificate per role (identity `urn:minegate:ROLE` as URI SAN) and an
 /// empty CRL in `dir`. Refuses to overwrite an existing CA unless `force`.
@@ -284,7 +279,7 @@ pub fn init(dir: &Path, force: bool) -> Result<DevPki, PkiError> {
             &format!("minegate dev {role}"),
             Some(&identity),
         ))?;
-        write_pair(dir, client_file_name(role), &client, &mut files)?;
+        write_pair(dir, role.as_str(), &client, &mut files)?;
     }
     write_file(&dir.join(CRL), &ca.sign_crl(&[], 1)?, false, &mut files)?;
     Ok(DevPki {
