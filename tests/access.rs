@@ -42,10 +42,16 @@ async fn each_role_gets_past_authorization_on_its_own_services() {
     assert_eq!(obligations.obligations.len(), 0);
 
     let energy = app.channel("energy").await;
-    EnergyExtractServiceClient::new(energy.clone())
-        .subscribe(SubscribeRequest::default())
+    // Nothing is pending, so a caught-up stream ends at once with no extract.
+    let mut stream = EnergyExtractServiceClient::new(energy.clone())
+        .subscribe(SubscribeRequest {
+            max_in_flight: 0,
+            until_caught_up: true,
+        })
         .await
-        .expect("energy may subscribe");
+        .expect("energy may subscribe")
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap(), None);
     assert_eq!(
         code_and_message(
             EnergyExtractServiceClient::new(energy)
