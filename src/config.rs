@@ -36,6 +36,15 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogConfig,
     pub signing: SigningConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (plain HTTP, `GET /metrics`), apart
+    /// from the gRPC listener; "" turns it off.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +75,13 @@ pub struct TlsConfig {
     pub handshake_timeout_ms: u64,
     /// Handshakes in progress at once; further connections wait in the backlog.
     pub max_pending_handshakes: usize,
+    /// How often the CA bundle, CRLs and server certificate files are checked
+    /// for changes and reloaded (SIGHUP reloads at once); 0: only on SIGHUP.
+    pub reload_check_ms: u64,
+    /// Below this many days before the server's or a CA's certificate
+    /// expires, the `minegate.certificates` health status is NOT_SERVING and
+    /// a warning is logged.
+    pub expiry_warning_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +103,12 @@ pub struct Limits {
     pub max_in_flight: u32,
     /// How often obligations past their due date are marked OVERDUE.
     pub obligation_scan_ms: u64,
+    /// Calls in progress at once from one certificate identity, over all its
+    /// connections; more get RESOURCE_EXHAUSTED with a retry hint.
+    pub max_concurrent_calls_per_peer: u32,
+    /// How often the database is checked; while it cannot be reached, health
+    /// is NOT_SERVING.
+    pub database_check_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +142,8 @@ impl Default for Config {
                 allow_unknown_revocation: false,
                 handshake_timeout_ms: 10_000,
                 max_pending_handshakes: 256,
+                reload_check_ms: 5_000,
+                expiry_warning_days: 30,
             },
             roles: Role::ALL
                 .iter()
@@ -134,6 +158,8 @@ impl Default for Config {
                 ack_deadline_ms: 30_000,
                 max_in_flight: 16,
                 obligation_scan_ms: 60_000,
+                max_concurrent_calls_per_peer: 128,
+                database_check_ms: 1_000,
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -141,6 +167,9 @@ impl Default for Config {
             },
             signing: SigningConfig {
                 key: PathBuf::from("data/signing.key"),
+            },
+            metrics: MetricsConfig {
+                listen: "127.0.0.1:9464".to_owned(),
             },
         }
     }
@@ -222,6 +251,17 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "limits.max_in_flight, limits.ack_deadline_ms and limits.obligation_scan_ms must be greater than 0".into(),
             ));
+        }
+        if self.limits.max_concurrent_calls_per_peer == 0 || self.limits.database_check_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_concurrent_calls_per_peer and limits.database_check_ms must be greater than 0".into(),
+            ));
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.listen: {:?} is not an address such as 127.0.0.1:9464 (\"\" turns the endpoint off)",
+                self.metrics.listen
+            )));
         }
         if self.limits.max_concurrent_streams_per_connection == 0 {
             return Err(ConfigError::Invalid(

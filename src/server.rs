@@ -14,6 +14,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::Config,
+    metrics::{self, Metrics},
     proto::{
         self,
         v1::{
@@ -30,8 +31,10 @@ use crate::{
     signing::Signer,
     store::{self, Clock, Store, StoreError, SystemClock},
     tls::{
+        Role,
         acceptor::{self, TlsSetupError},
         pki::{self, PkiError},
+        reload::{Reloader, SharedServerConfig},
     },
 };
 
@@ -48,6 +51,11 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("metrics.listen {listen:?}: {source}")]
+    MetricsBind {
+        listen: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Signing(#[from] crate::signing::SigningError),
     #[error("reflection: {0}")]
@@ -61,6 +69,7 @@ pub enum ServeError {
 /// A running gateway.
 pub struct Gateway {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -69,6 +78,11 @@ impl Gateway {
     /// The address actually listened on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The Prometheus endpoint's address, if `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, lets in-flight calls finish (up to the grace period), and waits.
@@ -109,11 +123,19 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<Gateway, ServeError> {
     ensure_dev_pki(config)?;
-    let tls = acceptor::load_server_config(&config.tls)?;
+    let metrics = Metrics::new();
+    let tls = SharedServerConfig::new(acceptor::load_server_config(&config.tls)?);
     let signer = Arc::new(Signer::load_or_create(&config.signing.key)?);
     let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone()).await?;
 
-    let (local_addr, incoming, accept_loop) = listen(config, tls).await?;
+    let (local_addr, incoming, accept_loop) = listen(config, tls.clone()).await?;
+    let metrics_listener = metrics::bind(&config.metrics.listen)
+        .await
+        .map_err(|source| ServeError::MetricsBind {
+            listen: config.metrics.listen.clone(),
+            source,
+        })?;
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -122,12 +144,63 @@ pub async fn start_with_clock(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    // Background work, stopped before the health turns NOT_SERVING for good.
+    let mut background = Vec::new();
+    if let Some((listener, addr)) = metrics_listener {
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let subscribers: Vec<String> = config
+            .roles
+            .iter()
+            .filter(|(_, role)| **role == Role::Energy)
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        background.push(metrics::serve(
+            listener,
+            metrics.clone(),
+            store.clone(),
+            Arc::new(subscribers),
+        ));
+    }
+    background.push(
+        Reloader {
+            tls: config.tls.clone(),
+            shared: tls,
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            on_expiry_check: {
+                let health = health.clone();
+                Box::new(move |fine| {
+                    let health = health.clone();
+                    let status = if fine {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    tokio::spawn(async move {
+                        health.set_service_status(CERTIFICATES_HEALTH, status).await;
+                    });
+                })
+            },
+        }
+        .spawn(),
+    );
+    background.push(watch_database(
+        store.clone(),
+        health.clone(),
+        metrics.clone(),
+        Duration::from_millis(config.limits.database_check_ms),
+    ));
+
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let limit = config.limits.max_message_bytes;
     let router = Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
-        .layer(AccessLayer::new(config.roles.clone()))
+        .layer(AccessLayer::new(
+            config.roles.clone(),
+            config.limits.max_concurrent_calls_per_peer,
+            metrics.clone(),
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -136,6 +209,7 @@ pub async fn start_with_clock(
                 clock.clone(),
                 signer.clone(),
                 config.limits.max_document_bytes,
+                metrics.clone(),
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
@@ -189,6 +263,9 @@ pub async fn start_with_clock(
             // A dropped sender stops the server as a sent one does.
             let _ = stopped.await;
             tracing::info!("shutting down: no new connections, draining in-flight calls");
+            for task in &background {
+                task.abort();
+            }
             set_health(&health, ServingStatus::NotServing).await;
             // Long-lived streams end now; subscribers reconnect elsewhere.
             let _ = stopping.send(true);
@@ -212,8 +289,51 @@ pub async fn start_with_clock(
     });
     Ok(Gateway {
         local_addr,
+        metrics_addr,
         stop: Some(stop),
         task,
+    })
+}
+
+/// The health service name that is NOT_SERVING while the server's or a CA's
+/// certificate has fewer than `tls.expiry_warning_days` left.
+pub const CERTIFICATES_HEALTH: &str = "minegate.certificates";
+
+/// Checks the database every `every`: while it cannot be reached, the
+/// gateway and its services are NOT_SERVING (calls get UNAVAILABLE from the
+/// store meanwhile); once it answers again, SERVING.
+fn watch_database(
+    store: Arc<dyn Store>,
+    health: HealthReporter,
+    metrics: Metrics,
+    every: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut up = true;
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let answer =
+                tokio::time::timeout(every.max(Duration::from_secs(1)), store.ping()).await;
+            let now_up = matches!(answer, Ok(Ok(())));
+            metrics.set_database_up(now_up);
+            if now_up == up {
+                continue;
+            }
+            up = now_up;
+            if up {
+                tracing::info!("the database answers again: SERVING");
+                set_health(&health, ServingStatus::Serving).await;
+            } else {
+                let error = match answer {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "no answer in time".to_owned(),
+                };
+                tracing::error!(%error, "the database cannot be reached: NOT_SERVING");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+        }
     })
 }
 
@@ -221,13 +341,17 @@ pub async fn start_with_clock(
 /// tonic server as the gateway, with a FilingService that only decodes and
 /// answers (no validation, no storage).
 pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
-    let tls = acceptor::load_server_config(&config.tls)?;
+    let tls = SharedServerConfig::new(acceptor::load_server_config(&config.tls)?);
     let (local_addr, incoming, accept_loop) = listen(config, tls).await?;
     let limit = config.limits.max_message_bytes;
     let router = Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
-        .layer(AccessLayer::new(config.roles.clone()))
+        .layer(AccessLayer::new(
+            config.roles.clone(),
+            config.limits.max_concurrent_calls_per_peer,
+            Metrics::new(),
+        ))
         .add_service(
             FilingServiceServer::new(crate::service::baseline::BaselineFilings)
                 .max_decoding_message_size(limit)
@@ -246,6 +370,7 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
     });
     Ok(Gateway {
         local_addr,
+        metrics_addr: None,
         stop: Some(stop),
         task,
     })
@@ -254,7 +379,7 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
 /// Binds the configured address and starts accepting mutual-TLS connections.
 async fn listen(
     config: &Config,
-    tls: Arc<rustls::ServerConfig>,
+    tls: SharedServerConfig,
 ) -> Result<(SocketAddr, acceptor::TlsIncoming, JoinHandle<()>), ServeError> {
     let bind_error = |source| ServeError::Bind {
         addr: config.listen,

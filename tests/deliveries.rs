@@ -718,6 +718,7 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
         .arg("serve")
         .current_dir(app.dir.path())
         .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MINEGATE_METRICS_LISTEN", "127.0.0.1:0")
         .env("MINEGATE_DATABASE_URL", &app.config.database_url)
         .env("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem"))
         .env("MINEGATE_TLS_CRLS", pki.join("crl.pem"))

@@ -95,6 +95,7 @@ fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Resul
     command
         .current_dir(dir)
         .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MINEGATE_METRICS_LISTEN", "")
         .env("MINEGATE_DATABASE_URL", database_url)
         .env("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem"))
         .env("MINEGATE_TLS_CRLS", pki.join("crl.pem"))

@@ -442,6 +442,7 @@ pub async fn play(seed: u64, filers: u32, dir: &Path) -> anyhow::Result<Summary>
     config.limits.ack_deadline_ms = 120_000;
     config.limits.obligation_scan_ms = 100;
     config.limits.shutdown_grace_ms = 2_000;
+    config.metrics.listen = String::new();
 
     let clock = Arc::new(DemoClock(Mutex::new(Utc::now())));
     clock.set(NaiveDate::from_ymd_opt(2025, 12, 1).expect("a date"), 5);

@@ -5,17 +5,24 @@
 //! any caller with a valid certificate.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
-use tonic::{Status, body::Body};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{Code, Status, body::Body};
+use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
-use crate::tls::{Peer, PeerInfo, Role};
+use crate::{
+    metrics::Metrics,
+    tls::{Peer, PeerInfo, Role},
+};
 
 /// Services any holder of a valid certificate may call.
 const OPEN_SERVICES: &[&str] = &[
@@ -101,16 +108,55 @@ pub fn authorize(
     }
 }
 
-/// The tower layer that applies [`authorize`] to every call.
+/// Calls in progress per certificate identity, over all its connections.
+#[derive(Clone)]
+struct PeerLimits {
+    limit: u32,
+    in_use: Arc<Mutex<HashMap<Arc<str>, Arc<Semaphore>>>>,
+}
+
+impl PeerLimits {
+    /// A permit for one more call from `identity`, or `None` if it has
+    /// `limit` calls in progress already.
+    fn try_acquire(&self, identity: &Arc<str>) -> Option<OwnedSemaphorePermit> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        // Identities with nothing in progress are forgotten, so the map stays
+        // as small as the set of busy peers.
+        if in_use.len() > 1024 {
+            let limit = self.limit as usize;
+            in_use.retain(|_, s| s.available_permits() < limit);
+        }
+        let semaphore = in_use
+            .entry(identity.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limit as usize)))
+            .clone();
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// How long a peer refused for too many calls is told to wait.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The tower layer that applies [`authorize`] to every call, limits each
+/// peer's calls in progress, times each call for the metrics, and runs it in
+/// a `call` span carrying the method, the peer's identity and (once known)
+/// the filing id, so every log line of a call says whose it is.
 #[derive(Clone)]
 pub struct AccessLayer {
     roles: Arc<RoleMap>,
+    limits: PeerLimits,
+    metrics: Metrics,
 }
 
 impl AccessLayer {
-    pub fn new(roles: RoleMap) -> Self {
+    pub fn new(roles: RoleMap, max_calls_per_peer: u32, metrics: Metrics) -> Self {
         AccessLayer {
             roles: Arc::new(roles),
+            limits: PeerLimits {
+                limit: max_calls_per_peer,
+                in_use: Arc::default(),
+            },
+            metrics,
         }
     }
 }
@@ -121,7 +167,7 @@ impl<S> Layer<S> for AccessLayer {
     fn layer(&self, inner: S) -> Access<S> {
         Access {
             inner,
-            roles: self.roles.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -129,7 +175,7 @@ impl<S> Layer<S> for AccessLayer {
 #[derive(Clone)]
 pub struct Access<S> {
     inner: S,
-    roles: Arc<RoleMap>,
+    layer: AccessLayer,
 }
 
 impl<S> Service<http::Request<Body>> for Access<S>
@@ -147,38 +193,121 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let started = Instant::now();
         let identity = request
             .extensions()
             .get::<PeerInfo>()
             .and_then(|info| info.identity.clone());
-        match authorize(request.uri().path(), identity.as_deref(), &self.roles) {
-            Ok(peer) => {
-                if let Some(peer) = peer {
-                    request.extensions_mut().insert(peer);
-                }
-                // The clone is not ready; call the one that poll_ready prepared.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(request))
-            }
+        let method = request.uri().path().to_owned();
+        let refuse = |status: Status, reason: &str, metrics: &Metrics| {
+            tracing::warn!(
+                identity = identity.as_deref().unwrap_or("-"),
+                method,
+                code = ?status.code(),
+                reason = status.message(),
+                "call refused"
+            );
+            metrics.refused(&method, reason);
+            let response: Self::Future = Box::pin(std::future::ready(Ok(status.into_http())));
+            response
+        };
+        let peer = match authorize(&method, identity.as_deref(), &self.layer.roles) {
+            Ok(peer) => peer,
             Err(status) => {
-                tracing::warn!(
-                    identity = identity.as_deref().unwrap_or("-"),
-                    method = request.uri().path(),
-                    code = ?status.code(),
-                    reason = status.message(),
-                    "call refused"
-                );
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                let reason = match status.code() {
+                    Code::PermissionDenied => "permission_denied",
+                    _ => "unauthenticated",
+                };
+                return refuse(status, reason, &self.layer.metrics);
             }
+        };
+        let key: Arc<str> = identity.clone().unwrap_or_else(|| Arc::from("-"));
+        let Some(permit) = self.layer.limits.try_acquire(&key) else {
+            let status = Status::with_error_details(
+                Code::ResourceExhausted,
+                format!(
+                    "{key} has {} calls in progress, the most one peer may have; retry in {} s",
+                    self.layer.limits.limit,
+                    RETRY_AFTER.as_secs()
+                ),
+                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+            );
+            return refuse(status, "peer_limit", &self.layer.metrics);
+        };
+        let span = tracing::info_span!(
+            "call",
+            method = %method,
+            peer = %key,
+            filing_id = tracing::field::Empty,
+        );
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
         }
+        // The clone is not ready; call the one that poll_ready prepared.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.layer.metrics.clone();
+        let call = inner.call(request);
+        Box::pin(
+            async move {
+                let response = call.await;
+                metrics.observe_latency(&method, started.elapsed());
+                // A streamed response keeps the permit until its body ends.
+                response.map(|response| {
+                    if let Some(code) = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|code| *code != "0")
+                    {
+                        tracing::info!(
+                            code,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "call failed"
+                        );
+                    }
+                    response.map(|body| {
+                        Body::new(HoldPermit {
+                            body,
+                            _permit: permit,
+                        })
+                    })
+                })
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// A response body that holds its call's permit until it is dropped.
+struct HoldPermit {
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for HoldPermit {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
 
     fn roles() -> RoleMap {
         Role::ALL.iter().map(|r| (r.dev_identity(), *r)).collect()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{
     enum_filter, invalid, next_page, obligation_pb, paging, peer, store_error, timestamp,
@@ -21,6 +21,7 @@ use crate::{
         filing::{DocumentKind as DomainDocumentKind, Filing, FilingKind},
         register::RegisterStatus,
     },
+    metrics::Metrics,
     proto::v1::{
         self as pb, DocumentRef, FilingReceipt, GetFilingRequest, ListRegisterRequest,
         ListRegisterResponse, QuarterlyReport, StartNotification, TerminationNotice,
@@ -38,6 +39,7 @@ pub struct Filings {
     clock: Arc<dyn Clock>,
     signer: Arc<Signer>,
     max_document_bytes: u64,
+    metrics: Metrics,
 }
 
 impl Filings {
@@ -46,13 +48,48 @@ impl Filings {
         clock: Arc<dyn Clock>,
         signer: Arc<Signer>,
         max_document_bytes: u64,
+        metrics: Metrics,
     ) -> Self {
         Filings {
             store,
             clock,
             signer,
             max_document_bytes,
+            metrics,
         }
+    }
+
+    /// Submits, then counts the outcome for the metrics.
+    async fn submit_counted<M: Message>(
+        &self,
+        kind: &str,
+        request: Request<M>,
+        validate: impl FnOnce(&M, chrono::NaiveDate) -> Result<Filing, Violations>,
+        field_of_documents: &[pb::DocumentRef],
+    ) -> Result<Response<FilingReceipt>, Status> {
+        let result = self.submit(request, validate, field_of_documents).await;
+        let outcome = match &result {
+            Ok((_, true)) => "accepted",
+            Ok((_, false)) => "replayed",
+            Err(status) => match status.code() {
+                Code::InvalidArgument => "rejected",
+                Code::AlreadyExists => "conflict",
+                Code::Unavailable => "unavailable",
+                _ => "error",
+            },
+        };
+        self.metrics.filing(kind, outcome);
+        if let Ok((receipt, true)) = &result {
+            for finding in &receipt.get_ref().findings {
+                let kind = pb::FindingKind::try_from(finding.kind).unwrap_or_default();
+                self.metrics.finding(
+                    kind.as_str_name()
+                        .strip_prefix("FINDING_KIND_")
+                        .unwrap_or(kind.as_str_name()),
+                );
+            }
+        }
+        result.map(|(receipt, _)| receipt)
     }
 
     /// Checks the referenced documents exist, then commits the filing.
@@ -61,7 +98,7 @@ impl Filings {
         request: Request<M>,
         validate: impl FnOnce(&M, chrono::NaiveDate) -> Result<Filing, Violations>,
         field_of_documents: &[pb::DocumentRef],
-    ) -> Result<Response<FilingReceipt>, Status> {
+    ) -> Result<(Response<FilingReceipt>, bool), Status> {
         let caller = peer(&request)?;
         let message = request.into_inner();
         let today = deadlines::local_date(self.clock.now());
@@ -113,17 +150,26 @@ impl Filings {
             extract,
         };
         match self.store.submit(submission).await.map_err(store_error)? {
-            SubmitOutcome::Accepted(bytes) | SubmitOutcome::Replayed(bytes) => {
+            outcome @ (SubmitOutcome::Accepted(_) | SubmitOutcome::Replayed(_)) => {
+                let (bytes, new) = match outcome {
+                    SubmitOutcome::Accepted(bytes) => (bytes, true),
+                    SubmitOutcome::Replayed(bytes) => (bytes, false),
+                    SubmitOutcome::KeyReused { .. } => unreachable!("matched above"),
+                };
                 let receipt = FilingReceipt::decode(bytes.as_slice())
                     .map_err(|_| Status::internal("a stored receipt is unreadable"))?;
+                tracing::Span::current().record("filing_id", receipt.filing_id.as_str());
                 tracing::info!(
-                    identity = %caller.identity,
-                    filing_id = %receipt.filing_id,
                     kind = kind.as_str(),
                     findings = receipt.findings.len(),
-                    "filing accepted"
+                    "{}",
+                    if new {
+                        "filing accepted"
+                    } else {
+                        "filing replayed (same idempotency key and payload)"
+                    }
                 );
-                Ok(Response::new(receipt))
+                Ok((Response::new(receipt), new))
             }
             SubmitOutcome::KeyReused { filing_id } => Err(Status::already_exists(format!(
                 "idempotency key already used by this caller for filing {filing_id} with a different payload"
@@ -379,8 +425,13 @@ impl FilingService for Filings {
         request: Request<StartNotification>,
     ) -> Result<Response<FilingReceipt>, Status> {
         let documents = request.get_ref().documents.clone();
-        self.submit(request, |m, _| validate::start_notification(m), &documents)
-            .await
+        self.submit_counted(
+            "start_notification",
+            request,
+            |m, _| validate::start_notification(m),
+            &documents,
+        )
+        .await
     }
 
     async fn submit_quarterly_report(
@@ -388,16 +439,26 @@ impl FilingService for Filings {
         request: Request<QuarterlyReport>,
     ) -> Result<Response<FilingReceipt>, Status> {
         let documents = request.get_ref().documents.clone();
-        self.submit(request, validate::quarterly_report, &documents)
-            .await
+        self.submit_counted(
+            "quarterly_report",
+            request,
+            validate::quarterly_report,
+            &documents,
+        )
+        .await
     }
 
     async fn submit_termination_notice(
         &self,
         request: Request<TerminationNotice>,
     ) -> Result<Response<FilingReceipt>, Status> {
-        self.submit(request, validate::termination_notice, &[])
-            .await
+        self.submit_counted(
+            "termination_notice",
+            request,
+            validate::termination_notice,
+            &[],
+        )
+        .await
     }
 
     async fn get_filing(

@@ -61,19 +61,47 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the database cannot be reached (as opposed to a bug or bad data).
+    /// True when the database cannot be reached (as opposed to a bug or bad
+    /// data): the caller may retry once it is back.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sqlx(
-                sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Io(_)
-                    | sqlx::Error::WorkerCrashed
-            ) | StoreError::NotCommitted(_)
-                | StoreError::WriterStopped
-        )
+        match self {
+            StoreError::Sqlx(error) => sqlx_unavailable(error),
+            StoreError::NotCommitted(_) | StoreError::WriterStopped => true,
+            _ => false,
+        }
     }
+}
+
+fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01–57P03 (the server
+        // is shutting down, crashed, or not yet accepting connections),
+        // SQLITE_BUSY (5) and SQLITE_IOERR (10) with their extended codes.
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03")
+                || code
+                    .parse::<i64>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 10))
+        }),
+        _ => false,
+    }
+}
+
+/// What the metrics endpoint reads from the store at each scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// (status, count), e.g. ("PENDING", 3), ("OVERDUE", 1).
+    pub obligations: Vec<(String, i64)>,
+    pub ledger_entries: i64,
+    /// (subscriber identity, extracts it has not acknowledged).
+    pub pending_extracts: Vec<(String, i64)>,
 }
 
 /// A document to store, already checked.
@@ -340,6 +368,9 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// A round trip to the database.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Counts for the operators' metrics: obligations by status, ledger
+    /// length, and extracts not yet acknowledged by each of `subscribers`.
+    async fn gauges(&self, subscribers: &[String]) -> Result<Gauges, StoreError>;
     /// Stores a document (content-addressed; storing it again changes nothing).
     async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError>;
     /// The stored documents among `digests`.

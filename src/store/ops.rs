@@ -23,7 +23,7 @@ macro_rules! store_ops {
             },
             store::{
                 AckBuilder, AckFacts, Accepted, Clock, DeliveryRecord, DocumentRecord, ExtractFacts,
-                FetchedDocument, FindingQuery, FindingRow, FormAck, FormAckOutcome, FormFacts,
+                FetchedDocument, FindingQuery, Gauges, FindingRow, FormAck, FormAckOutcome, FormFacts,
                 FormPublication, FormRevisionIncluding, Finisher, Job, NewDocument, ObligationQuery, ObligationRow,
                 PendingExtract, RegisterQuery, RegisterRow, ReportForForm, Store, StoreError,
                 StoredFiling, SubmitOutcome, Submission, finisher, from_micros,
@@ -41,6 +41,30 @@ macro_rules! store_ops {
             async fn ping(&self) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn gauges(&self, subscribers: &[String]) -> Result<Gauges, StoreError> {
+                let obligations: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, COUNT(*) FROM obligations GROUP BY status ORDER BY status",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let ledger_entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let extracts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM extracts")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let mut pending_extracts = Vec::with_capacity(subscribers.len());
+                for subscriber in subscribers {
+                    let acknowledged: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM extract_acks WHERE subscriber = $1")
+                            .bind(subscriber)
+                            .fetch_one(&self.pool)
+                            .await?;
+                    pending_extracts.push((subscriber.clone(), extracts - acknowledged));
+                }
+                Ok(Gauges { obligations, ledger_entries, pending_extracts })
             }
 
             async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {

@@ -31,7 +31,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::{config::TlsConfig, tls::identity_from_certificate};
+use crate::{
+    config::TlsConfig,
+    tls::{identity_from_certificate, reload::SharedServerConfig},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -180,17 +183,17 @@ impl AsyncWrite for PeerStream {
 pub type TlsIncoming = ReceiverStream<Result<PeerStream, io::Error>>;
 
 /// Accepts TCP connections on `listener` and performs each TLS handshake in
-/// its own task, at most `max_pending` at once, each within `timeout`. The
-/// accept loop stops, closing the listener, when the returned stream is
-/// dropped; the returned handle finishes then.
+/// its own task, with the configuration `config` holds at that moment, at
+/// most `max_pending` at once, each within `timeout`. The accept loop stops,
+/// closing the listener, when the returned stream is dropped; the returned
+/// handle finishes then.
 pub fn accept(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    config: SharedServerConfig,
     timeout: Duration,
     max_pending: usize,
 ) -> (TlsIncoming, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(max_pending);
-    let acceptor = TlsAcceptor::from(config);
     let pending = Arc::new(Semaphore::new(max_pending));
     let accept_loop = tokio::spawn(async move {
         loop {
@@ -214,7 +217,8 @@ pub fn accept(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            // The configuration in use now: a reload applies from the next connection.
+            let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;

@@ -6,6 +6,7 @@
 pub mod acceptor;
 pub mod identity;
 pub mod pki;
+pub mod reload;
 
 pub use acceptor::{PeerInfo, PeerStream, TlsIncoming, load_server_config};
 pub use identity::{Peer, Role, identity_from_certificate};

@@ -112,6 +112,7 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.tls.dev_pki_dir = PathBuf::new();
     config.signing.key = dir.path().join("signing.key");
     config.limits.shutdown_grace_ms = 2_000;
+    config.metrics.listen = "127.0.0.1:0".to_owned();
     config
 }
 
