@@ -3,6 +3,7 @@
 //! clients over mutual TLS.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod fixtures;
 
 /// Runs each named `async fn case(backend: Backend)` as two tests,
