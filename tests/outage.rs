@@ -1,0 +1,297 @@
+//! Database outage (PostgreSQL): the gateway's connections are terminated
+//! underneath it, then the PostgreSQL server is stopped and started again,
+//! all during traffic. While the database is down, health is NOT_SERVING
+//! and calls get UNAVAILABLE; afterwards both recover without restarting the
+//! gateway, and nothing acknowledged is lost.
+//!
+//! This test stops the PostgreSQL cluster of the machine (`pg_ctlcluster`,
+//! cluster from MINEGATE_TEST_PG_CLUSTER, default "<the one in
+//! /etc/postgresql> main"), so it is the only test in this binary: cargo runs
+//! test binaries one after another.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Datelike;
+use common::{
+    fixtures::{date, generated_bin, start_notification, upload_documents},
+    *,
+};
+use minegate::proto::v1::{
+    FilingReceipt, GetFilingRequest, StartNotification, VerifyLedgerRequest,
+    compliance_service_client::ComplianceServiceClient, filing_service_client::FilingServiceClient,
+};
+use prost::Message;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// `pg_ctlcluster VERSION NAME ACTION`; the cluster is started again when
+/// this is dropped, whatever happened in the test.
+struct Cluster {
+    version: String,
+    name: String,
+}
+
+impl Cluster {
+    fn from_environment() -> Cluster {
+        let spec = std::env::var("MINEGATE_TEST_PG_CLUSTER").unwrap_or_else(|_| {
+            let version = std::fs::read_dir("/etc/postgresql")
+                .expect("/etc/postgresql (set MINEGATE_TEST_PG_CLUSTER=\"VERSION NAME\")")
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .max()
+                .expect("a PostgreSQL version folder");
+            format!("{version} main")
+        });
+        let (version, name) = spec.split_once(' ').expect("\"VERSION NAME\"");
+        Cluster {
+            version: version.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn run(&self, action: &str) {
+        let mut command = Command::new("pg_ctlcluster");
+        command.args([
+            "--skip-systemctl-redirect",
+            &self.version,
+            &self.name,
+            action,
+        ]);
+        if action == "stop" {
+            command.args(["-m", "fast"]);
+        }
+        let status = command.status().expect("pg_ctlcluster");
+        assert!(status.success(), "pg_ctlcluster {action}: {status}");
+    }
+
+    fn ready(&self) -> bool {
+        Command::new("pg_isready")
+            .args(["-q", "-h", "127.0.0.1", "-p", "5432"])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn start_and_wait(&self) {
+        if !self.ready() {
+            let _ = Command::new("pg_ctlcluster")
+                .args([
+                    "--skip-systemctl-redirect",
+                    &self.version,
+                    &self.name,
+                    "start",
+                ])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.ready() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not come back");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.start_and_wait();
+    }
+}
+
+#[derive(Default)]
+struct Traffic {
+    /// Index → receipt bytes, once one is received.
+    receipts: BTreeMap<usize, Vec<u8>>,
+    /// Codes of failed calls, in order.
+    errors: Vec<Code>,
+}
+
+fn filing(i: usize, documents: &[minegate::proto::v1::DocumentRef]) -> StartNotification {
+    let start = chrono::Utc::now().date_naive() + chrono::Days::new(40);
+    start_notification(
+        &generated_bin(i as u32),
+        &format!("outage-{i}"),
+        date(start.year(), start.month() as i32, start.day() as i32),
+        &[&format!("37.{}.{}.0/24", 1 + i / 256, i % 256)],
+        documents,
+    )
+}
+
+async fn health(app: &TestApp) -> Option<ServingStatus> {
+    let channel = app.client_tls("operator").connect().await.ok()?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "kz.digitalmining.v1.FilingService".into(),
+        })
+        .await
+        .ok()?;
+    Some(answer.into_inner().status())
+}
+
+async fn wait_for(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {seconds} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_survives_terminated_connections_and_a_stopped_server() {
+    let Some(server) = postgres_url() else { return };
+    let cluster = Cluster::from_environment();
+    let clock = TestClock::at(&chrono::Utc::now().to_rfc3339());
+    let app = spawn_on_with(Backend::Postgres, clock, |config| {
+        config.limits.database_check_ms = 200;
+    })
+    .await
+    .unwrap();
+    let database = app
+        .config
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authority = app.channel("authority").await;
+    let documents = Arc::new(upload_documents(authority.clone(), "outage").await);
+
+    // One client submitting in a loop; a filing without a receipt is retried
+    // with the same key until it gets one.
+    let traffic = Arc::new(Mutex::new(Traffic::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let driver = {
+        let (traffic, stop, documents) = (traffic.clone(), stop.clone(), documents.clone());
+        let mut client = FilingServiceClient::new(authority.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let call = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    client.submit_start_notification(filing(i, &documents)),
+                )
+                .await;
+                match call {
+                    Ok(Ok(receipt)) => {
+                        let bytes = receipt.into_inner().encode_to_vec();
+                        traffic.lock().unwrap().receipts.insert(i, bytes);
+                        i += 1;
+                    }
+                    Ok(Err(status)) => {
+                        traffic.lock().unwrap().errors.push(status.code());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(_) => traffic.lock().unwrap().errors.push(Code::DeadlineExceeded),
+                }
+            }
+            i
+        })
+    };
+    let received = || traffic.lock().unwrap().receipts.len();
+    wait_for("first receipts", 30, async || received() >= 20).await;
+
+    // 1. Every connection of the gateway is terminated underneath it.
+    let terminated = {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        n
+    };
+    assert!(terminated >= 1, "the gateway had connections to terminate");
+    let before = received();
+    wait_for("receipts after pg_terminate_backend", 30, async || {
+        received() >= before + 20
+    })
+    .await;
+
+    // 2. The server stops: NOT_SERVING, and calls get UNAVAILABLE.
+    cluster.run("stop");
+    wait_for("NOT_SERVING while PostgreSQL is down", 10, async || {
+        health(&app).await == Some(ServingStatus::NotServing)
+    })
+    .await;
+    let status = FilingServiceClient::new(authority.clone())
+        .submit_start_notification(filing(60_000, &documents))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "the database is unavailable; retry later");
+    let errors_while_down = traffic.lock().unwrap().errors.len();
+
+    // 3. It starts again: SERVING and receipts, with no restart of the gateway.
+    cluster.start_and_wait();
+    wait_for("SERVING once PostgreSQL is back", 30, async || {
+        health(&app).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    let before = received();
+    wait_for("receipts after the restart of PostgreSQL", 30, async || {
+        received() >= before + 20
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let submitted = driver.await.unwrap();
+
+    let traffic = std::mem::take(&mut *traffic.lock().unwrap());
+    assert!(errors_while_down >= 1, "the driver saw the outage");
+    assert!(
+        traffic
+            .errors
+            .iter()
+            .all(|code| matches!(code, Code::Unavailable | Code::DeadlineExceeded)),
+        "{:?}",
+        traffic.errors
+    );
+    assert_eq!(traffic.receipts.len(), submitted);
+
+    // Nothing acknowledged is lost, nothing is stored twice (the refused
+    // filing 60000 was retried by no one and is not stored).
+    let mut filings = FilingServiceClient::new(authority);
+    for (i, bytes) in &traffic.receipts {
+        let receipt = FilingReceipt::decode(bytes.as_slice()).unwrap();
+        let stored = filings
+            .get_filing(GetFilingRequest {
+                filing_id: receipt.filing_id,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            stored.receipt.unwrap().encode_to_vec(),
+            *bytes,
+            "filing {i}"
+        );
+    }
+    let url = &app.config.database_url;
+    assert_eq!(
+        scalar(url, "SELECT COUNT(*) FROM filings").await,
+        submitted as i64
+    );
+    assert_eq!(
+        scalar(url, "SELECT COUNT(*) FROM extracts").await,
+        submitted as i64
+    );
+    let verification = ComplianceServiceClient::new(app.channel("operator").await)
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verification.intact, "{verification:?}");
+    assert_eq!(verification.entries_checked, 3 + 2 * submitted as u64);
+    app.gateway.shutdown().await.unwrap();
+    drop(cluster);
+}
