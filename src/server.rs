@@ -161,29 +161,29 @@ pub async fn start_with_clock(
             Arc::new(subscribers),
         ));
     }
-    background.push(
-        Reloader {
-            tls: config.tls.clone(),
-            shared: tls,
-            metrics: metrics.clone(),
-            clock: clock.clone(),
-            on_expiry_check: {
+    let reloader = Reloader {
+        tls: config.tls.clone(),
+        shared: tls,
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        on_expiry_check: {
+            let health = health.clone();
+            Box::new(move |fine| {
                 let health = health.clone();
-                Box::new(move |fine| {
-                    let health = health.clone();
-                    let status = if fine {
-                        ServingStatus::Serving
-                    } else {
-                        ServingStatus::NotServing
-                    };
-                    tokio::spawn(async move {
-                        health.set_service_status(CERTIFICATES_HEALTH, status).await;
-                    });
-                })
-            },
-        }
-        .spawn(),
-    );
+                tokio::spawn(async move {
+                    health
+                        .set_service_status(CERTIFICATES_HEALTH, serving_if(fine))
+                        .await;
+                });
+            })
+        },
+    };
+    // Known before the first call, then kept up to date by the reloader.
+    let certificates_fine = reloader.check_expiry();
+    health
+        .set_service_status(CERTIFICATES_HEALTH, serving_if(certificates_fine))
+        .await;
+    background.push(reloader.spawn());
     background.push(watch_database(
         store.clone(),
         health.clone(),
@@ -394,6 +394,14 @@ async fn listen(
         config.tls.max_pending_handshakes,
     );
     Ok((local_addr, incoming, accept_loop))
+}
+
+fn serving_if(fine: bool) -> ServingStatus {
+    if fine {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

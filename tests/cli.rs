@@ -101,7 +101,8 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
          kz.digitalmining.v1.FilingService             SERVING\n\
          kz.digitalmining.v1.EnergyExtractService      SERVING\n\
          kz.digitalmining.v1.FinanceService            SERVING\n\
-         kz.digitalmining.v1.ComplianceService         SERVING\n"
+         kz.digitalmining.v1.ComplianceService         SERVING\n\
+         minegate.certificates                         SERVING\n"
     );
     for file in [
         "certs/dev/ca.pem",

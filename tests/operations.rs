@@ -210,6 +210,31 @@ async fn certificate_days_left_are_exact_and_health_warns_below_the_threshold() 
         ServingStatus::NotServing
     );
     assert_eq!(health(&app, "").await, ServingStatus::Serving);
+    // `minegate health` says so, and exits 2: serving, with a warning.
+    let pki = app.pki_dir();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .arg("health")
+        .arg("--server")
+        .arg(format!("https://{}", app.addr))
+        .arg("--ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join("operator.pem"))
+        .arg("--key")
+        .arg(pki.join("operator.key"))
+        .args(["--tls-domain", "localhost"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().last(),
+        Some(
+            "minegate.certificates                         NOT_SERVING (a server or CA certificate \
+             expires within tls.expiry_warning_days; minegate_certificate_days_left has the days)"
+        )
+    );
 
     let fine = spawn_app().await;
     assert_eq!(
@@ -469,4 +494,54 @@ async fn a_second_ca_added_to_the_bundle_is_trusted_without_a_restart_and_a_brok
     assert_eq!(reloads.len(), 2, "{reloads:?}");
     assert!(reloads[0].starts_with("minegate_tls_reloads_total{outcome=\"failed\"} "));
     assert!(reloads[1].starts_with("minegate_tls_reloads_total{outcome=\"ok\"} "));
+}
+
+#[tokio::test]
+async fn an_oversized_message_and_a_stalled_call_are_refused_and_change_nothing() {
+    let app = spawn_app_with(|config| {
+        config.limits.max_message_bytes = 64 * 1024;
+        config.limits.request_timeout_ms = 500;
+    })
+    .await;
+    let channel = app.channel("authority").await;
+    let documents = fixtures::upload_documents(channel.clone(), "big").await;
+    let mut filing = fixtures::start_notification(
+        BIN_A,
+        "big",
+        fixtures::date(2026, 6, 1),
+        &["37.99.0.0/24"],
+        &documents,
+    );
+    filing.person.as_mut().unwrap().name = "Ж".repeat(40_000);
+    let status = FilingServiceClient::new(channel.clone())
+        .submit_start_notification(filing)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().ends_with("the limit is: 65536 bytes"),
+        "{status:?}"
+    );
+    assert_eq!(
+        scalar(&app.config.database_url, "SELECT COUNT(*) FROM filings").await,
+        0
+    );
+
+    // A call that sends its first message and then nothing is ended by the
+    // request timeout, and the connection goes on serving.
+    let (tx, call) = held_upload(channel.clone());
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    assert_eq!(status.message(), "Timeout expired");
+    drop(tx);
+    let keys = ComplianceServiceClient::new(channel)
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys.keys.len(), 1);
+    assert_eq!(
+        scalar(&app.config.database_url, "SELECT COUNT(*) FROM documents").await,
+        3
+    );
 }

@@ -8,7 +8,7 @@ use tonic_health::pb::{
 };
 
 use super::ClientArgs;
-use crate::proto::DOMAIN_SERVICES;
+use crate::{proto::DOMAIN_SERVICES, server::CERTIFICATES_HEALTH};
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
@@ -16,7 +16,9 @@ pub struct HealthArgs {
     pub client: ClientArgs,
 }
 
-/// Prints each service's status; exit 0 only if all are SERVING.
+/// Prints each service's status and the certificates' expiry warning.
+/// Exit 0: all SERVING; 1: a service is not; 2: all serve, but a server or
+/// CA certificate expires within `tls.expiry_warning_days`.
 pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let channel = args
         .client
@@ -41,9 +43,26 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
         };
         println!("{name:<45} {}", status.as_str_name());
     }
-    Ok(if all_serving {
-        ExitCode::SUCCESS
+    let certificates = health
+        .check(HealthCheckRequest {
+            service: CERTIFICATES_HEALTH.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .status();
+    let certificates_fine = certificates == ServingStatus::Serving;
+    if certificates_fine {
+        println!("{CERTIFICATES_HEALTH:<45} SERVING");
     } else {
-        ExitCode::FAILURE
+        println!(
+            "{CERTIFICATES_HEALTH:<45} {} (a server or CA certificate expires within \
+             tls.expiry_warning_days; minegate_certificate_days_left has the days)",
+            certificates.as_str_name()
+        );
+    }
+    Ok(match (all_serving, certificates_fine) {
+        (true, true) => ExitCode::SUCCESS,
+        (false, _) => ExitCode::FAILURE,
+        (true, false) => ExitCode::from(2),
     })
 }

@@ -50,7 +50,8 @@ pub enum Command {
     /// Development PKI: make it, issue more client certificates, revoke.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
-    /// Ask a gateway's health service over mutual TLS.
+    /// Ask a gateway's health service over mutual TLS. Exit 0: serving; 1: a
+    /// service is not; 2: serving, but a certificate expires soon.
     Health(health::HealthArgs),
     /// Authority: submit a filing (proto3 JSON) with its documents.
     Submit(submit::SubmitArgs),

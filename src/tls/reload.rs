@@ -147,8 +147,9 @@ impl Reloader {
         reloaded
     }
 
-    /// Works out the days left, publishes them, and warns below the threshold.
-    pub fn check_expiry(&self) {
+    /// Works out the days left, publishes them, and warns below the
+    /// threshold; true when every certificate has enough days left.
+    pub fn check_expiry(&self) -> bool {
         match certificate_days(&self.tls, self.clock.now()) {
             Ok(days) => {
                 let threshold = i64::from(self.tls.expiry_warning_days);
@@ -164,17 +165,23 @@ impl Reloader {
                 }
                 self.metrics.set_certificate_days(&days);
                 (self.on_expiry_check)(all_fine);
+                all_fine
             }
-            Err(error) => tracing::warn!(%error, "cannot read certificate expiry dates"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read certificate expiry dates");
+                false
+            }
         }
     }
 
     /// Runs the reload loop: SIGHUP, and a check every `reload_check_ms`
-    /// (every hour for expiry alone when that is 0).
+    /// (every hour for expiry alone when that is 0). Call [`check_expiry`]
+    /// first for the status at start-up.
+    ///
+    /// [`check_expiry`]: Reloader::check_expiry
     pub fn spawn(self) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut last = fingerprint(&self.tls);
-            self.check_expiry();
             let every = match self.tls.reload_check_ms {
                 0 => Duration::from_secs(3600),
                 ms => Duration::from_millis(ms),
@@ -205,7 +212,7 @@ impl Reloader {
                     false
                 };
                 if !force && self.tls.reload_check_ms == 0 {
-                    self.check_expiry();
+                    let _ = self.check_expiry();
                     continue;
                 }
                 if let Some(new) = self.check(&last, force) {
