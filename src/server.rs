@@ -124,7 +124,7 @@ pub async fn start_with_clock(
 ) -> Result<Gateway, ServeError> {
     ensure_dev_pki(config)?;
     let metrics = Metrics::new();
-    let tls = SharedServerConfig::new(acceptor::load_server_config(&config.tls)?);
+    let tls = SharedServerConfig::load(&config.tls)?;
     let signer = Arc::new(Signer::load_or_create(&config.signing.key)?);
     let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone()).await?;
 
@@ -341,7 +341,7 @@ fn watch_database(
 /// tonic server as the gateway, with a FilingService that only decodes and
 /// answers (no validation, no storage).
 pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
-    let tls = SharedServerConfig::new(acceptor::load_server_config(&config.tls)?);
+    let tls = SharedServerConfig::load(&config.tls)?;
     let (local_addr, incoming, accept_loop) = listen(config, tls).await?;
     let limit = config.limits.max_message_bytes;
     let router = Server::builder()

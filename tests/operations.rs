@@ -12,8 +12,9 @@ use common::{
 };
 use minegate::{
     proto::v1::{
-        DocumentKind, DocumentMetadata, GetFilingRequest, GetSigningKeysRequest,
+        DocumentKind, DocumentMetadata, GetFilingRequest, GetSigningKeysRequest, SubscribeRequest,
         UploadDocumentRequest, compliance_service_client::ComplianceServiceClient,
+        energy_extract_service_client::EnergyExtractServiceClient,
         filing_service_client::FilingServiceClient, upload_document_request::Part,
     },
     server::CERTIFICATES_HEALTH,
@@ -398,12 +399,19 @@ async fn handshake(app: &TestApp, name: &str) -> Option<AlertDescription> {
 }
 
 #[tokio::test]
-async fn a_changed_crl_file_is_reloaded_and_the_next_connection_is_refused() {
+async fn a_changed_crl_file_is_reloaded_the_revoked_peers_connections_close_and_its_next_is_refused()
+ {
     let app = spawn_app_with(|config| {
         config.tls.reload_check_ms = 100;
     })
     .await;
-    let open = app.channel("energy").await;
+    // The energy ministry has a Subscribe stream open; finance a connection.
+    let mut stream = EnergyExtractServiceClient::new(app.channel("energy").await)
+        .subscribe(SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let finance = app.channel("finance").await;
     assert_eq!(handshake(&app, "energy").await, None);
 
     pki::revoke(&app.pki_dir(), "energy").unwrap();
@@ -416,9 +424,14 @@ async fn a_changed_crl_file_is_reloaded_and_the_next_connection_is_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(refused, Some(AlertDescription::CertificateRevoked));
-    // Others still get in; a connection made before the reload stays open.
+    // The revoked peer's open connection is closed: its stream ends in an error.
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream is cut");
+    assert!(ended.is_err(), "{ended:?}");
+    // Others still get in, and their open connections stay.
     assert_eq!(handshake(&app, "finance").await, None);
-    ComplianceServiceClient::new(open)
+    ComplianceServiceClient::new(finance)
         .get_signing_keys(GetSigningKeysRequest {})
         .await
         .unwrap();

@@ -7,6 +7,7 @@
 //! identity read from its certificate.
 
 use std::{
+    future::Future,
     io,
     net::SocketAddr,
     path::Path,
@@ -33,7 +34,10 @@ use tonic::transport::server::Connected;
 
 use crate::{
     config::TlsConfig,
-    tls::{identity_from_certificate, reload::SharedServerConfig},
+    tls::{
+        identity_from_certificate,
+        reload::{CertificateKey, Revoked, SharedServerConfig, certificate_key},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +105,9 @@ pub fn load_server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsSetup
 }
 
 /// CRLs from a PEM file (any number of CRLs) or a DER file (one CRL).
-fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+pub(crate) fn read_crls(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     if bytes.starts_with(b"-----BEGIN") {
         let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes)
@@ -125,10 +131,48 @@ pub struct PeerInfo {
     pub identity: Option<Arc<str>>,
 }
 
-/// A TLS connection whose handshake finished and whose client certificate verified.
+/// A TLS connection whose handshake finished and whose client certificate
+/// verified. It fails its next read or write once a reloaded CRL revokes
+/// that certificate, which closes the connection.
 pub struct PeerStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
+    revoked: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl PeerStream {
+    fn check_revoked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.revoked.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client certificate has been revoked",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+/// Ends when `key` appears among the revoked certificates; never, if it has
+/// no key (an unreadable certificate cannot be looked up).
+fn revoked_later(
+    key: Option<CertificateKey>,
+    mut revocations: tokio::sync::watch::Receiver<Revoked>,
+    remote_addr: SocketAddr,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let Some(key) = key else {
+            return std::future::pending().await;
+        };
+        loop {
+            if revocations.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if revocations.borrow_and_update().contains(&key) {
+                tracing::warn!(%remote_addr, "client certificate revoked: closing its connection");
+                return;
+            }
+        }
+    })
 }
 
 impl Connected for PeerStream {
@@ -145,7 +189,9 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        this.check_revoked(cx)?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -155,7 +201,9 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.check_revoked(cx)?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -171,7 +219,9 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.check_revoked(cx)?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -219,6 +269,8 @@ pub fn accept(
             let _ = tcp.set_nodelay(true);
             // The configuration in use now: a reload applies from the next connection.
             let acceptor = TlsAcceptor::from(config.current());
+            let mut revocations = config.revocations();
+            revocations.mark_unchanged();
             let tx = tx.clone();
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
@@ -234,13 +286,15 @@ pub fn accept(
                         return;
                     }
                 };
-                let identity = stream
+                let leaf = stream
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|certs| certs.first())
+                    .and_then(|certs| certs.first());
+                let identity = leaf
                     .and_then(|cert| identity_from_certificate(cert))
                     .map(Arc::from);
+                let key = leaf.and_then(|cert| certificate_key(cert));
                 tracing::debug!(%remote_addr, identity = identity.as_deref().unwrap_or("-"), "TLS connection established");
                 let info = PeerInfo {
                     remote_addr,
@@ -250,6 +304,7 @@ pub fn accept(
                     .send(Ok(PeerStream {
                         inner: stream,
                         info,
+                        revoked: revoked_later(key, revocations, remote_addr),
                     }))
                     .await;
             });

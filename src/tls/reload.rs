@@ -2,11 +2,13 @@
 //! are reloaded without a restart — at once on SIGHUP, and whenever their
 //! contents change (checked every `tls.reload_check_ms`). A reload that fails
 //! (a half-written file, a bad CRL) keeps the configuration in use and is
-//! logged and counted. New connections use the new configuration; connections
-//! already open keep theirs. Each check also works out how many days the
-//! server's and CAs' certificates have left.
+//! logged and counted. New connections use the new configuration; an open
+//! connection whose client certificate a new CRL revokes is closed. Each
+//! check also works out how many days the server's and CAs' certificates
+//! have left.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -16,28 +18,84 @@ use rustls::{
     ServerConfig,
     pki_types::{CertificateDer, pem::PemObject},
 };
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use x509_parser::prelude::FromDer;
 
-use super::acceptor::{TlsSetupError, load_server_config};
+use super::acceptor::{TlsSetupError, load_server_config, read_crls};
 use crate::{config::TlsConfig, metrics::Metrics};
 
-/// The server configuration new connections are accepted with.
+/// A certificate as a CRL names it: the issuer's DER-encoded name and the
+/// serial number's DER content bytes.
+pub type CertificateKey = (Vec<u8>, Vec<u8>);
+
+/// The certificates the configured CRLs revoke.
+pub type Revoked = Arc<HashSet<CertificateKey>>;
+
+/// The server configuration new connections are accepted with, and the
+/// revoked certificates open connections are checked against.
 #[derive(Clone)]
-pub struct SharedServerConfig(Arc<RwLock<Arc<ServerConfig>>>);
+pub struct SharedServerConfig {
+    config: Arc<RwLock<Arc<ServerConfig>>>,
+    revoked: watch::Sender<Revoked>,
+}
 
 impl SharedServerConfig {
-    pub fn new(config: Arc<ServerConfig>) -> Self {
-        SharedServerConfig(Arc::new(RwLock::new(config)))
+    pub fn new(config: Arc<ServerConfig>, revoked: Revoked) -> Self {
+        SharedServerConfig {
+            config: Arc::new(RwLock::new(config)),
+            revoked: watch::Sender::new(revoked),
+        }
+    }
+
+    /// Loads the configuration and the CRLs' revoked certificates from `tls`.
+    pub fn load(tls: &TlsConfig) -> Result<Self, TlsSetupError> {
+        Ok(SharedServerConfig::new(
+            load_server_config(tls)?,
+            Arc::new(revoked_certificates(tls)?),
+        ))
     }
 
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    fn replace(&self, config: Arc<ServerConfig>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    /// Changes whenever a reload brings new CRLs.
+    pub fn revocations(&self) -> watch::Receiver<Revoked> {
+        self.revoked.subscribe()
     }
+
+    fn replace(&self, config: Arc<ServerConfig>, revoked: Revoked) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        self.revoked.send_replace(revoked);
+    }
+}
+
+/// The (issuer, serial) of a DER certificate, as CRLs name it.
+pub fn certificate_key(der: &[u8]) -> Option<CertificateKey> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some((cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()))
+}
+
+/// Every certificate revoked by the configured CRLs.
+pub fn revoked_certificates(tls: &TlsConfig) -> Result<HashSet<CertificateKey>, TlsSetupError> {
+    let mut revoked = HashSet::new();
+    for path in &tls.crls {
+        for crl in read_crls(path)? {
+            let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&crl)
+                .map_err(|e| TlsSetupError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            let issuer = crl.issuer().as_raw().to_vec();
+            for entry in crl.iter_revoked_certificates() {
+                revoked.insert((issuer.clone(), entry.raw_serial().to_vec()));
+            }
+        }
+    }
+    Ok(revoked)
 }
 
 /// SHA-256 over the configured files' paths and contents (or read errors).
@@ -126,9 +184,11 @@ impl Reloader {
         let now = fingerprint(&self.tls);
         let mut reloaded = None;
         if force || now != last {
-            match load_server_config(&self.tls) {
-                Ok(config) => {
-                    self.shared.replace(config);
+            let loaded = load_server_config(&self.tls)
+                .and_then(|config| Ok((config, revoked_certificates(&self.tls)?)));
+            match loaded {
+                Ok((config, revoked)) => {
+                    self.shared.replace(config, Arc::new(revoked));
                     self.metrics.tls_reload(true);
                     tracing::info!(
                         ca_bundle = %self.tls.ca_bundle.display(),
