@@ -359,32 +359,6 @@ async fn a_peer_holding_a_thousand_calls_gets_resource_exhausted_and_others_are_
     );
 }
 
-/// A TLS connection with `config`: `None` if the server accepts it (sends
-/// its HTTP/2 settings), else the alert it refused the handshake with.
-async fn probe(addr: SocketAddr, config: rustls::ClientConfig) -> Option<AlertDescription> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let error = match connector.connect(name, tcp).await {
-        Err(error) => error,
-        Ok(mut stream) => {
-            let mut buf = [0u8; 64];
-            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => return None,
-                Ok(Err(error)) => error,
-                other => panic!("neither accepted nor refused: {other:?}"),
-            }
-        }
-    };
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
-        other => panic!("expected a TLS alert, got {error} ({other:?})"),
-    }
-}
-
 /// [`probe`] as the dev PKI's client `name`.
 async fn handshake(app: &TestApp, name: &str) -> Option<AlertDescription> {
     let dir = app.pki_dir();

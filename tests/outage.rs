@@ -24,8 +24,8 @@ use common::{
     *,
 };
 use minegate::proto::v1::{
-    FilingReceipt, GetFilingRequest, StartNotification, VerifyLedgerRequest,
-    compliance_service_client::ComplianceServiceClient, filing_service_client::FilingServiceClient,
+    StartNotification, VerifyLedgerRequest, compliance_service_client::ComplianceServiceClient,
+    filing_service_client::FilingServiceClient,
 };
 use prost::Message;
 use tonic::Code;
@@ -260,22 +260,7 @@ async fn the_gateway_survives_terminated_connections_and_a_stopped_server() {
 
     // Nothing acknowledged is lost, nothing is stored twice (the refused
     // filing 60000 was retried by no one and is not stored).
-    let mut filings = FilingServiceClient::new(authority);
-    for (i, bytes) in &traffic.receipts {
-        let receipt = FilingReceipt::decode(bytes.as_slice()).unwrap();
-        let stored = filings
-            .get_filing(GetFilingRequest {
-                filing_id: receipt.filing_id,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            stored.receipt.unwrap().encode_to_vec(),
-            *bytes,
-            "filing {i}"
-        );
-    }
+    assert_receipts_stored(authority, traffic.receipts.values().map(Vec::as_slice)).await;
     let url = &app.config.database_url;
     assert_eq!(
         scalar(url, "SELECT COUNT(*) FROM filings").await,

@@ -14,7 +14,7 @@ use common::{
 };
 use minegate::{
     proto::v1::{
-        DocumentKind, DocumentMetadata, GetFilingRequest, SubscribeRequest, UploadDocumentRequest,
+        DocumentKind, DocumentMetadata, SubscribeRequest, UploadDocumentRequest,
         VerifyLedgerRequest, compliance_service_client::ComplianceServiceClient,
         energy_extract_service_client::EnergyExtractServiceClient,
         filing_service_client::FilingServiceClient, upload_document_request::Part,
@@ -23,7 +23,6 @@ use minegate::{
 };
 use prost::Message;
 use rustls::AlertDescription;
-use tokio::io::AsyncReadExt;
 use tonic::Code;
 
 fn in_40_days() -> Option<minegate::proto::v1::Date> {
@@ -170,20 +169,12 @@ async fn sigterm_with_50_calls_in_flight_completes_or_refuses_each_and_exits_0()
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM obligations").await, n);
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM documents").await, 3 + 25);
     gateway.restart().await;
-    let mut filings = FilingServiceClient::new(gateway.channel("authority").await);
-    for receipt in &completed {
-        let stored = filings
-            .get_filing(GetFilingRequest {
-                filing_id: receipt.filing_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            stored.receipt.unwrap().encode_to_vec(),
-            receipt.encode_to_vec()
-        );
-    }
+    let completed: Vec<Vec<u8>> = completed.iter().map(Message::encode_to_vec).collect();
+    assert_receipts_stored(
+        gateway.channel("authority").await,
+        completed.iter().map(Vec::as_slice),
+    )
+    .await;
     let verification = ComplianceServiceClient::new(gateway.channel("operator").await)
         .verify_ledger(VerifyLedgerRequest {})
         .await
@@ -203,29 +194,11 @@ async fn handshake(gateway: &ChildGateway, name: &str) -> Option<AlertDescriptio
             &pki.join(format!("{name}.key")),
         )),
     );
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
-        .await
-        .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let error = match connector.connect(server, tcp).await {
-        Err(error) => error,
-        Ok(mut stream) => {
-            let mut buf = [0u8; 64];
-            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => return None,
-                Ok(Err(error)) => error,
-                other => panic!("neither accepted nor refused: {other:?}"),
-            }
-        }
-    };
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
-        other => panic!("expected a TLS alert, got {error} ({other:?})"),
-    }
+    probe(
+        std::net::SocketAddr::from(([127, 0, 0, 1], gateway.port)),
+        config,
+    )
+    .await
 }
 
 #[tokio::test]
