@@ -496,6 +496,26 @@ async fn late_duplicate_unregistered_and_conflicting_filings_are_accepted_with_f
             "95.56.128.0/17 overlaps 95.56.0.0/16 registered to 210240001236".to_owned()
         )]
     );
+    // A wider range holding B's, and one just beside A's: one conflict.
+    let wider = filings
+        .submit_start_notification(start_notification(
+            BIN_C,
+            "c-start",
+            date(2026, 6, 1),
+            &["2.128.0.0/12", "95.57.0.0/16"],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        kinds(&wider),
+        vec![(
+            FindingKind::IpPoolConflict,
+            0,
+            "2.128.0.0/12 overlaps 2.132.0.0/16 registered to 190540005677".to_owned()
+        )]
+    );
 
     // A quarterly report, 5 days late, from someone never registered; the
     // moment is 23:30 UTC on 14 April, already the 15th in Almaty.
@@ -601,8 +621,8 @@ async fn late_duplicate_unregistered_and_conflicting_filings_are_accepted_with_f
     );
 
     let url = &app.config.database_url;
-    assert_eq!(scalar(url, "SELECT COUNT(*) FROM findings").await, 6);
-    assert_eq!(scalar(url, "SELECT COUNT(*) FROM filings").await, 5);
+    assert_eq!(scalar(url, "SELECT COUNT(*) FROM findings").await, 7);
+    assert_eq!(scalar(url, "SELECT COUNT(*) FROM filings").await, 6);
     app.gateway.shutdown().await.unwrap();
 }
 

@@ -329,33 +329,35 @@ macro_rules! store_ops {
             })
         }
 
-        async fn insert_obligation(
-            conn: &mut $conn,
+        /// An obligation written with its job's other writes. Its `seq` is not
+        /// known until then and is left 0: receipts do not carry it.
+        fn new_obligation(
+            writes: &mut Writes,
             now: DateTime<Utc>,
             kind: ObligationKind,
             due_date: chrono::NaiveDate,
             filing_id: Option<&str>,
             extract_id: Option<&str>,
             quarter: Option<Quarter>,
-        ) -> Result<ObligationRow, StoreError> {
+        ) -> ObligationRow {
             let obligation_id = new_id("obl");
-            let seq: i64 = sqlx::query_scalar(
+            writes.push(
                 "INSERT INTO obligations (obligation_id, kind, due_date, status, filing_id, extract_id, \
-                 year, quarter, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
-            )
-            .bind(&obligation_id)
-            .bind(kind.as_str())
-            .bind(due_date.to_string())
-            .bind(ObligationStatus::Pending.as_str())
-            .bind(filing_id)
-            .bind(extract_id)
-            .bind(quarter.map(|q| i64::from(q.year())))
-            .bind(quarter.map(|q| i64::from(q.quarter())))
-            .bind(micros(now))
-            .fetch_one(&mut *conn)
-            .await?;
-            Ok(ObligationRow {
-                seq,
+                 year, quarter, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                vec![
+                    Value::Text(obligation_id.clone()),
+                    Value::Text(kind.as_str().to_owned()),
+                    Value::Text(due_date.to_string()),
+                    Value::Text(ObligationStatus::Pending.as_str().to_owned()),
+                    Value::OptText(filing_id.map(str::to_owned)),
+                    Value::OptText(extract_id.map(str::to_owned)),
+                    Value::OptInt(quarter.map(|q| i64::from(q.year()))),
+                    Value::OptInt(quarter.map(|q| i64::from(q.quarter()))),
+                    Value::Int(micros(now)),
+                ],
+            );
+            ObligationRow {
+                seq: 0,
                 obligation_id,
                 kind,
                 due_date,
@@ -365,7 +367,7 @@ macro_rules! store_ops {
                 quarter: quarter.map(|q| (q.year(), q.quarter())),
                 fulfilled_at: None,
                 created_at: now,
-            })
+            }
         }
 
         /// Which obligation an act fulfils.
@@ -702,9 +704,16 @@ macro_rules! store_ops {
             for job in jobs {
                 let now = clock.now();
                 let finish = match job {
+                    // On SQLite the reads need no savepoint and the writes
+                    // hold their own; PostgreSQL needs one around the reads
+                    // too (a failed statement there aborts the transaction).
                     Job::Filing(submission, reply) => finisher(
                         reply,
-                        in_savepoint(&mut tx, |c| Box::pin(submit_in(c, now, *submission))).await,
+                        if $backend == "sqlite" {
+                            submit_in(&mut tx, now, *submission).await
+                        } else {
+                            in_savepoint(&mut tx, |c| Box::pin(submit_in(c, now, *submission))).await
+                        },
                     ),
                     Job::Document(document, reply) => finisher(
                         reply,
@@ -867,6 +876,149 @@ macro_rules! store_ops {
             })
         }
 
+        /// A value bound to a deferred statement.
+        enum Value {
+            Text(String),
+            OptText(Option<String>),
+            Int(i64),
+            OptInt(Option<i64>),
+            Blob(Vec<u8>),
+        }
+
+        /// A job's writes, decided after its reads. On SQLite they go to the
+        /// driver's worker thread as one multi-statement query inside a
+        /// savepoint (one round trip instead of one per statement); on
+        /// PostgreSQL, which takes one statement per prepared query, one by
+        /// one (the caller holds the savepoint there).
+        #[derive(Default)]
+        struct Writes {
+            statements: Vec<(&'static str, Vec<Value>)>,
+        }
+
+        impl Writes {
+            /// `sql` numbers its parameters from `$1`, as a query of its own would.
+            fn push(&mut self, sql: &'static str, values: Vec<Value>) {
+                self.statements.push((sql, values));
+            }
+
+            async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
+                if $backend != "sqlite" {
+                    for (sql, values) in self.statements {
+                        let mut query = sqlx::query(sql);
+                        for value in values {
+                            query = match value {
+                                Value::Text(v) => query.bind(v),
+                                Value::OptText(v) => query.bind(v),
+                                Value::Int(v) => query.bind(v),
+                                Value::OptInt(v) => query.bind(v),
+                                Value::Blob(v) => query.bind(v),
+                            };
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                    return Ok(());
+                }
+                let mut sql = String::from("SAVEPOINT job_writes;\n");
+                let mut all = Vec::new();
+                for (statement, values) in self.statements {
+                    renumber(statement, all.len(), &mut sql);
+                    sql.push_str(";\n");
+                    all.extend(values);
+                }
+                sql.push_str("RELEASE job_writes");
+                let mut query = sqlx::query(&sql);
+                for value in all {
+                    query = match value {
+                        Value::Text(v) => query.bind(v),
+                        Value::OptText(v) => query.bind(v),
+                        Value::Int(v) => query.bind(v),
+                        Value::OptInt(v) => query.bind(v),
+                        Value::Blob(v) => query.bind(v),
+                    };
+                }
+                let written = query.execute(&mut *conn).await;
+                if let Err(error) = written {
+                    // The statements before the failing one are undone.
+                    let _ = sqlx::query("ROLLBACK TO job_writes")
+                        .execute(&mut *conn)
+                        .await;
+                    let _ = sqlx::query("RELEASE job_writes").execute(&mut *conn).await;
+                    return Err(error.into());
+                }
+                Ok(())
+            }
+        }
+
+        /// Appends `statement` to `sql` with each `$N` raised by `offset`.
+        fn renumber(statement: &str, offset: usize, sql: &mut String) {
+            let mut chars = statement.chars().peekable();
+            while let Some(c) = chars.next() {
+                sql.push(c);
+                if c != '$' {
+                    continue;
+                }
+                let mut n = 0usize;
+                while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                    n = n * 10 + d as usize;
+                    chars.next();
+                }
+                sql.push_str(&(n + offset).to_string());
+            }
+        }
+
+        /// The ledger entry that follows `head` (seq, hash), to be written with the job.
+        fn ledger_entry(
+            writes: &mut Writes,
+            head: &mut (i64, String),
+            kind: &str,
+            subject: &str,
+            at: DateTime<Utc>,
+            payload: &serde_json::Value,
+        ) {
+            let seq = head.0 + 1;
+            let payload = payload.to_string();
+            let recorded_at = micros(at);
+            let hash = ledger::compute_hash(seq, kind, subject, recorded_at, &payload, &head.1);
+            writes.push(
+                "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                vec![
+                    Value::Int(seq),
+                    Value::Text(kind.to_owned()),
+                    Value::Text(subject.to_owned()),
+                    Value::Int(recorded_at),
+                    Value::Text(payload),
+                    Value::Text(head.1.clone()),
+                    Value::Text(hash.clone()),
+                ],
+            );
+            *head = (seq, hash);
+        }
+
+        /// What a submission needs to know, read in one query.
+        type SubmitFacts = (
+            // the caller's earlier filing with this key: id, request digest, receipt
+            Option<String>,
+            Option<String>,
+            Option<Vec<u8>>,
+            // the register entry: number, status, end date, last reported year and quarter
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            // the next register sequence number
+            i64,
+            // the current revision of this quarter's report: id, revision
+            Option<String>,
+            Option<i64>,
+            // the quarter's FINANCE_FORM obligation, if made already
+            Option<String>,
+            // the ledger's head: seq, hash
+            Option<i64>,
+            Option<String>,
+        );
+
         async fn submit_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
@@ -881,58 +1033,82 @@ macro_rules! store_ops {
                 extract,
             } = submission;
             let key = filing.idempotency_key().as_str().to_owned();
-            let earlier: Option<(String, String, Vec<u8>)> = sqlx::query_as(
-                "SELECT filing_id, request_sha256, receipt FROM filings \
-                 WHERE caller = $1 AND idempotency_key = $2",
+            let bin = filing.id().as_str().to_owned();
+            let quarter_of_report = match &filing {
+                Filing::Quarterly(report) => Some(report.quarter),
+                _ => None,
+            };
+            let facts: SubmitFacts = sqlx::query_as(
+                "SELECT \
+                 (SELECT filing_id FROM filings WHERE caller = $1 AND idempotency_key = $2), \
+                 (SELECT request_sha256 FROM filings WHERE caller = $1 AND idempotency_key = $2), \
+                 (SELECT receipt FROM filings WHERE caller = $1 AND idempotency_key = $2), \
+                 (SELECT register_number FROM register WHERE bin_or_iin = $3), \
+                 (SELECT status FROM register WHERE bin_or_iin = $3), \
+                 (SELECT activity_end_date FROM register WHERE bin_or_iin = $3), \
+                 (SELECT last_year FROM register WHERE bin_or_iin = $3), \
+                 (SELECT last_quarter FROM register WHERE bin_or_iin = $3), \
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM register), \
+                 (SELECT filing_id FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
+                  AND quarter = $6 AND superseded_by IS NULL), \
+                 (SELECT revision FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
+                  AND quarter = $6 AND superseded_by IS NULL), \
+                 (SELECT obligation_id FROM obligations WHERE kind = $7 AND year = $5 AND quarter = $6), \
+                 (SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
+                 (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1)",
             )
             .bind(&caller)
             .bind(&key)
-            .fetch_optional(&mut *conn)
+            .bind(&bin)
+            .bind(FilingKind::QuarterlyReport.as_str())
+            .bind(quarter_of_report.map(|q| i64::from(q.year())))
+            .bind(quarter_of_report.map(|q| i64::from(q.quarter())))
+            .bind(ObligationKind::FinanceForm.as_str())
+            .fetch_one(&mut *conn)
             .await?;
-            if let Some((filing_id, digest, receipt)) = earlier {
+            let (
+                earlier_id,
+                earlier_digest,
+                earlier_receipt,
+                register_entry_number,
+                register_status,
+                register_end,
+                last_year,
+                last_quarter,
+                next_register_seq,
+                previous_id,
+                previous_revision,
+                finance_obligation,
+                head_seq,
+                head_hash,
+            ) = facts;
+            if let (Some(filing_id), Some(digest), Some(receipt)) =
+                (earlier_id, earlier_digest, earlier_receipt)
+            {
                 return Ok(if digest == request_sha256.as_str() {
                     SubmitOutcome::Replayed(receipt)
                 } else {
                     SubmitOutcome::KeyReused { filing_id }
                 });
             }
+            let mut head = match (head_seq, head_hash) {
+                (Some(seq), Some(hash)) => (seq, hash),
+                _ => (0, ledger::GENESIS.to_owned()),
+            };
 
-            let bin = filing.id().as_str().to_owned();
-            let entry: Option<(String, String, Option<String>, Option<i64>, Option<i64>)> =
-                sqlx::query_as(
-                    "SELECT register_number, status, activity_end_date, last_year, last_quarter \
-                     FROM register WHERE bin_or_iin = $1",
-                )
-                .bind(&bin)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let state = match &entry {
+            let state = match &register_status {
                 None => None,
-                Some((_, status, end, _, _)) => Some(RegisterState {
+                Some(status) => Some(RegisterState {
                     status: RegisterStatus::parse(status)
                         .ok_or_else(|| StoreError::Corrupt(format!("register status {status:?}")))?,
-                    activity_end: end.as_deref().map(parse_date).transpose()?,
+                    activity_end: register_end.as_deref().map(parse_date).transpose()?,
                 }),
             };
 
             let mut conflicts = Vec::new();
             if let Some(pool) = filing.ip_pool() {
                 for block in pool.blocks() {
-                    let rows: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT bin_or_iin, cidr FROM ip_ranges \
-                         WHERE bin_or_iin <> $1 AND range_start <= $2 AND range_end >= $3 \
-                         ORDER BY bin_or_iin, cidr",
-                    )
-                    .bind(&bin)
-                    .bind(block.range.end_bytes().to_vec())
-                    .bind(block.range.start_bytes().to_vec())
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    conflicts.extend(rows.into_iter().map(|(other_bin, other_cidr)| IpConflict {
-                        cidr: block.cidr.clone(),
-                        other_cidr,
-                        other_bin_or_iin: other_bin,
-                    }));
+                    conflicts.extend(ip_conflicts(&mut *conn, &bin, block).await?);
                 }
             }
 
@@ -940,137 +1116,122 @@ macro_rules! store_ops {
             let assessment = register::assess(&filing, received, state.as_ref(), &conflicts);
             let filing_id = new_id("fil");
             let at = micros(now);
+            let mut writes = Writes::default();
 
             let mut revision = 0u32;
-            if let Filing::Quarterly(report) = &filing {
-                let previous: Option<(String, i64)> = sqlx::query_as(
-                    "SELECT filing_id, revision FROM filings \
-                     WHERE bin_or_iin = $1 AND kind = $2 AND year = $3 AND quarter = $4 \
-                     AND superseded_by IS NULL",
-                )
-                .bind(&bin)
-                .bind(FilingKind::QuarterlyReport.as_str())
-                .bind(i64::from(report.quarter.year()))
-                .bind(i64::from(report.quarter.quarter()))
-                .fetch_optional(&mut *conn)
-                .await?;
-                revision = previous.as_ref().map_or(1, |(_, r)| *r as u32 + 1);
-                if let Some((previous_id, _)) = previous {
-                    sqlx::query("UPDATE filings SET superseded_by = $1 WHERE filing_id = $2")
-                        .bind(&filing_id)
-                        .bind(previous_id)
-                        .execute(&mut *conn)
-                        .await?;
+            if quarter_of_report.is_some() {
+                revision = previous_revision.map_or(1, |r| r as u32 + 1);
+                if let Some(previous_id) = previous_id {
+                    writes.push(
+                        "UPDATE filings SET superseded_by = $1 WHERE filing_id = $2",
+                        vec![Value::Text(filing_id.clone()), Value::Text(previous_id)],
+                    );
                 }
             }
 
-            let mut register_number = entry.as_ref().map(|(number, ..)| number.clone());
+            let mut register_number = register_entry_number;
             match (&filing, assessment.register) {
                 (Filing::Start(start), RegisterChange::Create) => {
-                    let seq: i64 =
-                        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM register")
-                            .fetch_one(&mut *conn)
-                            .await?;
-                    let number = format!("KZ-DM-{seq:06}");
-                    sqlx::query(
+                    let number = format!("KZ-DM-{next_register_seq:06}");
+                    writes.push(
                         "INSERT INTO register (seq, register_number, bin_or_iin, name, legal_address, \
                          activity_kind, status, registered_at, start_filing_id, planned_start_date, \
                          required_power_kw, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    )
-                    .bind(seq)
-                    .bind(&number)
-                    .bind(&bin)
-                    .bind(&start.person.name)
-                    .bind(&start.person.legal_address)
-                    .bind(start.person.activity.as_str())
-                    .bind(RegisterStatus::Planned.as_str())
-                    .bind(at)
-                    .bind(&filing_id)
-                    .bind(start.planned_start.to_string())
-                    .bind(start.required_power.value() as i64)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
+                        vec![
+                            Value::Int(next_register_seq),
+                            Value::Text(number.clone()),
+                            Value::Text(bin.clone()),
+                            Value::Text(start.person.name.clone()),
+                            Value::Text(start.person.legal_address.clone()),
+                            Value::Text(start.person.activity.as_str().to_owned()),
+                            Value::Text(RegisterStatus::Planned.as_str().to_owned()),
+                            Value::Int(at),
+                            Value::Text(filing_id.clone()),
+                            Value::Text(start.planned_start.to_string()),
+                            Value::Int(start.required_power.value() as i64),
+                            Value::Int(at),
+                        ],
+                    );
                     register_number = Some(number);
                 }
                 (Filing::Start(start), RegisterChange::SetStatus(status)) => {
                     // A terminated person notifies a new start.
-                    sqlx::query(
+                    writes.push(
                         "UPDATE register SET status = $1, activity_end_date = NULL, start_filing_id = $2, \
                          planned_start_date = $3, required_power_kw = $4, name = $5, legal_address = $6, \
                          activity_kind = $7, updated_at = $8 WHERE bin_or_iin = $9",
-                    )
-                    .bind(status.as_str())
-                    .bind(&filing_id)
-                    .bind(start.planned_start.to_string())
-                    .bind(start.required_power.value() as i64)
-                    .bind(&start.person.name)
-                    .bind(&start.person.legal_address)
-                    .bind(start.person.activity.as_str())
-                    .bind(at)
-                    .bind(&bin)
-                    .execute(&mut *conn)
-                    .await?;
+                        vec![
+                            Value::Text(status.as_str().to_owned()),
+                            Value::Text(filing_id.clone()),
+                            Value::Text(start.planned_start.to_string()),
+                            Value::Int(start.required_power.value() as i64),
+                            Value::Text(start.person.name.clone()),
+                            Value::Text(start.person.legal_address.clone()),
+                            Value::Text(start.person.activity.as_str().to_owned()),
+                            Value::Int(at),
+                            Value::Text(bin.clone()),
+                        ],
+                    );
                 }
                 (Filing::Quarterly(report), change) => {
-                    if let (Some((_, _, _, last_year, last_quarter)), Some(state)) = (&entry, &state) {
+                    if let Some(state) = &state {
                         let status = match change {
                             RegisterChange::SetStatus(status) => status,
                             _ => state.status,
                         };
                         let this = (i64::from(report.quarter.year()), i64::from(report.quarter.quarter()));
                         let last = match (last_year, last_quarter) {
-                            (Some(y), Some(q)) if (*y, *q) > this => (*y, *q),
+                            (Some(y), Some(q)) if (y, q) > this => (y, q),
                             _ => this,
                         };
-                        sqlx::query(
+                        writes.push(
                             "UPDATE register SET status = $1, name = $2, legal_address = $3, \
                              last_year = $4, last_quarter = $5, updated_at = $6 WHERE bin_or_iin = $7",
-                        )
-                        .bind(status.as_str())
-                        .bind(&report.person.name)
-                        .bind(&report.person.legal_address)
-                        .bind(last.0)
-                        .bind(last.1)
-                        .bind(at)
-                        .bind(&bin)
-                        .execute(&mut *conn)
-                        .await?;
+                            vec![
+                                Value::Text(status.as_str().to_owned()),
+                                Value::Text(report.person.name.clone()),
+                                Value::Text(report.person.legal_address.clone()),
+                                Value::Int(last.0),
+                                Value::Int(last.1),
+                                Value::Int(at),
+                                Value::Text(bin.clone()),
+                            ],
+                        );
                     }
                 }
                 (Filing::Termination(notice), RegisterChange::SetStatus(status)) => {
-                    sqlx::query(
+                    writes.push(
                         "UPDATE register SET status = $1, activity_end_date = $2, updated_at = $3 \
                          WHERE bin_or_iin = $4",
-                    )
-                    .bind(status.as_str())
-                    .bind(notice.activity_end.to_string())
-                    .bind(at)
-                    .bind(&bin)
-                    .execute(&mut *conn)
-                    .await?;
+                        vec![
+                            Value::Text(status.as_str().to_owned()),
+                            Value::Text(notice.activity_end.to_string()),
+                            Value::Int(at),
+                            Value::Text(bin.clone()),
+                        ],
+                    );
                 }
                 _ => {}
             }
 
             if let Some(pool) = filing.ip_pool() {
-                sqlx::query("DELETE FROM ip_ranges WHERE bin_or_iin = $1")
-                    .bind(&bin)
-                    .execute(&mut *conn)
-                    .await?;
+                writes.push(
+                    "DELETE FROM ip_ranges WHERE bin_or_iin = $1",
+                    vec![Value::Text(bin.clone())],
+                );
                 for block in pool.blocks() {
-                    sqlx::query(
+                    writes.push(
                         "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id) \
                          VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&bin)
-                    .bind(&block.cidr)
-                    .bind(block.range.start_bytes().to_vec())
-                    .bind(block.range.end_bytes().to_vec())
-                    .bind(&filing_id)
-                    .execute(&mut *conn)
-                    .await?;
+                        vec![
+                            Value::Text(bin.clone()),
+                            Value::Text(block.cidr.clone()),
+                            Value::Blob(block.range.start_bytes().to_vec()),
+                            Value::Blob(block.range.end_bytes().to_vec()),
+                            Value::Text(filing_id.clone()),
+                        ],
+                    );
                 }
             }
 
@@ -1080,26 +1241,27 @@ macro_rules! store_ops {
                 .map(|finding| (new_id("fnd"), finding.clone()))
                 .collect();
             for (finding_id, finding) in &findings {
-                sqlx::query(
+                writes.push(
                     "INSERT INTO findings (finding_id, kind, bin_or_iin, filing_id, days, year, quarter, \
                      detail, detected_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(finding_id)
-                .bind(finding.kind.as_str())
-                .bind(&bin)
-                .bind(&filing_id)
-                .bind(i64::from(finding.days))
-                .bind(finding.quarter.map(|q| i64::from(q.year())))
-                .bind(finding.quarter.map(|q| i64::from(q.quarter())))
-                .bind(&finding.detail)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                    vec![
+                        Value::Text(finding_id.clone()),
+                        Value::Text(finding.kind.as_str().to_owned()),
+                        Value::Text(bin.clone()),
+                        Value::Text(filing_id.clone()),
+                        Value::Int(i64::from(finding.days)),
+                        Value::OptInt(finding.quarter.map(|q| i64::from(q.year()))),
+                        Value::OptInt(finding.quarter.map(|q| i64::from(q.quarter()))),
+                        Value::Text(finding.detail.clone()),
+                        Value::Int(at),
+                    ],
+                );
             }
 
             // §6 the four-item extract, and its 10-day obligation; §6-1 the
             // quarter's form obligation, once per quarter.
             let mut obligations = Vec::new();
+            let mut ledger_entries = Vec::new();
             if let Some(build) = extract {
                 let extract_id = new_id("ext");
                 let due_date = deadlines::energy_extract_due(received);
@@ -1109,67 +1271,60 @@ macro_rules! store_ops {
                     created_at: now,
                     due_date,
                 });
-                sqlx::query(
-                    "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&extract_id)
-                .bind(&filing_id)
-                .bind(&bin)
-                .bind(at)
-                .bind(due_date.to_string())
-                .bind(&extract_body)
-                .execute(&mut *conn)
-                .await?;
-                for document in filing.documents() {
-                    sqlx::query("INSERT INTO extract_documents (extract_id, sha256, kind) VALUES ($1, $2, $3)")
-                        .bind(&extract_id)
-                        .bind(document.sha256.as_str())
-                        .bind(document.kind.as_str())
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                append_ledger(
-                    conn,
+                ledger_entries.push((
                     "EXTRACT_CREATED",
-                    &extract_id,
-                    now,
-                    &serde_json::json!({
+                    extract_id.clone(),
+                    serde_json::json!({
                         "extract_id": extract_id,
                         "filing_id": filing_id,
                         "due_date": due_date.to_string(),
                         "extract_sha256": Sha256Hex::of(&extract_body).as_str(),
                     }),
-                )
-                .await?;
-                obligations.push(
-                    insert_obligation(conn, now, ObligationKind::EnergyExtract, due_date, Some(&filing_id), Some(&extract_id), None)
-                        .await?,
+                ));
+                writes.push(
+                    "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    vec![
+                        Value::Text(extract_id.clone()),
+                        Value::Text(filing_id.clone()),
+                        Value::Text(bin.clone()),
+                        Value::Int(at),
+                        Value::Text(due_date.to_string()),
+                        Value::Blob(extract_body),
+                    ],
                 );
-            }
-            if let Filing::Quarterly(report) = &filing {
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT obligation_id FROM obligations WHERE kind = $1 AND year = $2 AND quarter = $3",
-                )
-                .bind(ObligationKind::FinanceForm.as_str())
-                .bind(i64::from(report.quarter.year()))
-                .bind(i64::from(report.quarter.quarter()))
-                .fetch_optional(&mut *conn)
-                .await?;
-                if existing.is_none() {
-                    obligations.push(
-                        insert_obligation(
-                            conn,
-                            now,
-                            ObligationKind::FinanceForm,
-                            deadlines::finance_form_due(report.quarter),
-                            None,
-                            None,
-                            Some(report.quarter),
-                        )
-                        .await?,
+                for document in filing.documents() {
+                    writes.push(
+                        "INSERT INTO extract_documents (extract_id, sha256, kind) VALUES ($1, $2, $3)",
+                        vec![
+                            Value::Text(extract_id.clone()),
+                            Value::Text(document.sha256.as_str().to_owned()),
+                            Value::Text(document.kind.as_str().to_owned()),
+                        ],
                     );
                 }
+                obligations.push(new_obligation(
+                    &mut writes,
+                    now,
+                    ObligationKind::EnergyExtract,
+                    due_date,
+                    Some(&filing_id),
+                    Some(&extract_id),
+                    None,
+                ));
+            }
+            if let Some(quarter) = quarter_of_report
+                && finance_obligation.is_none()
+            {
+                obligations.push(new_obligation(
+                    &mut writes,
+                    now,
+                    ObligationKind::FinanceForm,
+                    deadlines::finance_form_due(quarter),
+                    None,
+                    None,
+                    Some(quarter),
+                ));
             }
 
             let accepted = Accepted {
@@ -1183,28 +1338,32 @@ macro_rules! store_ops {
             };
             let receipt_bytes = receipt(&accepted);
             let quarter = filing.quarter();
-            sqlx::query(
+            writes.push(
                 "INSERT INTO filings (filing_id, kind, bin_or_iin, caller, idempotency_key, request_sha256, \
                  year, quarter, revision, received_at, body, receipt) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&filing_id)
-            .bind(filing.kind().as_str())
-            .bind(&bin)
-            .bind(&caller)
-            .bind(&key)
-            .bind(request_sha256.as_str())
-            .bind(quarter.map(|q| i64::from(q.year())))
-            .bind(quarter.map(|q| i64::from(q.quarter())))
-            .bind(i64::from(revision))
-            .bind(at)
-            .bind(&body)
-            .bind(&receipt_bytes)
-            .execute(&mut *conn)
-            .await?;
+                vec![
+                    Value::Text(filing_id.clone()),
+                    Value::Text(filing.kind().as_str().to_owned()),
+                    Value::Text(bin.clone()),
+                    Value::Text(caller.clone()),
+                    Value::Text(key),
+                    Value::Text(request_sha256.as_str().to_owned()),
+                    Value::OptInt(quarter.map(|q| i64::from(q.year()))),
+                    Value::OptInt(quarter.map(|q| i64::from(q.quarter()))),
+                    Value::Int(i64::from(revision)),
+                    Value::Int(at),
+                    Value::Blob(body),
+                    Value::Blob(receipt_bytes.clone()),
+                ],
+            );
 
-            append_ledger(
-                conn,
+            for (kind, subject, payload) in &ledger_entries {
+                ledger_entry(&mut writes, &mut head, kind, subject, now, payload);
+            }
+            ledger_entry(
+                &mut writes,
+                &mut head,
                 "FILING_ACCEPTED",
                 &filing_id,
                 now,
@@ -1219,9 +1378,55 @@ macro_rules! store_ops {
                     "revision": revision,
                     "findings": accepted.findings.iter().map(|(_, f)| f.kind.as_str()).collect::<Vec<_>>(),
                 }),
-            )
-            .await?;
+            );
+            writes.run(conn).await?;
             Ok(SubmitOutcome::Accepted(receipt_bytes))
+        }
+
+        /// The ranges of other persons that overlap `block`. Every stored
+        /// range is a CIDR block, so one that overlaps `block` either starts
+        /// inside it or is a shorter prefix holding its first address: the
+        /// second kind starts at that address masked to its own prefix, one
+        /// index look-up per prefix length. No scan of the table.
+        async fn ip_conflicts(
+            conn: &mut $conn,
+            bin: &str,
+            block: &$crate::domain::ip::IpBlock,
+        ) -> Result<Vec<IpConflict>, StoreError> {
+            let start = block.range.start_bytes();
+            let first = u128::from_be_bytes(start);
+            let mut covering: Vec<u128> = (0..128u32)
+                .map(|prefix| if prefix == 0 { 0 } else { first & (u128::MAX << (128 - prefix)) })
+                .filter(|candidate| *candidate != first)
+                .collect();
+            covering.sort_unstable();
+            covering.dedup();
+            let placeholders: Vec<String> =
+                (0..covering.len()).map(|i| format!("${}", i + 4)).collect();
+            let sql = format!(
+                "SELECT bin_or_iin, cidr FROM ip_ranges WHERE bin_or_iin <> $1 AND \
+                 ((range_start >= $2 AND range_start <= $3) OR \
+                  (range_end >= $2 AND range_start IN ({})))",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as(&sql)
+                .bind(bin)
+                .bind(start.to_vec())
+                .bind(block.range.end_bytes().to_vec());
+            for candidate in &covering {
+                query = query.bind(candidate.to_be_bytes().to_vec());
+            }
+            let mut rows: Vec<(String, String)> = query.fetch_all(&mut *conn).await?;
+            rows.sort();
+            rows.dedup();
+            Ok(rows
+                .into_iter()
+                .map(|(other_bin, other_cidr)| IpConflict {
+                    cidr: block.cidr.clone(),
+                    other_cidr,
+                    other_bin_or_iin: other_bin,
+                })
+                .collect())
         }
 
         pub(crate) async fn documents_in(
