@@ -1433,22 +1433,34 @@ macro_rules! store_ops {
             pool: &sqlx::Pool<$db>,
             digests: &[Sha256Hex],
         ) -> Result<Vec<DocumentRecord>, StoreError> {
+            // One query for all of them (a filing refers to a few documents).
             let mut found = Vec::new();
-            for digest in digests {
-                let row: Option<(String, i64, i64)> = sqlx::query_as(
-                    "SELECT media_type, size_bytes, stored_at FROM documents WHERE sha256 = $1",
-                )
-                .bind(digest.as_str())
-                .fetch_optional(pool)
-                .await?;
-                if let Some((media_type, size, stored_at)) = row {
-                    found.push(DocumentRecord {
-                        sha256: digest.clone(),
-                        media_type,
-                        size_bytes: size as u64,
-                        stored_at: from_micros(stored_at)?,
-                        newly_stored: false,
-                    });
+            for chunk in digests.chunks(100) {
+                let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+                let sql = format!(
+                    "SELECT sha256, media_type, size_bytes, stored_at FROM documents WHERE sha256 IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut query = sqlx::query_as(&sql);
+                for digest in chunk {
+                    query = query.bind(digest.as_str());
+                }
+                let rows: Vec<(String, String, i64, i64)> = query.fetch_all(pool).await?;
+                for digest in chunk {
+                    if found.iter().any(|d: &DocumentRecord| d.sha256 == *digest) {
+                        continue;
+                    }
+                    if let Some((_, media_type, size, stored_at)) =
+                        rows.iter().find(|row| row.0 == digest.as_str())
+                    {
+                        found.push(DocumentRecord {
+                            sha256: digest.clone(),
+                            media_type: media_type.clone(),
+                            size_bytes: *size as u64,
+                            stored_at: from_micros(*stored_at)?,
+                            newly_stored: false,
+                        });
+                    }
                 }
             }
             Ok(found)
