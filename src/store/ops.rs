@@ -370,39 +370,18 @@ macro_rules! store_ops {
             }
         }
 
-        /// Which obligation an act fulfils.
-        enum Fulfils<'a> {
-            /// §6: the extract was acknowledged.
-            Extract(&'a str),
-            /// §6-1: a form revision of the quarter (year, quarter) was acknowledged.
-            Quarter(i64, i64),
-        }
-
-        /// Fulfils the still-open obligation `what` names, if any.
-        async fn fulfil(conn: &mut $conn, now: DateTime<Utc>, what: Fulfils<'_>) -> Result<(), StoreError> {
-            let (kind, open): (ObligationKind, Vec<ObligationTuple>) = match what {
-                Fulfils::Extract(extract_id) => (
-                    ObligationKind::EnergyExtract,
-                    sqlx::query_as(&format!(
-                        "{OBLIGATION_COLUMNS} WHERE kind = $1 AND fulfilled_at IS NULL AND extract_id = $2"
-                    ))
-                    .bind(ObligationKind::EnergyExtract.as_str())
-                    .bind(extract_id)
-                    .fetch_all(&mut *conn)
-                    .await?,
-                ),
-                Fulfils::Quarter(year, quarter) => (
-                    ObligationKind::FinanceForm,
-                    sqlx::query_as(&format!(
-                        "{OBLIGATION_COLUMNS} WHERE kind = $1 AND fulfilled_at IS NULL AND year = $2 AND quarter = $3"
-                    ))
-                    .bind(ObligationKind::FinanceForm.as_str())
-                    .bind(year)
-                    .bind(quarter)
-                    .fetch_all(&mut *conn)
-                    .await?,
-                ),
-            };
+        /// §6-1: a form revision of the quarter (year, quarter) was
+        /// acknowledged: its FINANCE_FORM obligation is fulfilled, if still open.
+        async fn fulfil_form(conn: &mut $conn, now: DateTime<Utc>, year: i64, quarter: i64) -> Result<(), StoreError> {
+            let kind = ObligationKind::FinanceForm;
+            let open: Vec<ObligationTuple> = sqlx::query_as(&format!(
+                "{OBLIGATION_COLUMNS} WHERE kind = $1 AND fulfilled_at IS NULL AND year = $2 AND quarter = $3"
+            ))
+            .bind(kind.as_str())
+            .bind(year)
+            .bind(quarter)
+            .fetch_all(&mut *conn)
+            .await?;
             for row in open {
                 let row = obligation_row(row)?;
                 let status = ObligationStatus::fulfilled_on(deadlines::local_date(now), row.due_date);
@@ -429,34 +408,51 @@ macro_rules! store_ops {
             Ok(())
         }
 
+        /// The ledger's head as two scalar subqueries, for a job's combined read.
+        const LEDGER_HEAD: &str = "(SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
+                                   (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1)";
+
+        fn ledger_head(seq: Option<i64>, hash: Option<String>) -> (i64, String) {
+            match (seq, hash) {
+                (Some(seq), Some(hash)) => (seq, hash),
+                _ => (0, ledger::GENESIS.to_owned()),
+            }
+        }
+
         async fn record_attempt_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
             extract_id: String,
             subscriber: String,
         ) -> Result<(u32, DateTime<Utc>), StoreError> {
-            let attempt: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM extract_attempts WHERE extract_id = $1 AND subscriber = $2",
-            )
+            let (attempt, head_seq, head_hash): (i64, Option<i64>, Option<String>) = sqlx::query_as(&format!(
+                "SELECT (SELECT COALESCE(MAX(attempt), 0) + 1 FROM extract_attempts \
+                 WHERE extract_id = $1 AND subscriber = $2), {LEDGER_HEAD}"
+            ))
             .bind(&extract_id)
             .bind(&subscriber)
             .fetch_one(&mut *conn)
             .await?;
-            sqlx::query("INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) VALUES ($1, $2, $3, $4)")
-                .bind(&extract_id)
-                .bind(&subscriber)
-                .bind(attempt)
-                .bind(micros(now))
-                .execute(&mut *conn)
-                .await?;
-            append_ledger(
-                conn,
+            let mut head = ledger_head(head_seq, head_hash);
+            let mut writes = Writes::default();
+            writes.push(
+                "INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) VALUES ($1, $2, $3, $4)",
+                vec![
+                    Value::Text(extract_id.clone()),
+                    Value::Text(subscriber.clone()),
+                    Value::Int(attempt),
+                    Value::Int(micros(now)),
+                ],
+            );
+            ledger_entry(
+                &mut writes,
+                &mut head,
                 "EXTRACT_SENT",
                 &extract_id,
                 now,
                 &serde_json::json!({ "extract_id": extract_id, "subscriber": subscriber, "attempt": attempt }),
-            )
-            .await?;
+            );
+            writes.run(conn).await?;
             Ok((attempt as u32, now))
         }
 
@@ -467,37 +463,50 @@ macro_rules! store_ops {
             subscriber: String,
             build: AckBuilder,
         ) -> Result<Option<Vec<u8>>, StoreError> {
-            let earlier: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT receipt FROM extract_acks WHERE extract_id = $1 AND subscriber = $2",
-            )
-            .bind(&extract_id)
-            .bind(&subscriber)
-            .fetch_optional(&mut *conn)
-            .await?;
+            type AckRead = (
+                Option<Vec<u8>>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+            );
+            let (earlier, due, obligation_id, obligation_due, head_seq, head_hash): AckRead =
+                sqlx::query_as(&format!(
+                    "SELECT \
+                     (SELECT receipt FROM extract_acks WHERE extract_id = $1 AND subscriber = $2), \
+                     (SELECT e.due_date FROM extracts e WHERE e.extract_id = $1 AND EXISTS \
+                      (SELECT 1 FROM extract_attempts a WHERE a.extract_id = e.extract_id AND a.subscriber = $2)), \
+                     (SELECT obligation_id FROM obligations WHERE kind = $3 AND fulfilled_at IS NULL \
+                      AND extract_id = $1 ORDER BY seq LIMIT 1), \
+                     (SELECT due_date FROM obligations WHERE kind = $3 AND fulfilled_at IS NULL \
+                      AND extract_id = $1 ORDER BY seq LIMIT 1), \
+                     {LEDGER_HEAD}"
+                ))
+                .bind(&extract_id)
+                .bind(&subscriber)
+                .bind(ObligationKind::EnergyExtract.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
             if earlier.is_some() {
                 return Ok(earlier);
             }
-            let due: Option<String> = sqlx::query_scalar(
-                "SELECT e.due_date FROM extracts e WHERE e.extract_id = $1 AND EXISTS \
-                 (SELECT 1 FROM extract_attempts a WHERE a.extract_id = e.extract_id AND a.subscriber = $2)",
-            )
-            .bind(&extract_id)
-            .bind(&subscriber)
-            .fetch_optional(&mut *conn)
-            .await?;
             let Some(due) = due else { return Ok(None) };
             let receipt = build(&AckFacts { acknowledged_at: now, due_date: parse_date(&due)? });
-            sqlx::query(
+            let mut head = ledger_head(head_seq, head_hash);
+            let mut writes = Writes::default();
+            writes.push(
                 "INSERT INTO extract_acks (extract_id, subscriber, acknowledged_at, receipt) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&extract_id)
-            .bind(&subscriber)
-            .bind(micros(now))
-            .bind(&receipt)
-            .execute(&mut *conn)
-            .await?;
-            append_ledger(
-                conn,
+                vec![
+                    Value::Text(extract_id.clone()),
+                    Value::Text(subscriber.clone()),
+                    Value::Int(micros(now)),
+                    Value::Blob(receipt.clone()),
+                ],
+            );
+            ledger_entry(
+                &mut writes,
+                &mut head,
                 "EXTRACT_ACKNOWLEDGED",
                 &extract_id,
                 now,
@@ -506,9 +515,34 @@ macro_rules! store_ops {
                     "subscriber": subscriber,
                     "receipt_sha256": Sha256Hex::of(&receipt).as_str(),
                 }),
-            )
-            .await?;
-            fulfil(conn, now, Fulfils::Extract(&extract_id)).await?;
+            );
+            // The first acknowledgement from any energy identity fulfils the obligation.
+            if let (Some(obligation_id), Some(obligation_due)) = (obligation_id, obligation_due) {
+                let due_date = parse_date(&obligation_due)?;
+                let status = ObligationStatus::fulfilled_on(deadlines::local_date(now), due_date);
+                writes.push(
+                    "UPDATE obligations SET status = $1, fulfilled_at = $2 WHERE obligation_id = $3",
+                    vec![
+                        Value::Text(status.as_str().to_owned()),
+                        Value::Int(micros(now)),
+                        Value::Text(obligation_id.clone()),
+                    ],
+                );
+                ledger_entry(
+                    &mut writes,
+                    &mut head,
+                    "OBLIGATION_FULFILLED",
+                    &obligation_id,
+                    now,
+                    &serde_json::json!({
+                        "obligation_id": obligation_id,
+                        "kind": ObligationKind::EnergyExtract.as_str(),
+                        "due_date": due_date.to_string(),
+                        "status": status.as_str(),
+                    }),
+                );
+            }
+            writes.run(conn).await?;
             Ok(Some(receipt))
         }
 
@@ -630,7 +664,7 @@ macro_rules! store_ops {
                 &serde_json::json!({ "year": year, "quarter": q, "revision": rev, "body_sha256": expected }),
             )
             .await?;
-            fulfil(conn, now, Fulfils::Quarter(year, q)).await?;
+            fulfil_form(conn, now, year, q).await?;
             Ok(FormAckOutcome::Acknowledged(receipt))
         }
 
@@ -721,17 +755,25 @@ macro_rules! store_ops {
                     ),
                     Job::Attempt { extract_id, subscriber, reply } => finisher(
                         reply,
-                        in_savepoint(&mut tx, |c| {
-                            Box::pin(record_attempt_in(c, now, extract_id, subscriber))
-                        })
-                        .await,
+                        if $backend == "sqlite" {
+                            record_attempt_in(&mut tx, now, extract_id, subscriber).await
+                        } else {
+                            in_savepoint(&mut tx, |c| {
+                                Box::pin(record_attempt_in(c, now, extract_id, subscriber))
+                            })
+                            .await
+                        },
                     ),
                     Job::AckExtract { extract_id, subscriber, build, reply } => finisher(
                         reply,
-                        in_savepoint(&mut tx, |c| {
-                            Box::pin(ack_extract_in(c, now, extract_id, subscriber, build))
-                        })
-                        .await,
+                        if $backend == "sqlite" {
+                            ack_extract_in(&mut tx, now, extract_id, subscriber, build).await
+                        } else {
+                            in_savepoint(&mut tx, |c| {
+                                Box::pin(ack_extract_in(c, now, extract_id, subscriber, build))
+                            })
+                            .await
+                        },
                     ),
                     Job::PublishForm(publication, reply) => finisher(
                         reply,
@@ -1091,10 +1133,7 @@ macro_rules! store_ops {
                     SubmitOutcome::KeyReused { filing_id }
                 });
             }
-            let mut head = match (head_seq, head_hash) {
-                (Some(seq), Some(hash)) => (seq, hash),
-                _ => (0, ledger::GENESIS.to_owned()),
-            };
+            let mut head = ledger_head(head_seq, head_hash);
 
             let state = match &register_status {
                 None => None,
