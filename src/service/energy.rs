@@ -75,8 +75,10 @@ async fn deliver(
     until_caught_up: bool,
 ) {
     let mut changes = store.changes();
-    // extract id → when this stream last sent it
-    let mut in_flight: HashMap<String, Instant> = HashMap::new();
+    // extract id → (its sequence number, when this stream last sent it)
+    let mut in_flight: HashMap<String, (i64, Instant)> = HashMap::new();
+    // Every extract below this sequence number is acknowledged by this subscriber.
+    let mut floor = 0;
     loop {
         if let Err(status) = fill(
             &*store,
@@ -85,6 +87,7 @@ async fn deliver(
             ack_deadline,
             &stream,
             &mut in_flight,
+            &mut floor,
         )
         .await
         {
@@ -93,7 +96,11 @@ async fn deliver(
             }
             return;
         }
-        let expiry = in_flight.values().min().map(|sent| *sent + ack_deadline);
+        let expiry = in_flight
+            .values()
+            .map(|(_, sent)| *sent)
+            .min()
+            .map(|sent| sent + ack_deadline);
         let wake = expiry.map_or(Instant::now() + POLL, |at| at.min(Instant::now() + POLL));
         if until_caught_up && in_flight.is_empty() {
             tracing::info!(%subscriber, "caught up: stream ended");
@@ -113,14 +120,17 @@ async fn deliver(
 }
 
 /// Forgets what was acknowledged or timed out, then sends pending extracts up
-/// to the in-flight limit. `Err(None)`: the subscriber went away.
+/// to the in-flight limit, recording their attempts in one job. `Err(None)`:
+/// the subscriber went away. `floor` rises past what is acknowledged, so the
+/// pending query does not walk the whole history each time.
 async fn fill(
     store: &dyn Store,
     subscriber: &str,
     max_in_flight: usize,
     ack_deadline: Duration,
     stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
-    in_flight: &mut HashMap<String, Instant>,
+    in_flight: &mut HashMap<String, (i64, Instant)>,
+    floor: &mut i64,
 ) -> Result<(), Option<Status>> {
     if !in_flight.is_empty() {
         let ids: Vec<String> = in_flight.keys().cloned().collect();
@@ -132,28 +142,41 @@ async fn fill(
             in_flight.remove(&id);
         }
         let now = Instant::now();
-        in_flight.retain(|_, sent| now.duration_since(*sent) < ack_deadline);
+        in_flight.retain(|_, (_, sent)| now.duration_since(*sent) < ack_deadline);
     }
     let room = max_in_flight.saturating_sub(in_flight.len());
     if room == 0 {
         return Ok(());
     }
     let pending = store
-        .pending_extracts(subscriber, (in_flight.len() + room) as u32)
+        .pending_extracts(subscriber, *floor, (in_flight.len() + room) as u32)
         .await
         .map_err(|e| Some(store_error(e)))?;
+    // Below the oldest extract still pending or in flight, all are acknowledged.
+    let oldest_open = pending
+        .iter()
+        .map(|p| p.seq)
+        .chain(in_flight.values().map(|(seq, _)| *seq))
+        .min();
+    if let Some(oldest) = oldest_open {
+        *floor = (*floor).max(oldest);
+    }
     let to_send: Vec<_> = pending
         .into_iter()
         .filter(|p| !in_flight.contains_key(&p.extract_id))
         .take(room)
         .collect();
-    for extract in to_send {
+    if to_send.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = to_send.iter().map(|p| p.extract_id.clone()).collect();
+    let (attempts, sent_at) = store
+        .record_attempts(&ids, subscriber)
+        .await
+        .map_err(|e| Some(store_error(e)))?;
+    for (extract, attempt) in to_send.into_iter().zip(attempts) {
         let body = EnergyExtract::decode(extract.body.as_slice())
             .map_err(|_| Some(Status::internal("a stored extract is unreadable")))?;
-        let (attempt, sent_at) = store
-            .record_attempt(&extract.extract_id, subscriber)
-            .await
-            .map_err(|e| Some(store_error(e)))?;
         tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
         let delivery = ExtractDelivery {
             extract: Some(body),
@@ -163,7 +186,7 @@ async fn fill(
         if stream.send(Ok(delivery)).await.is_err() {
             return Err(None);
         }
-        in_flight.insert(extract.extract_id, Instant::now());
+        in_flight.insert(extract.extract_id, (extract.seq, Instant::now()));
     }
     Ok(())
 }

@@ -211,6 +211,8 @@ pub struct FindingQuery {
 /// An extract still to be acknowledged by a subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingExtract {
+    /// Order of creation: every extract made later has a greater one.
+    pub seq: i64,
     pub extract_id: String,
     /// The signed extract (protobuf).
     pub body: Vec<u8>,
@@ -390,10 +392,13 @@ pub trait Store: Send + Sync + 'static {
     /// A counter that moves after every committed write on any replica: a
     /// subscriber waits on it for new extracts and acknowledgements.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// Extracts `subscriber` has not acknowledged, oldest first.
+    /// Extracts `subscriber` has not acknowledged, oldest first, from
+    /// sequence number `from_seq` on (a caller that knows every earlier one
+    /// is acknowledged skips them; acknowledgements are never undone).
     async fn pending_extracts(
         &self,
         subscriber: &str,
+        from_seq: i64,
         limit: u32,
     ) -> Result<Vec<PendingExtract>, StoreError>;
     /// Those of `extract_ids` that `subscriber` has acknowledged.
@@ -402,12 +407,13 @@ pub trait Store: Send + Sync + 'static {
         subscriber: &str,
         extract_ids: &[String],
     ) -> Result<Vec<String>, StoreError>;
-    /// Records one sending of an extract; returns the attempt number and time.
-    async fn record_attempt(
+    /// Records one sending of each of `extract_ids` to `subscriber`, in one
+    /// job; returns each one's attempt number, and the time.
+    async fn record_attempts(
         &self,
-        extract_id: &str,
+        extract_ids: &[String],
         subscriber: &str,
-    ) -> Result<(u32, DateTime<Utc>), StoreError>;
+    ) -> Result<(Vec<u32>, DateTime<Utc>), StoreError>;
     /// Acknowledges an extract sent to `subscriber`; `None` if it was never sent to them.
     async fn acknowledge_extract(
         &self,
@@ -472,10 +478,10 @@ pub(crate) enum Job {
         NewDocument,
         oneshot::Sender<Result<DocumentRecord, StoreError>>,
     ),
-    Attempt {
-        extract_id: String,
+    Attempts {
+        extract_ids: Vec<String>,
         subscriber: String,
-        reply: oneshot::Sender<Result<(u32, DateTime<Utc>), StoreError>>,
+        reply: oneshot::Sender<Result<(Vec<u32>, DateTime<Utc>), StoreError>>,
     },
     AckExtract {
         extract_id: String,
@@ -504,7 +510,7 @@ impl Job {
         match self {
             Job::Filing(_, reply) => drop(reply.send(Err(error()))),
             Job::Document(_, reply) => drop(reply.send(Err(error()))),
-            Job::Attempt { reply, .. } => drop(reply.send(Err(error()))),
+            Job::Attempts { reply, .. } => drop(reply.send(Err(error()))),
             Job::AckExtract { reply, .. } => drop(reply.send(Err(error()))),
             Job::PublishForm(_, reply) => drop(reply.send(Err(error()))),
             Job::AckForm(_, reply) => drop(reply.send(Err(error()))),

@@ -99,17 +99,21 @@ macro_rules! store_ops {
                 self.changes.subscribe()
             }
 
-            async fn pending_extracts(&self, subscriber: &str, limit: u32) -> Result<Vec<PendingExtract>, StoreError> {
-                let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-                    "SELECT e.extract_id, e.body FROM extracts e WHERE NOT EXISTS \
-                     (SELECT 1 FROM extract_acks a WHERE a.extract_id = e.extract_id AND a.subscriber = $1) \
-                     ORDER BY e.seq LIMIT $2",
+            async fn pending_extracts(&self, subscriber: &str, from_seq: i64, limit: u32) -> Result<Vec<PendingExtract>, StoreError> {
+                let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT e.seq, e.extract_id, e.body FROM extracts e WHERE e.seq >= $1 AND NOT EXISTS \
+                     (SELECT 1 FROM extract_acks a WHERE a.extract_id = e.extract_id AND a.subscriber = $2) \
+                     ORDER BY e.seq LIMIT $3",
                 )
+                .bind(from_seq)
                 .bind(subscriber)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.into_iter().map(|(extract_id, body)| PendingExtract { extract_id, body }).collect())
+                Ok(rows
+                    .into_iter()
+                    .map(|(seq, extract_id, body)| PendingExtract { seq, extract_id, body })
+                    .collect())
             }
 
             async fn acknowledged(&self, subscriber: &str, extract_ids: &[String]) -> Result<Vec<String>, StoreError> {
@@ -131,9 +135,9 @@ macro_rules! store_ops {
                 Ok(acknowledged)
             }
 
-            async fn record_attempt(&self, extract_id: &str, subscriber: &str) -> Result<(u32, DateTime<Utc>), StoreError> {
-                let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
-                send_job(&self.writer, |reply| Job::Attempt { extract_id, subscriber, reply }).await
+            async fn record_attempts(&self, extract_ids: &[String], subscriber: &str) -> Result<(Vec<u32>, DateTime<Utc>), StoreError> {
+                let (extract_ids, subscriber) = (extract_ids.to_vec(), subscriber.to_owned());
+                send_job(&self.writer, |reply| Job::Attempts { extract_ids, subscriber, reply }).await
             }
 
             async fn acknowledge_extract(&self, extract_id: &str, subscriber: &str, build: AckBuilder) -> Result<Option<Vec<u8>>, StoreError> {
@@ -419,41 +423,63 @@ macro_rules! store_ops {
             }
         }
 
-        async fn record_attempt_in(
+        async fn record_attempts_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
-            extract_id: String,
+            extract_ids: Vec<String>,
             subscriber: String,
-        ) -> Result<(u32, DateTime<Utc>), StoreError> {
-            let (attempt, head_seq, head_hash): (i64, Option<i64>, Option<String>) = sqlx::query_as(&format!(
-                "SELECT (SELECT COALESCE(MAX(attempt), 0) + 1 FROM extract_attempts \
-                 WHERE extract_id = $1 AND subscriber = $2), {LEDGER_HEAD}"
-            ))
-            .bind(&extract_id)
-            .bind(&subscriber)
-            .fetch_one(&mut *conn)
-            .await?;
-            let mut head = ledger_head(head_seq, head_hash);
+        ) -> Result<(Vec<u32>, DateTime<Utc>), StoreError> {
+            // Each extract's next attempt number and the ledger's head, in one query.
+            let placeholders: Vec<String> = (0..extract_ids.len()).map(|i| format!("${}", i + 2)).collect();
+            let counts = extract_ids
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    format!(
+                        "(SELECT COALESCE(MAX(attempt), 0) FROM extract_attempts \
+                         WHERE subscriber = $1 AND extract_id = {})",
+                        placeholders[i]
+                    )
+                })
+                .collect::<Vec<_>>();
+            let sql = format!(
+                "SELECT (SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
+                 (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1){}{}",
+                if counts.is_empty() { "" } else { ", " },
+                counts.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(&subscriber);
+            for id in &extract_ids {
+                query = query.bind(id);
+            }
+            let row = query.fetch_one(&mut *conn).await?;
+            use sqlx::Row as _;
+            let mut head = ledger_head(row.try_get(0)?, row.try_get(1)?);
             let mut writes = Writes::default();
-            writes.push(
-                "INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) VALUES ($1, $2, $3, $4)",
-                vec![
-                    Value::Text(extract_id.clone()),
-                    Value::Text(subscriber.clone()),
-                    Value::Int(attempt),
-                    Value::Int(micros(now)),
-                ],
-            );
-            ledger_entry(
-                &mut writes,
-                &mut head,
-                "EXTRACT_SENT",
-                &extract_id,
-                now,
-                &serde_json::json!({ "extract_id": extract_id, "subscriber": subscriber, "attempt": attempt }),
-            );
+            let mut attempts = Vec::with_capacity(extract_ids.len());
+            for (i, extract_id) in extract_ids.iter().enumerate() {
+                let attempt: i64 = row.try_get::<i64, _>(i + 2)? + 1;
+                writes.push(
+                    "INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) VALUES ($1, $2, $3, $4)",
+                    vec![
+                        Value::Text(extract_id.clone()),
+                        Value::Text(subscriber.clone()),
+                        Value::Int(attempt),
+                        Value::Int(micros(now)),
+                    ],
+                );
+                ledger_entry(
+                    &mut writes,
+                    &mut head,
+                    "EXTRACT_SENT",
+                    extract_id,
+                    now,
+                    &serde_json::json!({ "extract_id": extract_id, "subscriber": subscriber, "attempt": attempt }),
+                );
+                attempts.push(attempt as u32);
+            }
             writes.run(conn).await?;
-            Ok((attempt as u32, now))
+            Ok((attempts, now))
         }
 
         async fn ack_extract_in(
@@ -753,13 +779,13 @@ macro_rules! store_ops {
                         reply,
                         in_savepoint(&mut tx, |c| Box::pin(put_document_in(c, now, document))).await,
                     ),
-                    Job::Attempt { extract_id, subscriber, reply } => finisher(
+                    Job::Attempts { extract_ids, subscriber, reply } => finisher(
                         reply,
                         if $backend == "sqlite" {
-                            record_attempt_in(&mut tx, now, extract_id, subscriber).await
+                            record_attempts_in(&mut tx, now, extract_ids, subscriber).await
                         } else {
                             in_savepoint(&mut tx, |c| {
-                                Box::pin(record_attempt_in(c, now, extract_id, subscriber))
+                                Box::pin(record_attempts_in(c, now, extract_ids, subscriber))
                             })
                             .await
                         },
