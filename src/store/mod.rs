@@ -94,6 +94,9 @@ fn sqlx_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// The attempt number of each extract sent, and when they were sent.
+pub type SentAttempts = (Vec<u32>, DateTime<Utc>);
+
 /// What the metrics endpoint reads from the store at each scrape.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -413,7 +416,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         extract_ids: &[String],
         subscriber: &str,
-    ) -> Result<(Vec<u32>, DateTime<Utc>), StoreError>;
+    ) -> Result<SentAttempts, StoreError>;
     /// Acknowledges an extract sent to `subscriber`; `None` if it was never sent to them.
     async fn acknowledge_extract(
         &self,
@@ -481,7 +484,7 @@ pub(crate) enum Job {
     Attempts {
         extract_ids: Vec<String>,
         subscriber: String,
-        reply: oneshot::Sender<Result<(Vec<u32>, DateTime<Utc>), StoreError>>,
+        reply: oneshot::Sender<Result<SentAttempts, StoreError>>,
     },
     AckExtract {
         extract_id: String,
