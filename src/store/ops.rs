@@ -5,6 +5,25 @@
 //! `writer` fields). `sqlite.rs` and `postgres.rs` each own their connection
 //! setup, migrations and write locking.
 
+/// Binds a job's deferred `Value`s to a query, in order.
+macro_rules! bind_values {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                Value::Text(v) => query.bind(v),
+                Value::OptText(v) => query.bind(v),
+                Value::Int(v) => query.bind(v),
+                Value::OptInt(v) => query.bind(v),
+                Value::Blob(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+
+pub(crate) use bind_values;
+
 macro_rules! store_ops {
     ($db:ty, $conn:ty, $store:ty, $backend:literal) => {
         use chrono::{DateTime, Utc};
@@ -963,51 +982,35 @@ macro_rules! store_ops {
         /// one (the caller holds the savepoint there).
         #[derive(Default)]
         struct Writes {
-            statements: Vec<(&'static str, Vec<Value>)>,
+            statements: Vec<(String, Vec<Value>)>,
         }
 
         impl Writes {
             /// `sql` numbers its parameters from `$1`, as a query of its own would.
-            fn push(&mut self, sql: &'static str, values: Vec<Value>) {
-                self.statements.push((sql, values));
+            fn push(&mut self, sql: impl Into<String>, values: Vec<Value>) {
+                self.statements.push((sql.into(), values));
             }
 
             async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
                 if $backend != "sqlite" {
                     for (sql, values) in self.statements {
-                        let mut query = sqlx::query(sql);
-                        for value in values {
-                            query = match value {
-                                Value::Text(v) => query.bind(v),
-                                Value::OptText(v) => query.bind(v),
-                                Value::Int(v) => query.bind(v),
-                                Value::OptInt(v) => query.bind(v),
-                                Value::Blob(v) => query.bind(v),
-                            };
-                        }
-                        query.execute(&mut *conn).await?;
+                        $crate::store::ops::bind_values!(sqlx::query(&sql), values)
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     return Ok(());
                 }
                 let mut sql = String::from("SAVEPOINT job_writes;\n");
                 let mut all = Vec::new();
                 for (statement, values) in self.statements {
-                    renumber(statement, all.len(), &mut sql);
+                    renumber(&statement, all.len(), &mut sql);
                     sql.push_str(";\n");
                     all.extend(values);
                 }
                 sql.push_str("RELEASE job_writes");
-                let mut query = sqlx::query(&sql);
-                for value in all {
-                    query = match value {
-                        Value::Text(v) => query.bind(v),
-                        Value::OptText(v) => query.bind(v),
-                        Value::Int(v) => query.bind(v),
-                        Value::OptInt(v) => query.bind(v),
-                        Value::Blob(v) => query.bind(v),
-                    };
-                }
-                let written = query.execute(&mut *conn).await;
+                let written = $crate::store::ops::bind_values!(sqlx::query(&sql), all)
+                    .execute(&mut *conn)
+                    .await;
                 if let Err(error) = written {
                     // The statements before the failing one are undone.
                     let _ = sqlx::query("ROLLBACK TO job_writes")
@@ -1090,6 +1093,24 @@ macro_rules! store_ops {
             Option<String>,
         );
 
+        const SUBMIT_FACTS: &str = "SELECT \
+             (SELECT filing_id FROM filings WHERE caller = $1 AND idempotency_key = $2), \
+             (SELECT request_sha256 FROM filings WHERE caller = $1 AND idempotency_key = $2), \
+             (SELECT receipt FROM filings WHERE caller = $1 AND idempotency_key = $2), \
+             (SELECT register_number FROM register WHERE bin_or_iin = $3), \
+             (SELECT status FROM register WHERE bin_or_iin = $3), \
+             (SELECT activity_end_date FROM register WHERE bin_or_iin = $3), \
+             (SELECT last_year FROM register WHERE bin_or_iin = $3), \
+             (SELECT last_quarter FROM register WHERE bin_or_iin = $3), \
+             (SELECT COALESCE(MAX(seq), 0) + 1 FROM register), \
+             (SELECT filing_id FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
+              AND quarter = $6 AND superseded_by IS NULL), \
+             (SELECT revision FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
+              AND quarter = $6 AND superseded_by IS NULL), \
+             (SELECT obligation_id FROM obligations WHERE kind = $7 AND year = $5 AND quarter = $6), \
+             (SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
+             (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1)";
+
         async fn submit_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
@@ -1109,34 +1130,63 @@ macro_rules! store_ops {
                 Filing::Quarterly(report) => Some(report.quarter),
                 _ => None,
             };
-            let facts: SubmitFacts = sqlx::query_as(
-                "SELECT \
-                 (SELECT filing_id FROM filings WHERE caller = $1 AND idempotency_key = $2), \
-                 (SELECT request_sha256 FROM filings WHERE caller = $1 AND idempotency_key = $2), \
-                 (SELECT receipt FROM filings WHERE caller = $1 AND idempotency_key = $2), \
-                 (SELECT register_number FROM register WHERE bin_or_iin = $3), \
-                 (SELECT status FROM register WHERE bin_or_iin = $3), \
-                 (SELECT activity_end_date FROM register WHERE bin_or_iin = $3), \
-                 (SELECT last_year FROM register WHERE bin_or_iin = $3), \
-                 (SELECT last_quarter FROM register WHERE bin_or_iin = $3), \
-                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM register), \
-                 (SELECT filing_id FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
-                  AND quarter = $6 AND superseded_by IS NULL), \
-                 (SELECT revision FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
-                  AND quarter = $6 AND superseded_by IS NULL), \
-                 (SELECT obligation_id FROM obligations WHERE kind = $7 AND year = $5 AND quarter = $6), \
-                 (SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
-                 (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1)",
-            )
-            .bind(&caller)
-            .bind(&key)
-            .bind(&bin)
-            .bind(FilingKind::QuarterlyReport.as_str())
-            .bind(quarter_of_report.map(|q| i64::from(q.year())))
-            .bind(quarter_of_report.map(|q| i64::from(q.quarter())))
-            .bind(ObligationKind::FinanceForm.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
+            let facts_values = vec![
+                Value::Text(caller.clone()),
+                Value::Text(key.clone()),
+                Value::Text(bin.clone()),
+                Value::Text(FilingKind::QuarterlyReport.as_str().to_owned()),
+                Value::OptInt(quarter_of_report.map(|q| i64::from(q.year()))),
+                Value::OptInt(quarter_of_report.map(|q| i64::from(q.quarter()))),
+                Value::Text(ObligationKind::FinanceForm.as_str().to_owned()),
+            ];
+            let blocks: Vec<&$crate::domain::ip::IpBlock> =
+                filing.ip_pool().map(|pool| pool.blocks().iter().collect()).unwrap_or_default();
+            let conflict_queries: Vec<(String, Vec<Value>)> = blocks
+                .iter()
+                .enumerate()
+                .map(|(i, block)| ip_conflict_query(&bin, block, i))
+                .collect();
+            // On SQLite, the facts and the IP look-ups go as one multi-statement
+            // query: one trip to the driver's worker thread.
+            let (facts, conflict_rows): (SubmitFacts, Vec<(i64, String, String)>) = if $backend == "sqlite" {
+                let mut sql = String::new();
+                renumber(SUBMIT_FACTS, 0, &mut sql);
+                let mut all = facts_values;
+                for (query, values) in conflict_queries {
+                    sql.push_str(";\n");
+                    renumber(&query, all.len(), &mut sql);
+                    all.extend(values);
+                }
+                let rows = $crate::store::ops::bind_values!(sqlx::query(&sql), all)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut rows = rows.iter();
+                let first = rows
+                    .next()
+                    .ok_or_else(|| StoreError::Corrupt("the submission's facts query returned no row".into()))?;
+                let facts = <SubmitFacts as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(first)?;
+                let mut conflicts = Vec::new();
+                for row in rows {
+                    conflicts.push(
+                        <(i64, String, String) as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?,
+                    );
+                }
+                (facts, conflicts)
+            } else {
+                let facts: SubmitFacts =
+                    $crate::store::ops::bind_values!(sqlx::query_as(SUBMIT_FACTS), facts_values)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                let mut conflicts = Vec::new();
+                for (query, values) in conflict_queries {
+                    let rows: Vec<(i64, String, String)> =
+                        $crate::store::ops::bind_values!(sqlx::query_as(&query), values)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                    conflicts.extend(rows);
+                }
+                (facts, conflicts)
+            };
             let (
                 earlier_id,
                 earlier_digest,
@@ -1173,12 +1223,7 @@ macro_rules! store_ops {
                 }),
             };
 
-            let mut conflicts = Vec::new();
-            if let Some(pool) = filing.ip_pool() {
-                for block in pool.blocks() {
-                    conflicts.extend(ip_conflicts(&mut *conn, &bin, block).await?);
-                }
-            }
+            let conflicts = ip_conflicts(&blocks, conflict_rows);
 
             let received = deadlines::local_date(now);
             let assessment = register::assess(&filing, received, state.as_ref(), &conflicts);
@@ -1451,16 +1496,17 @@ macro_rules! store_ops {
             Ok(SubmitOutcome::Accepted(receipt_bytes))
         }
 
-        /// The ranges of other persons that overlap `block`. Every stored
-        /// range is a CIDR block, so one that overlaps `block` either starts
-        /// inside it or is a shorter prefix holding its first address: the
-        /// second kind starts at that address masked to its own prefix, one
-        /// index look-up per prefix length. No scan of the table.
-        async fn ip_conflicts(
-            conn: &mut $conn,
+        /// The query for the ranges of other persons that overlap `block`
+        /// (the `index`-th of the pool; each row starts with it). Every
+        /// stored range is a CIDR block, so one that overlaps `block` either
+        /// starts inside it or is a shorter prefix holding its first address:
+        /// the second kind starts at that address masked to its own prefix,
+        /// one index look-up per prefix length. No scan of the table.
+        fn ip_conflict_query(
             bin: &str,
             block: &$crate::domain::ip::IpBlock,
-        ) -> Result<Vec<IpConflict>, StoreError> {
+            index: usize,
+        ) -> (String, Vec<Value>) {
             let start = block.range.start_bytes();
             let first = u128::from_be_bytes(start);
             let mut covering: Vec<u128> = (0..128u32)
@@ -1472,29 +1518,37 @@ macro_rules! store_ops {
             let placeholders: Vec<String> =
                 (0..covering.len()).map(|i| format!("${}", i + 4)).collect();
             let sql = format!(
-                "SELECT bin_or_iin, cidr FROM ip_ranges WHERE bin_or_iin <> $1 AND \
+                "SELECT CAST({index} AS BIGINT), bin_or_iin, cidr FROM ip_ranges WHERE bin_or_iin <> $1 AND \
                  ((range_start >= $2 AND range_start <= $3) OR \
                   (range_end >= $2 AND range_start IN ({})))",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query_as(&sql)
-                .bind(bin)
-                .bind(start.to_vec())
-                .bind(block.range.end_bytes().to_vec());
-            for candidate in &covering {
-                query = query.bind(candidate.to_be_bytes().to_vec());
-            }
-            let mut rows: Vec<(String, String)> = query.fetch_all(&mut *conn).await?;
+            let mut values = vec![
+                Value::Text(bin.to_owned()),
+                Value::Blob(start.to_vec()),
+                Value::Blob(block.range.end_bytes().to_vec()),
+            ];
+            values.extend(covering.iter().map(|c| Value::Blob(c.to_be_bytes().to_vec())));
+            (sql, values)
+        }
+
+        /// The conflicts found by [`ip_conflict_query`] rows, block by block.
+        fn ip_conflicts(
+            blocks: &[&$crate::domain::ip::IpBlock],
+            mut rows: Vec<(i64, String, String)>,
+        ) -> Vec<IpConflict> {
             rows.sort();
             rows.dedup();
-            Ok(rows
-                .into_iter()
-                .map(|(other_bin, other_cidr)| IpConflict {
-                    cidr: block.cidr.clone(),
-                    other_cidr,
-                    other_bin_or_iin: other_bin,
+            rows.into_iter()
+                .filter_map(|(index, other_bin, other_cidr)| {
+                    let block = blocks.get(usize::try_from(index).ok()?)?;
+                    Some(IpConflict {
+                        cidr: block.cidr.clone(),
+                        other_cidr,
+                        other_bin_or_iin: other_bin,
+                    })
                 })
-                .collect())
+                .collect()
         }
 
         pub(crate) async fn documents_in(
