@@ -628,16 +628,19 @@ macro_rules! store_ops {
                     .bind(&form)
                     .execute(&mut *conn)
                     .await?;
-                    for filing_id in &filing_ids {
-                        sqlx::query(
-                            "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(year)
-                        .bind(q)
-                        .bind(revision)
-                        .bind(filing_id)
-                        .execute(&mut *conn)
-                        .await?;
+                    // A thousand rows per statement: 50,000 payers are 50 statements.
+                    for chunk in filing_ids.chunks(1000) {
+                        let rows: Vec<String> =
+                            (0..chunk.len()).map(|i| format!("($1, $2, $3, ${})", i + 4)).collect();
+                        let sql = format!(
+                            "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) VALUES {}",
+                            rows.join(", ")
+                        );
+                        let mut query = sqlx::query(&sql).bind(year).bind(q).bind(revision);
+                        for filing_id in chunk {
+                            query = query.bind(filing_id);
+                        }
+                        query.execute(&mut *conn).await?;
                     }
                     append_ledger(
                         conn,
@@ -975,11 +978,10 @@ macro_rules! store_ops {
             Blob(Vec<u8>),
         }
 
-        /// A job's writes, decided after its reads. On SQLite they go to the
-        /// driver's worker thread as one multi-statement query inside a
-        /// savepoint (one round trip instead of one per statement); on
-        /// PostgreSQL, which takes one statement per prepared query, one by
-        /// one (the caller holds the savepoint there).
+        /// A job's writes, decided after its reads, sent in one round trip:
+        /// on SQLite as one multi-statement query inside a savepoint, on
+        /// PostgreSQL as one statement of data-modifying WITH clauses (the
+        /// caller holds the savepoint there).
         #[derive(Default)]
         struct Writes {
             statements: Vec<(String, Vec<Value>)>,
@@ -992,12 +994,30 @@ macro_rules! store_ops {
             }
 
             async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
+                if self.statements.is_empty() {
+                    return Ok(());
+                }
                 if $backend != "sqlite" {
-                    for (sql, values) in self.statements {
-                        $crate::store::ops::bind_values!(sqlx::query(&sql), values)
-                            .execute(&mut *conn)
-                            .await?;
+                    // PostgreSQL takes one statement per query, but data-modifying
+                    // WITH clauses make one statement of them all: one round trip.
+                    // They share one snapshot, which these writes allow: none of
+                    // them reads what another writes (the DELETE of a person's
+                    // old ranges does not see the ones inserted beside it).
+                    let mut sql = String::from("WITH ");
+                    let mut all = Vec::new();
+                    for (i, (statement, values)) in self.statements.into_iter().enumerate() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("w{i} AS ("));
+                        renumber(&statement, all.len(), &mut sql);
+                        sql.push(')');
+                        all.extend(values);
                     }
+                    sql.push_str(" SELECT 1");
+                    $crate::store::ops::bind_values!(sqlx::query(&sql), all)
+                        .execute(&mut *conn)
+                        .await?;
                     return Ok(());
                 }
                 let mut sql = String::from("SAVEPOINT job_writes;\n");
