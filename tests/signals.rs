@@ -168,6 +168,12 @@ async fn sigterm_with_50_calls_in_flight_completes_or_refuses_each_and_exits_0()
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM extracts").await, n);
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM obligations").await, n);
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM documents").await, 3 + 25);
+    // Extracts sent to the open stream before it ended were recorded as sent.
+    let sent = scalar(&url, "SELECT COUNT(*) FROM extract_attempts").await;
+    assert!(
+        sent as usize >= delivered,
+        "{sent} attempts, {delivered} delivered"
+    );
     gateway.restart().await;
     let completed: Vec<Vec<u8>> = completed.iter().map(Message::encode_to_vec).collect();
     assert_receipts_stored(
@@ -181,7 +187,11 @@ async fn sigterm_with_50_calls_in_flight_completes_or_refuses_each_and_exits_0()
         .unwrap()
         .into_inner();
     assert!(verification.intact);
-    assert_eq!(verification.entries_checked, 3 + 25 + 2 * n as u64);
+    // 3 + 25 documents, each filing and its extract, each sending.
+    assert_eq!(
+        verification.entries_checked,
+        3 + 25 + 2 * n as u64 + sent as u64
+    );
 }
 
 /// Whether a fresh TLS connection as `name` is accepted (`None`) or refused.
