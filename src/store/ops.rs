@@ -364,9 +364,9 @@ macro_rules! store_ops {
             quarter: Option<Quarter>,
         ) -> ObligationRow {
             let obligation_id = new_id("obl");
-            writes.push(
+            writes.push_row(
                 "INSERT INTO obligations (obligation_id, kind, due_date, status, filing_id, extract_id, \
-                 year, quarter, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 year, quarter, created_at)",
                 vec![
                     Value::Text(obligation_id.clone()),
                     Value::Text(kind.as_str().to_owned()),
@@ -478,8 +478,8 @@ macro_rules! store_ops {
             let mut attempts = Vec::with_capacity(extract_ids.len());
             for (i, extract_id) in extract_ids.iter().enumerate() {
                 let attempt: i64 = row.try_get::<i64, _>(i + 2)? + 1;
-                writes.push(
-                    "INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) VALUES ($1, $2, $3, $4)",
+                writes.push_row(
+                    "INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at)",
                     vec![
                         Value::Text(extract_id.clone()),
                         Value::Text(subscriber.clone()),
@@ -985,6 +985,9 @@ macro_rules! store_ops {
         #[derive(Default)]
         struct Writes {
             statements: Vec<(String, Vec<Value>)>,
+            /// Rows for `INSERT INTO table (columns)` prefixes, sent as one
+            /// multi-row INSERT each, in `statements` at the place of their first row.
+            rows: Vec<(usize, &'static str, Vec<Vec<Value>>)>,
         }
 
         impl Writes {
@@ -993,8 +996,41 @@ macro_rules! store_ops {
                 self.statements.push((sql.into(), values));
             }
 
+            /// One row for `insert` (`INSERT INTO table (columns)`); the rows of
+            /// one `insert` become one statement.
+            fn push_row(&mut self, insert: &'static str, values: Vec<Value>) {
+                match self.rows.iter_mut().find(|(_, prefix, _)| *prefix == insert) {
+                    Some((_, _, rows)) => rows.push(values),
+                    None => {
+                        // A placeholder keeps the statement's place in the order.
+                        self.rows.push((self.statements.len(), insert, vec![values]));
+                        self.statements.push((String::new(), Vec::new()));
+                    }
+                }
+            }
+
+            /// The statements in order, the multi-row INSERTs in their places.
+            fn into_statements(mut self) -> Vec<(String, Vec<Value>)> {
+                for (place, insert, rows) in self.rows {
+                    let mut sql = format!("{insert} VALUES ");
+                    let mut values = Vec::new();
+                    for (i, row) in rows.into_iter().enumerate() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        let numbers: Vec<String> =
+                            (0..row.len()).map(|c| format!("${}", values.len() + c + 1)).collect();
+                        sql.push_str(&format!("({})", numbers.join(", ")));
+                        values.extend(row);
+                    }
+                    self.statements[place] = (sql, values);
+                }
+                self.statements
+            }
+
             async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
-                if self.statements.is_empty() {
+                let statements = self.into_statements();
+                if statements.is_empty() {
                     return Ok(());
                 }
                 if $backend != "sqlite" {
@@ -1005,7 +1041,7 @@ macro_rules! store_ops {
                     // old ranges does not see the ones inserted beside it).
                     let mut sql = String::from("WITH ");
                     let mut all = Vec::new();
-                    for (i, (statement, values)) in self.statements.into_iter().enumerate() {
+                    for (i, (statement, values)) in statements.into_iter().enumerate() {
                         if i > 0 {
                             sql.push_str(", ");
                         }
@@ -1022,7 +1058,7 @@ macro_rules! store_ops {
                 }
                 let mut sql = String::from("SAVEPOINT job_writes;\n");
                 let mut all = Vec::new();
-                for (statement, values) in self.statements {
+                for (statement, values) in statements {
                     renumber(&statement, all.len(), &mut sql);
                     sql.push_str(";\n");
                     all.extend(values);
@@ -1073,9 +1109,8 @@ macro_rules! store_ops {
             let payload = payload.to_string();
             let recorded_at = micros(at);
             let hash = ledger::compute_hash(seq, kind, subject, recorded_at, &payload, &head.1);
-            writes.push(
-                "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            writes.push_row(
+                "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash)",
                 vec![
                     Value::Int(seq),
                     Value::Text(kind.to_owned()),
@@ -1354,9 +1389,8 @@ macro_rules! store_ops {
                     vec![Value::Text(bin.clone())],
                 );
                 for block in pool.blocks() {
-                    writes.push(
-                        "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                    writes.push_row(
+                        "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id)",
                         vec![
                             Value::Text(bin.clone()),
                             Value::Text(block.cidr.clone()),
@@ -1374,9 +1408,9 @@ macro_rules! store_ops {
                 .map(|finding| (new_id("fnd"), finding.clone()))
                 .collect();
             for (finding_id, finding) in &findings {
-                writes.push(
+                writes.push_row(
                     "INSERT INTO findings (finding_id, kind, bin_or_iin, filing_id, days, year, quarter, \
-                     detail, detected_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     detail, detected_at)",
                     vec![
                         Value::Text(finding_id.clone()),
                         Value::Text(finding.kind.as_str().to_owned()),
@@ -1427,8 +1461,8 @@ macro_rules! store_ops {
                     ],
                 );
                 for document in filing.documents() {
-                    writes.push(
-                        "INSERT INTO extract_documents (extract_id, sha256, kind) VALUES ($1, $2, $3)",
+                    writes.push_row(
+                        "INSERT INTO extract_documents (extract_id, sha256, kind)",
                         vec![
                             Value::Text(extract_id.clone()),
                             Value::Text(document.sha256.as_str().to_owned()),
