@@ -5,6 +5,40 @@
 //! `writer` fields). `sqlite.rs` and `postgres.rs` each own their connection
 //! setup, migrations and write locking.
 
+/// Appends `statement` to `sql` with each parameter `$N` raised by `offset`,
+/// so statements written from `$1` can share one query's parameter list.
+pub(crate) fn renumber(statement: &str, offset: usize, sql: &mut String) {
+    let mut chars = statement.chars().peekable();
+    while let Some(c) = chars.next() {
+        sql.push(c);
+        if c != '$' || !chars.peek().is_some_and(char::is_ascii_digit) {
+            continue;
+        }
+        let mut n = 0usize;
+        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+            n = n * 10 + d as usize;
+            chars.next();
+        }
+        sql.push_str(&(n + offset).to_string());
+    }
+}
+
+/// The start addresses of every CIDR block that holds `first` and starts
+/// before it: `first` masked to each shorter prefix, once each. A stored
+/// range overlapping a block either starts inside the block or is one of these.
+pub(crate) fn covering_starts(first: u128) -> Vec<u128> {
+    let mut starts: Vec<u128> = (0..128u32)
+        .map(|prefix| match prefix {
+            0 => 0,
+            _ => first & (u128::MAX << (128 - prefix)),
+        })
+        .filter(|start| *start != first)
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
 /// Binds a job's deferred `Value`s to a query, in order.
 macro_rules! bind_values {
     ($query:expr, $values:expr) => {{
@@ -1046,7 +1080,7 @@ macro_rules! store_ops {
                             sql.push_str(", ");
                         }
                         sql.push_str(&format!("w{i} AS ("));
-                        renumber(&statement, all.len(), &mut sql);
+                        $crate::store::ops::renumber(&statement, all.len(), &mut sql);
                         sql.push(')');
                         all.extend(values);
                     }
@@ -1059,7 +1093,7 @@ macro_rules! store_ops {
                 let mut sql = String::from("SAVEPOINT job_writes;\n");
                 let mut all = Vec::new();
                 for (statement, values) in statements {
-                    renumber(&statement, all.len(), &mut sql);
+                    $crate::store::ops::renumber(&statement, all.len(), &mut sql);
                     sql.push_str(";\n");
                     all.extend(values);
                 }
@@ -1076,23 +1110,6 @@ macro_rules! store_ops {
                     return Err(error.into());
                 }
                 Ok(())
-            }
-        }
-
-        /// Appends `statement` to `sql` with each `$N` raised by `offset`.
-        fn renumber(statement: &str, offset: usize, sql: &mut String) {
-            let mut chars = statement.chars().peekable();
-            while let Some(c) = chars.next() {
-                sql.push(c);
-                if c != '$' {
-                    continue;
-                }
-                let mut n = 0usize;
-                while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                    n = n * 10 + d as usize;
-                    chars.next();
-                }
-                sql.push_str(&(n + offset).to_string());
             }
         }
 
@@ -1205,11 +1222,11 @@ macro_rules! store_ops {
             // query: one trip to the driver's worker thread.
             let (facts, conflict_rows): (SubmitFacts, Vec<(i64, String, String)>) = if $backend == "sqlite" {
                 let mut sql = String::new();
-                renumber(SUBMIT_FACTS, 0, &mut sql);
+                $crate::store::ops::renumber(SUBMIT_FACTS, 0, &mut sql);
                 let mut all = facts_values;
                 for (query, values) in conflict_queries {
                     sql.push_str(";\n");
-                    renumber(&query, all.len(), &mut sql);
+                    $crate::store::ops::renumber(&query, all.len(), &mut sql);
                     all.extend(values);
                 }
                 let rows = $crate::store::ops::bind_values!(sqlx::query(&sql), all)
@@ -1562,13 +1579,7 @@ macro_rules! store_ops {
             index: usize,
         ) -> (String, Vec<Value>) {
             let start = block.range.start_bytes();
-            let first = u128::from_be_bytes(start);
-            let mut covering: Vec<u128> = (0..128u32)
-                .map(|prefix| if prefix == 0 { 0 } else { first & (u128::MAX << (128 - prefix)) })
-                .filter(|candidate| *candidate != first)
-                .collect();
-            covering.sort_unstable();
-            covering.dedup();
+            let covering = $crate::store::ops::covering_starts(u128::from_be_bytes(start));
             let placeholders: Vec<String> =
                 (0..covering.len()).map(|i| format!("${}", i + 4)).collect();
             let sql = format!(
@@ -1739,3 +1750,33 @@ macro_rules! store_ops {
 }
 
 pub(crate) use store_ops;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_and_a_bare_dollar_is_kept() {
+        let mut sql = String::from("A $1;");
+        renumber("UPDATE t SET a = $1, b = '$' WHERE c = $12", 3, &mut sql);
+        assert_eq!(sql, "A $1;UPDATE t SET a = $4, b = '$' WHERE c = $15");
+    }
+
+    #[test]
+    fn covering_starts_of_an_ipv4_block() {
+        // 95.56.128.0 as IPv4-mapped IPv6 (::ffff:95.56.128.0).
+        let first = u128::from(std::net::Ipv4Addr::new(95, 56, 128, 0).to_ipv6_mapped());
+        let starts = covering_starts(first);
+        let v4 = |a, b, c, d| u128::from(std::net::Ipv4Addr::new(a, b, c, d).to_ipv6_mapped());
+        // 95.56.0.0/16 holds it; 95.56.128.0 itself is not among them.
+        assert!(starts.contains(&v4(95, 56, 0, 0)));
+        assert!(starts.contains(&v4(95, 0, 0, 0)));
+        assert!(starts.contains(&v4(64, 0, 0, 0)));
+        assert!(!starts.contains(&first));
+        assert!(!starts.contains(&v4(95, 56, 64, 0)));
+        // One per distinct masked value: 0 (prefixes 0–80); one for each of
+        // the 16 bits of ffff (prefixes 81–96); then, of the 10 bits set in
+        // 95.56.128.0, each but the last (which gives the address itself).
+        assert_eq!(starts.len(), 1 + 16 + 9);
+    }
+}
