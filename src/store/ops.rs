@@ -39,6 +39,17 @@ pub(crate) fn covering_starts(first: u128) -> Vec<u128> {
     starts
 }
 
+/// The ledger's head (seq, hash) as two scalar subqueries: NULL, NULL while
+/// it is empty. One text for every query that needs the head.
+macro_rules! ledger_head_sql {
+    () => {
+        "(SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
+         (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1)"
+    };
+}
+
+pub(crate) use ledger_head_sql;
+
 /// Binds a job's deferred `Value`s to a query, in order.
 macro_rules! bind_values {
     ($query:expr, $values:expr) => {{
@@ -465,10 +476,6 @@ macro_rules! store_ops {
             Ok(())
         }
 
-        /// The ledger's head as two scalar subqueries, for a job's combined read.
-        const LEDGER_HEAD: &str = "(SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
-                                   (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1)";
-
         fn ledger_head(seq: Option<i64>, hash: Option<String>) -> (i64, String) {
             match (seq, hash) {
                 (Some(seq), Some(hash)) => (seq, hash),
@@ -496,8 +503,8 @@ macro_rules! store_ops {
                 })
                 .collect::<Vec<_>>();
             let sql = format!(
-                "SELECT (SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
-                 (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1){}{}",
+                "SELECT {}{}{}",
+                $crate::store::ops::ledger_head_sql!(),
                 if counts.is_empty() { "" } else { ", " },
                 counts.join(", ")
             );
@@ -560,7 +567,8 @@ macro_rules! store_ops {
                       AND extract_id = $1 ORDER BY seq LIMIT 1), \
                      (SELECT due_date FROM obligations WHERE kind = $3 AND fulfilled_at IS NULL \
                       AND extract_id = $1 ORDER BY seq LIMIT 1), \
-                     {LEDGER_HEAD}"
+                     {}",
+                    $crate::store::ops::ledger_head_sql!()
                 ))
                 .bind(&extract_id)
                 .bind(&subscriber)
@@ -916,6 +924,7 @@ macro_rules! store_ops {
             format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
         }
 
+        /// Appends one entry after the ledger's current head, at once.
         async fn append_ledger(
             conn: &mut $conn,
             kind: &str,
@@ -923,33 +932,15 @@ macro_rules! store_ops {
             at: DateTime<Utc>,
             payload: &serde_json::Value,
         ) -> Result<(), StoreError> {
-            let head: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *conn)
+            let (seq, hash): (Option<i64>, Option<String>) =
+                sqlx::query_as(concat!("SELECT ", $crate::store::ops::ledger_head_sql!()))
+                    .fetch_one(&mut *conn)
                     .await?;
-            let (seq, prev_hash) = match head {
-                Some((seq, hash)) => (seq + 1, hash),
-                None => (1, ledger::GENESIS.to_owned()),
-            };
-            let payload = payload.to_string();
-            let recorded_at = micros(at);
-            let hash = ledger::compute_hash(seq, kind, subject, recorded_at, &payload, &prev_hash);
-            sqlx::query(
-                "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(seq)
-            .bind(kind)
-            .bind(subject)
-            .bind(recorded_at)
-            .bind(payload)
-            .bind(prev_hash)
-            .bind(hash)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
+            let mut head = ledger_head(seq, hash);
+            let mut writes = Writes::default();
+            ledger_entry(&mut writes, &mut head, kind, subject, at, payload);
+            writes.run(conn).await
         }
-
         async fn put_document_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
@@ -1165,7 +1156,8 @@ macro_rules! store_ops {
             Option<String>,
         );
 
-        const SUBMIT_FACTS: &str = "SELECT \
+        const SUBMIT_FACTS: &str = concat!(
+            "SELECT \
              (SELECT filing_id FROM filings WHERE caller = $1 AND idempotency_key = $2), \
              (SELECT request_sha256 FROM filings WHERE caller = $1 AND idempotency_key = $2), \
              (SELECT receipt FROM filings WHERE caller = $1 AND idempotency_key = $2), \
@@ -1179,9 +1171,9 @@ macro_rules! store_ops {
               AND quarter = $6 AND superseded_by IS NULL), \
              (SELECT revision FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
               AND quarter = $6 AND superseded_by IS NULL), \
-             (SELECT obligation_id FROM obligations WHERE kind = $7 AND year = $5 AND quarter = $6), \
-             (SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
-             (SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1)";
+             (SELECT obligation_id FROM obligations WHERE kind = $7 AND year = $5 AND quarter = $6), ",
+            $crate::store::ops::ledger_head_sql!()
+        );
 
         async fn submit_in(
             conn: &mut $conn,
