@@ -277,6 +277,30 @@ impl Config {
     }
 }
 
+/// The variables that point a `minegate serve` child process at
+/// `127.0.0.1:port`, `database_url`, the PKI in `pki` (as `minegate certs
+/// init` lays it out: `ca.pem`, `crl.pem`, `server.pem`, `server.key`) and
+/// `signing_key`, with no development PKI made and no metrics listener. The
+/// benchmark and the tests start their gateways with them.
+pub fn child_gateway_environment(
+    port: u16,
+    database_url: &str,
+    pki: &Path,
+    signing_key: &Path,
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    vec![
+        ("MINEGATE_LISTEN", format!("127.0.0.1:{port}").into()),
+        ("MINEGATE_METRICS_LISTEN", "".into()),
+        ("MINEGATE_DATABASE_URL", database_url.into()),
+        ("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem").into()),
+        ("MINEGATE_TLS_CRLS", pki.join("crl.pem").into()),
+        ("MINEGATE_TLS_CERT", pki.join("server.pem").into()),
+        ("MINEGATE_TLS_KEY", pki.join("server.key").into()),
+        ("MINEGATE_TLS_DEV_PKI_DIR", "".into()),
+        ("MINEGATE_SIGNING_KEY", signing_key.into()),
+    ]
+}
+
 /// Deep merge of tables; `roles` (at the top) is replaced whole.
 fn merge(base: &mut toml::Value, overlay: toml::Value, path: &str) {
     match (base, overlay) {

@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 use super::submit::upload_file;
 use crate::{
     client::ClientTls,
+    config::child_gateway_environment,
     domain::identifiers::check_digit,
     proto::v1::{
         AcknowledgeExtractRequest, Contacts, DataCentre, DocumentKind, DocumentRef, EquipmentLine,
@@ -94,15 +95,12 @@ fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Resul
     }
     command
         .current_dir(dir)
-        .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("MINEGATE_METRICS_LISTEN", "")
-        .env("MINEGATE_DATABASE_URL", database_url)
-        .env("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem"))
-        .env("MINEGATE_TLS_CRLS", pki.join("crl.pem"))
-        .env("MINEGATE_TLS_CERT", pki.join("server.pem"))
-        .env("MINEGATE_TLS_KEY", pki.join("server.key"))
-        .env("MINEGATE_TLS_DEV_PKI_DIR", "")
-        .env("MINEGATE_SIGNING_KEY", dir.join("signing.key"))
+        .envs(child_gateway_environment(
+            port,
+            database_url,
+            &pki,
+            &dir.join("signing.key"),
+        ))
         .env("MINEGATE_ROLES", ROLES)
         .env(
             "MINEGATE_LIMITS_MAX_MESSAGE_BYTES",

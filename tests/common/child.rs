@@ -155,15 +155,12 @@ fn launch(dir: &Path, port: u16, database_url: &str, env: &[(String, String)], n
         .arg("serve")
         .current_dir(dir)
         .env_remove("RUST_LOG")
-        .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("MINEGATE_METRICS_LISTEN", "")
-        .env("MINEGATE_DATABASE_URL", database_url)
-        .env("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem"))
-        .env("MINEGATE_TLS_CRLS", pki.join("crl.pem"))
-        .env("MINEGATE_TLS_CERT", pki.join("server.pem"))
-        .env("MINEGATE_TLS_KEY", pki.join("server.key"))
-        .env("MINEGATE_TLS_DEV_PKI_DIR", "")
-        .env("MINEGATE_SIGNING_KEY", dir.join("signing.key"));
+        .envs(minegate::config::child_gateway_environment(
+            port,
+            database_url,
+            &pki,
+            &dir.join("signing.key"),
+        ));
     for (key, value) in env {
         command.env(key, value);
     }
