@@ -181,9 +181,28 @@ pub async fn refusal(addr: SocketAddr, config: ClientConfig) -> AlertDescription
 
 /// A TLS connection with `config`: `None` if the server accepts it (sends
 /// its HTTP/2 settings), else the alert it refused the handshake with.
+///
+/// A connection accepted and then closed without an alert is tried again
+/// (up to 5 times): that is how an accepted connection ends when a CRL
+/// revoking its certificate is loaded just after its handshake.
 pub async fn probe(addr: SocketAddr, config: ClientConfig) -> Option<AlertDescription> {
+    let config = Arc::new(config);
+    for _ in 0..5 {
+        if let Some(answer) = probe_once(addr, config.clone()).await {
+            return answer;
+        }
+    }
+    panic!("the server closed 5 accepted connections in a row without an alert")
+}
+
+/// One connection: `Some(answer)` as for [`probe`], `None` if it was closed
+/// after its handshake with no alert and no data.
+async fn probe_once(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> Option<Option<AlertDescription>> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let connector = TlsConnector::from(Arc::new(config));
+    let connector = TlsConnector::from(config);
     let name = ServerName::try_from("localhost").unwrap();
     let error = match connector.connect(name, tcp).await {
         // TLS 1.2: the server refuses during the handshake.
@@ -192,9 +211,10 @@ pub async fn probe(addr: SocketAddr, config: ClientConfig) -> Option<AlertDescri
         Ok(mut stream) => {
             let mut buf = [0u8; 64];
             match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => return None,
+                Ok(Ok(n)) if n > 0 => return Some(None),
+                Ok(Ok(_)) => return None,
                 Ok(Err(error)) => error,
-                other => panic!("neither accepted nor refused: {other:?}"),
+                Err(_) => panic!("neither accepted nor refused within 10 s"),
             }
         }
     };
@@ -202,7 +222,14 @@ pub async fn probe(addr: SocketAddr, config: ClientConfig) -> Option<AlertDescri
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+        Some(rustls::Error::AlertReceived(alert)) => Some(Some(*alert)),
+        _ if matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+        ) =>
+        {
+            None
+        }
         other => panic!("expected a TLS alert, got {error} ({other:?})"),
     }
 }
