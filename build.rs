@@ -18,6 +18,8 @@ const PROTO_FILES: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    // sqlx::migrate! embeds the migrations: a new file must rebuild it.
+    println!("cargo:rerun-if-changed=migrations");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let descriptors = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
