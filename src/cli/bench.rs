@@ -48,6 +48,24 @@ pub struct BenchArgs {
     /// Payers in the form 402 quarter.
     #[arg(long, default_value_t = 50_000)]
     pub form_payers: u64,
+    /// Also print the fan-out's latency for each quarter second of submissions
+    /// (to see whether it holds steady or drifts).
+    #[arg(long)]
+    pub timeline: bool,
+    /// Measure only this part (while working on it).
+    #[arg(long, value_enum)]
+    pub only: Option<Part>,
+}
+
+/// The parts of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Submit throughput and latency, with the baseline, and peak RSS.
+    Submit,
+    /// Form 402 for a large quarter.
+    Form,
+    /// Receipt → subscriber at a steady rate.
+    FanOut,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -333,6 +351,7 @@ async fn fan_out(
     documents: &[DocumentRef],
     rate: u64,
     duration: Duration,
+    timeline: bool,
 ) -> anyhow::Result<(usize, usize, Duration, Duration)> {
     let receipts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let failed = Arc::new(AtomicU64::new(0));
@@ -418,6 +437,28 @@ async fn fan_out(
                 .map(|r| at.saturating_duration_since(*r))
         })
         .collect();
+    if timeline {
+        let start = receipts.values().min().copied();
+        let mut by_second: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
+        for (filing, at) in arrivals.lock().expect("arrivals").iter() {
+            if let (Some(r), Some(s)) = (receipts.get(filing), start) {
+                by_second
+                    .entry(r.duration_since(s).as_millis() as u64 / 250)
+                    .or_default()
+                    .push(at.saturating_duration_since(*r));
+            }
+        }
+        for (q, mut l) in by_second {
+            l.sort_unstable();
+            println!(
+                "  submitted at {:>5} ms: {:>5} arrivals, p50 {:>8} ms, p99 {:>8} ms",
+                q * 250,
+                l.len(),
+                ms(percentile(&l, 0.5)),
+                ms(percentile(&l, 0.99)),
+            );
+        }
+    }
     latencies.sort_unstable();
     Ok((
         latencies.len(),
@@ -545,7 +586,13 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         });
     }
 
+    let wanted = |part: Part| args.only.is_none_or(|only| only == part);
     // The baseline: one server, all concurrencies.
+    let concurrencies = if wanted(Part::Submit) {
+        concurrencies
+    } else {
+        &[]
+    };
     let baseline = start_server(dir, "sqlite://baseline-unused.db", true)?;
     let baseline_channels = channels(&tls(dir, &baseline, "authority"), 4).await?;
     let no_documents = Arc::new(Vec::new());
@@ -611,22 +658,29 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             );
             let _ = load.requests;
         }
-        let rss = gateway
-            .peak_rss_kib()
-            .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
-        others.push(format!(
-            "gateway peak RSS under the submit load ({}): {rss}",
-            backend.name
-        ));
-        let (payers, first, again, rows) =
-            form_402(dir, &gateway, &documents, payers, &next).await?;
-        others.push(format!(
-            "form 402 for {payers} payers ({}): {rows} rows; first pull (compile, publish, transfer) {} ms, pulled again {} ms",
-            backend.name,
-            ms(first),
-            ms(again)
-        ));
+        if wanted(Part::Submit) {
+            let rss = gateway
+                .peak_rss_kib()
+                .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+            others.push(format!(
+                "gateway peak RSS under the submit load ({}): {rss}",
+                backend.name
+            ));
+        }
+        if wanted(Part::Form) {
+            let (payers, first, again, rows) =
+                form_402(dir, &gateway, &documents, payers, &next).await?;
+            others.push(format!(
+                "form 402 for {payers} payers ({}): {rows} rows; first pull (compile, publish, transfer) {} ms, pulled again {} ms",
+                backend.name,
+                ms(first),
+                ms(again)
+            ));
+        }
         drop(gateway);
+        if !wanted(Part::FanOut) {
+            continue;
+        }
 
         // Fan-out on a fresh database, so no backlog is pending.
         let fresh = match backend.name {
@@ -636,7 +690,7 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         let gateway = start_server(dir, &fresh, false)?;
         let documents = upload_documents(dir, &tls(dir, &gateway, "authority")).await?;
         let (arrived, failed, p50, p99) =
-            fan_out(dir, &gateway, &documents, fan_rate, fan_time).await?;
+            fan_out(dir, &gateway, &documents, fan_rate, fan_time, args.timeline).await?;
         others.push(format!(
             "fan-out at {fan_rate} filings/s for {} s, 2 subscribers ({}): {arrived} arrivals, {failed} submissions failed, receipt → subscriber p50 {} ms, p99 {} ms",
             fan_time.as_secs(),
