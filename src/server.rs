@@ -217,6 +217,7 @@ pub async fn start_with_clock(
         .add_service(
             EnergyExtractServiceServer::new(EnergyExtracts::new(
                 store.clone(),
+                clock.clone(),
                 signer.clone(),
                 Duration::from_millis(config.limits.ack_deadline_ms),
                 config.limits.max_in_flight,

@@ -32,6 +32,7 @@ on_both_backends!(
     unacknowledged_extracts_come_again_and_every_subscriber_gets_every_extract,
     form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late_report,
     passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_report_is_found,
+    two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each_obligation_once,
 );
 
 async fn keys(app: &TestApp) -> Vec<SigningKey> {
@@ -781,4 +782,145 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
     let _ = other.kill();
     let _ = other.wait();
     app.gateway.shutdown().await.unwrap();
+}
+
+/// Two energy systems receive 12 extracts; each fetches every document the
+/// moment an extract arrives (before its sending may have committed), then
+/// both acknowledge everything at once, so the writer takes their
+/// acknowledgements of the same extract together.
+async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each_obligation_once(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock.clone(), with_second_energy_system).await else {
+        return;
+    };
+    pki::issue(
+        &app.pki_dir(),
+        "energy-backup",
+        &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
+    )
+    .unwrap();
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "P").await;
+    let mut filings = FilingServiceClient::new(authority);
+    const FILINGS: usize = 12;
+    for n in 0..FILINGS {
+        let pool = format!("37.{}.0.0/16", 10 + n);
+        filings
+            .submit_start_notification(start_notification(
+                &generated_bin(n as u32),
+                &format!("p{n}"),
+                date(2026, 6, 1),
+                &[&pool],
+                &documents,
+            ))
+            .await
+            .unwrap();
+    }
+
+    let mut received = Vec::new();
+    for name in ["energy", "energy-backup"] {
+        let channel = app.channel(name).await;
+        let mut stream = subscribe(&app, name, 0).await;
+        let mut energy = EnergyExtractServiceClient::new(channel);
+        let mut ids = Vec::new();
+        for _ in 0..FILINGS {
+            let extract = next(&mut stream).await.extract.unwrap();
+            for document in [
+                &extract.customs_declaration_or_title,
+                &extract.residency,
+                &extract.grid_connection_conditions,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let chunks: Vec<_> = energy
+                    .fetch_document(FetchDocumentRequest {
+                        sha256: document.sha256.clone(),
+                    })
+                    .await
+                    .unwrap_or_else(|status| {
+                        panic!("{name} fetching {}: {status:?}", document.sha256)
+                    })
+                    .into_inner()
+                    .message()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .collect();
+                assert_eq!(chunks.len(), 1);
+            }
+            ids.push(extract.extract_id);
+        }
+        received.push((energy, ids, stream));
+    }
+    let ids: Vec<Vec<String>> = received.iter().map(|(_, ids, _)| ids.clone()).collect();
+    assert_eq!(ids[0], ids[1]);
+
+    // The acknowledgements go to the store itself, all queued before its
+    // writer runs (this test's runtime has one thread), so they are taken
+    // as one batch: each extract's two acknowledgements side by side, and
+    // the first one repeated at the end.
+    drop(received);
+    let (url, clock) = (app.config.database_url.clone(), clock.clone());
+    app.gateway.shutdown().await.unwrap();
+    let store = minegate::store::open(&url, clock).await.unwrap();
+    let mut jobs: Vec<(String, &str)> = Vec::new();
+    for id in &ids[0] {
+        jobs.push((id.clone(), "urn:minegate:energy"));
+        jobs.push((id.clone(), "urn:minegate:energy-backup"));
+    }
+    jobs.push((ids[0][0].clone(), "urn:minegate:energy"));
+    let mut acks = tokio::task::JoinSet::new();
+    for (n, (id, subscriber)) in jobs.into_iter().enumerate() {
+        let store = store.clone();
+        acks.spawn(async move {
+            let build = Box::new(move |facts: &minegate::store::AckFacts| {
+                format!("receipt {n} at {}", facts.acknowledged_at).into_bytes()
+            });
+            let receipt = store.acknowledge_extract(&id, subscriber, build).await;
+            (n, String::from_utf8(receipt.unwrap().unwrap()).unwrap())
+        });
+    }
+    let mut receipts = acks.join_all().await;
+    receipts.sort();
+    let at = "2026-03-20 06:00:00 UTC";
+    let expected: Vec<(usize, String)> = (0..25)
+        .map(|n| {
+            (
+                n,
+                format!("receipt {} at {at}", if n == 24 { 0 } else { n }),
+            )
+        })
+        .collect();
+    assert_eq!(receipts, expected);
+
+    let url = &url;
+    let count = |sql: &'static str| async move { scalar(url, sql).await };
+    assert_eq!(count("SELECT COUNT(*) FROM extract_acks").await, 24);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM obligations WHERE kind = 'ENERGY_EXTRACT' AND status = 'FULFILLED'").await,
+        12
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM ledger WHERE kind = 'OBLIGATION_FULFILLED'").await,
+        12
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_ACKNOWLEDGED'").await,
+        24
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'").await,
+        24
+    );
+    let verification = minegate::store::verify_ledger(&*store).await.unwrap();
+    // 3 documents; per filing its extract and acceptance; 24 sendings, 24
+    // acknowledgements, 12 obligations fulfilled.
+    assert_eq!(
+        (verification.entries_checked, verification.first_broken),
+        (87, None)
+    );
+    store.close().await;
 }

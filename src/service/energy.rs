@@ -10,6 +10,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use prost::Message;
 use tokio::{
     sync::{mpsc, watch},
+    task::JoinSet,
     time::Instant,
 };
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,7 +27,7 @@ use crate::{
         document_chunk::Part, energy_extract_service_server::EnergyExtractService,
     },
     signing::Signer,
-    store::{AckFacts, Store},
+    store::{AckFacts, Clock, QueuedAttempts, Store, StoreError},
 };
 
 /// Bytes per FetchDocument chunk.
@@ -36,9 +37,13 @@ const MAX_IN_FLIGHT: u32 = 1024;
 /// However quiet the database, a stream looks again this often (an
 /// acknowledgement through another replica, a missed notification).
 const POLL: Duration = Duration::from_secs(5);
+/// Longest a FetchDocument waits for the records of sendings to commit.
+const UNRECORDED_WAIT: Duration = Duration::from_secs(5);
 
 pub struct EnergyExtracts {
     store: Arc<dyn Store>,
+    unrecorded: Arc<Unrecorded>,
+    clock: Arc<dyn Clock>,
     signer: Arc<Signer>,
     ack_deadline: Duration,
     default_in_flight: u32,
@@ -49,6 +54,7 @@ pub struct EnergyExtracts {
 impl EnergyExtracts {
     pub fn new(
         store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
         signer: Arc<Signer>,
         ack_deadline: Duration,
         default_in_flight: u32,
@@ -56,6 +62,8 @@ impl EnergyExtracts {
     ) -> Self {
         EnergyExtracts {
             store,
+            unrecorded: Arc::default(),
+            clock,
             signer,
             ack_deadline,
             default_in_flight,
@@ -64,33 +72,138 @@ impl EnergyExtracts {
     }
 }
 
-/// Feeds one Subscribe stream until the subscriber goes away.
-async fn deliver(
+/// A stream's queued attempt records, each one's result as it commits.
+/// When the stream ends they are left to finish, not cancelled: until a
+/// record commits, its sending counts as unrecorded for the next stream.
+#[derive(Default)]
+struct Records(
+    JoinSet<Result<Result<Vec<u32>, StoreError>, tokio::sync::oneshot::error::RecvError>>,
+);
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        self.0.detach_all();
+    }
+}
+
+/// Sendings whose records are queued but not committed yet, per subscriber.
+/// A document is served only for extracts recorded as sent to the caller, so
+/// a FetchDocument that comes right after a delivery waits for these.
+#[derive(Default)]
+struct Unrecorded {
+    counts: std::sync::Mutex<HashMap<String, usize>>,
+    settled: tokio::sync::Notify,
+}
+
+impl Unrecorded {
+    fn count(&self, subscriber: &str) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(subscriber).copied().unwrap_or(0)
+    }
+
+    /// Counts one queued record until the returned guard is dropped.
+    fn add(self: &Arc<Self>, subscriber: &str) -> UnrecordedGuard {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(subscriber.to_owned()).or_default() += 1;
+        UnrecordedGuard {
+            unrecorded: self.clone(),
+            subscriber: subscriber.to_owned(),
+        }
+    }
+
+    /// Waits until no record of a sending to `subscriber` is outstanding, or `limit`.
+    async fn wait(&self, subscriber: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count(subscriber) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One outstanding record; dropping it (committed, failed, or the stream
+/// gone) settles it.
+struct UnrecordedGuard {
+    unrecorded: Arc<Unrecorded>,
+    subscriber: String,
+}
+
+impl Drop for UnrecordedGuard {
+    fn drop(&mut self) {
+        let mut counts = self
+            .unrecorded
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.subscriber) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.subscriber);
+            }
+        }
+        drop(counts);
+        self.unrecorded.settled.notify_waiters();
+    }
+}
+
+/// What one stream has sent: in flight (id → sequence number, when), its
+/// last attempt of each, and the floor below which all is acknowledged.
+struct Sent<'a> {
+    in_flight: &'a mut HashMap<String, (i64, Instant)>,
+    attempts: &'a mut HashMap<String, (i64, u32)>,
+    floor: &'a mut i64,
+}
+
+/// One Subscribe stream's subscriber and settings.
+struct Feed {
+    unrecorded: Arc<Unrecorded>,
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     subscriber: String,
     max_in_flight: usize,
     ack_deadline: Duration,
+    until_caught_up: bool,
+}
+
+/// Feeds one Subscribe stream until the subscriber goes away.
+async fn deliver(
+    feed: Feed,
     stream: mpsc::Sender<Result<ExtractDelivery, Status>>,
     mut stopping: watch::Receiver<bool>,
-    until_caught_up: bool,
 ) {
+    let Feed {
+        ref store,
+        ref subscriber,
+        ack_deadline,
+        until_caught_up,
+        ..
+    } = feed;
+    // A reconnect: the records of what the previous stream sent commit
+    // first, so the attempt numbers sent again count them.
+    feed.unrecorded.wait(subscriber, UNRECORDED_WAIT).await;
     let mut changes = store.changes();
     // extract id → (its sequence number, when this stream last sent it)
     let mut in_flight: HashMap<String, (i64, Instant)> = HashMap::new();
+    // extract id → (its sequence number, the last attempt this stream sent)
+    let mut attempts: HashMap<String, (i64, u32)> = HashMap::new();
     // Every extract below this sequence number is acknowledged by this subscriber.
     let mut floor = 0;
+    // The records of sendings, queued before the extracts went out.
+    let mut records = Records::default();
     loop {
-        if let Err(status) = fill(
-            &*store,
-            &subscriber,
-            max_in_flight,
-            ack_deadline,
-            &stream,
-            &mut in_flight,
-            &mut floor,
-        )
-        .await
-        {
+        let sent = Sent {
+            in_flight: &mut in_flight,
+            attempts: &mut attempts,
+            floor: &mut floor,
+        };
+        if let Err(status) = fill(&feed, &mut records, &stream, sent).await {
             if let Some(status) = status {
                 let _ = stream.send(Err(status)).await;
             }
@@ -112,6 +225,20 @@ async fn deliver(
         }
         tokio::select! {
             () = stream.closed() => return,
+            Some(recorded) = records.0.join_next(), if !records.0.is_empty() => {
+                let error = match recorded {
+                    Ok(Ok(Ok(_))) => None,
+                    Ok(Ok(Err(error))) => Some(error),
+                    Ok(Err(_)) | Err(_) => Some(StoreError::WriterStopped),
+                };
+                if let Some(error) = error {
+                    // What this stream sent may not be acknowledgeable: the
+                    // subscriber reconnects and gets it again.
+                    tracing::warn!(%subscriber, %error, "the sending of extracts was not recorded: stream ended");
+                    let _ = stream.send(Err(store_error(error))).await;
+                    return;
+                }
+            }
             _ = stopping.changed() => {}
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep_until(wake) => {}
@@ -120,18 +247,31 @@ async fn deliver(
 }
 
 /// Forgets what was acknowledged or timed out, then sends pending extracts up
-/// to the in-flight limit, recording their attempts in one job. `Err(None)`:
-/// the subscriber went away. `floor` rises past what is acknowledged, so the
+/// to the in-flight limit. Their sending is recorded by one writer job,
+/// queued before they go out (so it commits before any acknowledgement of
+/// them) and not waited for: `records` hears how it went. `Err(None)`: the
+/// subscriber went away. `floor` rises past what is acknowledged, so the
 /// pending query does not walk the whole history each time.
 async fn fill(
-    store: &dyn Store,
-    subscriber: &str,
-    max_in_flight: usize,
-    ack_deadline: Duration,
+    feed: &Feed,
+    records: &mut Records,
     stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
-    in_flight: &mut HashMap<String, (i64, Instant)>,
-    floor: &mut i64,
+    sent: Sent<'_>,
 ) -> Result<(), Option<Status>> {
+    let Sent {
+        in_flight,
+        attempts,
+        floor,
+    } = sent;
+    let Feed {
+        store,
+        clock,
+        subscriber,
+        max_in_flight,
+        ack_deadline,
+        ..
+    } = feed;
+    let (max_in_flight, ack_deadline) = (*max_in_flight, *ack_deadline);
     if !in_flight.is_empty() {
         let ids: Vec<String> = in_flight.keys().cloned().collect();
         for id in store
@@ -140,6 +280,7 @@ async fn fill(
             .map_err(|e| Some(store_error(e)))?
         {
             in_flight.remove(&id);
+            attempts.remove(&id);
         }
         let now = Instant::now();
         in_flight.retain(|_, (_, sent)| now.duration_since(*sent) < ack_deadline);
@@ -161,6 +302,7 @@ async fn fill(
     if let Some(oldest) = oldest_open {
         *floor = (*floor).max(oldest);
     }
+    attempts.retain(|_, (seq, _)| *seq >= *floor);
     let to_send: Vec<_> = pending
         .into_iter()
         .filter(|p| !in_flight.contains_key(&p.extract_id))
@@ -170,13 +312,24 @@ async fn fill(
         return Ok(());
     }
     let ids: Vec<String> = to_send.iter().map(|p| p.extract_id.clone()).collect();
-    let (attempts, sent_at) = store
-        .record_attempts(&ids, subscriber)
+    let sent_at = clock.now();
+    let queued: QueuedAttempts = store
+        .queue_attempts(ids, subscriber, sent_at)
         .await
         .map_err(|e| Some(store_error(e)))?;
-    for (extract, attempt) in to_send.into_iter().zip(attempts) {
+    let guard = feed.unrecorded.add(subscriber);
+    records.0.spawn(async move {
+        let recorded = queued.await;
+        drop(guard);
+        recorded
+    });
+    for extract in to_send {
         let body = EnergyExtract::decode(extract.body.as_slice())
             .map_err(|_| Some(Status::internal("a stored extract is unreadable")))?;
+        // The records of this stream's earlier sendings may not have
+        // committed yet: its own count is at least as far.
+        let earlier = attempts.get(&extract.extract_id).map_or(0, |(_, n)| *n);
+        let attempt = extract.attempts.max(earlier).saturating_add(1);
         tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
         let delivery = ExtractDelivery {
             extract: Some(body),
@@ -186,6 +339,7 @@ async fn fill(
         if stream.send(Ok(delivery)).await.is_err() {
             return Err(None);
         }
+        attempts.insert(extract.extract_id.clone(), (extract.seq, attempt));
         in_flight.insert(extract.extract_id, (extract.seq, Instant::now()));
     }
     Ok(())
@@ -208,15 +362,16 @@ impl EnergyExtractService for EnergyExtracts {
         let (sender, receiver) = mpsc::channel(max_in_flight);
         let until_caught_up = request.get_ref().until_caught_up;
         tracing::info!(subscriber = %caller.identity, max_in_flight, until_caught_up, "subscriber connected");
-        tokio::spawn(deliver(
-            self.store.clone(),
-            caller.identity,
+        let feed = Feed {
+            unrecorded: self.unrecorded.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            subscriber: caller.identity,
             max_in_flight,
-            self.ack_deadline,
-            sender,
-            self.stopping.clone(),
+            ack_deadline: self.ack_deadline,
             until_caught_up,
-        ));
+        };
+        tokio::spawn(deliver(feed, sender, self.stopping.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
@@ -274,12 +429,27 @@ impl EnergyExtractService for EnergyExtracts {
         })?;
         // A document not referenced by an extract sent to this subscriber
         // answers exactly as one that does not exist.
-        let document = self
+        // Counted before the look-up: a record that commits during it may
+        // not be seen by it.
+        let unrecorded = self.unrecorded.count(&caller.identity);
+        let mut document = self
             .store
             .document_for(digest.as_str(), &caller.identity)
             .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("no document {digest}")))?;
+            .map_err(store_error)?;
+        // An extract just sent may not be recorded as sent yet.
+        if document.is_none() && unrecorded > 0 {
+            self.unrecorded
+                .wait(&caller.identity, UNRECORDED_WAIT)
+                .await;
+            document = self
+                .store
+                .document_for(digest.as_str(), &caller.identity)
+                .await
+                .map_err(store_error)?;
+        }
+        let document =
+            document.ok_or_else(|| Status::not_found(format!("no document {digest}")))?;
         let metadata = pb::DocumentRef {
             kind: pb::DocumentKind::from_str_name(&format!("DOCUMENT_KIND_{}", document.kind))
                 .unwrap_or_default() as i32,

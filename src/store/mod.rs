@@ -94,8 +94,9 @@ fn sqlx_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// The attempt number of each extract sent, and when they were sent.
-pub type SentAttempts = (Vec<u32>, DateTime<Utc>);
+/// A queued recording of sendings: answers, once it committed, with each
+/// extract's attempt number.
+pub type QueuedAttempts = oneshot::Receiver<Result<Vec<u32>, StoreError>>;
 
 /// What the metrics endpoint reads from the store at each scrape.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -219,6 +220,8 @@ pub struct PendingExtract {
     pub extract_id: String,
     /// The signed extract (protobuf).
     pub body: Vec<u8>,
+    /// Sendings to this subscriber recorded so far.
+    pub attempts: u32,
 }
 
 /// A document as fetched by a subscriber it was sent to.
@@ -410,13 +413,17 @@ pub trait Store: Send + Sync + 'static {
         subscriber: &str,
         extract_ids: &[String],
     ) -> Result<Vec<String>, StoreError>;
-    /// Records one sending of each of `extract_ids` to `subscriber`, in one
-    /// job; returns each one's attempt number, and the time.
-    async fn record_attempts(
+    /// Queues one writer job that records a sending of each of `extract_ids`
+    /// to `subscriber` at `sent_at`, and returns as soon as it is queued, not
+    /// committed: the writer commits jobs in the order they were queued, so
+    /// the record commits before any acknowledgement of what is sent after
+    /// this returns. The receiver answers once it committed (or failed).
+    async fn queue_attempts(
         &self,
-        extract_ids: &[String],
+        extract_ids: Vec<String>,
         subscriber: &str,
-    ) -> Result<SentAttempts, StoreError>;
+        sent_at: DateTime<Utc>,
+    ) -> Result<QueuedAttempts, StoreError>;
     /// Acknowledges an extract sent to `subscriber`; `None` if it was never sent to them.
     async fn acknowledge_extract(
         &self,
@@ -484,7 +491,8 @@ pub(crate) enum Job {
     Attempts {
         extract_ids: Vec<String>,
         subscriber: String,
-        reply: oneshot::Sender<Result<SentAttempts, StoreError>>,
+        sent_at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<u32>, StoreError>>,
     },
     AckExtract {
         extract_id: String,

@@ -89,7 +89,7 @@ macro_rules! store_ops {
                 AckBuilder, AckFacts, Accepted, Clock, DeliveryRecord, DocumentRecord, ExtractFacts,
                 FetchedDocument, FindingQuery, Gauges, FindingRow, FormAck, FormAckOutcome, FormFacts,
                 FormPublication, FormRevisionIncluding, Finisher, Job, NewDocument, ObligationQuery, ObligationRow,
-                PendingExtract, RegisterQuery, RegisterRow, ReportForForm, Store, StoreError,
+                PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm, Store, StoreError,
                 StoredFiling, SubmitOutcome, Submission, finisher, from_micros,
                 ledger::{self, LedgerEntry},
                 micros, parse_date, send_job,
@@ -164,8 +164,10 @@ macro_rules! store_ops {
             }
 
             async fn pending_extracts(&self, subscriber: &str, from_seq: i64, limit: u32) -> Result<Vec<PendingExtract>, StoreError> {
-                let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-                    "SELECT e.seq, e.extract_id, e.body FROM extracts e WHERE e.seq >= $1 AND NOT EXISTS \
+                let rows: Vec<(i64, String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT e.seq, e.extract_id, e.body, \
+                     (SELECT COUNT(*) FROM extract_attempts t WHERE t.extract_id = e.extract_id AND t.subscriber = $2) \
+                     FROM extracts e WHERE e.seq >= $1 AND NOT EXISTS \
                      (SELECT 1 FROM extract_acks a WHERE a.extract_id = e.extract_id AND a.subscriber = $2) \
                      ORDER BY e.seq LIMIT $3",
                 )
@@ -176,7 +178,12 @@ macro_rules! store_ops {
                 .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(seq, extract_id, body)| PendingExtract { seq, extract_id, body })
+                    .map(|(seq, extract_id, body, attempts)| PendingExtract {
+                        seq,
+                        extract_id,
+                        body,
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    })
                     .collect())
             }
 
@@ -199,9 +206,19 @@ macro_rules! store_ops {
                 Ok(acknowledged)
             }
 
-            async fn record_attempts(&self, extract_ids: &[String], subscriber: &str) -> Result<(Vec<u32>, DateTime<Utc>), StoreError> {
-                let (extract_ids, subscriber) = (extract_ids.to_vec(), subscriber.to_owned());
-                send_job(&self.writer, |reply| Job::Attempts { extract_ids, subscriber, reply }).await
+            async fn queue_attempts(
+                &self,
+                extract_ids: Vec<String>,
+                subscriber: &str,
+                sent_at: DateTime<Utc>,
+            ) -> Result<QueuedAttempts, StoreError> {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let subscriber = subscriber.to_owned();
+                self.writer
+                    .send(Job::Attempts { extract_ids, subscriber, sent_at, reply })
+                    .await
+                    .map_err(|_| StoreError::WriterStopped)?;
+                Ok(answer)
             }
 
             async fn acknowledge_extract(&self, extract_id: &str, subscriber: &str, build: AckBuilder) -> Result<Option<Vec<u8>>, StoreError> {
@@ -488,7 +505,7 @@ macro_rules! store_ops {
             now: DateTime<Utc>,
             extract_ids: Vec<String>,
             subscriber: String,
-        ) -> Result<(Vec<u32>, DateTime<Utc>), StoreError> {
+        ) -> Result<Vec<u32>, StoreError> {
             // Each extract's next attempt number and the ledger's head, in one query.
             let placeholders: Vec<String> = (0..extract_ids.len()).map(|i| format!("${}", i + 2)).collect();
             let counts = extract_ids
@@ -539,51 +556,85 @@ macro_rules! store_ops {
                 attempts.push(attempt as u32);
             }
             writes.run(conn).await?;
-            Ok((attempts, now))
+            Ok(attempts)
+        }
+
+        /// What an acknowledgement needs to know, one row: the subscriber's
+        /// earlier receipt; the extract's due date, if it was sent to them;
+        /// the extract's unfulfilled ENERGY_EXTRACT obligation (id, due date).
+        const ACK_FACTS: &str =
+            "SELECT \
+             (SELECT receipt FROM extract_acks WHERE extract_id = $1 AND subscriber = $2), \
+             (SELECT e.due_date FROM extracts e WHERE e.extract_id = $1 AND EXISTS \
+              (SELECT 1 FROM extract_attempts a WHERE a.extract_id = e.extract_id AND a.subscriber = $2)), \
+             (SELECT obligation_id FROM obligations WHERE kind = $3 AND fulfilled_at IS NULL \
+              AND extract_id = $1 ORDER BY seq LIMIT 1), \
+             (SELECT due_date FROM obligations WHERE kind = $3 AND fulfilled_at IS NULL \
+              AND extract_id = $1 ORDER BY seq LIMIT 1)";
+
+        type AckRead = (Option<Vec<u8>>, Option<String>, Option<String>, Option<String>);
+
+        /// An acknowledgement to store.
+        struct AckJob {
+            extract_id: String,
+            subscriber: String,
+            build: AckBuilder,
+        }
+
+        fn ack_values(job: &AckJob) -> Vec<Value> {
+            vec![
+                Value::Text(job.extract_id.clone()),
+                Value::Text(job.subscriber.clone()),
+                Value::Text(ObligationKind::EnergyExtract.as_str().to_owned()),
+            ]
         }
 
         async fn ack_extract_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
-            extract_id: String,
-            subscriber: String,
-            build: AckBuilder,
+            job: AckJob,
         ) -> Result<Option<Vec<u8>>, StoreError> {
-            type AckRead = (
-                Option<Vec<u8>>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                Option<i64>,
-                Option<String>,
-            );
-            let (earlier, due, obligation_id, obligation_due, head_seq, head_hash): AckRead =
-                sqlx::query_as(&format!(
-                    "SELECT \
-                     (SELECT receipt FROM extract_acks WHERE extract_id = $1 AND subscriber = $2), \
-                     (SELECT e.due_date FROM extracts e WHERE e.extract_id = $1 AND EXISTS \
-                      (SELECT 1 FROM extract_attempts a WHERE a.extract_id = e.extract_id AND a.subscriber = $2)), \
-                     (SELECT obligation_id FROM obligations WHERE kind = $3 AND fulfilled_at IS NULL \
-                      AND extract_id = $1 ORDER BY seq LIMIT 1), \
-                     (SELECT due_date FROM obligations WHERE kind = $3 AND fulfilled_at IS NULL \
-                      AND extract_id = $1 ORDER BY seq LIMIT 1), \
-                     {}",
-                    $crate::store::ops::ledger_head_sql!()
-                ))
-                .bind(&extract_id)
-                .bind(&subscriber)
-                .bind(ObligationKind::EnergyExtract.as_str())
+            let mut sql = String::from("SELECT ");
+            sql.push_str($crate::store::ops::ledger_head_sql!());
+            sql.push_str(", ");
+            sql.push_str(ACK_FACTS.trim_start_matches("SELECT "));
+            let row = $crate::store::ops::bind_values!(sqlx::query(&sql), ack_values(&job))
                 .fetch_one(&mut *conn)
                 .await?;
+            use sqlx::Row as _;
+            let mut head = ledger_head(row.try_get(0)?, row.try_get(1)?);
+            let facts: AckRead = (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
+            let mut writes = Writes::default();
+            let receipt = decide_ack(&mut writes, &mut head, &mut Default::default(), now, job, facts)?;
+            writes.run(conn).await?;
+            Ok(receipt)
+        }
+
+        /// Decides an acknowledgement from its facts: its writes and ledger
+        /// entries after `head`. `fulfilled`: obligations fulfilled earlier
+        /// in the same run (the first acknowledgement from any energy
+        /// identity fulfils the extract's obligation).
+        fn decide_ack(
+            writes: &mut Writes,
+            head: &mut (i64, String),
+            fulfilled: &mut std::collections::HashSet<String>,
+            now: DateTime<Utc>,
+            job: AckJob,
+            (earlier, due, obligation_id, obligation_due): AckRead,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            let AckJob { extract_id, subscriber, build } = job;
             if earlier.is_some() {
                 return Ok(earlier);
             }
             let Some(due) = due else { return Ok(None) };
-            let receipt = build(&AckFacts { acknowledged_at: now, due_date: parse_date(&due)? });
-            let mut head = ledger_head(head_seq, head_hash);
-            let mut writes = Writes::default();
-            writes.push(
-                "INSERT INTO extract_acks (extract_id, subscriber, acknowledged_at, receipt) VALUES ($1, $2, $3, $4)",
+            let due = parse_date(&due)?;
+            let obligation = match (obligation_id, obligation_due) {
+                (Some(id), Some(due)) if !fulfilled.contains(&id) => Some((id, parse_date(&due)?)),
+                _ => None,
+            };
+            let receipt = build(&AckFacts { acknowledged_at: now, due_date: due });
+            writes.push_row(
+                "INSERT INTO extract_acks (extract_id, subscriber, acknowledged_at, receipt)",
                 vec![
                     Value::Text(extract_id.clone()),
                     Value::Text(subscriber.clone()),
@@ -592,8 +643,8 @@ macro_rules! store_ops {
                 ],
             );
             ledger_entry(
-                &mut writes,
-                &mut head,
+                writes,
+                head,
                 "EXTRACT_ACKNOWLEDGED",
                 &extract_id,
                 now,
@@ -603,9 +654,7 @@ macro_rules! store_ops {
                     "receipt_sha256": Sha256Hex::of(&receipt).as_str(),
                 }),
             );
-            // The first acknowledgement from any energy identity fulfils the obligation.
-            if let (Some(obligation_id), Some(obligation_due)) = (obligation_id, obligation_due) {
-                let due_date = parse_date(&obligation_due)?;
+            if let Some((obligation_id, due_date)) = obligation {
                 let status = ObligationStatus::fulfilled_on(deadlines::local_date(now), due_date);
                 writes.push(
                     "UPDATE obligations SET status = $1, fulfilled_at = $2 WHERE obligation_id = $3",
@@ -616,8 +665,8 @@ macro_rules! store_ops {
                     ],
                 );
                 ledger_entry(
-                    &mut writes,
-                    &mut head,
+                    writes,
+                    head,
                     "OBLIGATION_FULFILLED",
                     &obligation_id,
                     now,
@@ -628,9 +677,70 @@ macro_rules! store_ops {
                         "status": status.as_str(),
                     }),
                 );
+                fulfilled.insert(obligation_id);
             }
-            writes.run(conn).await?;
             Ok(Some(receipt))
+        }
+
+        /// SQLite: a run of acknowledgements, each of a different (extract,
+        /// subscriber), read in one query and written in one. Each is decided
+        /// as if alone, after the ones before it. If the run's reads or
+        /// writes fail, every job of the run gets the failure and none of
+        /// them is stored.
+        async fn ack_run_in(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            jobs: Vec<AckJob>,
+        ) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+            let mut sql = String::from(concat!("SELECT ", $crate::store::ops::ledger_head_sql!()));
+            let mut all = Vec::new();
+            for job in &jobs {
+                sql.push_str(";\n");
+                $crate::store::ops::renumber(ACK_FACTS, all.len(), &mut sql);
+                all.extend(ack_values(job));
+            }
+            let rows = match $crate::store::ops::bind_values!(sqlx::query(&sql), all)
+                .fetch_all(&mut *conn)
+                .await
+            {
+                Ok(rows) if rows.len() == jobs.len() + 1 => rows,
+                Ok(rows) => {
+                    let reason = format!("{} rows for a run of {} acknowledgements", rows.len(), jobs.len());
+                    return jobs.iter().map(|_| Err(StoreError::Corrupt(reason.clone()))).collect();
+                }
+                Err(error) => {
+                    let reason = error.to_string();
+                    return jobs.iter().map(|_| Err(StoreError::NotCommitted(reason.clone()))).collect();
+                }
+            };
+            use sqlx::Row as _;
+            let mut head = match (rows[0].try_get(0), rows[0].try_get(1)) {
+                (Ok(seq), Ok(hash)) => ledger_head(seq, hash),
+                _ => {
+                    return jobs.iter().map(|_| Err(StoreError::Corrupt("the ledger's head".into()))).collect();
+                }
+            };
+            let mut fulfilled = std::collections::HashSet::new();
+            let mut writes = Writes::default();
+            let mut results = Vec::with_capacity(jobs.len());
+            for (job, row) in jobs.into_iter().zip(&rows[1..]) {
+                let facts = <AckRead as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row);
+                let mut mine = Writes::default();
+                let mut job_head = head.clone();
+                let decided = facts
+                    .map_err(StoreError::from)
+                    .and_then(|facts| decide_ack(&mut mine, &mut job_head, &mut fulfilled, now, job, facts));
+                if decided.is_ok() {
+                    writes.absorb(mine);
+                    head = job_head;
+                }
+                results.push(decided);
+            }
+            if let Err(error) = writes.run(conn).await {
+                let reason = error.to_string();
+                return results.iter().map(|_| Err(StoreError::NotCommitted(reason.clone()))).collect();
+            }
+            results
         }
 
         async fn publish_form_in(
@@ -825,8 +935,36 @@ macro_rules! store_ops {
                 }
             }
             let mut finishers: Vec<Finisher> = Vec::with_capacity(jobs.len());
-            for job in jobs {
+            let mut jobs = jobs.into_iter().peekable();
+            while let Some(job) = jobs.next() {
                 let now = clock.now();
+                // SQLite: consecutive acknowledgements of different (extract,
+                // subscriber) go as one run: one read, one write.
+                let job = match job {
+                    Job::AckExtract { extract_id, subscriber, build, reply } if $backend == "sqlite" => {
+                        let mut seen = std::collections::HashSet::new();
+                        seen.insert((extract_id.clone(), subscriber.clone()));
+                        let mut run = vec![AckJob { extract_id, subscriber, build }];
+                        let mut replies = vec![reply];
+                        while run.len() < MAX_RUN {
+                            let Some(Job::AckExtract { extract_id, subscriber, build, reply }) = jobs.next_if(|next| {
+                                matches!(next, Job::AckExtract { extract_id, subscriber, .. }
+                                    if !seen.contains(&(extract_id.clone(), subscriber.clone())))
+                            }) else {
+                                break;
+                            };
+                            seen.insert((extract_id.clone(), subscriber.clone()));
+                            run.push(AckJob { extract_id, subscriber, build });
+                            replies.push(reply);
+                        }
+                        let results = ack_run_in(&mut tx, now, run).await;
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            finishers.push(finisher(reply, result));
+                        }
+                        continue;
+                    }
+                    job => job,
+                };
                 let finish = match job {
                     // On SQLite the reads need no savepoint and the writes
                     // hold their own; PostgreSQL needs one around the reads
@@ -843,27 +981,23 @@ macro_rules! store_ops {
                         reply,
                         in_savepoint(&mut tx, |c| Box::pin(put_document_in(c, now, document))).await,
                     ),
-                    Job::Attempts { extract_ids, subscriber, reply } => finisher(
+                    Job::Attempts { extract_ids, subscriber, sent_at, reply } => finisher(
                         reply,
                         if $backend == "sqlite" {
-                            record_attempts_in(&mut tx, now, extract_ids, subscriber).await
+                            record_attempts_in(&mut tx, sent_at, extract_ids, subscriber).await
                         } else {
                             in_savepoint(&mut tx, |c| {
-                                Box::pin(record_attempts_in(c, now, extract_ids, subscriber))
+                                Box::pin(record_attempts_in(c, sent_at, extract_ids, subscriber))
                             })
                             .await
                         },
                     ),
                     Job::AckExtract { extract_id, subscriber, build, reply } => finisher(
                         reply,
-                        if $backend == "sqlite" {
-                            ack_extract_in(&mut tx, now, extract_id, subscriber, build).await
-                        } else {
-                            in_savepoint(&mut tx, |c| {
-                                Box::pin(ack_extract_in(c, now, extract_id, subscriber, build))
-                            })
-                            .await
-                        },
+                        in_savepoint(&mut tx, |c| {
+                            Box::pin(ack_extract_in(c, now, AckJob { extract_id, subscriber, build }))
+                        })
+                        .await,
                     ),
                     Job::PublishForm(publication, reply) => finisher(
                         reply,
@@ -916,6 +1050,10 @@ macro_rules! store_ops {
                 }
             }
         }
+
+        /// Most jobs in one run (SQLite): their reads in one query, their
+        /// writes in one.
+        const MAX_RUN: usize = 64;
 
         /// A new identifier. UUIDv7 (time first, then random bits) keeps
         /// ids unique across replicas and makes each index take new ids at
@@ -1003,40 +1141,54 @@ macro_rules! store_ops {
             Blob(Vec<u8>),
         }
 
-        /// A job's writes, decided after its reads, sent in one round trip:
-        /// on SQLite as one multi-statement query inside a savepoint, on
-        /// PostgreSQL as one statement of data-modifying WITH clauses (the
-        /// caller holds the savepoint there).
+        /// A job's writes (or a run of jobs'), decided after the reads, sent
+        /// in one round trip: on SQLite as one multi-statement query inside a
+        /// savepoint, on PostgreSQL as one statement of data-modifying WITH
+        /// clauses (the caller holds the savepoint there).
         #[derive(Default)]
         struct Writes {
             statements: Vec<(String, Vec<Value>)>,
             /// Rows for `INSERT INTO table (columns)` prefixes, sent as one
-            /// multi-row INSERT each, in `statements` at the place of their first row.
-            rows: Vec<(usize, &'static str, Vec<Vec<Value>>)>,
+            /// multi-row INSERT each, after `statements`: no statement here
+            /// reads a row inserted beside it, and a person's old IP ranges
+            /// are deleted before the new ones go in.
+            rows: Vec<(&'static str, Vec<Vec<Value>>)>,
+            /// Values in all, to keep a run under SQLite's parameter limit.
+            values: usize,
         }
 
         impl Writes {
             /// `sql` numbers its parameters from `$1`, as a query of its own would.
             fn push(&mut self, sql: impl Into<String>, values: Vec<Value>) {
+                self.values += values.len();
                 self.statements.push((sql.into(), values));
             }
 
             /// One row for `insert` (`INSERT INTO table (columns)`); the rows of
             /// one `insert` become one statement.
             fn push_row(&mut self, insert: &'static str, values: Vec<Value>) {
-                match self.rows.iter_mut().find(|(_, prefix, _)| *prefix == insert) {
-                    Some((_, _, rows)) => rows.push(values),
-                    None => {
-                        // A placeholder keeps the statement's place in the order.
-                        self.rows.push((self.statements.len(), insert, vec![values]));
-                        self.statements.push((String::new(), Vec::new()));
+                self.values += values.len();
+                match self.rows.iter_mut().find(|(prefix, _)| *prefix == insert) {
+                    Some((_, rows)) => rows.push(values),
+                    None => self.rows.push((insert, vec![values])),
+                }
+            }
+
+            /// Adds another job's writes after these.
+            fn absorb(&mut self, other: Writes) {
+                self.values += other.values;
+                self.statements.extend(other.statements);
+                for (insert, rows) in other.rows {
+                    match self.rows.iter_mut().find(|(prefix, _)| *prefix == insert) {
+                        Some((_, mine)) => mine.extend(rows),
+                        None => self.rows.push((insert, rows)),
                     }
                 }
             }
 
-            /// The statements in order, the multi-row INSERTs in their places.
+            /// The statements in order, then the multi-row INSERTs.
             fn into_statements(mut self) -> Vec<(String, Vec<Value>)> {
-                for (place, insert, rows) in self.rows {
+                for (insert, rows) in self.rows {
                     let mut sql = format!("{insert} VALUES ");
                     let mut values = Vec::new();
                     for (i, row) in rows.into_iter().enumerate() {
@@ -1048,7 +1200,7 @@ macro_rules! store_ops {
                         sql.push_str(&format!("({})", numbers.join(", ")));
                         values.extend(row);
                     }
-                    self.statements[place] = (sql, values);
+                    self.statements.push((sql, values));
                 }
                 self.statements
             }
