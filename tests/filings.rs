@@ -28,6 +28,7 @@ on_both_backends!(
     editing_a_ledger_row_underneath_is_named_by_verify,
     concurrent_submissions_all_get_receipts_and_are_stored_exactly_once,
     documents_are_content_addressed_and_checked_against_their_bytes,
+    a_pool_of_a_thousand_ipv6_blocks_is_stored_and_checked_against,
 );
 
 fn ts(rfc3339: &str) -> Option<pbjson_types::Timestamp> {
@@ -924,4 +925,59 @@ impl WithPool for minegate::proto::v1::StartNotification {
         self.ip_pool = vec![format!("37.{}.0.0/16", 100 + octet)];
         self
     }
+}
+
+/// The largest pool a filing may carry, each block IPv6 (its overlap
+/// look-up takes the most parameters): stored whole, and a later filing
+/// overlapping one of its blocks is found.
+async fn a_pool_of_a_thousand_ipv6_blocks_is_stored_and_checked_against(backend: Backend) {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock.clone()).await else {
+        return;
+    };
+    let channel = app.channel("authority").await;
+    let mut filings = FilingServiceClient::new(channel.clone());
+    let documents = upload_documents(channel, "V6").await;
+    let blocks: Vec<String> = (1..=1000).map(|n| format!("2a03:{n:x}::/32")).collect();
+    let block_refs: Vec<&str> = blocks.iter().map(String::as_str).collect();
+    let wide = filings
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "a-wide",
+            date(2026, 6, 1),
+            &block_refs,
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(wide.findings.len(), 0);
+    assert_eq!(
+        scalar(&app.config.database_url, "SELECT COUNT(*) FROM ip_ranges").await,
+        1000
+    );
+    let inside = filings
+        .submit_start_notification(start_notification(
+            BIN_B,
+            "b-inside",
+            date(2026, 6, 1),
+            &["2a03:200:8000::/33", "2a04::/32"],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let found: Vec<(i32, String)> = inside
+        .findings
+        .iter()
+        .map(|f| (f.kind, f.detail.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![(
+            FindingKind::IpPoolConflict as i32,
+            "2a03:200:8000::/33 overlaps 2a03:200::/32 registered to 210240001236".to_owned()
+        )]
+    );
+    app.gateway.shutdown().await.unwrap();
 }

@@ -121,7 +121,7 @@ async fn sigterm_with_50_calls_in_flight_completes_or_refuses_each_and_exits_0()
         match call.await.unwrap() {
             Ok(receipt) => completed.push(receipt.into_inner()),
             Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(refused_unprocessed(&status), "{status:?}");
                 refused += 1;
             }
         }
@@ -320,4 +320,14 @@ async fn json_log_lines_of_a_call_carry_the_peer_and_the_filing_id() {
     for line in lines.iter().filter(|l| l["span"]["name"] == "call") {
         assert!(line["span"]["peer"].as_str().is_some(), "{line}");
     }
+}
+
+/// A call the gateway refused while stopping: UNAVAILABLE from the gateway,
+/// or a stream the client opened after the gateway's GOAWAY (NO_ERROR) left
+/// and that the gateway therefore never saw; the client library reports
+/// that one as a transport error, and HTTP/2 says it may be retried.
+fn refused_unprocessed(status: &tonic::Status) -> bool {
+    let text = format!("{status:?}");
+    status.code() == Code::Unavailable
+        || (status.code() == Code::Internal && text.contains("GoAway") && text.contains("NO_ERROR"))
 }

@@ -43,6 +43,7 @@ const UNRECORDED_WAIT: Duration = Duration::from_secs(5);
 pub struct EnergyExtracts {
     store: Arc<dyn Store>,
     unrecorded: Arc<Unrecorded>,
+    board: Arc<AckBoard>,
     clock: Arc<dyn Clock>,
     signer: Arc<Signer>,
     ack_deadline: Duration,
@@ -63,6 +64,7 @@ impl EnergyExtracts {
         EnergyExtracts {
             store,
             unrecorded: Arc::default(),
+            board: Arc::default(),
             clock,
             signer,
             ack_deadline,
@@ -128,6 +130,34 @@ impl Unrecorded {
     }
 }
 
+/// Acknowledgements taken by this process, passed to every stream of the
+/// subscriber that made them: a stream frees its window without asking the
+/// database. (It still asks when its window is full: an acknowledgement may
+/// have come through another replica.)
+#[derive(Default)]
+struct AckBoard(std::sync::Mutex<HashMap<String, Vec<mpsc::UnboundedSender<String>>>>);
+
+impl AckBoard {
+    fn listen(&self, subscriber: &str) -> mpsc::UnboundedReceiver<String> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let mut streams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = streams.entry(subscriber.to_owned()).or_default();
+        list.retain(|s| !s.is_closed());
+        list.push(sender);
+        receiver
+    }
+
+    fn acknowledged(&self, subscriber: &str, extract_id: &str) {
+        let mut streams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = streams.get_mut(subscriber) {
+            list.retain(|s| s.send(extract_id.to_owned()).is_ok());
+            if list.is_empty() {
+                streams.remove(subscriber);
+            }
+        }
+    }
+}
+
 /// One outstanding record; dropping it (committed, failed, or the stream
 /// gone) settles it.
 struct UnrecordedGuard {
@@ -156,6 +186,8 @@ impl Drop for UnrecordedGuard {
 /// What one stream has sent: in flight (id → sequence number, when), its
 /// last attempt of each, and the floor below which all is acknowledged.
 struct Sent<'a> {
+    /// This subscriber's acknowledgements through this process.
+    acks: &'a mut mpsc::UnboundedReceiver<String>,
     in_flight: &'a mut HashMap<String, (i64, Instant)>,
     attempts: &'a mut HashMap<String, (i64, u32)>,
     floor: &'a mut i64,
@@ -164,6 +196,7 @@ struct Sent<'a> {
 /// One Subscribe stream's subscriber and settings.
 struct Feed {
     unrecorded: Arc<Unrecorded>,
+    board: Arc<AckBoard>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     subscriber: String,
@@ -189,6 +222,7 @@ async fn deliver(
     // first, so the attempt numbers sent again count them.
     feed.unrecorded.wait(subscriber, UNRECORDED_WAIT).await;
     let mut changes = store.changes();
+    let mut acks = feed.board.listen(subscriber);
     // extract id → (its sequence number, when this stream last sent it)
     let mut in_flight: HashMap<String, (i64, Instant)> = HashMap::new();
     // extract id → (its sequence number, the last attempt this stream sent)
@@ -199,6 +233,7 @@ async fn deliver(
     let mut records = Records::default();
     loop {
         let sent = Sent {
+            acks: &mut acks,
             in_flight: &mut in_flight,
             attempts: &mut attempts,
             floor: &mut floor,
@@ -259,6 +294,7 @@ async fn fill(
     sent: Sent<'_>,
 ) -> Result<(), Option<Status>> {
     let Sent {
+        acks,
         in_flight,
         attempts,
         floor,
@@ -272,7 +308,12 @@ async fn fill(
         ..
     } = feed;
     let (max_in_flight, ack_deadline) = (*max_in_flight, *ack_deadline);
-    if !in_flight.is_empty() {
+    while let Ok(id) = acks.try_recv() {
+        in_flight.remove(&id);
+        attempts.remove(&id);
+    }
+    if in_flight.len() >= max_in_flight {
+        // The window is full: some may have been acknowledged elsewhere.
         let ids: Vec<String> = in_flight.keys().cloned().collect();
         for id in store
             .acknowledged(subscriber, &ids)
@@ -282,9 +323,9 @@ async fn fill(
             in_flight.remove(&id);
             attempts.remove(&id);
         }
-        let now = Instant::now();
-        in_flight.retain(|_, (_, sent)| now.duration_since(*sent) < ack_deadline);
     }
+    let now = Instant::now();
+    in_flight.retain(|_, (_, sent)| now.duration_since(*sent) < ack_deadline);
     let room = max_in_flight.saturating_sub(in_flight.len());
     if room == 0 {
         return Ok(());
@@ -364,6 +405,7 @@ impl EnergyExtractService for EnergyExtracts {
         tracing::info!(subscriber = %caller.identity, max_in_flight, until_caught_up, "subscriber connected");
         let feed = Feed {
             unrecorded: self.unrecorded.clone(),
+            board: self.board.clone(),
             store: self.store.clone(),
             clock: self.clock.clone(),
             subscriber: caller.identity,
@@ -390,8 +432,8 @@ impl EnergyExtractService for EnergyExtracts {
         let (id, subscriber) = (extract_id.clone(), caller.identity.clone());
         let build = Box::new(move |facts: &AckFacts| {
             let mut ack = ExtractAcknowledgement {
-                extract_id: id,
-                subscriber,
+                extract_id: id.clone(),
+                subscriber: subscriber.clone(),
                 acknowledged_at: Some(timestamp(facts.acknowledged_at)),
                 due_date: Some(to_pb_date(facts.due_date)),
                 deadline_met: deadlines::local_date(facts.acknowledged_at) <= facts.due_date,
@@ -412,6 +454,7 @@ impl EnergyExtractService for EnergyExtracts {
             })?;
         let ack = ExtractAcknowledgement::decode(receipt.as_slice())
             .map_err(|_| Status::internal("a stored acknowledgement is unreadable"))?;
+        self.board.acknowledged(&caller.identity, &extract_id);
         tracing::info!(subscriber = %caller.identity, %extract_id, "extract acknowledged");
         Ok(Response::new(ack))
     }

@@ -40,6 +40,41 @@ pub struct Filings {
     signer: Arc<Signer>,
     max_document_bytes: u64,
     metrics: Metrics,
+    known: KnownDocuments,
+}
+
+/// Documents known to be stored (they never change or go), so a filing that
+/// references documents just uploaded or already referenced does not ask the
+/// database again. Bounded: emptied when full.
+#[derive(Default)]
+struct KnownDocuments(std::sync::Mutex<std::collections::HashMap<String, DocumentRecord>>);
+
+impl KnownDocuments {
+    const MAX: usize = 10_000;
+
+    fn remember(&self, records: &[DocumentRecord]) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() + records.len() > Self::MAX {
+            known.clear();
+        }
+        for record in records {
+            known.insert(record.sha256.as_str().to_owned(), record.clone());
+        }
+    }
+
+    /// The known records among `wanted`, and the digests not known.
+    fn split(&self, wanted: &[Sha256Hex]) -> (Vec<DocumentRecord>, Vec<Sha256Hex>) {
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found = Vec::new();
+        let mut unknown = Vec::new();
+        for digest in wanted {
+            match known.get(digest.as_str()) {
+                Some(record) => found.push(record.clone()),
+                None => unknown.push(digest.clone()),
+            }
+        }
+        (found, unknown)
+    }
 }
 
 impl Filings {
@@ -56,6 +91,7 @@ impl Filings {
             signer,
             max_document_bytes,
             metrics,
+            known: KnownDocuments::default(),
         }
     }
 
@@ -105,7 +141,12 @@ impl Filings {
         let filing = validate(&message, today).map_err(|v| invalid(&v))?;
 
         let wanted: Vec<Sha256Hex> = filing.document_digests().into_iter().cloned().collect();
-        let stored = self.store.documents(&wanted).await.map_err(store_error)?;
+        let (mut stored, unknown) = self.known.split(&wanted);
+        if !unknown.is_empty() {
+            let found = self.store.documents(&unknown).await.map_err(store_error)?;
+            self.known.remember(&found);
+            stored.extend(found);
+        }
         let mut missing = Violations::default();
         for (i, document) in field_of_documents.iter().enumerate() {
             let digest = document.sha256.to_ascii_lowercase();
@@ -127,7 +168,7 @@ impl Filings {
         let extract = four_item_extract(&filing, field_of_documents, &stored).map(|template| {
             let signer = self.signer.clone();
             Box::new(move |facts: &ExtractFacts| {
-                let mut extract = template;
+                let mut extract = template.clone();
                 extract.extract_id = facts.extract_id.clone();
                 extract.source_filing_id = facts.filing_id.clone();
                 extract.created_at = Some(timestamp(facts.created_at));
@@ -410,6 +451,7 @@ impl FilingService for Filings {
             })
             .await
             .map_err(store_error)?;
+        self.known.remember(std::slice::from_ref(&record));
         tracing::info!(identity = %caller.identity, %sha256, size, new = record.newly_stored, "document stored");
         Ok(Response::new(DocumentRef {
             kind: kind as i32,

@@ -173,7 +173,7 @@ impl FinanceService for FinanceForms {
                 year: quarter.year(),
                 quarter: quarter.quarter() as i32,
                 revision,
-                body_sha256,
+                body_sha256: body_sha256.clone(),
                 acknowledged_at: Some(timestamp(facts.acknowledged_at)),
                 due_date: Some(to_pb_date(facts.due_date)),
                 deadline_met: deadlines::local_date(facts.acknowledged_at) <= facts.due_date,

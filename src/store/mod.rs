@@ -151,8 +151,9 @@ pub struct ExtractFacts {
     pub due_date: NaiveDate,
 }
 
-/// Builds the signed extract's bytes inside the filing's transaction.
-pub type ExtractBuilder = Box<dyn FnOnce(&ExtractFacts) -> Vec<u8> + Send>;
+/// Builds the signed extract's bytes inside the filing's transaction (again,
+/// if the filing's run did not commit and it is decided alone).
+pub type ExtractBuilder = Box<dyn Fn(&ExtractFacts) -> Vec<u8> + Send + Sync>;
 
 /// What an acknowledgement's builder is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +163,7 @@ pub struct AckFacts {
 }
 
 /// Builds the signed acknowledgement receipt, stored and returned to repeats.
-pub type AckBuilder = Box<dyn FnOnce(&AckFacts) -> Vec<u8> + Send>;
+pub type AckBuilder = Box<dyn Fn(&AckFacts) -> Vec<u8> + Send + Sync>;
 
 /// An obligation as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +305,7 @@ pub struct DeliveryRecord {
 
 /// Builds the receipt bytes once the store has decided; they are stored with
 /// the filing and returned to every replay.
-pub type ReceiptBuilder = Box<dyn FnOnce(&Accepted) -> Vec<u8> + Send>;
+pub type ReceiptBuilder = Box<dyn Fn(&Accepted) -> Vec<u8> + Send + Sync>;
 
 /// A valid filing to accept.
 pub struct Submission {

@@ -23,6 +23,31 @@ pub(crate) fn renumber(statement: &str, offset: usize, sql: &mut String) {
     }
 }
 
+/// Appends `statement` to `sql` with each parameter `$N` written as an
+/// anonymous `?`, and returns each one's N in order of appearance (a value
+/// used twice is bound twice). SQLite's driver binds the anonymous
+/// parameters of a multi-statement query in one pass, statement after
+/// statement; numbered ones make it walk every number up to each
+/// statement's highest, which grows with the query.
+pub(crate) fn anonymize(statement: &str, sql: &mut String) -> Vec<usize> {
+    let mut order = Vec::new();
+    let mut chars = statement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' || !chars.peek().is_some_and(char::is_ascii_digit) {
+            sql.push(c);
+            continue;
+        }
+        let mut n = 0usize;
+        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+            n = n * 10 + d as usize;
+            chars.next();
+        }
+        sql.push('?');
+        order.push(n);
+    }
+    order
+}
+
 /// The start addresses of every CIDR block that holds `first` and starts
 /// before it: `first` masked to each shorter prefix, once each. A stored
 /// range overlapping a block either starts inside the block or is one of these.
@@ -605,7 +630,7 @@ macro_rules! store_ops {
             let mut head = ledger_head(row.try_get(0)?, row.try_get(1)?);
             let facts: AckRead = (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
             let mut writes = Writes::default();
-            let receipt = decide_ack(&mut writes, &mut head, &mut Default::default(), now, job, facts)?;
+            let receipt = decide_ack(&mut writes, &mut head, &mut Default::default(), now, &job, facts)?;
             writes.run(conn).await?;
             Ok(receipt)
         }
@@ -619,7 +644,7 @@ macro_rules! store_ops {
             head: &mut (i64, String),
             fulfilled: &mut std::collections::HashSet<String>,
             now: DateTime<Utc>,
-            job: AckJob,
+            job: &AckJob,
             (earlier, due, obligation_id, obligation_due): AckRead,
         ) -> Result<Option<Vec<u8>>, StoreError> {
             let AckJob { extract_id, subscriber, build } = job;
@@ -685,62 +710,65 @@ macro_rules! store_ops {
         /// SQLite: a run of acknowledgements, each of a different (extract,
         /// subscriber), read in one query and written in one. Each is decided
         /// as if alone, after the ones before it. If the run's reads or
-        /// writes fail, every job of the run gets the failure and none of
-        /// them is stored.
+        /// writes fail, each is taken again alone.
         async fn ack_run_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
             jobs: Vec<AckJob>,
         ) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
-            let mut sql = String::from(concat!("SELECT ", $crate::store::ops::ledger_head_sql!()));
-            let mut all = Vec::new();
-            for job in &jobs {
-                sql.push_str(";\n");
-                $crate::store::ops::renumber(ACK_FACTS, all.len(), &mut sql);
-                all.extend(ack_values(job));
-            }
-            let rows = match $crate::store::ops::bind_values!(sqlx::query(&sql), all)
-                .fetch_all(&mut *conn)
-                .await
-            {
-                Ok(rows) if rows.len() == jobs.len() + 1 => rows,
-                Ok(rows) => {
-                    let reason = format!("{} rows for a run of {} acknowledgements", rows.len(), jobs.len());
-                    return jobs.iter().map(|_| Err(StoreError::Corrupt(reason.clone()))).collect();
-                }
+            match try_ack_run(conn, now, &jobs).await {
+                Ok(results) => results,
+                Err(error) if jobs.len() == 1 => vec![Err(error)],
                 Err(error) => {
-                    let reason = error.to_string();
-                    return jobs.iter().map(|_| Err(StoreError::NotCommitted(reason.clone()))).collect();
+                    tracing::warn!(%error, acknowledgements = jobs.len(), "a run of acknowledgements was not written; taking each alone");
+                    let mut results = Vec::with_capacity(jobs.len());
+                    for job in &jobs {
+                        results.push(match try_ack_run(conn, now, std::slice::from_ref(job)).await {
+                            Ok(mut one) => one.pop().unwrap_or_else(|| Err(StoreError::Corrupt("no outcome".into()))),
+                            Err(error) => Err(error),
+                        });
+                    }
+                    results
                 }
-            };
+            }
+        }
+
+        /// [`ack_run_in`] once: `Err` when the run's reads or writes failed.
+        async fn try_ack_run(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            jobs: &[AckJob],
+        ) -> Result<Vec<Result<Option<Vec<u8>>, StoreError>>, StoreError> {
+            let mut reads = vec![(concat!("SELECT ", $crate::store::ops::ledger_head_sql!()).to_owned(), Vec::new())];
+            reads.extend(jobs.iter().map(|job| (ACK_FACTS.to_owned(), ack_values(job))));
+            let rows = fetch_statements(conn, reads, jobs.len() == 1).await?;
+            if rows.len() != jobs.len() + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "{} rows for a run of {} acknowledgements",
+                    rows.len(),
+                    jobs.len()
+                )));
+            }
             use sqlx::Row as _;
-            let mut head = match (rows[0].try_get(0), rows[0].try_get(1)) {
-                (Ok(seq), Ok(hash)) => ledger_head(seq, hash),
-                _ => {
-                    return jobs.iter().map(|_| Err(StoreError::Corrupt("the ledger's head".into()))).collect();
-                }
-            };
+            let mut head = ledger_head(rows[0].try_get(0)?, rows[0].try_get(1)?);
             let mut fulfilled = std::collections::HashSet::new();
             let mut writes = Writes::default();
             let mut results = Vec::with_capacity(jobs.len());
-            for (job, row) in jobs.into_iter().zip(&rows[1..]) {
-                let facts = <AckRead as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row);
+            for (job, row) in jobs.iter().zip(&rows[1..]) {
+                let facts = <AckRead as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?;
                 let mut mine = Writes::default();
                 let mut job_head = head.clone();
-                let decided = facts
-                    .map_err(StoreError::from)
-                    .and_then(|facts| decide_ack(&mut mine, &mut job_head, &mut fulfilled, now, job, facts));
+                let mut job_fulfilled = fulfilled.clone();
+                let decided = decide_ack(&mut mine, &mut job_head, &mut job_fulfilled, now, job, facts);
                 if decided.is_ok() {
                     writes.absorb(mine);
                     head = job_head;
+                    fulfilled = job_fulfilled;
                 }
                 results.push(decided);
             }
-            if let Err(error) = writes.run(conn).await {
-                let reason = error.to_string();
-                return results.iter().map(|_| Err(StoreError::NotCommitted(reason.clone()))).collect();
-            }
-            results
+            writes.run(conn).await?;
+            Ok(results)
         }
 
         async fn publish_form_in(
@@ -963,6 +991,29 @@ macro_rules! store_ops {
                         }
                         continue;
                     }
+                    // SQLite: consecutive submissions that do not touch what
+                    // another of them reads go as one run.
+                    Job::Filing(submission, reply) if $backend == "sqlite" => {
+                        let mut keys = RunKeys::default();
+                        keys.add(&submission);
+                        let mut run = vec![*submission];
+                        let mut replies = vec![reply];
+                        while run.len() < MAX_RUN {
+                            let Some(Job::Filing(next, reply)) = jobs.next_if(|next| {
+                                matches!(next, Job::Filing(next, _) if keys.admits(next))
+                            }) else {
+                                break;
+                            };
+                            keys.add(&next);
+                            run.push(*next);
+                            replies.push(reply);
+                        }
+                        let results = submit_run_in(&mut tx, now, run).await;
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            finishers.push(finisher(reply, result));
+                        }
+                        continue;
+                    }
                     job => job,
                 };
                 let finish = match job {
@@ -971,11 +1022,7 @@ macro_rules! store_ops {
                     // too (a failed statement there aborts the transaction).
                     Job::Filing(submission, reply) => finisher(
                         reply,
-                        if $backend == "sqlite" {
-                            submit_in(&mut tx, now, *submission).await
-                        } else {
-                            in_savepoint(&mut tx, |c| Box::pin(submit_in(c, now, *submission))).await
-                        },
+                        in_savepoint(&mut tx, |c| Box::pin(submit_in(c, now, *submission))).await,
                     ),
                     Job::Document(document, reply) => finisher(
                         reply,
@@ -1133,6 +1180,7 @@ macro_rules! store_ops {
         }
 
         /// A value bound to a deferred statement.
+        #[derive(Clone)]
         enum Value {
             Text(String),
             OptText(Option<String>),
@@ -1153,8 +1201,11 @@ macro_rules! store_ops {
             /// reads a row inserted beside it, and a person's old IP ranges
             /// are deleted before the new ones go in.
             rows: Vec<(&'static str, Vec<Vec<Value>>)>,
-            /// Values in all, to keep a run under SQLite's parameter limit.
+            /// Values in all.
             values: usize,
+            /// Several jobs' writes: a query text not seen before, not worth
+            /// keeping prepared.
+            shared: bool,
         }
 
         impl Writes {
@@ -1176,6 +1227,7 @@ macro_rules! store_ops {
 
             /// Adds another job's writes after these.
             fn absorb(&mut self, other: Writes) {
+                self.shared = !self.statements.is_empty() || !self.rows.is_empty();
                 self.values += other.values;
                 self.statements.extend(other.statements);
                 for (insert, rows) in other.rows {
@@ -1206,6 +1258,7 @@ macro_rules! store_ops {
             }
 
             async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
+                let cache = !self.shared;
                 let statements = self.into_statements();
                 if statements.is_empty() {
                     return Ok(());
@@ -1236,12 +1289,11 @@ macro_rules! store_ops {
                 let mut sql = String::from("SAVEPOINT job_writes;\n");
                 let mut all = Vec::new();
                 for (statement, values) in statements {
-                    $crate::store::ops::renumber(&statement, all.len(), &mut sql);
+                    push_anonymous(&statement, &values, &mut sql, &mut all);
                     sql.push_str(";\n");
-                    all.extend(values);
                 }
                 sql.push_str("RELEASE job_writes");
-                let written = $crate::store::ops::bind_values!(sqlx::query(&sql), all)
+                let written = $crate::store::ops::bind_values!(sqlx::query(&sql).persistent(cache), all)
                     .execute(&mut *conn)
                     .await;
                 if let Err(error) = written {
@@ -1327,10 +1379,270 @@ macro_rules! store_ops {
             $crate::store::ops::ledger_head_sql!()
         );
 
+        /// The queries a submission's decision needs: its facts (one row),
+        /// then the stored IP ranges overlapping each block of its pool
+        /// (rows tagged `tag` × 65,536 + the block's index).
+        fn submit_reads(submission: &Submission, tag: usize) -> Vec<(String, Vec<Value>)> {
+            let filing = &submission.filing;
+            let bin = filing.id().as_str().to_owned();
+            let quarter_of_report = match filing {
+                Filing::Quarterly(report) => Some(report.quarter),
+                _ => None,
+            };
+            let mut reads = vec![(
+                SUBMIT_FACTS.to_owned(),
+                vec![
+                    Value::Text(submission.caller.clone()),
+                    Value::Text(filing.idempotency_key().as_str().to_owned()),
+                    Value::Text(bin.clone()),
+                    Value::Text(FilingKind::QuarterlyReport.as_str().to_owned()),
+                    Value::OptInt(quarter_of_report.map(|q| i64::from(q.year()))),
+                    Value::OptInt(quarter_of_report.map(|q| i64::from(q.quarter()))),
+                    Value::Text(ObligationKind::FinanceForm.as_str().to_owned()),
+                ],
+            )];
+            if let Some(pool) = filing.ip_pool() {
+                for (i, block) in pool.blocks().iter().enumerate() {
+                    reads.push(ip_conflict_query(&bin, block, tag * 65_536 + i));
+                }
+            }
+            reads
+        }
+
+        /// What earlier submissions of the same run decided that a later one
+        /// must see (it cannot read them: the run's writes come after).
+        #[derive(Default)]
+        struct RunState {
+            /// The next register sequence number, if a submission of the run took one.
+            next_register_seq: Option<i64>,
+            /// Quarters whose FINANCE_FORM obligation a submission of the run made.
+            finance_quarters: std::collections::HashSet<(i64, i64)>,
+        }
+
+        /// PostgreSQL: one submission, its reads one statement each (SQLite
+        /// takes submissions a run at a time: [`submit_run_in`]).
         async fn submit_in(
             conn: &mut $conn,
             now: DateTime<Utc>,
             submission: Submission,
+        ) -> Result<SubmitOutcome, StoreError> {
+            let mut reads = submit_reads(&submission, 0).into_iter();
+            let (query, values) = reads.next().expect("the facts query");
+            let facts: SubmitFacts = $crate::store::ops::bind_values!(sqlx::query_as(&query), values)
+                .fetch_one(&mut *conn)
+                .await?;
+            let mut conflict_rows = Vec::new();
+            for (query, values) in reads {
+                let rows: Vec<(i64, String, String)> =
+                    $crate::store::ops::bind_values!(sqlx::query_as(&query), values)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                conflict_rows.extend(rows);
+            }
+            let mut head = ledger_head(facts.12, facts.13.clone());
+            let mut writes = Writes::default();
+            let outcome = decide_submission(
+                &mut writes,
+                &mut head,
+                &mut RunState::default(),
+                now,
+                &submission,
+                facts,
+                conflict_rows,
+            )?;
+            writes.run(conn).await?;
+            Ok(outcome)
+        }
+
+        /// Appends `statement` (parameters `$1`…) to a SQLite query as
+        /// anonymous parameters, its values to `all` in their order.
+        fn push_anonymous(statement: &str, values: &[Value], sql: &mut String, all: &mut Vec<Value>) {
+            for n in $crate::store::ops::anonymize(statement, sql) {
+                all.push(values.get(n.wrapping_sub(1)).cloned().unwrap_or(Value::OptInt(None)));
+            }
+        }
+
+        /// Most parameters in one multi-statement query of a run, to bound
+        /// its size.
+        const MAX_QUERY_VALUES: usize = 30_000;
+
+        /// Runs `statements` as few multi-statement queries as
+        /// [`MAX_QUERY_VALUES`] allows; returns all their rows in order. A
+        /// run's query text is new each time: `cache` only for one job's.
+        async fn fetch_statements(
+            conn: &mut $conn,
+            statements: Vec<(String, Vec<Value>)>,
+            cache: bool,
+        ) -> Result<Vec<<$db as sqlx::Database>::Row>, StoreError> {
+            let mut rows = Vec::new();
+            let mut statements = statements.into_iter().peekable();
+            while statements.peek().is_some() {
+                let mut sql = String::new();
+                let mut all = Vec::new();
+                while let Some((query, values)) =
+                    statements.next_if(|(_, v)| all.is_empty() || all.len() + v.len() <= MAX_QUERY_VALUES)
+                {
+                    if !sql.is_empty() {
+                        sql.push_str(";\n");
+                    }
+                    push_anonymous(&query, &values, &mut sql, &mut all);
+                }
+                rows.extend(
+                    $crate::store::ops::bind_values!(sqlx::query(&sql).persistent(cache), all)
+                        .fetch_all(&mut *conn)
+                        .await?,
+                );
+            }
+            Ok(rows)
+        }
+
+        /// Which submissions can share a run: each reads nothing another of
+        /// the run writes (different callers' keys, persons, and IP ranges).
+        #[derive(Default)]
+        struct RunKeys {
+            keys: std::collections::HashSet<(String, String)>,
+            persons: std::collections::HashSet<String>,
+            ranges: Vec<$crate::domain::ip::IpRange>,
+            /// Parameters the run's queries will take, roughly, from above.
+            values: usize,
+        }
+
+        impl RunKeys {
+            fn cost(submission: &Submission) -> usize {
+                let blocks = submission.filing.ip_pool().map_or(0, |p| p.blocks().len());
+                // Facts and writes ~250; per block its look-up (≤ 132) and row (5).
+                250 + blocks * 137
+            }
+
+            fn admits(&self, submission: &Submission) -> bool {
+                let filing = &submission.filing;
+                !self.keys.contains(&(submission.caller.clone(), filing.idempotency_key().as_str().to_owned()))
+                    && !self.persons.contains(filing.id().as_str())
+                    && self.values + Self::cost(submission) <= MAX_QUERY_VALUES
+                    && filing.ip_pool().is_none_or(|pool| {
+                        pool.blocks()
+                            .iter()
+                            .all(|b| self.ranges.iter().all(|r| !r.overlaps(&b.range)))
+                    })
+            }
+
+            fn add(&mut self, submission: &Submission) {
+                let filing = &submission.filing;
+                self.keys.insert((submission.caller.clone(), filing.idempotency_key().as_str().to_owned()));
+                self.persons.insert(filing.id().as_str().to_owned());
+                self.values += Self::cost(submission);
+                if let Some(pool) = filing.ip_pool() {
+                    self.ranges.extend(pool.blocks().iter().map(|b| b.range.clone()));
+                }
+            }
+        }
+
+        /// SQLite: a run of submissions admitted by [`RunKeys`], all their
+        /// reads in one query and all their writes in one. Each is decided
+        /// as if alone, after the ones before it (the ledger chain, register
+        /// numbers and the quarter's form obligation carry over). If the
+        /// run's reads or writes fail, nothing of it is kept and each
+        /// submission is read, decided and written again alone, so one that
+        /// cannot be written does not take the others down.
+        async fn submit_run_in(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            run: Vec<Submission>,
+        ) -> Vec<Result<SubmitOutcome, StoreError>> {
+            match try_submit_run(conn, now, &run).await {
+                Ok(results) => results,
+                Err(error) if run.len() == 1 => vec![Err(error)],
+                Err(error) => {
+                    tracing::warn!(%error, submissions = run.len(), "a run of submissions was not written; taking each alone");
+                    let mut results = Vec::with_capacity(run.len());
+                    for submission in &run {
+                        results.push(match try_submit_run(conn, now, std::slice::from_ref(submission)).await {
+                            Ok(mut one) => one.pop().unwrap_or_else(|| Err(StoreError::Corrupt("no outcome".into()))),
+                            Err(error) => Err(error),
+                        });
+                    }
+                    results
+                }
+            }
+        }
+
+        /// [`submit_run_in`] once: `Err` when the run's reads or writes failed.
+        async fn try_submit_run(
+            conn: &mut $conn,
+            now: DateTime<Utc>,
+            run: &[Submission],
+        ) -> Result<Vec<Result<SubmitOutcome, StoreError>>, StoreError> {
+            let reads: Vec<(String, Vec<Value>)> = run
+                .iter()
+                .enumerate()
+                .flat_map(|(tag, submission)| submit_reads(submission, tag))
+                .collect();
+            let rows = fetch_statements(conn, reads, run.len() == 1).await?;
+            use sqlx::Row as _;
+            let mut facts = Vec::with_capacity(run.len());
+            let mut conflicts: Vec<Vec<(i64, String, String)>> = vec![Vec::new(); run.len()];
+            for row in &rows {
+                if row.len() == 3 {
+                    let conflict = <(i64, String, String) as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?;
+                    conflicts
+                        .get_mut((conflict.0 / 65_536) as usize)
+                        .ok_or_else(|| StoreError::Corrupt("an IP look-up's tag".into()))?
+                        .push(conflict);
+                } else {
+                    facts.push(<SubmitFacts as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?);
+                }
+            }
+            if facts.len() != run.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} facts rows for a run of {} submissions",
+                    facts.len(),
+                    run.len()
+                )));
+            }
+            let mut head = match facts.first() {
+                Some(first) => ledger_head(first.12, first.13.clone()),
+                None => return Ok(Vec::new()),
+            };
+            let mut state = RunState::default();
+            let mut writes = Writes::default();
+            let mut results = Vec::with_capacity(run.len());
+            for ((submission, facts), conflict_rows) in run.iter().zip(facts).zip(conflicts) {
+                let mut mine = Writes::default();
+                let mut job_head = head.clone();
+                let mut job_state = RunState {
+                    next_register_seq: state.next_register_seq,
+                    finance_quarters: state.finance_quarters.clone(),
+                };
+                let decided = decide_submission(
+                    &mut mine,
+                    &mut job_head,
+                    &mut job_state,
+                    now,
+                    submission,
+                    facts,
+                    conflict_rows,
+                );
+                if decided.is_ok() {
+                    writes.absorb(mine);
+                    head = job_head;
+                    state = job_state;
+                }
+                results.push(decided);
+            }
+            writes.run(conn).await?;
+            Ok(results)
+        }
+
+        /// Decides a submission from what was read for it (and what the
+        /// run before it decided): its outcome, writes and ledger entries.
+        fn decide_submission(
+            writes: &mut Writes,
+            head: &mut (i64, String),
+            run: &mut RunState,
+            now: DateTime<Utc>,
+            submission: &Submission,
+            facts: SubmitFacts,
+            conflict_rows: Vec<(i64, String, String)>,
         ) -> Result<SubmitOutcome, StoreError> {
             let Submission {
                 caller,
@@ -1346,63 +1658,8 @@ macro_rules! store_ops {
                 Filing::Quarterly(report) => Some(report.quarter),
                 _ => None,
             };
-            let facts_values = vec![
-                Value::Text(caller.clone()),
-                Value::Text(key.clone()),
-                Value::Text(bin.clone()),
-                Value::Text(FilingKind::QuarterlyReport.as_str().to_owned()),
-                Value::OptInt(quarter_of_report.map(|q| i64::from(q.year()))),
-                Value::OptInt(quarter_of_report.map(|q| i64::from(q.quarter()))),
-                Value::Text(ObligationKind::FinanceForm.as_str().to_owned()),
-            ];
             let blocks: Vec<&$crate::domain::ip::IpBlock> =
                 filing.ip_pool().map(|pool| pool.blocks().iter().collect()).unwrap_or_default();
-            let conflict_queries: Vec<(String, Vec<Value>)> = blocks
-                .iter()
-                .enumerate()
-                .map(|(i, block)| ip_conflict_query(&bin, block, i))
-                .collect();
-            // On SQLite, the facts and the IP look-ups go as one multi-statement
-            // query: one trip to the driver's worker thread.
-            let (facts, conflict_rows): (SubmitFacts, Vec<(i64, String, String)>) = if $backend == "sqlite" {
-                let mut sql = String::new();
-                $crate::store::ops::renumber(SUBMIT_FACTS, 0, &mut sql);
-                let mut all = facts_values;
-                for (query, values) in conflict_queries {
-                    sql.push_str(";\n");
-                    $crate::store::ops::renumber(&query, all.len(), &mut sql);
-                    all.extend(values);
-                }
-                let rows = $crate::store::ops::bind_values!(sqlx::query(&sql), all)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                let mut rows = rows.iter();
-                let first = rows
-                    .next()
-                    .ok_or_else(|| StoreError::Corrupt("the submission's facts query returned no row".into()))?;
-                let facts = <SubmitFacts as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(first)?;
-                let mut conflicts = Vec::new();
-                for row in rows {
-                    conflicts.push(
-                        <(i64, String, String) as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?,
-                    );
-                }
-                (facts, conflicts)
-            } else {
-                let facts: SubmitFacts =
-                    $crate::store::ops::bind_values!(sqlx::query_as(SUBMIT_FACTS), facts_values)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                let mut conflicts = Vec::new();
-                for (query, values) in conflict_queries {
-                    let rows: Vec<(i64, String, String)> =
-                        $crate::store::ops::bind_values!(sqlx::query_as(&query), values)
-                            .fetch_all(&mut *conn)
-                            .await?;
-                    conflicts.extend(rows);
-                }
-                (facts, conflicts)
-            };
             let (
                 earlier_id,
                 earlier_digest,
@@ -1416,9 +1673,10 @@ macro_rules! store_ops {
                 previous_id,
                 previous_revision,
                 finance_obligation,
-                head_seq,
-                head_hash,
+                _,
+                _,
             ) = facts;
+            let next_register_seq = run.next_register_seq.map_or(next_register_seq, |n| n.max(next_register_seq));
             if let (Some(filing_id), Some(digest), Some(receipt)) =
                 (earlier_id, earlier_digest, earlier_receipt)
             {
@@ -1428,7 +1686,6 @@ macro_rules! store_ops {
                     SubmitOutcome::KeyReused { filing_id }
                 });
             }
-            let mut head = ledger_head(head_seq, head_hash);
 
             let state = match &register_status {
                 None => None,
@@ -1445,7 +1702,6 @@ macro_rules! store_ops {
             let assessment = register::assess(&filing, received, state.as_ref(), &conflicts);
             let filing_id = new_id("fil");
             let at = micros(now);
-            let mut writes = Writes::default();
 
             let mut revision = 0u32;
             if quarter_of_report.is_some() {
@@ -1462,6 +1718,7 @@ macro_rules! store_ops {
             match (&filing, assessment.register) {
                 (Filing::Start(start), RegisterChange::Create) => {
                     let number = format!("KZ-DM-{next_register_seq:06}");
+                    run.next_register_seq = Some(next_register_seq + 1);
                     writes.push(
                         "INSERT INTO register (seq, register_number, bin_or_iin, name, legal_address, \
                          activity_kind, status, registered_at, start_filing_id, planned_start_date, \
@@ -1632,7 +1889,7 @@ macro_rules! store_ops {
                     );
                 }
                 obligations.push(new_obligation(
-                    &mut writes,
+                    writes,
                     now,
                     ObligationKind::EnergyExtract,
                     due_date,
@@ -1643,9 +1900,10 @@ macro_rules! store_ops {
             }
             if let Some(quarter) = quarter_of_report
                 && finance_obligation.is_none()
+                && !run.finance_quarters.contains(&(i64::from(quarter.year()), i64::from(quarter.quarter())))
             {
                 obligations.push(new_obligation(
-                    &mut writes,
+                    writes,
                     now,
                     ObligationKind::FinanceForm,
                     deadlines::finance_form_due(quarter),
@@ -1653,6 +1911,7 @@ macro_rules! store_ops {
                     None,
                     Some(quarter),
                 ));
+                run.finance_quarters.insert((i64::from(quarter.year()), i64::from(quarter.quarter())));
             }
 
             let accepted = Accepted {
@@ -1681,17 +1940,17 @@ macro_rules! store_ops {
                     Value::OptInt(quarter.map(|q| i64::from(q.quarter()))),
                     Value::Int(i64::from(revision)),
                     Value::Int(at),
-                    Value::Blob(body),
+                    Value::Blob(body.clone()),
                     Value::Blob(receipt_bytes.clone()),
                 ],
             );
 
             for (kind, subject, payload) in &ledger_entries {
-                ledger_entry(&mut writes, &mut head, kind, subject, now, payload);
+                ledger_entry(writes, head, kind, subject, now, payload);
             }
             ledger_entry(
-                &mut writes,
-                &mut head,
+                writes,
+                head,
                 "FILING_ACCEPTED",
                 &filing_id,
                 now,
@@ -1707,7 +1966,6 @@ macro_rules! store_ops {
                     "findings": accepted.findings.iter().map(|(_, f)| f.kind.as_str()).collect::<Vec<_>>(),
                 }),
             );
-            writes.run(conn).await?;
             Ok(SubmitOutcome::Accepted(receipt_bytes))
         }
 
@@ -1750,7 +2008,7 @@ macro_rules! store_ops {
             rows.dedup();
             rows.into_iter()
                 .filter_map(|(index, other_bin, other_cidr)| {
-                    let block = blocks.get(usize::try_from(index).ok()?)?;
+                    let block = blocks.get(usize::try_from(index).ok()? % 65_536)?;
                     Some(IpConflict {
                         cidr: block.cidr.clone(),
                         other_cidr,
@@ -1898,6 +2156,14 @@ pub(crate) use store_ops;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_become_anonymous_in_order_of_appearance() {
+        let mut sql = String::from("X; ");
+        let order = anonymize("SELECT $2, $1, '$' || $10, $2", &mut sql);
+        assert_eq!(sql, "X; SELECT ?, ?, '$' || ?, ?");
+        assert_eq!(order, vec![2, 1, 10, 2]);
+    }
 
     #[test]
     fn parameters_are_renumbered_and_a_bare_dollar_is_kept() {
