@@ -2,9 +2,11 @@
 //! SQLite (`sqlite://PATH`, the embedded default: WAL, synchronous=FULL) and
 //! PostgreSQL (`postgres://…`, several gateway replicas sharing one
 //! database). The URL's scheme chooses. Every write goes through one writer
-//! task per process that group-commits whatever submissions are waiting in a
-//! single transaction (each in its own savepoint), and a caller hears back
-//! only after that transaction committed.
+//! task per process that group-commits whatever jobs are waiting in a single
+//! transaction, and a caller hears back only after that transaction
+//! committed. Jobs commit in the order they were queued. On SQLite runs of
+//! independent submissions (and of acknowledgements) are read in one query
+//! and written in one; elsewhere each job has its own savepoint.
 
 pub mod ledger;
 mod ops;
