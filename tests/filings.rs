@@ -981,3 +981,74 @@ async fn a_pool_of_a_thousand_ipv6_blocks_is_stored_and_checked_against(backend:
     );
     app.gateway.shutdown().await.unwrap();
 }
+
+/// SQLite takes concurrent submissions a run at a time. One that the
+/// database refuses to write (a trigger stands in for a fault that hits only
+/// it) fails alone: the others of its run are written again without it.
+#[tokio::test]
+async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_without_it() {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on(Backend::Sqlite, clock).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    common::execute(
+        &url,
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON filings \
+         WHEN NEW.idempotency_key = 'poison' BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+    )
+    .await;
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "A").await;
+    let tasks: Vec<_> = (0..40u32)
+        .map(|n| {
+            let mut filings = FilingServiceClient::new(channel.clone());
+            let key = if n == 20 {
+                "poison".to_owned()
+            } else {
+                format!("ok-{n}")
+            };
+            let filing = start_notification(
+                &generated_bin(n),
+                &key,
+                date(2026, 6, 1),
+                &[&format!("37.9.{n}.0/24")],
+                &documents,
+            );
+            tokio::spawn(async move { filings.submit_start_notification(filing).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap().map_err(|status| status.code()));
+    }
+    let refused: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_err())
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(refused, vec![20]);
+    assert_eq!(outcomes[20].as_ref().unwrap_err(), &Code::Internal);
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM filings").await, 39);
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM register").await, 39);
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT COUNT(*) FROM filings WHERE idempotency_key = 'poison'"
+        )
+        .await,
+        0
+    );
+    let verification = ComplianceServiceClient::new(app.channel("operator").await)
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // 3 documents, then per filing its extract and its acceptance.
+    assert_eq!(
+        (verification.intact, verification.entries_checked),
+        (true, 3 + 2 * 39)
+    );
+    app.gateway.shutdown().await.unwrap();
+}

@@ -75,6 +75,34 @@ macro_rules! ledger_head_sql {
 
 pub(crate) use ledger_head_sql;
 
+/// Runs `$try` (a run's reads, decisions and writes, `Err` if the run as a
+/// whole failed) on all of `$jobs`; if that fails, on each job alone, so one
+/// job that cannot be written fails alone.
+macro_rules! run_or_each {
+    ($try:ident, $conn:expr, $now:expr, $jobs:expr, $what:literal) => {{
+        let jobs = $jobs;
+        match $try($conn, $now, &jobs).await {
+            Ok(results) => results,
+            Err(error) if jobs.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                tracing::warn!(%error, jobs = jobs.len(), concat!("a run of ", $what, " was not written; taking each alone"));
+                let mut results = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    results.push(match $try($conn, $now, std::slice::from_ref(job)).await {
+                        Ok(mut one) => one
+                            .pop()
+                            .unwrap_or_else(|| Err(StoreError::Corrupt("a run of one gave no outcome".into()))),
+                        Err(error) => Err(error),
+                    });
+                }
+                results
+            }
+        }
+    }};
+}
+
+pub(crate) use run_or_each;
+
 /// Binds a job's deferred `Value`s to a query, in order.
 macro_rules! bind_values {
     ($query:expr, $values:expr) => {{
@@ -716,21 +744,7 @@ macro_rules! store_ops {
             now: DateTime<Utc>,
             jobs: Vec<AckJob>,
         ) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
-            match try_ack_run(conn, now, &jobs).await {
-                Ok(results) => results,
-                Err(error) if jobs.len() == 1 => vec![Err(error)],
-                Err(error) => {
-                    tracing::warn!(%error, acknowledgements = jobs.len(), "a run of acknowledgements was not written; taking each alone");
-                    let mut results = Vec::with_capacity(jobs.len());
-                    for job in &jobs {
-                        results.push(match try_ack_run(conn, now, std::slice::from_ref(job)).await {
-                            Ok(mut one) => one.pop().unwrap_or_else(|| Err(StoreError::Corrupt("no outcome".into()))),
-                            Err(error) => Err(error),
-                        });
-                    }
-                    results
-                }
-            }
+            $crate::store::ops::run_or_each!(try_ack_run, conn, now, jobs, "acknowledgements")
         }
 
         /// [`ack_run_in`] once: `Err` when the run's reads or writes failed.
@@ -1549,21 +1563,7 @@ macro_rules! store_ops {
             now: DateTime<Utc>,
             run: Vec<Submission>,
         ) -> Vec<Result<SubmitOutcome, StoreError>> {
-            match try_submit_run(conn, now, &run).await {
-                Ok(results) => results,
-                Err(error) if run.len() == 1 => vec![Err(error)],
-                Err(error) => {
-                    tracing::warn!(%error, submissions = run.len(), "a run of submissions was not written; taking each alone");
-                    let mut results = Vec::with_capacity(run.len());
-                    for submission in &run {
-                        results.push(match try_submit_run(conn, now, std::slice::from_ref(submission)).await {
-                            Ok(mut one) => one.pop().unwrap_or_else(|| Err(StoreError::Corrupt("no outcome".into()))),
-                            Err(error) => Err(error),
-                        });
-                    }
-                    results
-                }
-            }
+            $crate::store::ops::run_or_each!(try_submit_run, conn, now, run, "submissions")
         }
 
         /// [`submit_run_in`] once: `Err` when the run's reads or writes failed.
