@@ -63,6 +63,17 @@ async fn subscribe(app: &TestApp, name: &str, max_in_flight: u32) -> Streaming<E
         .into_inner()
 }
 
+/// The second energy system's client certificate, `pki/energy-backup.*`
+/// (its role comes from [`with_second_energy_system`]).
+fn issue_backup_certificate(app: &TestApp) {
+    pki::issue(
+        &app.pki_dir(),
+        "energy-backup",
+        &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
+    )
+    .unwrap();
+}
+
 fn with_second_energy_system(config: &mut minegate::config::Config) {
     config
         .roles
@@ -266,12 +277,7 @@ async fn unacknowledged_extracts_come_again_and_every_subscriber_gets_every_extr
     else {
         return;
     };
-    pki::issue(
-        &app.pki_dir(),
-        "energy-backup",
-        &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
-    )
-    .unwrap();
+    issue_backup_certificate(&app);
     let authority = app.channel("authority").await;
     let documents = upload_documents(authority.clone(), "A").await;
     let mut filings = FilingServiceClient::new(authority);
@@ -795,12 +801,7 @@ async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each
     let Some(app) = spawn_on_with(backend, clock.clone(), with_second_energy_system).await else {
         return;
     };
-    pki::issue(
-        &app.pki_dir(),
-        "energy-backup",
-        &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
-    )
-    .unwrap();
+    issue_backup_certificate(&app);
     let authority = app.channel("authority").await;
     let documents = upload_documents(authority.clone(), "P").await;
     let mut filings = FilingServiceClient::new(authority);

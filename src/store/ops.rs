@@ -666,7 +666,8 @@ macro_rules! store_ops {
         /// Decides an acknowledgement from its facts: its writes and ledger
         /// entries after `head`. `fulfilled`: obligations fulfilled earlier
         /// in the same run (the first acknowledgement from any energy
-        /// identity fulfils the extract's obligation).
+        /// identity fulfils the extract's obligation). Like
+        /// [`decide_submission`], it fails only before it changes anything.
         fn decide_ack(
             writes: &mut Writes,
             head: &mut (i64, String),
@@ -766,20 +767,11 @@ macro_rules! store_ops {
             use sqlx::Row as _;
             let mut head = ledger_head(rows[0].try_get(0)?, rows[0].try_get(1)?);
             let mut fulfilled = std::collections::HashSet::new();
-            let mut writes = Writes::default();
+            let mut writes = Writes::for_jobs(jobs.len());
             let mut results = Vec::with_capacity(jobs.len());
             for (job, row) in jobs.iter().zip(&rows[1..]) {
                 let facts = <AckRead as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?;
-                let mut mine = Writes::default();
-                let mut job_head = head.clone();
-                let mut job_fulfilled = fulfilled.clone();
-                let decided = decide_ack(&mut mine, &mut job_head, &mut job_fulfilled, now, job, facts);
-                if decided.is_ok() {
-                    writes.absorb(mine);
-                    head = job_head;
-                    fulfilled = job_fulfilled;
-                }
-                results.push(decided);
+                results.push(decide_ack(&mut writes, &mut head, &mut fulfilled, now, job, facts));
             }
             writes.run(conn).await?;
             Ok(results)
@@ -1239,17 +1231,10 @@ macro_rules! store_ops {
                 }
             }
 
-            /// Adds another job's writes after these.
-            fn absorb(&mut self, other: Writes) {
-                self.shared = !self.statements.is_empty() || !self.rows.is_empty();
-                self.values += other.values;
-                self.statements.extend(other.statements);
-                for (insert, rows) in other.rows {
-                    match self.rows.iter_mut().find(|(prefix, _)| *prefix == insert) {
-                        Some((_, mine)) => mine.extend(rows),
-                        None => self.rows.push((insert, rows)),
-                    }
-                }
+            /// Writes for a run of `jobs`: a query text new each time when
+            /// there are several, not worth keeping prepared.
+            fn for_jobs(jobs: usize) -> Writes {
+                Writes { shared: jobs > 1, ..Writes::default() }
             }
 
             /// The statements in order, then the multi-row INSERTs.
@@ -1604,30 +1589,18 @@ macro_rules! store_ops {
                 None => return Ok(Vec::new()),
             };
             let mut state = RunState::default();
-            let mut writes = Writes::default();
+            let mut writes = Writes::for_jobs(run.len());
             let mut results = Vec::with_capacity(run.len());
             for ((submission, facts), conflict_rows) in run.iter().zip(facts).zip(conflicts) {
-                let mut mine = Writes::default();
-                let mut job_head = head.clone();
-                let mut job_state = RunState {
-                    next_register_seq: state.next_register_seq,
-                    finance_quarters: state.finance_quarters.clone(),
-                };
-                let decided = decide_submission(
-                    &mut mine,
-                    &mut job_head,
-                    &mut job_state,
+                results.push(decide_submission(
+                    &mut writes,
+                    &mut head,
+                    &mut state,
                     now,
                     submission,
                     facts,
                     conflict_rows,
-                );
-                if decided.is_ok() {
-                    writes.absorb(mine);
-                    head = job_head;
-                    state = job_state;
-                }
-                results.push(decided);
+                ));
             }
             writes.run(conn).await?;
             Ok(results)
@@ -1635,6 +1608,8 @@ macro_rules! store_ops {
 
         /// Decides a submission from what was read for it (and what the
         /// run before it decided): its outcome, writes and ledger entries.
+        /// It fails only before it writes or changes anything, so the rest
+        /// of a run goes on after a submission that failed.
         fn decide_submission(
             writes: &mut Writes,
             head: &mut (i64, String),
