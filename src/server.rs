@@ -72,6 +72,7 @@ pub struct Gateway {
     metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Gateway {
@@ -83,6 +84,12 @@ impl Gateway {
     /// The Prometheus endpoint's address, if `metrics.listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The gateway's store (none for the baseline server): for embedding
+    /// and for tests that watch what it commits.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
     }
 
     /// Stops accepting, lets in-flight calls finish (up to the grace period), and waits.
@@ -273,6 +280,7 @@ pub async fn start_with_clock(
             draining.notify_one();
         }
     };
+    let kept = store.clone();
     let task = tokio::spawn(async move {
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
@@ -293,6 +301,7 @@ pub async fn start_with_clock(
         metrics_addr,
         stop: Some(stop),
         task,
+        store: Some(kept),
     })
 }
 
@@ -374,6 +383,7 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
         metrics_addr: None,
         stop: Some(stop),
         task,
+        store: None,
     })
 }
 

@@ -33,6 +33,7 @@ on_both_backends!(
     form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late_report,
     passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_report_is_found,
     two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each_obligation_once,
+    a_connected_subscriber_gets_new_extracts_as_they_commit_within_its_window,
 );
 
 async fn keys(app: &TestApp) -> Vec<SigningKey> {
@@ -45,9 +46,13 @@ async fn keys(app: &TestApp) -> Vec<SigningKey> {
 }
 
 async fn next(stream: &mut Streaming<ExtractDelivery>) -> ExtractDelivery {
-    tokio::time::timeout(Duration::from_secs(5), stream.message())
+    next_within(stream, Duration::from_secs(5)).await
+}
+
+async fn next_within(stream: &mut Streaming<ExtractDelivery>, limit: Duration) -> ExtractDelivery {
+    tokio::time::timeout(limit, stream.message())
         .await
-        .expect("an extract within 5 s")
+        .unwrap_or_else(|_| panic!("an extract within {limit:?}"))
         .expect("a healthy stream")
         .expect("the stream stays open")
 }
@@ -924,4 +929,140 @@ async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each
         (87, None)
     );
     store.close().await;
+}
+
+/// A stream that has read what was pending gets what commits afterwards:
+/// on SQLite handed on by the commit itself (no read), on PostgreSQL read.
+/// Either way never more than its window, and the rest as soon as it
+/// acknowledges (not at the next five-second look).
+async fn a_connected_subscriber_gets_new_extracts_as_they_commit_within_its_window(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock, |config| {
+        // No sending again within this test.
+        config.limits.ack_deadline_ms = 60_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "W").await;
+    let mut filings = FilingServiceClient::new(authority);
+    let bins: Vec<String> = (0..4).map(|n| generated_bin(100 + n)).collect();
+    let mut file = async |n: usize| {
+        let pool = format!("37.{}.0.0/16", 120 + n);
+        filings
+            .submit_start_notification(start_notification(
+                &bins[n],
+                &format!("w{n}"),
+                date(2026, 6, 1),
+                &[&pool],
+                &documents,
+            ))
+            .await
+            .unwrap();
+    };
+    file(0).await;
+    let mut stream = subscribe(&app, "energy", 2).await;
+    let first = next(&mut stream).await;
+    // The stream has read what was pending; these commit while it is open.
+    for n in 1..4 {
+        file(n).await;
+    }
+    let second = next(&mut stream).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.message())
+            .await
+            .is_err(),
+        "the window of two is full"
+    );
+    let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await);
+    let mut received = vec![first, second];
+    for n in 0..2 {
+        let extract_id = received[n].extract.as_ref().unwrap().extract_id.clone();
+        energy
+            .acknowledge(AcknowledgeExtractRequest { extract_id })
+            .await
+            .unwrap();
+        received.push(next_within(&mut stream, Duration::from_secs(2)).await);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), stream.message())
+                .await
+                .is_err(),
+            "one acknowledgement makes room for one"
+        );
+    }
+    let received: Vec<(String, u32)> = received
+        .into_iter()
+        .map(|d| (d.extract.unwrap().bin_or_iin, d.attempt))
+        .collect();
+    let expected: Vec<(String, u32)> = bins.iter().map(|bin| (bin.clone(), 1)).collect();
+    assert_eq!(received, expected);
+    app.gateway.shutdown().await.unwrap();
+}
+
+/// SQLite: a commit hands on the extracts it made, each with the sequence
+/// number and body a read of the pending extracts gives, so a stream that
+/// knows everything before them sends them without reading.
+#[tokio::test]
+async fn a_commit_hands_on_the_extracts_it_made_as_a_read_would_give_them() {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let app = spawn_on_with(Backend::Sqlite, clock, |_| {})
+        .await
+        .expect("SQLite needs no server");
+    let store = app.gateway.store().expect("a gateway's store").clone();
+    let mut changes = store.changes();
+    // The first commit is the scan for overdue obligations at start.
+    while changes.borrow_and_update().count == 0 {
+        changes.changed().await.unwrap();
+    }
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "H").await;
+    let mut filings = FilingServiceClient::new(authority);
+    let mut handed_on = Vec::new();
+    for (n, bin) in [BIN_A, BIN_B].into_iter().enumerate() {
+        let before = changes.borrow_and_update().count;
+        let pool = format!("37.{}.0.0/16", 140 + n);
+        filings
+            .submit_start_notification(start_notification(
+                bin,
+                &format!("h{n}"),
+                date(2026, 6, 1),
+                &[&pool],
+                &documents,
+            ))
+            .await
+            .unwrap();
+        // The change moves before the receipt is answered.
+        let change = changes.borrow_and_update().clone();
+        assert_eq!(
+            (change.count, change.complete, change.extracts.len()),
+            (before + 1, true, 1)
+        );
+        handed_on.extend(change.extracts.iter().cloned());
+    }
+    let pending = store
+        .pending_extracts("urn:minegate:energy", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| (p.seq, p.attempts))
+            .collect::<Vec<_>>(),
+        vec![(1, 0), (2, 0)]
+    );
+    assert_eq!(handed_on, pending);
+    let bins: Vec<String> = pending
+        .iter()
+        .map(|p| {
+            <EnergyExtract as prost::Message>::decode(p.body.as_slice())
+                .unwrap()
+                .bin_or_iin
+        })
+        .collect();
+    assert_eq!(bins, vec![BIN_A, BIN_B]);
+    app.gateway.shutdown().await.unwrap();
 }

@@ -27,15 +27,16 @@ use crate::{
         document_chunk::Part, energy_extract_service_server::EnergyExtractService,
     },
     signing::Signer,
-    store::{AckFacts, Clock, QueuedAttempts, Store, StoreError},
+    store::{AckFacts, Clock, PendingExtract, QueuedAttempts, Store, StoreError},
 };
 
 /// Bytes per FetchDocument chunk.
 const CHUNK: usize = 64 * 1024;
 /// Most in flight a subscriber may ask for.
 const MAX_IN_FLIGHT: u32 = 1024;
-/// However quiet the database, a stream looks again this often (an
-/// acknowledgement through another replica, a missed notification).
+/// However quiet the database or however well changes hand on their
+/// extracts, a stream reads again this often (an acknowledgement through
+/// another replica, a missed notification).
 const POLL: Duration = Duration::from_secs(5);
 /// Longest a FetchDocument waits for the records of sendings to commit.
 const UNRECORDED_WAIT: Duration = Duration::from_secs(5);
@@ -184,13 +185,42 @@ impl Drop for UnrecordedGuard {
 }
 
 /// What one stream has sent: in flight (id → sequence number, when), its
-/// last attempt of each, and the floor below which all is acknowledged.
-struct Sent<'a> {
+/// last attempt of each, the floor below which all is acknowledged, and how
+/// far it knows what is pending.
+struct Sent {
     /// This subscriber's acknowledgements through this process.
-    acks: &'a mut mpsc::UnboundedReceiver<String>,
-    in_flight: &'a mut HashMap<String, (i64, Instant)>,
-    attempts: &'a mut HashMap<String, (i64, u32)>,
-    floor: &'a mut i64,
+    acks: mpsc::UnboundedReceiver<String>,
+    in_flight: HashMap<String, (i64, Instant)>,
+    attempts: HashMap<String, (i64, u32)>,
+    floor: i64,
+    /// `Some(n)`: every extract pending for this subscriber up to sequence
+    /// number `n` is in flight, so extracts a change hands on with greater
+    /// numbers can go out without reading. `None`: the next change must be
+    /// read (the last read was cut at its limit, or the window filled).
+    known: Option<i64>,
+    /// The records of sendings, queued before the extracts went out.
+    records: Records,
+}
+
+impl Sent {
+    fn new(acks: mpsc::UnboundedReceiver<String>) -> Self {
+        Sent {
+            acks,
+            in_flight: HashMap::new(),
+            attempts: HashMap::new(),
+            floor: 0,
+            known: None,
+            records: Records::default(),
+        }
+    }
+
+    /// Forgets what this subscriber acknowledged through this process.
+    fn take_acks(&mut self) {
+        while let Ok(id) = self.acks.try_recv() {
+            self.in_flight.remove(&id);
+            self.attempts.remove(&id);
+        }
+    }
 }
 
 /// One Subscribe stream's subscriber and settings.
@@ -205,7 +235,10 @@ struct Feed {
     until_caught_up: bool,
 }
 
-/// Feeds one Subscribe stream until the subscriber goes away.
+/// Feeds one Subscribe stream until the subscriber goes away. It reads
+/// what is pending when it starts, when an extract's acknowledgement is
+/// overdue, and when a change does not say what it made; a change of this
+/// process that hands on its extracts needs no read.
 async fn deliver(
     feed: Feed,
     stream: mpsc::Sender<Result<ExtractDelivery, Status>>,
@@ -222,35 +255,31 @@ async fn deliver(
     // first, so the attempt numbers sent again count them.
     feed.unrecorded.wait(subscriber, UNRECORDED_WAIT).await;
     let mut changes = store.changes();
-    let mut acks = feed.board.listen(subscriber);
-    // extract id → (its sequence number, when this stream last sent it)
-    let mut in_flight: HashMap<String, (i64, Instant)> = HashMap::new();
-    // extract id → (its sequence number, the last attempt this stream sent)
-    let mut attempts: HashMap<String, (i64, u32)> = HashMap::new();
-    // Every extract below this sequence number is acknowledged by this subscriber.
-    let mut floor = 0;
-    // The records of sendings, queued before the extracts went out.
-    let mut records = Records::default();
+    let mut seen = 0;
+    let mut sent = Sent::new(feed.board.listen(subscriber));
+    let mut read = true;
+    let mut last_read = Instant::now();
     loop {
-        let sent = Sent {
-            acks: &mut acks,
-            in_flight: &mut in_flight,
-            attempts: &mut attempts,
-            floor: &mut floor,
-        };
-        if let Err(status) = fill(&feed, &mut records, &stream, sent).await {
-            if let Some(status) = status {
-                let _ = stream.send(Err(status)).await;
+        if read {
+            // Every change up to `seen` is visible to the read that follows.
+            seen = changes.borrow_and_update().count;
+            last_read = Instant::now();
+            if let Err(status) = fill(&feed, &mut sent, &stream).await {
+                if let Some(status) = status {
+                    let _ = stream.send(Err(status)).await;
+                }
+                return;
             }
-            return;
         }
-        let expiry = in_flight
+        read = true;
+        let expiry = sent
+            .in_flight
             .values()
             .map(|(_, sent)| *sent)
             .min()
             .map(|sent| sent + ack_deadline);
-        let wake = expiry.map_or(Instant::now() + POLL, |at| at.min(Instant::now() + POLL));
-        if until_caught_up && in_flight.is_empty() {
+        let wake = expiry.map_or(last_read + POLL, |at| at.min(last_read + POLL));
+        if until_caught_up && sent.in_flight.is_empty() {
             tracing::info!(%subscriber, "caught up: stream ended");
             return;
         }
@@ -260,7 +289,7 @@ async fn deliver(
         }
         tokio::select! {
             () = stream.closed() => return,
-            Some(recorded) = records.0.join_next(), if !records.0.is_empty() => {
+            Some(recorded) = sent.records.0.join_next(), if !sent.records.0.is_empty() => {
                 let error = match recorded {
                     Ok(Ok(Ok(_))) => None,
                     Ok(Ok(Err(error))) => Some(error),
@@ -273,103 +302,172 @@ async fn deliver(
                     let _ = stream.send(Err(store_error(error))).await;
                     return;
                 }
+                read = false;
             }
             _ = stopping.changed() => {}
-            changed = changes.changed() => if changed.is_err() { return },
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let change = changes.borrow_and_update().clone();
+                // The very next change, and it says what it made: no read.
+                let next = change.count == seen + 1 && change.complete;
+                seen = change.count;
+                if next {
+                    match send_fresh(&feed, &mut sent, &stream, &change.extracts).await {
+                        Ok(sent_all) => read = !sent_all,
+                        Err(status) => {
+                            if let Some(status) = status {
+                                let _ = stream.send(Err(status)).await;
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
             () = tokio::time::sleep_until(wake) => {}
         }
     }
 }
 
-/// Forgets what was acknowledged or timed out, then sends pending extracts up
-/// to the in-flight limit. Their sending is recorded by one writer job,
-/// queued before they go out (so it commits before any acknowledgement of
-/// them) and not waited for: `records` hears how it went. `Err(None)`: the
-/// subscriber went away. `floor` rises past what is acknowledged, so the
-/// pending query does not walk the whole history each time.
+/// Forgets what was acknowledged or timed out, then reads what is pending
+/// and sends it, up to the in-flight limit. `Err(None)`: the subscriber
+/// went away. `floor` rises past what is acknowledged, so the pending query
+/// does not walk the whole history each time.
 async fn fill(
     feed: &Feed,
-    records: &mut Records,
+    sent: &mut Sent,
     stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
-    sent: Sent<'_>,
 ) -> Result<(), Option<Status>> {
-    let Sent {
-        acks,
-        in_flight,
-        attempts,
-        floor,
-    } = sent;
     let Feed {
         store,
-        clock,
         subscriber,
         max_in_flight,
         ack_deadline,
         ..
     } = feed;
     let (max_in_flight, ack_deadline) = (*max_in_flight, *ack_deadline);
-    while let Ok(id) = acks.try_recv() {
-        in_flight.remove(&id);
-        attempts.remove(&id);
-    }
-    if in_flight.len() >= max_in_flight {
+    sent.take_acks();
+    if sent.in_flight.len() >= max_in_flight {
         // The window is full: some may have been acknowledged elsewhere.
-        let ids: Vec<String> = in_flight.keys().cloned().collect();
+        let ids: Vec<String> = sent.in_flight.keys().cloned().collect();
         for id in store
             .acknowledged(subscriber, &ids)
             .await
             .map_err(|e| Some(store_error(e)))?
         {
-            in_flight.remove(&id);
-            attempts.remove(&id);
+            sent.in_flight.remove(&id);
+            sent.attempts.remove(&id);
         }
     }
     let now = Instant::now();
-    in_flight.retain(|_, (_, sent)| now.duration_since(*sent) < ack_deadline);
-    let room = max_in_flight.saturating_sub(in_flight.len());
+    sent.in_flight
+        .retain(|_, (_, sent)| now.duration_since(*sent) < ack_deadline);
+    let room = max_in_flight.saturating_sub(sent.in_flight.len());
     if room == 0 {
+        sent.known = None;
         return Ok(());
     }
+    let limit = sent.in_flight.len() + room;
     let pending = store
-        .pending_extracts(subscriber, *floor, (in_flight.len() + room) as u32)
+        .pending_extracts(subscriber, sent.floor, limit as u32)
         .await
         .map_err(|e| Some(store_error(e)))?;
     // Below the oldest extract still pending or in flight, all are acknowledged.
     let oldest_open = pending
         .iter()
         .map(|p| p.seq)
-        .chain(in_flight.values().map(|(seq, _)| *seq))
+        .chain(sent.in_flight.values().map(|(seq, _)| *seq))
         .min();
     if let Some(oldest) = oldest_open {
-        *floor = (*floor).max(oldest);
+        sent.floor = sent.floor.max(oldest);
     }
-    attempts.retain(|_, (seq, _)| *seq >= *floor);
-    let to_send: Vec<_> = pending
-        .into_iter()
-        .filter(|p| !in_flight.contains_key(&p.extract_id))
-        .take(room)
+    let floor = sent.floor;
+    sent.attempts.retain(|_, (seq, _)| *seq >= floor);
+    let mut to_send: Vec<&PendingExtract> = pending
+        .iter()
+        .filter(|p| !sent.in_flight.contains_key(&p.extract_id))
         .collect();
-    if to_send.is_empty() {
+    // A read that was not cut short saw everything pending: if there is
+    // room for all of it, all of it is in flight once sent.
+    sent.known = (pending.len() < limit && to_send.len() <= room).then(|| {
+        pending
+            .iter()
+            .map(|p| p.seq)
+            .chain(sent.in_flight.values().map(|(seq, _)| *seq))
+            .chain(sent.known)
+            .max()
+            .unwrap_or(0)
+    });
+    to_send.truncate(room);
+    send(feed, sent, stream, to_send).await
+}
+
+/// Sends the extracts a change handed on, if this stream knows everything
+/// pending before them and has room for them all: `Ok(false)` if it must
+/// read instead.
+async fn send_fresh(
+    feed: &Feed,
+    sent: &mut Sent,
+    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
+    extracts: &[PendingExtract],
+) -> Result<bool, Option<Status>> {
+    let Some(known) = sent.known else {
+        return Ok(false);
+    };
+    sent.take_acks();
+    let fresh: Vec<&PendingExtract> = extracts
+        .iter()
+        .filter(|e| e.seq > known && !sent.in_flight.contains_key(&e.extract_id))
+        .collect();
+    if sent.in_flight.len() + fresh.len() > feed.max_in_flight {
+        sent.known = None;
+        return Ok(false);
+    }
+    sent.known = fresh.iter().map(|e| e.seq).max().max(Some(known));
+    send(feed, sent, stream, fresh).await?;
+    Ok(true)
+}
+
+/// Sends `extracts`. Their sending is recorded by one writer job, queued
+/// before they go out (so it commits before any acknowledgement of them)
+/// and not waited for: `sent.records` hears how it went.
+async fn send(
+    feed: &Feed,
+    sent: &mut Sent,
+    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
+    extracts: Vec<&PendingExtract>,
+) -> Result<(), Option<Status>> {
+    if extracts.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = to_send.iter().map(|p| p.extract_id.clone()).collect();
+    let Feed {
+        store,
+        clock,
+        subscriber,
+        ..
+    } = feed;
+    let ids: Vec<String> = extracts.iter().map(|p| p.extract_id.clone()).collect();
     let sent_at = clock.now();
     let queued: QueuedAttempts = store
         .queue_attempts(ids, subscriber, sent_at)
         .await
         .map_err(|e| Some(store_error(e)))?;
     let guard = feed.unrecorded.add(subscriber);
-    records.0.spawn(async move {
+    sent.records.0.spawn(async move {
         let recorded = queued.await;
         drop(guard);
         recorded
     });
-    for extract in to_send {
+    for extract in extracts {
         let body = EnergyExtract::decode(extract.body.as_slice())
             .map_err(|_| Some(Status::internal("a stored extract is unreadable")))?;
         // The records of this stream's earlier sendings may not have
         // committed yet: its own count is at least as far.
-        let earlier = attempts.get(&extract.extract_id).map_or(0, |(_, n)| *n);
+        let earlier = sent
+            .attempts
+            .get(&extract.extract_id)
+            .map_or(0, |(_, n)| *n);
         let attempt = extract.attempts.max(earlier).saturating_add(1);
         tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
         let delivery = ExtractDelivery {
@@ -380,8 +478,10 @@ async fn fill(
         if stream.send(Ok(delivery)).await.is_err() {
             return Err(None);
         }
-        attempts.insert(extract.extract_id.clone(), (extract.seq, attempt));
-        in_flight.insert(extract.extract_id, (extract.seq, Instant::now()));
+        sent.attempts
+            .insert(extract.extract_id.clone(), (extract.seq, attempt));
+        sent.in_flight
+            .insert(extract.extract_id.clone(), (extract.seq, Instant::now()));
     }
     Ok(())
 }

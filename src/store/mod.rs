@@ -227,6 +227,31 @@ pub struct PendingExtract {
     pub attempts: u32,
 }
 
+/// The last committed change the store knows of.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Counts the changes: this process's commits and, on PostgreSQL, the
+    /// other replicas' notices. A watcher that sees it move by more than
+    /// one has missed some.
+    pub count: u64,
+    /// The extracts this change made, committed, when `complete`.
+    pub extracts: Arc<[PendingExtract]>,
+    /// `extracts` is every extract this change made (false: not known here,
+    /// a watcher must read them).
+    pub complete: bool,
+}
+
+impl Change {
+    /// A change made elsewhere (another replica): what it made is not known here.
+    pub(crate) fn elsewhere(&mut self) {
+        *self = Change {
+            count: self.count + 1,
+            extracts: Arc::new([]),
+            complete: false,
+        };
+    }
+}
+
 /// A document as fetched by a subscriber it was sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedDocument {
@@ -398,9 +423,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ledger::LedgerEntry>, StoreError>;
     async fn close(&self);
 
-    /// A counter that moves after every committed write on any replica: a
-    /// subscriber waits on it for new extracts and acknowledgements.
-    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Moves after every committed write on any replica: a subscriber
+    /// waits on it for new extracts and acknowledgements.
+    fn changes(&self) -> tokio::sync::watch::Receiver<Change>;
     /// Extracts `subscriber` has not acknowledged, oldest first, from
     /// sequence number `from_seq` on (a caller that knows every earlier one
     /// is acknowledged skips them; acknowledgements are never undone).

@@ -139,7 +139,7 @@ macro_rules! store_ops {
                 },
             },
             store::{
-                AckBuilder, AckFacts, Accepted, Clock, DeliveryRecord, DocumentRecord, ExtractFacts,
+                AckBuilder, AckFacts, Accepted, Change, Clock, DeliveryRecord, DocumentRecord, ExtractFacts,
                 FetchedDocument, FindingQuery, Gauges, FindingRow, FormAck, FormAckOutcome, FormFacts,
                 FormPublication, FormRevisionIncluding, Finisher, Job, NewDocument, ObligationQuery, ObligationRow,
                 PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm, Store, StoreError,
@@ -212,7 +212,7 @@ macro_rules! store_ops {
                 self.pool.close().await;
             }
 
-            fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+            fn changes(&self) -> tokio::sync::watch::Receiver<Change> {
                 self.changes.subscribe()
             }
 
@@ -943,14 +943,15 @@ macro_rules! store_ops {
         }
 
         /// One transaction for the whole batch, one savepoint per job, and
-        /// answers only after the commit. Then `changes` moves, and
-        /// `after_commit` (PostgreSQL: NOTIFY) tells the other replicas.
+        /// answers only after the commit. Then `changes` moves, carrying the
+        /// extracts the batch made when they are all known (SQLite's runs),
+        /// and `after_commit` (PostgreSQL: NOTIFY) tells the other replicas.
         pub(crate) async fn apply_batch(
             pool: &sqlx::Pool<$db>,
             clock: &dyn Clock,
             lock_sql: Option<&'static str>,
             after_commit: Option<&'static str>,
-            changes: &tokio::sync::watch::Sender<u64>,
+            changes: &tokio::sync::watch::Sender<Change>,
             jobs: Vec<Job>,
         ) {
             let mut tx = match pool.begin().await {
@@ -969,6 +970,9 @@ macro_rules! store_ops {
                 }
             }
             let mut finishers: Vec<Finisher> = Vec::with_capacity(jobs.len());
+            // The extracts the batch makes, if all are known here.
+            let mut fresh = Vec::new();
+            let mut complete = true;
             let mut jobs = jobs.into_iter().peekable();
             while let Some(job) = jobs.next() {
                 let now = clock.now();
@@ -1016,6 +1020,10 @@ macro_rules! store_ops {
                         }
                         let results = submit_run_in(&mut tx, now, run).await;
                         for (reply, result) in replies.into_iter().zip(results) {
+                            let result = result.map(|(outcome, extract)| {
+                                fresh.extend(extract);
+                                outcome
+                            });
                             finishers.push(finisher(reply, result));
                         }
                         continue;
@@ -1026,10 +1034,14 @@ macro_rules! store_ops {
                     // On SQLite the reads need no savepoint and the writes
                     // hold their own; PostgreSQL needs one around the reads
                     // too (a failed statement there aborts the transaction).
-                    Job::Filing(submission, reply) => finisher(
-                        reply,
-                        in_savepoint(&mut tx, |c| Box::pin(submit_in(c, now, *submission))).await,
-                    ),
+                    Job::Filing(submission, reply) => {
+                        // It may make an extract the streams must read.
+                        complete = false;
+                        finisher(
+                            reply,
+                            in_savepoint(&mut tx, |c| Box::pin(submit_in(c, now, *submission))).await,
+                        )
+                    }
                     Job::Document(document, reply) => finisher(
                         reply,
                         in_savepoint(&mut tx, |c| Box::pin(put_document_in(c, now, document))).await,
@@ -1074,7 +1086,13 @@ macro_rules! store_ops {
                         tracing::warn!(%error, "could not notify the other replicas");
                     }
                 }
-                changes.send_modify(|n| *n += 1);
+                changes.send_modify(|change| {
+                    *change = Change {
+                        count: change.count + 1,
+                        extracts: fresh.into(),
+                        complete,
+                    }
+                });
             }
             for finish in finishers {
                 finish(&committed);
@@ -1357,6 +1375,8 @@ macro_rules! store_ops {
             // the ledger's head: seq, hash
             Option<i64>,
             Option<String>,
+            // the next extract sequence number
+            i64,
         );
 
         const SUBMIT_FACTS: &str = concat!(
@@ -1375,7 +1395,8 @@ macro_rules! store_ops {
              (SELECT revision FROM filings WHERE bin_or_iin = $3 AND kind = $4 AND year = $5 \
               AND quarter = $6 AND superseded_by IS NULL), \
              (SELECT obligation_id FROM obligations WHERE kind = $7 AND year = $5 AND quarter = $6), ",
-            $crate::store::ops::ledger_head_sql!()
+            $crate::store::ops::ledger_head_sql!(),
+            ", (SELECT COALESCE(MAX(seq), 0) + 1 FROM extracts)"
         );
 
         /// The queries a submission's decision needs: its facts (one row),
@@ -1414,6 +1435,8 @@ macro_rules! store_ops {
         struct RunState {
             /// The next register sequence number, if a submission of the run took one.
             next_register_seq: Option<i64>,
+            /// The next extract sequence number, likewise.
+            next_extract_seq: Option<i64>,
             /// Quarters whose FINANCE_FORM obligation a submission of the run made.
             finance_quarters: std::collections::HashSet<(i64, i64)>,
         }
@@ -1440,7 +1463,8 @@ macro_rules! store_ops {
             }
             let mut head = ledger_head(facts.12, facts.13.clone());
             let mut writes = Writes::default();
-            let outcome = decide_submission(
+            // (PostgreSQL numbers extracts itself: none comes back to hand on.)
+            let (outcome, _) = decide_submission(
                 &mut writes,
                 &mut head,
                 &mut RunState::default(),
@@ -1547,7 +1571,7 @@ macro_rules! store_ops {
             conn: &mut $conn,
             now: DateTime<Utc>,
             run: Vec<Submission>,
-        ) -> Vec<Result<SubmitOutcome, StoreError>> {
+        ) -> Vec<Result<(SubmitOutcome, Option<PendingExtract>), StoreError>> {
             $crate::store::ops::run_or_each!(try_submit_run, conn, now, run, "submissions")
         }
 
@@ -1556,7 +1580,7 @@ macro_rules! store_ops {
             conn: &mut $conn,
             now: DateTime<Utc>,
             run: &[Submission],
-        ) -> Result<Vec<Result<SubmitOutcome, StoreError>>, StoreError> {
+        ) -> Result<Vec<Result<(SubmitOutcome, Option<PendingExtract>), StoreError>>, StoreError> {
             let reads: Vec<(String, Vec<Value>)> = run
                 .iter()
                 .enumerate()
@@ -1618,7 +1642,7 @@ macro_rules! store_ops {
             submission: &Submission,
             facts: SubmitFacts,
             conflict_rows: Vec<(i64, String, String)>,
-        ) -> Result<SubmitOutcome, StoreError> {
+        ) -> Result<(SubmitOutcome, Option<PendingExtract>), StoreError> {
             let Submission {
                 caller,
                 filing,
@@ -1650,16 +1674,20 @@ macro_rules! store_ops {
                 finance_obligation,
                 _,
                 _,
+                next_extract_seq,
             ) = facts;
             let next_register_seq = run.next_register_seq.map_or(next_register_seq, |n| n.max(next_register_seq));
             if let (Some(filing_id), Some(digest), Some(receipt)) =
                 (earlier_id, earlier_digest, earlier_receipt)
             {
-                return Ok(if digest == request_sha256.as_str() {
-                    SubmitOutcome::Replayed(receipt)
-                } else {
-                    SubmitOutcome::KeyReused { filing_id }
-                });
+                return Ok((
+                    if digest == request_sha256.as_str() {
+                        SubmitOutcome::Replayed(receipt)
+                    } else {
+                        SubmitOutcome::KeyReused { filing_id }
+                    },
+                    None,
+                ));
             }
 
             let state = match &register_status {
@@ -1822,6 +1850,7 @@ macro_rules! store_ops {
             // quarter's form obligation, once per quarter.
             let mut obligations = Vec::new();
             let mut ledger_entries = Vec::new();
+            let mut fresh = None;
             if let Some(build) = extract {
                 let extract_id = new_id("ext");
                 let due_date = deadlines::energy_extract_due(received);
@@ -1841,18 +1870,39 @@ macro_rules! store_ops {
                         "extract_sha256": Sha256Hex::of(&extract_body).as_str(),
                     }),
                 ));
-                writes.push(
-                    "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    vec![
-                        Value::Text(extract_id.clone()),
-                        Value::Text(filing_id.clone()),
-                        Value::Text(bin.clone()),
-                        Value::Int(at),
-                        Value::Text(due_date.to_string()),
-                        Value::Blob(extract_body),
-                    ],
-                );
+                let mut values = vec![
+                    Value::Text(extract_id.clone()),
+                    Value::Text(filing_id.clone()),
+                    Value::Text(bin.clone()),
+                    Value::Int(at),
+                    Value::Text(due_date.to_string()),
+                    Value::Blob(extract_body.clone()),
+                ];
+                if $backend == "sqlite" {
+                    // One writer: the sequence number is known before the
+                    // insert, so the extract can go to the streams from
+                    // memory once it commits.
+                    let seq = run.next_extract_seq.map_or(next_extract_seq, |n| n.max(next_extract_seq));
+                    run.next_extract_seq = Some(seq + 1);
+                    values.push(Value::Int(seq));
+                    writes.push(
+                        "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body, seq) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        values,
+                    );
+                    fresh = Some(PendingExtract {
+                        seq,
+                        extract_id: extract_id.clone(),
+                        body: extract_body,
+                        attempts: 0,
+                    });
+                } else {
+                    writes.push(
+                        "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        values,
+                    );
+                }
                 for document in filing.documents() {
                     writes.push_row(
                         "INSERT INTO extract_documents (extract_id, sha256, kind)",
@@ -1941,7 +1991,7 @@ macro_rules! store_ops {
                     "findings": accepted.findings.iter().map(|(_, f)| f.kind.as_str()).collect::<Vec<_>>(),
                 }),
             );
-            Ok(SubmitOutcome::Accepted(receipt_bytes))
+            Ok((SubmitOutcome::Accepted(receipt_bytes), fresh))
         }
 
         /// The query for the ranges of other persons that overlap `block`

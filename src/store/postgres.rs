@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, watch};
 
-use super::{Clock, Job, StoreError, next_batch};
+use super::{Change, Clock, Job, StoreError, next_batch};
 
 mod ops {
     super::super::ops::store_ops!(
@@ -28,7 +28,7 @@ const NOTIFY: &str = "SELECT pg_notify('minegate_changes', '')";
 pub struct PgStore {
     pool: PgPool,
     writer: mpsc::Sender<Job>,
-    changes: watch::Sender<u64>,
+    changes: watch::Sender<Change>,
 }
 
 impl PgStore {
@@ -41,7 +41,7 @@ impl PgStore {
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
 
         let (writer, mut jobs) = mpsc::channel(1024);
-        let (changes, _) = watch::channel(0);
+        let (changes, _) = watch::channel(Change::default());
         let (writer_pool, writer_changes) = (pool.clone(), changes.clone());
         tokio::spawn(async move {
             while let Some(batch) = next_batch(&mut jobs).await {
@@ -67,9 +67,9 @@ impl PgStore {
                             tracing::warn!(%error, "LISTEN failed; retrying");
                         } else {
                             // Anything may have been missed while (re)connecting.
-                            listen_changes.send_modify(|n| *n += 1);
+                            listen_changes.send_modify(Change::elsewhere);
                             while listener.recv().await.is_ok() {
-                                listen_changes.send_modify(|n| *n += 1);
+                                listen_changes.send_modify(Change::elsewhere);
                             }
                         }
                     }

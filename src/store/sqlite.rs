@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::{Clock, Job, StoreError, next_batch};
+use super::{Change, Clock, Job, StoreError, next_batch};
 
 mod ops {
     super::super::ops::store_ops!(
@@ -24,7 +24,7 @@ mod ops {
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: mpsc::Sender<Job>,
-    changes: watch::Sender<u64>,
+    changes: watch::Sender<Change>,
 }
 
 impl SqliteStore {
@@ -50,7 +50,7 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
 
         let (writer, mut jobs) = mpsc::channel(1024);
-        let (changes, _) = watch::channel(0);
+        let (changes, _) = watch::channel(Change::default());
         let (writer_pool, writer_changes) = (pool.clone(), changes.clone());
         tokio::spawn(async move {
             while let Some(batch) = next_batch(&mut jobs).await {
