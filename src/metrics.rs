@@ -296,6 +296,17 @@ impl Metrics {
                 "Entries in the tamper-evident ledger.",
             );
             let _ = writeln!(out, "minegate_ledger_entries {}", gauges.ledger_entries);
+            header(
+                &mut out,
+                "minegate_store_runs_taken_apart_total",
+                "counter",
+                "Runs of submissions or acknowledgements the database refused as a whole, taken again one at a time.",
+            );
+            let _ = writeln!(
+                out,
+                "minegate_store_runs_taken_apart_total {}",
+                gauges.runs_taken_apart
+            );
         }
         out
     }

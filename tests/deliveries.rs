@@ -921,6 +921,8 @@ async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each
         count("SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'").await,
         24
     );
+    // SQLite took the batch's acknowledgements as runs, none refused whole.
+    assert_eq!(store.gauges(&[]).await.unwrap().runs_taken_apart, 0);
     let verification = minegate::store::verify_ledger(&*store).await.unwrap();
     // 3 documents; per filing its extract and acceptance; 24 sendings, 24
     // acknowledgements, 12 obligations fulfilled.

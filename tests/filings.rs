@@ -985,6 +985,7 @@ async fn a_pool_of_a_thousand_ipv6_blocks_is_stored_and_checked_against(backend:
 /// SQLite takes concurrent submissions a run at a time. One that the
 /// database refuses to write (a trigger stands in for a fault that hits only
 /// it) fails alone: the others of its run are written again without it.
+/// Runs with nothing refused are never taken apart (the gauge counts it).
 #[tokio::test]
 async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_without_it() {
     let clock = TestClock::at("2026-03-20T06:00:00Z");
@@ -1049,6 +1050,33 @@ async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_wi
     assert_eq!(
         (verification.intact, verification.entries_checked),
         (true, 3 + 2 * 39)
+    );
+    // Only the run holding the refused submission was taken apart (none,
+    // if that one happened to be alone).
+    let store = app.gateway.store().unwrap().clone();
+    let taken_apart = store.gauges(&[]).await.unwrap().runs_taken_apart;
+    assert!(taken_apart <= 1, "{taken_apart}");
+    // 40 more at once, none refused: their runs are read and written whole.
+    let tasks: Vec<_> = (40..80u32)
+        .map(|n| {
+            let mut filings = FilingServiceClient::new(channel.clone());
+            let filing = start_notification(
+                &generated_bin(n),
+                &format!("ok-{n}"),
+                date(2026, 6, 1),
+                &[&format!("37.9.{n}.0/24")],
+                &documents,
+            );
+            tokio::spawn(async move { filings.submit_start_notification(filing).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM filings").await, 79);
+    assert_eq!(
+        store.gauges(&[]).await.unwrap().runs_taken_apart,
+        taken_apart
     );
     app.gateway.shutdown().await.unwrap();
 }

@@ -108,6 +108,9 @@ pub struct Gauges {
     pub ledger_entries: i64,
     /// (subscriber identity, extracts it has not acknowledged).
     pub pending_extracts: Vec<(String, i64)>,
+    /// Runs of submissions or acknowledgements that could not be written
+    /// together and were taken again one job at a time, since the start.
+    pub runs_taken_apart: u64,
 }
 
 /// A document to store, already checked.

@@ -79,13 +79,14 @@ pub(crate) use ledger_head_sql;
 /// whole failed) on all of `$jobs`; if that fails, on each job alone, so one
 /// job that cannot be written fails alone.
 macro_rules! run_or_each {
-    ($try:ident, $conn:expr, $now:expr, $jobs:expr, $what:literal) => {{
+    ($try:ident, $conn:expr, $now:expr, $jobs:expr, $taken_apart:expr, $what:literal) => {{
         let jobs = $jobs;
         match $try($conn, $now, &jobs).await {
             Ok(results) => results,
             Err(error) if jobs.len() == 1 => vec![Err(error)],
             Err(error) => {
                 tracing::warn!(%error, jobs = jobs.len(), concat!("a run of ", $what, " was not written; taking each alone"));
+                $taken_apart.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut results = Vec::with_capacity(jobs.len());
                 for job in &jobs {
                     results.push(match $try($conn, $now, std::slice::from_ref(job)).await {
@@ -181,7 +182,8 @@ macro_rules! store_ops {
                             .await?;
                     pending_extracts.push((subscriber.clone(), extracts - acknowledged));
                 }
-                Ok(Gauges { obligations, ledger_entries, pending_extracts })
+                let runs_taken_apart = self.taken_apart.load(std::sync::atomic::Ordering::Relaxed);
+                Ok(Gauges { obligations, ledger_entries, pending_extracts, runs_taken_apart })
             }
 
             async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
@@ -744,8 +746,9 @@ macro_rules! store_ops {
             conn: &mut $conn,
             now: DateTime<Utc>,
             jobs: Vec<AckJob>,
+            taken_apart: &std::sync::atomic::AtomicU64,
         ) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
-            $crate::store::ops::run_or_each!(try_ack_run, conn, now, jobs, "acknowledgements")
+            $crate::store::ops::run_or_each!(try_ack_run, conn, now, jobs, taken_apart, "acknowledgements")
         }
 
         /// [`ack_run_in`] once: `Err` when the run's reads or writes failed.
@@ -952,6 +955,7 @@ macro_rules! store_ops {
             lock_sql: Option<&'static str>,
             after_commit: Option<&'static str>,
             changes: &tokio::sync::watch::Sender<Change>,
+            taken_apart: &std::sync::atomic::AtomicU64,
             jobs: Vec<Job>,
         ) {
             let mut tx = match pool.begin().await {
@@ -995,7 +999,7 @@ macro_rules! store_ops {
                             run.push(AckJob { extract_id, subscriber, build });
                             replies.push(reply);
                         }
-                        let results = ack_run_in(&mut tx, now, run).await;
+                        let results = ack_run_in(&mut tx, now, run, taken_apart).await;
                         for (reply, result) in replies.into_iter().zip(results) {
                             finishers.push(finisher(reply, result));
                         }
@@ -1018,7 +1022,7 @@ macro_rules! store_ops {
                             run.push(*next);
                             replies.push(reply);
                         }
-                        let results = submit_run_in(&mut tx, now, run).await;
+                        let results = submit_run_in(&mut tx, now, run, taken_apart).await;
                         for (reply, result) in replies.into_iter().zip(results) {
                             let result = result.map(|(outcome, extract)| {
                                 fresh.extend(extract);
@@ -1477,6 +1481,116 @@ macro_rules! store_ops {
             Ok(outcome)
         }
 
+        /// Column of [`run_facts_query`]'s rows holding the submission's
+        /// place in the run (after the [`SubmitFacts`]).
+        const RUN_FACTS_TAG: usize = 15;
+
+        /// SQLite: the facts of a run's submissions in one statement, one row
+        /// each in run order (then padding rows tagged -1). Its text depends
+        /// only on the run's length rounded up to a power of two, so it is
+        /// prepared once and kept, not compiled again for every run.
+        fn run_facts_query(run: &[Submission]) -> (String, Vec<Value>) {
+            let size = run.len().next_power_of_two();
+            let mut sql = String::from(
+                "WITH input(tag, caller, ikey, bin, kind, year, quarter, okind) AS (VALUES ",
+            );
+            for i in 0..size {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+            }
+            sql.push_str(") SELECT ");
+            sql.push_str(
+                &SUBMIT_FACTS
+                    .trim_start_matches("SELECT ")
+                    .replace("$1", "i.caller")
+                    .replace("$2", "i.ikey")
+                    .replace("$3", "i.bin")
+                    .replace("$4", "i.kind")
+                    .replace("$5", "i.year")
+                    .replace("$6", "i.quarter")
+                    .replace("$7", "i.okind"),
+            );
+            sql.push_str(", i.tag FROM input i ORDER BY i.tag");
+            let mut values = Vec::with_capacity(size * 8);
+            for (tag, submission) in run.iter().enumerate() {
+                let (_, facts) = submit_reads(submission, tag).swap_remove(0);
+                values.push(Value::Int(tag as i64));
+                values.extend(facts);
+            }
+            for _ in run.len()..size {
+                values.push(Value::Int(-1));
+                values.extend(std::iter::repeat_n(Value::OptText(None), 7));
+            }
+            (sql, values)
+        }
+
+        /// Most IP blocks looked up by one statement of [`run_ip_queries`].
+        const MAX_RUN_BLOCKS: usize = 1024;
+
+        /// SQLite: the stored ranges of other persons that overlap each block
+        /// of the run's pools (rows tagged as [`ip_conflict_query`] tags
+        /// them), as few statements as [`MAX_RUN_BLOCKS`] allows. A block's
+        /// covering starts go as one JSON array of hex strings, so the text
+        /// depends only on the number of blocks rounded up to a power of two
+        /// and is prepared once.
+        fn run_ip_queries(run: &[Submission]) -> Vec<(String, Vec<Value>)> {
+            let mut blocks = Vec::new();
+            for (tag, submission) in run.iter().enumerate() {
+                let bin = submission.filing.id().as_str();
+                if let Some(pool) = submission.filing.ip_pool() {
+                    for (i, block) in pool.blocks().iter().enumerate() {
+                        let start = block.range.start_bytes();
+                        let covering: Vec<String> = $crate::store::ops::covering_starts(u128::from_be_bytes(start))
+                            .iter()
+                            .map(|c| format!("\"{c:032x}\""))
+                            .collect();
+                        blocks.push([
+                            Value::Int((tag * 65_536 + i) as i64),
+                            Value::Text(bin.to_owned()),
+                            Value::Blob(start.to_vec()),
+                            Value::Blob(block.range.end_bytes().to_vec()),
+                            Value::Text(format!("[{}]", covering.join(","))),
+                        ]);
+                    }
+                }
+            }
+            blocks
+                .chunks(MAX_RUN_BLOCKS)
+                .map(|chunk| {
+                    let size = chunk.len().next_power_of_two();
+                    let mut sql = String::from("WITH block(tag, bin, lo, hi, covers) AS (VALUES ");
+                    for i in 0..size {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str("(?, ?, ?, ?, ?)");
+                    }
+                    sql.push_str(
+                        ") SELECT b.tag, r.bin_or_iin, r.cidr FROM block b JOIN ip_ranges r \
+                         ON r.range_start >= b.lo AND r.range_start <= b.hi AND r.bin_or_iin <> b.bin \
+                         UNION ALL \
+                         SELECT b.tag, r.bin_or_iin, r.cidr FROM block b JOIN json_each(b.covers) c \
+                         JOIN ip_ranges r ON r.range_start = unhex(c.value) \
+                         AND r.range_end >= b.lo AND r.bin_or_iin <> b.bin",
+                    );
+                    let mut values: Vec<Value> = chunk.iter().flatten().cloned().collect();
+                    // Padding: an empty range and no covering starts match nothing.
+                    for _ in chunk.len()..size {
+                        values.extend([
+                            Value::Int(-1),
+                            Value::Text(String::new()),
+                            Value::Blob(vec![0xFF]),
+                            Value::Blob(vec![0x00]),
+                            Value::Text("[]".to_owned()),
+                        ]);
+                    }
+                    (sql, values)
+                })
+                .collect()
+        }
+
         /// Appends `statement` (parameters `$1`…) to a SQLite query as
         /// anonymous parameters, its values to `all` in their order.
         fn push_anonymous(statement: &str, values: &[Value], sql: &mut String, all: &mut Vec<Value>) {
@@ -1571,8 +1685,9 @@ macro_rules! store_ops {
             conn: &mut $conn,
             now: DateTime<Utc>,
             run: Vec<Submission>,
+            taken_apart: &std::sync::atomic::AtomicU64,
         ) -> Vec<Result<(SubmitOutcome, Option<PendingExtract>), StoreError>> {
-            $crate::store::ops::run_or_each!(try_submit_run, conn, now, run, "submissions")
+            $crate::store::ops::run_or_each!(try_submit_run, conn, now, run, taken_apart, "submissions")
         }
 
         /// [`submit_run_in`] once: `Err` when the run's reads or writes failed.
@@ -1581,24 +1696,29 @@ macro_rules! store_ops {
             now: DateTime<Utc>,
             run: &[Submission],
         ) -> Result<Vec<Result<(SubmitOutcome, Option<PendingExtract>), StoreError>>, StoreError> {
-            let reads: Vec<(String, Vec<Value>)> = run
-                .iter()
-                .enumerate()
-                .flat_map(|(tag, submission)| submit_reads(submission, tag))
-                .collect();
-            let rows = fetch_statements(conn, reads, run.len() == 1).await?;
             use sqlx::Row as _;
+            let (sql, values) = run_facts_query(run);
+            let rows = $crate::store::ops::bind_values!(sqlx::query(&sql), values)
+                .fetch_all(&mut *conn)
+                .await?;
             let mut facts = Vec::with_capacity(run.len());
-            let mut conflicts: Vec<Vec<(i64, String, String)>> = vec![Vec::new(); run.len()];
             for row in &rows {
-                if row.len() == 3 {
-                    let conflict = <(i64, String, String) as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?;
+                // Rows that only fill the query up to its size have no tag.
+                if row.try_get::<i64, _>(RUN_FACTS_TAG)? >= 0 {
+                    facts.push(<SubmitFacts as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?);
+                }
+            }
+            let mut conflicts: Vec<Vec<(i64, String, String)>> = vec![Vec::new(); run.len()];
+            for (sql, values) in run_ip_queries(run) {
+                let rows: Vec<(i64, String, String)> =
+                    $crate::store::ops::bind_values!(sqlx::query_as(&sql), values)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                for conflict in rows {
                     conflicts
                         .get_mut((conflict.0 / 65_536) as usize)
                         .ok_or_else(|| StoreError::Corrupt("an IP look-up's tag".into()))?
                         .push(conflict);
-                } else {
-                    facts.push(<SubmitFacts as sqlx::FromRow<'_, <$db as sqlx::Database>::Row>>::from_row(row)?);
                 }
             }
             if facts.len() != run.len() {
@@ -1885,9 +2005,8 @@ macro_rules! store_ops {
                     let seq = run.next_extract_seq.map_or(next_extract_seq, |n| n.max(next_extract_seq));
                     run.next_extract_seq = Some(seq + 1);
                     values.push(Value::Int(seq));
-                    writes.push(
-                        "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body, seq) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    writes.push_row(
+                        "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body, seq)",
                         values,
                     );
                     fresh = Some(PendingExtract {
@@ -1950,10 +2069,9 @@ macro_rules! store_ops {
             };
             let receipt_bytes = receipt(&accepted);
             let quarter = filing.quarter();
-            writes.push(
+            writes.push_row(
                 "INSERT INTO filings (filing_id, kind, bin_or_iin, caller, idempotency_key, request_sha256, \
-                 year, quarter, revision, received_at, body, receipt) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 year, quarter, revision, received_at, body, receipt)",
                 vec![
                     Value::Text(filing_id.clone()),
                     Value::Text(filing.kind().as_str().to_owned()),

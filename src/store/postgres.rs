@@ -3,7 +3,10 @@
 //! writers of all replicas take one advisory lock per transaction, so register
 //! numbers and the ledger chain stay sequential across replicas.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, watch};
@@ -29,6 +32,8 @@ pub struct PgStore {
     pool: PgPool,
     writer: mpsc::Sender<Job>,
     changes: watch::Sender<Change>,
+    /// See [`super::Gauges::runs_taken_apart`].
+    taken_apart: Arc<AtomicU64>,
 }
 
 impl PgStore {
@@ -43,6 +48,8 @@ impl PgStore {
         let (writer, mut jobs) = mpsc::channel(1024);
         let (changes, _) = watch::channel(Change::default());
         let (writer_pool, writer_changes) = (pool.clone(), changes.clone());
+        let taken_apart = Arc::new(AtomicU64::new(0));
+        let writer_taken_apart = taken_apart.clone();
         tokio::spawn(async move {
             while let Some(batch) = next_batch(&mut jobs).await {
                 ops::apply_batch(
@@ -51,6 +58,7 @@ impl PgStore {
                     Some(WRITE_LOCK),
                     Some(NOTIFY),
                     &writer_changes,
+                    &writer_taken_apart,
                     batch,
                 )
                 .await;
@@ -85,6 +93,7 @@ impl PgStore {
             pool,
             writer,
             changes,
+            taken_apart,
         })
     }
 }
