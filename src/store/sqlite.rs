@@ -25,9 +25,6 @@ mod ops {
     );
 }
 
-/// How often the WAL is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: mpsc::Sender<Job>,
@@ -43,9 +40,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
-            // Checkpoints run beside the writer (below), not in its commits.
-            .pragma("wal_autocheckpoint", "0");
+            .busy_timeout(Duration::from_secs(5));
         if let Some(folder) = options.get_filename().parent()
             && !folder.as_os_str().is_empty()
         {
@@ -77,25 +72,6 @@ impl SqliteStore {
                     batch,
                 )
                 .await;
-            }
-        });
-        // The WAL is copied back into the database file by a reader
-        // connection, so a commit never waits for that copy and its fsync
-        // (in the writer's own commit it took 50-200 ms every few hundred
-        // commits under load). PASSIVE: it never blocks the writer.
-        let checkpoint_pool = pool.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !checkpoint_pool.is_closed() {
-                every.tick().await;
-                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&checkpoint_pool)
-                    .await
-                    && !checkpoint_pool.is_closed()
-                {
-                    tracing::warn!(%error, "WAL checkpoint failed; trying again");
-                }
             }
         });
         Ok(SqliteStore {
