@@ -1403,34 +1403,22 @@ macro_rules! store_ops {
             ", (SELECT COALESCE(MAX(seq), 0) + 1 FROM extracts)"
         );
 
-        /// The queries a submission's decision needs: its facts (one row),
-        /// then the stored IP ranges overlapping each block of its pool
-        /// (rows tagged `tag` × 65,536 + the block's index).
-        fn submit_reads(submission: &Submission, tag: usize) -> Vec<(String, Vec<Value>)> {
+        /// The parameters of [`SUBMIT_FACTS`] for `submission`.
+        fn facts_values(submission: &Submission) -> Vec<Value> {
             let filing = &submission.filing;
-            let bin = filing.id().as_str().to_owned();
             let quarter_of_report = match filing {
                 Filing::Quarterly(report) => Some(report.quarter),
                 _ => None,
             };
-            let mut reads = vec![(
-                SUBMIT_FACTS.to_owned(),
-                vec![
-                    Value::Text(submission.caller.clone()),
-                    Value::Text(filing.idempotency_key().as_str().to_owned()),
-                    Value::Text(bin.clone()),
-                    Value::Text(FilingKind::QuarterlyReport.as_str().to_owned()),
-                    Value::OptInt(quarter_of_report.map(|q| i64::from(q.year()))),
-                    Value::OptInt(quarter_of_report.map(|q| i64::from(q.quarter()))),
-                    Value::Text(ObligationKind::FinanceForm.as_str().to_owned()),
-                ],
-            )];
-            if let Some(pool) = filing.ip_pool() {
-                for (i, block) in pool.blocks().iter().enumerate() {
-                    reads.push(ip_conflict_query(&bin, block, tag * 65_536 + i));
-                }
-            }
-            reads
+            vec![
+                Value::Text(submission.caller.clone()),
+                Value::Text(filing.idempotency_key().as_str().to_owned()),
+                Value::Text(filing.id().as_str().to_owned()),
+                Value::Text(FilingKind::QuarterlyReport.as_str().to_owned()),
+                Value::OptInt(quarter_of_report.map(|q| i64::from(q.year()))),
+                Value::OptInt(quarter_of_report.map(|q| i64::from(q.quarter()))),
+                Value::Text(ObligationKind::FinanceForm.as_str().to_owned()),
+            ]
         }
 
         /// What earlier submissions of the same run decided that a later one
@@ -1452,18 +1440,21 @@ macro_rules! store_ops {
             now: DateTime<Utc>,
             submission: Submission,
         ) -> Result<SubmitOutcome, StoreError> {
-            let mut reads = submit_reads(&submission, 0).into_iter();
-            let (query, values) = reads.next().expect("the facts query");
-            let facts: SubmitFacts = $crate::store::ops::bind_values!(sqlx::query_as(&query), values)
-                .fetch_one(&mut *conn)
-                .await?;
+            let facts: SubmitFacts =
+                $crate::store::ops::bind_values!(sqlx::query_as(SUBMIT_FACTS), facts_values(&submission))
+                    .fetch_one(&mut *conn)
+                    .await?;
             let mut conflict_rows = Vec::new();
-            for (query, values) in reads {
-                let rows: Vec<(i64, String, String)> =
-                    $crate::store::ops::bind_values!(sqlx::query_as(&query), values)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                conflict_rows.extend(rows);
+            if let Some(pool) = submission.filing.ip_pool() {
+                let bin = submission.filing.id().as_str();
+                for (i, block) in pool.blocks().iter().enumerate() {
+                    let (query, values) = ip_conflict_query(bin, block, i);
+                    let rows: Vec<(i64, String, String)> =
+                        $crate::store::ops::bind_values!(sqlx::query_as(&query), values)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                    conflict_rows.extend(rows);
+                }
             }
             let mut head = ledger_head(facts.12, facts.13.clone());
             let mut writes = Writes::default();
@@ -1515,9 +1506,8 @@ macro_rules! store_ops {
             sql.push_str(", i.tag FROM input i ORDER BY i.tag");
             let mut values = Vec::with_capacity(size * 8);
             for (tag, submission) in run.iter().enumerate() {
-                let (_, facts) = submit_reads(submission, tag).swap_remove(0);
                 values.push(Value::Int(tag as i64));
-                values.extend(facts);
+                values.extend(facts_values(submission));
             }
             for _ in run.len()..size {
                 values.push(Value::Int(-1));
