@@ -68,6 +68,27 @@ async fn subscribe(app: &TestApp, name: &str, max_in_flight: u32) -> Streaming<E
         .into_inner()
 }
 
+/// Files a start notification for `bin` under `key` with the pool
+/// 37.`octet`.0.0/16 (each filer its own: no overlap findings).
+async fn file_start(
+    filings: &mut FilingServiceClient<tonic::transport::Channel>,
+    (bin, key, octet): (&str, &str, usize),
+    planned_start: Option<minegate::proto::v1::Date>,
+    documents: &[minegate::proto::v1::DocumentRef],
+) {
+    let pool = format!("37.{octet}.0.0/16");
+    filings
+        .submit_start_notification(start_notification(
+            bin,
+            key,
+            planned_start,
+            &[&pool],
+            documents,
+        ))
+        .await
+        .unwrap();
+}
+
 /// The second energy system's client certificate, `pki/energy-backup.*`
 /// (its role comes from [`with_second_energy_system`]).
 fn issue_backup_certificate(app: &TestApp) {
@@ -287,17 +308,14 @@ async fn unacknowledged_extracts_come_again_and_every_subscriber_gets_every_extr
     let documents = upload_documents(authority.clone(), "A").await;
     let mut filings = FilingServiceClient::new(authority);
     for (bin, key) in [(BIN_A, "a"), (BIN_B, "b"), (BIN_C, "c")] {
-        let pool = format!("37.{}.0.0/16", 100 + bin[9..11].parse::<u32>().unwrap());
-        filings
-            .submit_start_notification(start_notification(
-                bin,
-                key,
-                date(2026, 6, 1),
-                &[&pool],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        let octet = 100 + bin[9..11].parse::<usize>().unwrap();
+        file_start(
+            &mut filings,
+            (bin, key, octet),
+            date(2026, 6, 1),
+            &documents,
+        )
+        .await;
     }
 
     // The first subscriber takes two at a time, acknowledges the first, then drops.
@@ -376,17 +394,14 @@ async fn form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late
     let documents = upload_documents(authority.clone(), "A").await;
     let mut filings = FilingServiceClient::new(authority);
     for (bin, key) in [(BIN_A, "a"), (BIN_B, "b"), (BIN_C, "c")] {
-        let pool = format!("37.{}.0.0/16", 100 + bin[9..11].parse::<u32>().unwrap());
-        filings
-            .submit_start_notification(start_notification(
-                bin,
-                key,
-                date(2026, 2, 10),
-                &[&pool],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        let octet = 100 + bin[9..11].parse::<usize>().unwrap();
+        file_start(
+            &mut filings,
+            (bin, key, octet),
+            date(2026, 2, 10),
+            &documents,
+        )
+        .await;
     }
     clock.set("2026-04-06T06:00:00Z");
     let pool = |bin: &str| format!("37.{}.0.0/16", 100 + bin[9..11].parse::<u32>().unwrap());
@@ -812,17 +827,14 @@ async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each
     let mut filings = FilingServiceClient::new(authority);
     const FILINGS: usize = 12;
     for n in 0..FILINGS {
-        let pool = format!("37.{}.0.0/16", 10 + n);
-        filings
-            .submit_start_notification(start_notification(
-                &generated_bin(n as u32),
-                &format!("p{n}"),
-                date(2026, 6, 1),
-                &[&pool],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        let (bin, key) = (generated_bin(n as u32), format!("p{n}"));
+        file_start(
+            &mut filings,
+            (&bin, &key, 10 + n),
+            date(2026, 6, 1),
+            &documents,
+        )
+        .await;
     }
 
     let mut received = Vec::new();
@@ -954,17 +966,14 @@ async fn a_connected_subscriber_gets_new_extracts_as_they_commit_within_its_wind
     let mut filings = FilingServiceClient::new(authority);
     let bins: Vec<String> = (0..4).map(|n| generated_bin(100 + n)).collect();
     let mut file = async |n: usize| {
-        let pool = format!("37.{}.0.0/16", 120 + n);
-        filings
-            .submit_start_notification(start_notification(
-                &bins[n],
-                &format!("w{n}"),
-                date(2026, 6, 1),
-                &[&pool],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        let key = format!("w{n}");
+        file_start(
+            &mut filings,
+            (&bins[n], &key, 120 + n),
+            date(2026, 6, 1),
+            &documents,
+        )
+        .await;
     };
     file(0).await;
     let mut stream = subscribe(&app, "energy", 2).await;
@@ -1026,17 +1035,14 @@ async fn a_commit_hands_on_the_extracts_it_made_as_a_read_would_give_them() {
     let mut handed_on = Vec::new();
     for (n, bin) in [BIN_A, BIN_B].into_iter().enumerate() {
         let before = changes.borrow_and_update().count;
-        let pool = format!("37.{}.0.0/16", 140 + n);
-        filings
-            .submit_start_notification(start_notification(
-                bin,
-                &format!("h{n}"),
-                date(2026, 6, 1),
-                &[&pool],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        let key = format!("h{n}");
+        file_start(
+            &mut filings,
+            (bin, &key, 140 + n),
+            date(2026, 6, 1),
+            &documents,
+        )
+        .await;
         // The change moves before the receipt is answered.
         let change = changes.borrow_and_update().clone();
         assert_eq!(

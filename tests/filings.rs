@@ -1001,28 +1001,38 @@ async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_wi
     .await;
     let channel = app.channel("authority").await;
     let documents = upload_documents(channel.clone(), "A").await;
-    let tasks: Vec<_> = (0..40u32)
-        .map(|n| {
-            let mut filings = FilingServiceClient::new(channel.clone());
-            let key = if n == 20 {
-                "poison".to_owned()
-            } else {
-                format!("ok-{n}")
-            };
-            let filing = start_notification(
-                &generated_bin(n),
-                &key,
-                date(2026, 6, 1),
-                &[&format!("37.9.{n}.0/24")],
-                &documents,
+    // Filers `range` all at once; the 20th's key is the refused one.
+    let wave = async |range: std::ops::Range<u32>| {
+        let tasks: Vec<_> = range
+            .map(|n| {
+                let mut filings = FilingServiceClient::new(channel.clone());
+                let key = if n == 20 {
+                    "poison".to_owned()
+                } else {
+                    format!("ok-{n}")
+                };
+                let filing = start_notification(
+                    &generated_bin(n),
+                    &key,
+                    date(2026, 6, 1),
+                    &[&format!("37.9.{n}.0/24")],
+                    &documents,
+                );
+                tokio::spawn(async move { filings.submit_start_notification(filing).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(
+                task.await
+                    .unwrap()
+                    .map(|_| ())
+                    .map_err(|status| status.code()),
             );
-            tokio::spawn(async move { filings.submit_start_notification(filing).await })
-        })
-        .collect();
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap().map_err(|status| status.code()));
-    }
+        }
+        outcomes
+    };
+    let outcomes = wave(0..40).await;
     let refused: Vec<usize> = outcomes
         .iter()
         .enumerate()
@@ -1057,22 +1067,7 @@ async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_wi
     let taken_apart = store.gauges(&[]).await.unwrap().runs_taken_apart;
     assert!(taken_apart <= 1, "{taken_apart}");
     // 40 more at once, none refused: their runs are read and written whole.
-    let tasks: Vec<_> = (40..80u32)
-        .map(|n| {
-            let mut filings = FilingServiceClient::new(channel.clone());
-            let filing = start_notification(
-                &generated_bin(n),
-                &format!("ok-{n}"),
-                date(2026, 6, 1),
-                &[&format!("37.9.{n}.0/24")],
-                &documents,
-            );
-            tokio::spawn(async move { filings.submit_start_notification(filing).await })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    assert_eq!(wave(40..80).await, vec![Ok(()); 40]);
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM filings").await, 79);
     assert_eq!(
         store.gauges(&[]).await.unwrap().runs_taken_apart,

@@ -237,8 +237,9 @@ struct Feed {
 
 /// Feeds one Subscribe stream until the subscriber goes away. It reads
 /// what is pending when it starts, when an extract's acknowledgement is
-/// overdue, and when a change does not say what it made; a change of this
-/// process that hands on its extracts needs no read.
+/// overdue, when its window was full, when it missed a change or a change
+/// does not say what it made, and every [`POLL`]; a change of this process
+/// that hands on its extracts needs no read.
 async fn deliver(
     feed: Feed,
     stream: mpsc::Sender<Result<ExtractDelivery, Status>>,
@@ -265,10 +266,7 @@ async fn deliver(
             seen = changes.borrow_and_update().count;
             last_read = Instant::now();
             if let Err(status) = fill(&feed, &mut sent, &stream).await {
-                if let Some(status) = status {
-                    let _ = stream.send(Err(status)).await;
-                }
-                return;
+                return end(&stream, status).await;
             }
         }
         read = true;
@@ -316,17 +314,19 @@ async fn deliver(
                 if next {
                     match send_fresh(&feed, &mut sent, &stream, &change.extracts).await {
                         Ok(sent_all) => read = !sent_all,
-                        Err(status) => {
-                            if let Some(status) = status {
-                                let _ = stream.send(Err(status)).await;
-                            }
-                            return;
-                        }
+                        Err(status) => return end(&stream, status).await,
                     }
                 }
             }
             () = tokio::time::sleep_until(wake) => {}
         }
+    }
+}
+
+/// Ends a stream: with `status` if there is one (`None`: the subscriber went away).
+async fn end(stream: &mpsc::Sender<Result<ExtractDelivery, Status>>, status: Option<Status>) {
+    if let Some(status) = status {
+        let _ = stream.send(Err(status)).await;
     }
 }
 

@@ -64,6 +64,13 @@ pub(crate) fn covering_starts(first: u128) -> Vec<u128> {
     starts
 }
 
+/// `rows` rows of `width` anonymous parameters each, for a `VALUES` list:
+/// `(?, ?), (?, ?)`.
+pub(crate) fn anonymous_rows(rows: usize, width: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; rows].join(", ")
+}
+
 /// The ledger's head (seq, hash) as two scalar subqueries: NULL, NULL while
 /// it is empty. One text for every query that needs the head.
 macro_rules! ledger_head_sql {
@@ -1481,19 +1488,9 @@ macro_rules! store_ops {
         /// only on the run's length rounded up to a power of two, so it is
         /// prepared once and kept, not compiled again for every run.
         fn run_facts_query(run: &[Submission]) -> (String, Vec<Value>) {
-            let size = run.len().next_power_of_two();
-            let mut sql = String::from(
-                "WITH input(tag, caller, ikey, bin, kind, year, quarter, okind) AS (VALUES ",
-            );
-            for i in 0..size {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
-            }
-            sql.push_str(") SELECT ");
-            sql.push_str(
-                &SUBMIT_FACTS
+            /// [`SUBMIT_FACTS`] over the `input` rows, made once.
+            static SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                SUBMIT_FACTS
                     .trim_start_matches("SELECT ")
                     .replace("$1", "i.caller")
                     .replace("$2", "i.ikey")
@@ -1501,9 +1498,15 @@ macro_rules! store_ops {
                     .replace("$4", "i.kind")
                     .replace("$5", "i.year")
                     .replace("$6", "i.quarter")
-                    .replace("$7", "i.okind"),
+                    .replace("$7", "i.okind")
+            });
+            let size = run.len().next_power_of_two();
+            let sql = format!(
+                "WITH input(tag, caller, ikey, bin, kind, year, quarter, okind) AS (VALUES {}) \
+                 SELECT {}, i.tag FROM input i ORDER BY i.tag",
+                $crate::store::ops::anonymous_rows(size, 8),
+                *SELECT
             );
-            sql.push_str(", i.tag FROM input i ORDER BY i.tag");
             let mut values = Vec::with_capacity(size * 8);
             for (tag, submission) in run.iter().enumerate() {
                 values.push(Value::Int(tag as i64));
@@ -1550,20 +1553,15 @@ macro_rules! store_ops {
                 .chunks(MAX_RUN_BLOCKS)
                 .map(|chunk| {
                     let size = chunk.len().next_power_of_two();
-                    let mut sql = String::from("WITH block(tag, bin, lo, hi, covers) AS (VALUES ");
-                    for i in 0..size {
-                        if i > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push_str("(?, ?, ?, ?, ?)");
-                    }
-                    sql.push_str(
-                        ") SELECT b.tag, r.bin_or_iin, r.cidr FROM block b JOIN ip_ranges r \
+                    let sql = format!(
+                        "WITH block(tag, bin, lo, hi, covers) AS (VALUES {}) \
+                         SELECT b.tag, r.bin_or_iin, r.cidr FROM block b JOIN ip_ranges r \
                          ON r.range_start >= b.lo AND r.range_start <= b.hi AND r.bin_or_iin <> b.bin \
                          UNION ALL \
                          SELECT b.tag, r.bin_or_iin, r.cidr FROM block b JOIN json_each(b.covers) c \
                          JOIN ip_ranges r ON r.range_start = unhex(c.value) \
                          AND r.range_end >= b.lo AND r.bin_or_iin <> b.bin",
+                        $crate::store::ops::anonymous_rows(size, 5)
                     );
                     let mut values: Vec<Value> = chunk.iter().flatten().cloned().collect();
                     // Padding: an empty range and no covering starts match nothing.
@@ -2303,6 +2301,12 @@ mod tests {
         let mut sql = String::from("A $1;");
         renumber("UPDATE t SET a = $1, b = '$' WHERE c = $12", 3, &mut sql);
         assert_eq!(sql, "A $1;UPDATE t SET a = $4, b = '$' WHERE c = $15");
+    }
+
+    #[test]
+    fn anonymous_rows_for_a_values_list() {
+        assert_eq!(anonymous_rows(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(anonymous_rows(1, 1), "(?)");
     }
 
     #[test]
