@@ -167,7 +167,7 @@ impl Filings {
         let key = filing.idempotency_key().as_str().to_owned();
         let extract = four_item_extract(&filing, field_of_documents, &stored).map(|template| {
             let signer = self.signer.clone();
-            Box::new(move |facts: &ExtractFacts| {
+            Arc::new(move |facts: &ExtractFacts| {
                 let mut extract = template.clone();
                 extract.extract_id = facts.extract_id.clone();
                 extract.source_filing_id = facts.filing_id.clone();

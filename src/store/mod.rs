@@ -156,9 +156,10 @@ pub struct ExtractFacts {
     pub due_date: NaiveDate,
 }
 
-/// Builds the signed extract's bytes inside the filing's transaction (again,
-/// if the filing's run did not commit and it is decided alone).
-pub type ExtractBuilder = Box<dyn Fn(&ExtractFacts) -> Vec<u8> + Send + Sync>;
+/// Builds the signed extract's bytes for the filing's transaction, on the
+/// writer or on a thread beside it (again, if the filing's run did not
+/// commit and it is decided alone).
+pub type ExtractBuilder = Arc<dyn Fn(&ExtractFacts) -> Vec<u8> + Send + Sync>;
 
 /// What an acknowledgement's builder is told.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -71,6 +71,38 @@ pub(crate) fn anonymous_rows(rows: usize, width: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// Whether `statement` is an UPDATE or DELETE whose WHERE clause is only
+/// `column = $n` terms joined by AND: given NULL for every parameter it
+/// matches no row, so repeats of it so bound can pad a query to a size
+/// whose text is kept prepared.
+pub(crate) fn matches_nothing_on_nulls(statement: &str) -> bool {
+    if !(statement.starts_with("UPDATE ") || statement.starts_with("DELETE FROM ")) {
+        return false;
+    }
+    let Some((_, condition)) = statement.rsplit_once(" WHERE ") else {
+        return false;
+    };
+    condition.split(" AND ").all(|term| {
+        let mut sides = term.split(" = ");
+        match (sides.next(), sides.next(), sides.next()) {
+            (Some(column), Some(parameter), None) => {
+                !column.is_empty()
+                    && column
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && parameter
+                        .strip_prefix('$')
+                        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Most parameters SQLite takes in one statement (its default
+/// `SQLITE_MAX_VARIABLE_NUMBER`).
+pub(crate) const SQLITE_MAX_PARAMETERS: usize = 32_766;
+
 /// The ledger's head (seq, hash) as two scalar subqueries: NULL, NULL while
 /// it is empty. One text for every query that needs the head.
 macro_rules! ledger_head_sql {
@@ -147,7 +179,7 @@ macro_rules! store_ops {
                 },
             },
             store::{
-                AckBuilder, AckFacts, Accepted, Change, Clock, DeliveryRecord, DocumentRecord, ExtractFacts,
+                AckBuilder, AckFacts, Accepted, Change, Clock, DeliveryRecord, DocumentRecord, ExtractBuilder, ExtractFacts,
                 FetchedDocument, FindingQuery, Gauges, FindingRow, FormAck, FormAckOutcome, FormFacts,
                 FormPublication, FormRevisionIncluding, Finisher, Job, NewDocument, ObligationQuery, ObligationRow,
                 PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm, Store, StoreError,
@@ -1224,10 +1256,11 @@ macro_rules! store_ops {
             Blob(Vec<u8>),
         }
 
-        /// A job's writes (or a run of jobs'), decided after the reads, sent
-        /// in one round trip: on SQLite as one multi-statement query inside a
-        /// savepoint, on PostgreSQL as one statement of data-modifying WITH
-        /// clauses (the caller holds the savepoint there).
+        /// A job's writes (or a run of jobs'), decided after the reads: on
+        /// SQLite inside a savepoint, as one multi-statement query for one
+        /// job and as kept queries for a run ([`Writes::into_kept`]); on
+        /// PostgreSQL as one statement of data-modifying WITH clauses (the
+        /// caller holds the savepoint there).
         #[derive(Default)]
         struct Writes {
             statements: Vec<(String, Vec<Value>)>,
@@ -1285,7 +1318,77 @@ macro_rules! store_ops {
                 self.statements
             }
 
+            /// SQLite: whether [`Writes::into_kept`] can take these writes.
+            fn keepable(&self) -> bool {
+                self.statements
+                    .iter()
+                    .all(|(sql, _)| $crate::store::ops::matches_nothing_on_nulls(sql))
+                    && self.rows.iter().all(|(_, rows)| {
+                        let width = rows.first().map_or(0, Vec::len);
+                        width > 0
+                            && rows.len().next_power_of_two() * width <= $crate::store::ops::SQLITE_MAX_PARAMETERS
+                            && rows.iter().all(|row| {
+                                row.len() == width && !matches!(row[0], Value::OptText(None) | Value::OptInt(None))
+                            })
+                    })
+            }
+
+            /// SQLite, several jobs' writes ([`Writes::keepable`]) as queries
+            /// whose texts depend only on what they write and how many, rounded
+            /// up to a power of two, so each is prepared once and kept: one
+            /// per statement text, repeated, the repeats beyond the real ones
+            /// given NULLs (which match no row); one per table, `INSERT …
+            /// SELECT * FROM (VALUES …) WHERE column1 IS NOT NULL`, padded with
+            /// rows of NULLs (no real row starts with one). Each statement
+            /// text's repeats run in the jobs' order, one text after another:
+            /// a run's jobs touch different persons, keys and filings, so no
+            /// two texts write the same row.
+            fn into_kept(self) -> Vec<(String, Vec<Value>)> {
+                let mut groups: Vec<(String, Vec<Vec<Value>>)> = Vec::new();
+                for (sql, values) in self.statements {
+                    match groups.iter_mut().find(|(text, _)| *text == sql) {
+                        Some((_, sets)) => sets.push(values),
+                        None => groups.push((sql, vec![values])),
+                    }
+                }
+                let mut queries = Vec::with_capacity(groups.len() + self.rows.len());
+                for (statement, sets) in groups {
+                    let size = sets.len().next_power_of_two();
+                    let mut one = String::new();
+                    let order = $crate::store::ops::anonymize(&statement, &mut one);
+                    let mut all = Vec::with_capacity(size * order.len());
+                    for set in &sets {
+                        all.extend(order.iter().map(|n| set.get(n.wrapping_sub(1)).cloned().unwrap_or(Value::OptInt(None))));
+                    }
+                    all.resize(size * order.len(), Value::OptInt(None));
+                    queries.push((vec![one; size].join(";\n"), all));
+                }
+                for (insert, rows) in self.rows {
+                    let width = rows[0].len();
+                    let size = rows.len().next_power_of_two();
+                    let mut all: Vec<Value> = rows.into_iter().flatten().collect();
+                    all.resize(size * width, Value::OptInt(None));
+                    let values = $crate::store::ops::anonymous_rows(size, width);
+                    queries.push((format!("{insert} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL"), all));
+                }
+                queries
+            }
+
             async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
+                if $backend == "sqlite" && self.shared && self.keepable() {
+                    sqlx::query("SAVEPOINT job_writes").execute(&mut *conn).await?;
+                    for (sql, values) in self.into_kept() {
+                        let written = $crate::store::ops::bind_values!(sqlx::query(&sql), values)
+                            .execute(&mut *conn)
+                            .await;
+                        if let Err(error) = written {
+                            undo_writes(conn).await;
+                            return Err(error.into());
+                        }
+                    }
+                    sqlx::query("RELEASE job_writes").execute(&mut *conn).await?;
+                    return Ok(());
+                }
                 let cache = !self.shared;
                 let statements = self.into_statements();
                 if statements.is_empty() {
@@ -1325,15 +1428,18 @@ macro_rules! store_ops {
                     .execute(&mut *conn)
                     .await;
                 if let Err(error) = written {
-                    // The statements before the failing one are undone.
-                    let _ = sqlx::query("ROLLBACK TO job_writes")
-                        .execute(&mut *conn)
-                        .await;
-                    let _ = sqlx::query("RELEASE job_writes").execute(&mut *conn).await;
+                    undo_writes(conn).await;
                     return Err(error.into());
                 }
                 Ok(())
             }
+        }
+
+        /// SQLite: undoes the writes made since `SAVEPOINT job_writes` (the
+        /// statements before the one that failed) and ends the savepoint.
+        async fn undo_writes(conn: &mut $conn) {
+            let _ = sqlx::query("ROLLBACK TO job_writes").execute(&mut *conn).await;
+            let _ = sqlx::query("RELEASE job_writes").execute(&mut *conn).await;
         }
 
         /// The ledger entry that follows `head` (seq, hash), to be written with the job.
@@ -1465,15 +1571,16 @@ macro_rules! store_ops {
             }
             let mut head = ledger_head(facts.12, facts.13.clone());
             let mut writes = Writes::default();
+            let made = Made::sign(&submission, now);
             // (PostgreSQL numbers extracts itself: none comes back to hand on.)
             let (outcome, _) = decide_submission(
                 &mut writes,
                 &mut head,
                 &mut RunState::default(),
-                now,
                 &submission,
                 facts,
                 conflict_rows,
+                made,
             )?;
             writes.run(conn).await?;
             Ok(outcome)
@@ -1685,6 +1792,11 @@ macro_rules! store_ops {
             run: &[Submission],
         ) -> Result<Vec<Result<(SubmitOutcome, Option<PendingExtract>), StoreError>>, StoreError> {
             use sqlx::Row as _;
+            // The extracts are signed on another thread while the reads run.
+            let unsigned: Vec<_> = run.iter().map(|submission| Made::unsigned(submission, now)).collect();
+            let signing = tokio::task::spawn_blocking(move || {
+                unsigned.into_iter().map(Made::signed).collect::<Vec<Made>>()
+            });
             let (sql, values) = run_facts_query(run);
             let rows = $crate::store::ops::bind_values!(sqlx::query(&sql), values)
                 .fetch_all(&mut *conn)
@@ -1720,44 +1832,110 @@ macro_rules! store_ops {
                 Some(first) => ledger_head(first.12, first.13.clone()),
                 None => return Ok(Vec::new()),
             };
+            let made = signing
+                .await
+                .map_err(|error| StoreError::Corrupt(format!("signing a run's extracts: {error}")))?;
             let mut state = RunState::default();
             let mut writes = Writes::for_jobs(run.len());
             let mut results = Vec::with_capacity(run.len());
-            for ((submission, facts), conflict_rows) in run.iter().zip(facts).zip(conflicts) {
+            for (((submission, facts), conflict_rows), made) in run.iter().zip(facts).zip(conflicts).zip(made) {
                 results.push(decide_submission(
                     &mut writes,
                     &mut head,
                     &mut state,
-                    now,
                     submission,
                     facts,
                     conflict_rows,
+                    made,
                 ));
             }
             writes.run(conn).await?;
             Ok(results)
         }
 
-        /// Decides a submission from what was read for it (and what the
-        /// run before it decided): its outcome, writes and ledger entries.
+        /// What a submission's decision needs made before it: its filing's
+        /// id and, if it makes an extract, the extract's id, due date and
+        /// signed body. Signing is the costliest part of a decision; a run's
+        /// extracts are signed on another thread while its reads run. Made
+        /// for every submission of a run; a replay's is thrown away.
+        struct Made {
+            /// The instant of the decision (the extract's creation).
+            now: DateTime<Utc>,
+            filing_id: String,
+            extract: Option<MadeExtract>,
+        }
+
+        struct MadeExtract {
+            extract_id: String,
+            due_date: chrono::NaiveDate,
+            body: Vec<u8>,
+        }
+
+        /// A [`Made`] before its extract is signed.
+        struct Unsigned {
+            now: DateTime<Utc>,
+            filing_id: String,
+            extract: Option<(ExtractBuilder, ExtractFacts)>,
+        }
+
+        impl Made {
+            fn unsigned(submission: &Submission, now: DateTime<Utc>) -> Unsigned {
+                let filing_id = new_id("fil");
+                Unsigned {
+                    extract: submission.extract.as_ref().map(|build| {
+                        let facts = ExtractFacts {
+                            extract_id: new_id("ext"),
+                            filing_id: filing_id.clone(),
+                            created_at: now,
+                            due_date: deadlines::energy_extract_due(deadlines::local_date(now)),
+                        };
+                        (build.clone(), facts)
+                    }),
+                    filing_id,
+                    now,
+                }
+            }
+
+            fn signed(unsigned: Unsigned) -> Made {
+                Made {
+                    now: unsigned.now,
+                    extract: unsigned.extract.map(|(build, facts)| MadeExtract {
+                        body: build(&facts),
+                        extract_id: facts.extract_id,
+                        due_date: facts.due_date,
+                    }),
+                    filing_id: unsigned.filing_id,
+                }
+            }
+
+            /// Made here and now (one submission alone).
+            fn sign(submission: &Submission, now: DateTime<Utc>) -> Made {
+                Made::signed(Made::unsigned(submission, now))
+            }
+        }
+
+        /// Decides a submission, at the instant its ids and extract were
+        /// [`Made`], from what was read for it (and what the run before it
+        /// decided): its outcome, writes and ledger entries.
         /// It fails only before it writes or changes anything, so the rest
         /// of a run goes on after a submission that failed.
         fn decide_submission(
             writes: &mut Writes,
             head: &mut (i64, String),
             run: &mut RunState,
-            now: DateTime<Utc>,
             submission: &Submission,
             facts: SubmitFacts,
             conflict_rows: Vec<(i64, String, String)>,
+            made: Made,
         ) -> Result<(SubmitOutcome, Option<PendingExtract>), StoreError> {
+            let Made { now, filing_id, extract } = made;
             let Submission {
                 caller,
                 filing,
                 body,
                 request_sha256,
                 receipt,
-                extract,
+                extract: _,
             } = submission;
             let key = filing.idempotency_key().as_str().to_owned();
             let bin = filing.id().as_str().to_owned();
@@ -1811,7 +1989,6 @@ macro_rules! store_ops {
 
             let received = deadlines::local_date(now);
             let assessment = register::assess(&filing, received, state.as_ref(), &conflicts);
-            let filing_id = new_id("fil");
             let at = micros(now);
 
             let mut revision = 0u32;
@@ -1830,11 +2007,10 @@ macro_rules! store_ops {
                 (Filing::Start(start), RegisterChange::Create) => {
                     let number = format!("KZ-DM-{next_register_seq:06}");
                     run.next_register_seq = Some(next_register_seq + 1);
-                    writes.push(
+                    writes.push_row(
                         "INSERT INTO register (seq, register_number, bin_or_iin, name, legal_address, \
                          activity_kind, status, registered_at, start_filing_id, planned_start_date, \
-                         required_power_kw, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                         required_power_kw, updated_at)",
                         vec![
                             Value::Int(next_register_seq),
                             Value::Text(number.clone()),
@@ -1959,15 +2135,7 @@ macro_rules! store_ops {
             let mut obligations = Vec::new();
             let mut ledger_entries = Vec::new();
             let mut fresh = None;
-            if let Some(build) = extract {
-                let extract_id = new_id("ext");
-                let due_date = deadlines::energy_extract_due(received);
-                let extract_body = build(&ExtractFacts {
-                    extract_id: extract_id.clone(),
-                    filing_id: filing_id.clone(),
-                    created_at: now,
-                    due_date,
-                });
+            if let Some(MadeExtract { extract_id, due_date, body: extract_body }) = extract {
                 ledger_entries.push((
                     "EXTRACT_CREATED",
                     extract_id.clone(),
@@ -2307,6 +2475,33 @@ mod tests {
     fn anonymous_rows_for_a_values_list() {
         assert_eq!(anonymous_rows(2, 3), "(?, ?, ?), (?, ?, ?)");
         assert_eq!(anonymous_rows(1, 1), "(?)");
+    }
+
+    #[test]
+    fn only_keyed_updates_and_deletes_match_nothing_on_nulls() {
+        assert!(matches_nothing_on_nulls(
+            "DELETE FROM ip_ranges WHERE bin_or_iin = $1"
+        ));
+        assert!(matches_nothing_on_nulls(
+            "UPDATE register SET status = $1, updated_at = $2 WHERE bin_or_iin = $3"
+        ));
+        assert!(matches_nothing_on_nulls(
+            "UPDATE t SET a = $1 WHERE b = $2 AND c = $10"
+        ));
+        // NULL parameters would still match (or insert) rows here.
+        assert!(!matches_nothing_on_nulls("INSERT INTO t (a) VALUES ($1)"));
+        assert!(!matches_nothing_on_nulls("UPDATE t SET a = $1"));
+        assert!(!matches_nothing_on_nulls(
+            "DELETE FROM t WHERE a = $1 OR b = 2"
+        ));
+        assert!(!matches_nothing_on_nulls(
+            "UPDATE t SET a = $1 WHERE b IS $2"
+        ));
+        assert!(!matches_nothing_on_nulls("UPDATE t SET a = 1 WHERE b = 2"));
+        assert!(!matches_nothing_on_nulls(
+            "UPDATE t SET a = 1 WHERE b IN (SELECT c FROM d WHERE e = $1)"
+        ));
+        assert!(!matches_nothing_on_nulls("UPDATE t SET a = 1 WHERE b = $"));
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // A run's reads and writes keep a prepared text for each kind and
+            // size (a power of two): more than the default 100 in all.
+            .statement_cache_capacity(256);
         if let Some(folder) = options.get_filename().parent()
             && !folder.as_os_str().is_empty()
         {
