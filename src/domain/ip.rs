@@ -29,6 +29,12 @@ impl IpRange {
     pub fn end_bytes(&self) -> [u8; 16] {
         self.end.to_be_bytes()
     }
+
+    /// The prefix length of the CIDR block this range is, in the 128-bit
+    /// space (an IPv4 /24 is 120).
+    pub fn prefix(&self) -> u32 {
+        (self.end - self.start).leading_zeros()
+    }
 }
 
 /// One entry of a pool: the text as written and the range it covers.
@@ -216,6 +222,21 @@ fn render(value: u128, is_v4: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_knows_its_prefix_length_in_the_128_bit_space() {
+        let pool = IpPool::parse(&["95.56.0.0/16", "2.132.10.7", "2a03:e2c0:100::/40"]).unwrap();
+        let prefixes: Vec<u32> = pool.blocks().iter().map(|b| b.range.prefix()).collect();
+        assert_eq!(prefixes, [112, 128, 40]);
+        assert_eq!(
+            IpRange {
+                start: 0,
+                end: u128::MAX
+            }
+            .prefix(),
+            0
+        );
+    }
 
     #[test]
     fn public_addresses_and_ranges_are_accepted_and_normalised() {

@@ -48,11 +48,14 @@ pub(crate) fn anonymize(statement: &str, sql: &mut String) -> Vec<usize> {
     order
 }
 
-/// The start addresses of every CIDR block that holds `first` and starts
-/// before it: `first` masked to each shorter prefix, once each. A stored
-/// range overlapping a block either starts inside the block or is one of these.
-pub(crate) fn covering_starts(first: u128) -> Vec<u128> {
-    let mut starts: Vec<u128> = (0..128u32)
+/// The start addresses of every CIDR block with one of `prefixes` (lengths)
+/// that holds `first` and starts before it: `first` masked to each, once
+/// each. A stored range overlapping a block either starts inside the block
+/// or is one of these for its own prefix length.
+pub(crate) fn covering_starts(first: u128, prefixes: impl IntoIterator<Item = u32>) -> Vec<u128> {
+    let mut starts: Vec<u128> = prefixes
+        .into_iter()
+        .filter(|prefix| *prefix < 128)
         .map(|prefix| match prefix {
             0 => 0,
             _ => first & (u128::MAX << (128 - prefix)),
@@ -1590,6 +1593,11 @@ macro_rules! store_ops {
         /// place in the run (after the [`SubmitFacts`]).
         const RUN_FACTS_TAG: usize = 15;
 
+        /// Column of [`run_facts_query`]'s rows holding the prefix lengths of
+        /// the stored IP ranges (`ip_prefix_lengths`), comma-separated, NULL
+        /// when none is stored.
+        const RUN_FACTS_PREFIXES: usize = 16;
+
         /// SQLite: the facts of a run's submissions in one statement, one row
         /// each in run order (then padding rows tagged -1). Its text depends
         /// only on the run's length rounded up to a power of two, so it is
@@ -1610,7 +1618,8 @@ macro_rules! store_ops {
             let size = run.len().next_power_of_two();
             let sql = format!(
                 "WITH input(tag, caller, ikey, bin, kind, year, quarter, okind) AS (VALUES {}) \
-                 SELECT {}, i.tag FROM input i ORDER BY i.tag",
+                 SELECT {}, i.tag, (SELECT group_concat(prefix) FROM ip_prefix_lengths) \
+                 FROM input i ORDER BY i.tag",
                 $crate::store::ops::anonymous_rows(size, 8),
                 *SELECT
             );
@@ -1634,15 +1643,20 @@ macro_rules! store_ops {
         /// them), as few statements as [`MAX_RUN_BLOCKS`] allows. A block's
         /// covering starts go as one JSON array of hex strings, so the text
         /// depends only on the number of blocks rounded up to a power of two
-        /// and is prepared once.
-        fn run_ip_queries(run: &[Submission]) -> Vec<(String, Vec<Value>)> {
+        /// and is prepared once. Only the covering starts of `prefixes`, the
+        /// lengths stored ranges have, are looked up: a handful, not one
+        /// for every shorter prefix.
+        fn run_ip_queries(run: &[Submission], prefixes: &[u32]) -> Vec<(String, Vec<Value>)> {
             let mut blocks = Vec::new();
             for (tag, submission) in run.iter().enumerate() {
                 let bin = submission.filing.id().as_str();
                 if let Some(pool) = submission.filing.ip_pool() {
                     for (i, block) in pool.blocks().iter().enumerate() {
                         let start = block.range.start_bytes();
-                        let covering: Vec<String> = $crate::store::ops::covering_starts(u128::from_be_bytes(start))
+                        let covering: Vec<String> = $crate::store::ops::covering_starts(
+                            u128::from_be_bytes(start),
+                            prefixes.iter().copied(),
+                        )
                             .iter()
                             .map(|c| format!("\"{c:032x}\""))
                             .collect();
@@ -1801,6 +1815,20 @@ macro_rules! store_ops {
             let rows = $crate::store::ops::bind_values!(sqlx::query(&sql), values)
                 .fetch_all(&mut *conn)
                 .await?;
+            let prefixes: Vec<u32> = match rows.first() {
+                Some(row) => row
+                    .try_get::<Option<String>, _>(RUN_FACTS_PREFIXES)?
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|prefix| !prefix.is_empty())
+                    .map(|prefix| {
+                        prefix
+                            .parse()
+                            .map_err(|_| StoreError::Corrupt(format!("an IP prefix length {prefix:?}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            };
             let mut facts = Vec::with_capacity(run.len());
             for row in &rows {
                 // Rows that only fill the query up to its size have no tag.
@@ -1809,7 +1837,7 @@ macro_rules! store_ops {
                 }
             }
             let mut conflicts: Vec<Vec<(i64, String, String)>> = vec![Vec::new(); run.len()];
-            for (sql, values) in run_ip_queries(run) {
+            for (sql, values) in run_ip_queries(run, &prefixes) {
                 let rows: Vec<(i64, String, String)> =
                     $crate::store::ops::bind_values!(sqlx::query_as(&sql), values)
                         .fetch_all(&mut *conn)
@@ -2094,6 +2122,12 @@ macro_rules! store_ops {
                     vec![Value::Text(bin.clone())],
                 );
                 for block in pool.blocks() {
+                    if $backend == "sqlite" {
+                        writes.push_row(
+                            "INSERT OR IGNORE INTO ip_prefix_lengths (prefix)",
+                            vec![Value::Int(i64::from(block.range.prefix()))],
+                        );
+                    }
                     writes.push_row(
                         "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id)",
                         vec![
@@ -2280,7 +2314,7 @@ macro_rules! store_ops {
             index: usize,
         ) -> (String, Vec<Value>) {
             let start = block.range.start_bytes();
-            let covering = $crate::store::ops::covering_starts(u128::from_be_bytes(start));
+            let covering = $crate::store::ops::covering_starts(u128::from_be_bytes(start), 0..128);
             let placeholders: Vec<String> =
                 (0..covering.len()).map(|i| format!("${}", i + 4)).collect();
             let sql = format!(
@@ -2508,7 +2542,7 @@ mod tests {
     fn covering_starts_of_an_ipv4_block() {
         // 95.56.128.0 as IPv4-mapped IPv6 (::ffff:95.56.128.0).
         let first = u128::from(std::net::Ipv4Addr::new(95, 56, 128, 0).to_ipv6_mapped());
-        let starts = covering_starts(first);
+        let starts = covering_starts(first, 0..128);
         let v4 = |a, b, c, d| u128::from(std::net::Ipv4Addr::new(a, b, c, d).to_ipv6_mapped());
         // 95.56.0.0/16 holds it; 95.56.128.0 itself is not among them.
         assert!(starts.contains(&v4(95, 56, 0, 0)));
@@ -2520,5 +2554,11 @@ mod tests {
         // the 16 bits of ffff (prefixes 81–96); then, of the 10 bits set in
         // 95.56.128.0, each but the last (which gives the address itself).
         assert_eq!(starts.len(), 1 + 16 + 9);
+        // Only the lengths asked for: /16 (112) gives 95.56.0.0, /24 (120)
+        // the address itself, which is left out; 128 holds nothing shorter.
+        assert_eq!(
+            covering_starts(first, [120, 112, 0, 128]),
+            [0, v4(95, 56, 0, 0)]
+        );
     }
 }
