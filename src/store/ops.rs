@@ -1379,18 +1379,19 @@ macro_rules! store_ops {
 
             async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
                 if $backend == "sqlite" && self.shared && self.keepable() {
-                    sqlx::query("SAVEPOINT job_writes").execute(&mut *conn).await?;
-                    for (sql, values) in self.into_kept() {
-                        let written = $crate::store::ops::bind_values!(sqlx::query(&sql), values)
-                            .execute(&mut *conn)
-                            .await;
-                        if let Err(error) = written {
-                            undo_writes(conn).await;
-                            return Err(error.into());
-                        }
+                    let kept = self.into_kept();
+                    if kept.is_empty() {
+                        return Ok(());
                     }
-                    sqlx::query("RELEASE job_writes").execute(&mut *conn).await?;
-                    return Ok(());
+                    let mut sql = String::from("SAVEPOINT job_writes;\n");
+                    let mut all = Vec::new();
+                    for (statement, values) in kept {
+                        sql.push_str(&statement);
+                        sql.push_str(";\n");
+                        all.extend(values);
+                    }
+                    sql.push_str("RELEASE job_writes");
+                    return write_in_savepoint(conn, &sql, all, true).await;
                 }
                 let cache = !self.shared;
                 let statements = self.into_statements();
@@ -1427,22 +1428,29 @@ macro_rules! store_ops {
                     sql.push_str(";\n");
                 }
                 sql.push_str("RELEASE job_writes");
-                let written = $crate::store::ops::bind_values!(sqlx::query(&sql).persistent(cache), all)
-                    .execute(&mut *conn)
-                    .await;
-                if let Err(error) = written {
-                    undo_writes(conn).await;
-                    return Err(error.into());
-                }
-                Ok(())
+                write_in_savepoint(conn, &sql, all, cache).await
             }
         }
 
-        /// SQLite: undoes the writes made since `SAVEPOINT job_writes` (the
-        /// statements before the one that failed) and ends the savepoint.
-        async fn undo_writes(conn: &mut $conn) {
-            let _ = sqlx::query("ROLLBACK TO job_writes").execute(&mut *conn).await;
-            let _ = sqlx::query("RELEASE job_writes").execute(&mut *conn).await;
+        /// SQLite: runs `sql` (`SAVEPOINT job_writes; …; RELEASE job_writes`,
+        /// anonymous parameters) with `values`, kept prepared if `cache`; if
+        /// a statement fails, the ones before it are undone.
+        async fn write_in_savepoint(
+            conn: &mut $conn,
+            sql: &str,
+            values: Vec<Value>,
+            cache: bool,
+        ) -> Result<(), StoreError> {
+            let written = $crate::store::ops::bind_values!(sqlx::query(sql).persistent(cache), values)
+                .execute(&mut *conn)
+                .await;
+            if let Err(error) = written {
+                // The statements before the failing one are undone.
+                let _ = sqlx::query("ROLLBACK TO job_writes").execute(&mut *conn).await;
+                let _ = sqlx::query("RELEASE job_writes").execute(&mut *conn).await;
+                return Err(error.into());
+            }
+            Ok(())
         }
 
         /// The ledger entry that follows `head` (seq, hash), to be written with the job.
