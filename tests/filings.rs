@@ -12,6 +12,7 @@ use minegate::proto::v1::{
     filing_service_client::FilingServiceClient, upload_document_request::Part,
 };
 use minegate::{
+    domain::Sha256Hex,
     proto::v1::GetSigningKeysRequest,
     signing::{VerifyError, verify_message},
 };
@@ -734,6 +735,48 @@ async fn concurrent_submissions_all_get_receipts_and_are_stored_exactly_once(bac
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 200);
+    // Each filing's FILING_ACCEPTED entry names the receipt it was given
+    // (the receipts of a run are signed beside its other writes and their
+    // digests put in the ledger after).
+    let store = app.gateway.store().unwrap().clone();
+    let ledger = store.ledger_page(0, 5_000).await.unwrap();
+    let accepted: Vec<serde_json::Value> = ledger
+        .iter()
+        .filter(|entry| entry.kind == "FILING_ACCEPTED")
+        .map(|entry| serde_json::from_str(&entry.payload).unwrap())
+        .collect();
+    assert_eq!(accepted.len(), 200);
+    for receipt in &receipts {
+        let payload = accepted
+            .iter()
+            .find(|p| p["filing_id"] == receipt.filing_id.as_str())
+            .expect("a FILING_ACCEPTED entry for each receipt");
+        let keys: Vec<&str> = payload
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "bin_or_iin",
+                "caller",
+                "filing_id",
+                "findings",
+                "kind",
+                "receipt_sha256",
+                "register_number",
+                "request_sha256",
+                "revision"
+            ]
+        );
+        assert_eq!(
+            payload["receipt_sha256"],
+            Sha256Hex::of(&receipt.encode_to_vec()).as_str()
+        );
+        assert_eq!(payload["register_number"], receipt.register_number.as_str());
+    }
     let mut numbers: Vec<&str> = receipts
         .iter()
         .map(|r| r.register_number.as_str())

@@ -183,7 +183,7 @@ impl Filings {
             request_sha256: Sha256Hex::of(&body),
             body,
             filing,
-            receipt: Box::new(move |accepted| {
+            receipt: Arc::new(move |accepted| {
                 let mut receipt = receipt(kind, &bin_or_iin, &key, accepted);
                 signer.sign_message(&mut receipt);
                 receipt.encode_to_vec()

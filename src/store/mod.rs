@@ -334,9 +334,10 @@ pub struct DeliveryRecord {
     pub obligations: Vec<ObligationRow>,
 }
 
-/// Builds the receipt bytes once the store has decided; they are stored with
-/// the filing and returned to every replay.
-pub type ReceiptBuilder = Box<dyn Fn(&Accepted) -> Vec<u8> + Send + Sync>;
+/// Builds the receipt bytes once the store has decided, on the writer or on
+/// a thread beside it; they are stored with the filing and returned to every
+/// replay.
+pub type ReceiptBuilder = Arc<dyn Fn(&Accepted) -> Vec<u8> + Send + Sync>;
 
 /// A valid filing to accept.
 pub struct Submission {

@@ -1377,25 +1377,34 @@ macro_rules! store_ops {
                 queries
             }
 
-            async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
-                if $backend == "sqlite" && self.shared && self.keepable() {
-                    let kept = self.into_kept();
-                    if kept.is_empty() {
-                        return Ok(());
+            /// SQLite: the statements as one text of anonymous parameters,
+            /// each followed by `;\n`; their values; whether to keep the text
+            /// prepared (one job's, or a run's kept ones: [`Writes::into_kept`]).
+            fn into_sqlite(self) -> (String, Vec<Value>, bool) {
+                let (statements, cache) = if self.shared && self.keepable() {
+                    (self.into_kept(), true)
+                } else {
+                    let cache = !self.shared;
+                    let mut anonymous = Vec::new();
+                    for (statement, values) in self.into_statements() {
+                        let (mut sql, mut all) = (String::new(), Vec::new());
+                        push_anonymous(&statement, &values, &mut sql, &mut all);
+                        anonymous.push((sql, all));
                     }
-                    let mut sql = String::from("SAVEPOINT job_writes;\n");
-                    let mut all = Vec::new();
-                    for (statement, values) in kept {
-                        sql.push_str(&statement);
-                        sql.push_str(";\n");
-                        all.extend(values);
-                    }
-                    sql.push_str("RELEASE job_writes");
-                    return write_in_savepoint(conn, &sql, all, true).await;
+                    (anonymous, cache)
+                };
+                let mut sql = String::new();
+                let mut all = Vec::new();
+                for (statement, values) in statements {
+                    sql.push_str(&statement);
+                    sql.push_str(";\n");
+                    all.extend(values);
                 }
-                let cache = !self.shared;
-                let statements = self.into_statements();
-                if statements.is_empty() {
+                (sql, all, cache)
+            }
+
+            async fn run(self, conn: &mut $conn) -> Result<(), StoreError> {
+                if self.statements.is_empty() && self.rows.is_empty() {
                     return Ok(());
                 }
                 if $backend != "sqlite" {
@@ -1406,7 +1415,7 @@ macro_rules! store_ops {
                     // old ranges does not see the ones inserted beside it).
                     let mut sql = String::from("WITH ");
                     let mut all = Vec::new();
-                    for (i, (statement, values)) in statements.into_iter().enumerate() {
+                    for (i, (statement, values)) in self.into_statements().into_iter().enumerate() {
                         if i > 0 {
                             sql.push_str(", ");
                         }
@@ -1421,14 +1430,23 @@ macro_rules! store_ops {
                         .await?;
                     return Ok(());
                 }
-                let mut sql = String::from("SAVEPOINT job_writes;\n");
-                let mut all = Vec::new();
-                for (statement, values) in statements {
-                    push_anonymous(&statement, &values, &mut sql, &mut all);
-                    sql.push_str(";\n");
-                }
-                sql.push_str("RELEASE job_writes");
-                write_in_savepoint(conn, &sql, all, cache).await
+                let (body, values, cache) = self.into_sqlite();
+                write_in_savepoint(conn, &format!("SAVEPOINT job_writes;\n{body}RELEASE job_writes"), values, cache)
+                    .await
+            }
+
+            /// SQLite, a run's writes in two parts: these open the savepoint
+            /// that [`Writes::run_closing`]'s close. If either part fails,
+            /// both are undone.
+            async fn run_opening(self, conn: &mut $conn) -> Result<(), StoreError> {
+                let (body, values, cache) = self.into_sqlite();
+                write_in_savepoint(conn, &format!("SAVEPOINT job_writes;\n{body}"), values, cache).await
+            }
+
+            /// See [`Writes::run_opening`].
+            async fn run_closing(self, conn: &mut $conn) -> Result<(), StoreError> {
+                let (body, values, cache) = self.into_sqlite();
+                write_in_savepoint(conn, &format!("{body}RELEASE job_writes"), values, cache).await
             }
         }
 
@@ -1445,12 +1463,17 @@ macro_rules! store_ops {
                 .execute(&mut *conn)
                 .await;
             if let Err(error) = written {
-                // The statements before the failing one are undone.
-                let _ = sqlx::query("ROLLBACK TO job_writes").execute(&mut *conn).await;
-                let _ = sqlx::query("RELEASE job_writes").execute(&mut *conn).await;
+                undo_writes(conn).await;
                 return Err(error.into());
             }
             Ok(())
+        }
+
+        /// SQLite: undoes the writes made since `SAVEPOINT job_writes` and
+        /// ends the savepoint.
+        async fn undo_writes(conn: &mut $conn) {
+            let _ = sqlx::query("ROLLBACK TO job_writes").execute(&mut *conn).await;
+            let _ = sqlx::query("RELEASE job_writes").execute(&mut *conn).await;
         }
 
         /// The ledger entry that follows `head` (seq, hash), to be written with the job.
@@ -1584,15 +1607,8 @@ macro_rules! store_ops {
             let mut writes = Writes::default();
             let made = Made::sign(&submission, now);
             // (PostgreSQL numbers extracts itself: none comes back to hand on.)
-            let (outcome, _) = decide_submission(
-                &mut writes,
-                &mut head,
-                &mut RunState::default(),
-                &submission,
-                facts,
-                conflict_rows,
-                made,
-            )?;
+            let decided = decide_submission(&mut writes, &mut RunState::default(), &submission, facts, conflict_rows, made)?;
+            let (outcome, _) = decided.receipted(&mut writes, &mut head, &submission);
             writes.run(conn).await?;
             Ok(outcome)
         }
@@ -1872,20 +1888,50 @@ macro_rules! store_ops {
                 .await
                 .map_err(|error| StoreError::Corrupt(format!("signing a run's extracts: {error}")))?;
             let mut state = RunState::default();
-            let mut writes = Writes::for_jobs(run.len());
-            let mut results = Vec::with_capacity(run.len());
+            let mut early = Writes::for_jobs(run.len());
+            let mut decided = Vec::with_capacity(run.len());
             for (((submission, facts), conflict_rows), made) in run.iter().zip(facts).zip(conflicts).zip(made) {
-                results.push(decide_submission(
-                    &mut writes,
-                    &mut head,
-                    &mut state,
-                    submission,
-                    facts,
-                    conflict_rows,
-                    made,
+                decided.push((
+                    decide_submission(&mut early, &mut state, submission, facts, conflict_rows, made),
+                    submission.receipt.clone(),
                 ));
             }
-            writes.run(conn).await?;
+            // The receipts are signed on another thread while the writes
+            // decided so far run; their rows and the ledger's follow.
+            let signing = tokio::task::spawn_blocking(move || {
+                decided
+                    .into_iter()
+                    .map(|(decided, build)| {
+                        let receipt = match &decided {
+                            Ok(Decided::Unreceipted(unreceipted)) => Some(build(&unreceipted.accepted)),
+                            _ => None,
+                        };
+                        (decided, receipt)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let (written, signed) = tokio::join!(early.run_opening(conn), signing);
+            written?;
+            let signed = match signed {
+                Ok(signed) => signed,
+                Err(error) => {
+                    undo_writes(conn).await;
+                    return Err(StoreError::Corrupt(format!("signing a run's receipts: {error}")));
+                }
+            };
+            let mut late = Writes::for_jobs(run.len());
+            let mut results = Vec::with_capacity(run.len());
+            for (decided, receipt) in signed {
+                results.push(match (decided, receipt) {
+                    (Err(error), _) => Err(error),
+                    (Ok(Decided::Answered(outcome)), _) => Ok((outcome, None)),
+                    (Ok(Decided::Unreceipted(unreceipted)), Some(receipt)) => {
+                        Ok(unreceipted.finish(&mut late, &mut head, receipt))
+                    }
+                    (Ok(Decided::Unreceipted(_)), None) => Err(StoreError::Corrupt("a receipt not signed".into())),
+                });
+            }
+            late.run_closing(conn).await?;
             Ok(results)
         }
 
@@ -1957,20 +2003,19 @@ macro_rules! store_ops {
         /// of a run goes on after a submission that failed.
         fn decide_submission(
             writes: &mut Writes,
-            head: &mut (i64, String),
             run: &mut RunState,
             submission: &Submission,
             facts: SubmitFacts,
             conflict_rows: Vec<(i64, String, String)>,
             made: Made,
-        ) -> Result<(SubmitOutcome, Option<PendingExtract>), StoreError> {
+        ) -> Result<Decided, StoreError> {
             let Made { now, filing_id, extract } = made;
             let Submission {
                 caller,
                 filing,
                 body,
                 request_sha256,
-                receipt,
+                receipt: _,
                 extract: _,
             } = submission;
             let key = filing.idempotency_key().as_str().to_owned();
@@ -2002,14 +2047,11 @@ macro_rules! store_ops {
             if let (Some(filing_id), Some(digest), Some(receipt)) =
                 (earlier_id, earlier_digest, earlier_receipt)
             {
-                return Ok((
-                    if digest == request_sha256.as_str() {
-                        SubmitOutcome::Replayed(receipt)
-                    } else {
-                        SubmitOutcome::KeyReused { filing_id }
-                    },
-                    None,
-                ));
+                return Ok(Decided::Answered(if digest == request_sha256.as_str() {
+                    SubmitOutcome::Replayed(receipt)
+                } else {
+                    SubmitOutcome::KeyReused { filing_id }
+                }));
             }
 
             let state = match &register_status {
@@ -2265,49 +2307,119 @@ macro_rules! store_ops {
                 revision,
                 obligations,
             };
-            let receipt_bytes = receipt(&accepted);
             let quarter = filing.quarter();
-            writes.push_row(
-                "INSERT INTO filings (filing_id, kind, bin_or_iin, caller, idempotency_key, request_sha256, \
-                 year, quarter, revision, received_at, body, receipt)",
-                vec![
-                    Value::Text(filing_id.clone()),
-                    Value::Text(filing.kind().as_str().to_owned()),
-                    Value::Text(bin.clone()),
-                    Value::Text(caller.clone()),
-                    Value::Text(key),
-                    Value::Text(request_sha256.as_str().to_owned()),
-                    Value::OptInt(quarter.map(|q| i64::from(q.year()))),
-                    Value::OptInt(quarter.map(|q| i64::from(q.quarter()))),
-                    Value::Int(i64::from(revision)),
-                    Value::Int(at),
-                    Value::Blob(body.clone()),
-                    Value::Blob(receipt_bytes.clone()),
-                ],
-            );
-
-            for (kind, subject, payload) in &ledger_entries {
-                ledger_entry(writes, head, kind, subject, now, payload);
+            let filing_row = vec![
+                Value::Text(filing_id.clone()),
+                Value::Text(filing.kind().as_str().to_owned()),
+                Value::Text(bin.clone()),
+                Value::Text(caller.clone()),
+                Value::Text(key),
+                Value::Text(request_sha256.as_str().to_owned()),
+                Value::OptInt(quarter.map(|q| i64::from(q.year()))),
+                Value::OptInt(quarter.map(|q| i64::from(q.quarter()))),
+                Value::Int(i64::from(revision)),
+                Value::Int(at),
+                Value::Blob(body.clone()),
+            ];
+            let mut filing_accepted = serde_json::Map::new();
+            for (name, value) in [
+                ("filing_id", serde_json::Value::from(filing_id)),
+                ("kind", filing.kind().as_str().into()),
+                ("bin_or_iin", bin.into()),
+                ("caller", caller.as_str().into()),
+                ("request_sha256", request_sha256.as_str().into()),
+                ("register_number", register_number.into()),
+                ("revision", revision.into()),
+                (
+                    "findings",
+                    accepted.findings.iter().map(|(_, f)| f.kind.as_str()).collect::<Vec<_>>().into(),
+                ),
+            ] {
+                filing_accepted.insert(name.to_owned(), value);
             }
-            ledger_entry(
-                writes,
-                head,
-                "FILING_ACCEPTED",
-                &filing_id,
+            Ok(Decided::Unreceipted(Box::new(Unreceipted {
                 now,
-                &serde_json::json!({
-                    "filing_id": filing_id,
-                    "kind": filing.kind().as_str(),
-                    "bin_or_iin": bin,
-                    "caller": caller,
-                    "request_sha256": request_sha256.as_str(),
-                    "receipt_sha256": Sha256Hex::of(&receipt_bytes).as_str(),
-                    "register_number": register_number,
-                    "revision": revision,
-                    "findings": accepted.findings.iter().map(|(_, f)| f.kind.as_str()).collect::<Vec<_>>(),
-                }),
-            );
-            Ok((SubmitOutcome::Accepted(receipt_bytes), fresh))
+                accepted,
+                filing_row,
+                ledger_entries,
+                filing_accepted,
+                fresh,
+            })))
+        }
+
+        /// A submission decided: answered from what was stored, or accepted
+        /// but for its receipt, whose signature the accepted filing's row
+        /// and ledger entry need.
+        enum Decided {
+            Answered(SubmitOutcome),
+            Unreceipted(Box<Unreceipted>),
+        }
+
+        impl Decided {
+            /// The outcome, its receipt signed here (one submission alone).
+            fn receipted(
+                self,
+                writes: &mut Writes,
+                head: &mut (i64, String),
+                submission: &Submission,
+            ) -> (SubmitOutcome, Option<PendingExtract>) {
+                match self {
+                    Decided::Answered(outcome) => (outcome, None),
+                    Decided::Unreceipted(unreceipted) => {
+                        let receipt = (submission.receipt)(&unreceipted.accepted);
+                        unreceipted.finish(writes, head, receipt)
+                    }
+                }
+            }
+        }
+
+        /// An accepted submission waiting for its receipt's bytes.
+        struct Unreceipted {
+            now: DateTime<Utc>,
+            /// What the receipt is built from.
+            accepted: Accepted,
+            /// The filing's row but its last value, the receipt.
+            filing_row: Vec<Value>,
+            /// Ledger entries before FILING_ACCEPTED.
+            ledger_entries: Vec<(&'static str, String, serde_json::Value)>,
+            /// FILING_ACCEPTED's payload but `receipt_sha256`.
+            filing_accepted: serde_json::Map<String, serde_json::Value>,
+            fresh: Option<PendingExtract>,
+        }
+
+        impl Unreceipted {
+            /// Writes the filing's row and its ledger entries (after `head`)
+            /// with `receipt`; the outcome.
+            fn finish(
+                self,
+                writes: &mut Writes,
+                head: &mut (i64, String),
+                receipt: Vec<u8>,
+            ) -> (SubmitOutcome, Option<PendingExtract>) {
+                let Unreceipted { now, accepted, mut filing_row, ledger_entries, mut filing_accepted, fresh } = self;
+                filing_row.push(Value::Blob(receipt.clone()));
+                writes.push_row(
+                    "INSERT INTO filings (filing_id, kind, bin_or_iin, caller, idempotency_key, request_sha256, \
+                     year, quarter, revision, received_at, body, receipt)",
+                    filing_row,
+                );
+                for (kind, subject, payload) in &ledger_entries {
+                    ledger_entry(writes, head, kind, subject, now, payload);
+                }
+                filing_accepted.insert(
+                    "receipt_sha256".to_owned(),
+                    Sha256Hex::of(&receipt).as_str().into(),
+                );
+                ledger_entry(
+                    writes,
+                    head,
+                    "FILING_ACCEPTED",
+                    &accepted.filing_id,
+                    now,
+                    &serde_json::Value::Object(filing_accepted),
+                );
+                (SubmitOutcome::Accepted(receipt), fresh)
+            }
         }
 
         /// The query for the ranges of other persons that overlap `block`
