@@ -1627,25 +1627,29 @@ macro_rules! store_ops {
         /// only on the run's length rounded up to a power of two, so it is
         /// prepared once and kept, not compiled again for every run.
         fn run_facts_query(run: &[Submission]) -> (String, Vec<Value>) {
-            /// [`SUBMIT_FACTS`] over the `input` rows, made once.
-            static SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                SUBMIT_FACTS
-                    .trim_start_matches("SELECT ")
-                    .replace("$1", "i.caller")
-                    .replace("$2", "i.ikey")
-                    .replace("$3", "i.bin")
-                    .replace("$4", "i.kind")
-                    .replace("$5", "i.year")
-                    .replace("$6", "i.quarter")
-                    .replace("$7", "i.okind")
-            });
             let size = run.len().next_power_of_two();
+            // [`SUBMIT_FACTS`]'s columns over the `input` rows, the rows of
+            // one filing or register entry found once (one look-up, not one
+            // per column).
             let sql = format!(
                 "WITH input(tag, caller, ikey, bin, kind, year, quarter, okind) AS (VALUES {}) \
-                 SELECT {}, i.tag, (SELECT group_concat(prefix) FROM ip_prefix_lengths) \
-                 FROM input i ORDER BY i.tag",
+                 SELECT f.filing_id, f.request_sha256, f.receipt, \
+                 r.register_number, r.status, r.activity_end_date, r.last_year, r.last_quarter, \
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM register), \
+                 p.filing_id, p.revision, \
+                 (SELECT obligation_id FROM obligations WHERE kind = i.okind AND year = i.year \
+                  AND quarter = i.quarter), {}, \
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM extracts), \
+                 i.tag, (SELECT group_concat(prefix) FROM ip_prefix_lengths) \
+                 FROM input i \
+                 LEFT JOIN filings f ON f.caller = i.caller AND f.idempotency_key = i.ikey \
+                 LEFT JOIN register r ON r.bin_or_iin = i.bin \
+                 LEFT JOIN filings p ON p.seq = (SELECT seq FROM filings WHERE bin_or_iin = i.bin \
+                  AND kind = i.kind AND year = i.year AND quarter = i.quarter AND superseded_by IS NULL \
+                  LIMIT 1) \
+                 WHERE i.tag >= 0 ORDER BY i.tag",
                 $crate::store::ops::anonymous_rows(size, 8),
-                *SELECT
+                $crate::store::ops::ledger_head_sql!(),
             );
             let mut values = Vec::with_capacity(size * 8);
             for (tag, submission) in run.iter().enumerate() {
