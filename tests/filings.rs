@@ -1118,3 +1118,57 @@ async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_wi
     );
     app.gateway.shutdown().await.unwrap();
 }
+
+/// SQLite migration 0004 on a database that already holds IP ranges: every
+/// prefix length is listed, so the look-ups that ask only listed lengths
+/// still find every range stored before it; on one without ranges, none.
+#[tokio::test]
+async fn migration_0004_lists_every_prefix_length_for_ranges_stored_before_it() {
+    use sqlx::Connection as _;
+    let migration = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/migrations/sqlite/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    for ranges in [1, 0] {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        for name in [
+            "0001_filings.sql",
+            "0002_deliveries.sql",
+            "0003_obligation_indexes.sql",
+        ] {
+            sqlx::raw_sql(&migration(name))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        for _ in 0..ranges {
+            sqlx::query(
+                "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id) \
+                 VALUES ('990240000013', '95.56.0.0/16', x'00', x'01', 'fil-1')",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        sqlx::raw_sql(&migration("0004_ip_prefix_lengths.sql"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let listed: (i64, Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(prefix), MAX(prefix) FROM ip_prefix_lengths")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let expected = if ranges == 1 {
+            (129, Some(0), Some(128))
+        } else {
+            (0, None, None)
+        };
+        assert_eq!(listed, expected);
+    }
+}

@@ -1272,8 +1272,6 @@ macro_rules! store_ops {
             /// reads a row inserted beside it, and a person's old IP ranges
             /// are deleted before the new ones go in.
             rows: Vec<(&'static str, Vec<Vec<Value>>)>,
-            /// Values in all.
-            values: usize,
             /// Several jobs' writes: a query text not seen before, not worth
             /// keeping prepared.
             shared: bool,
@@ -1282,14 +1280,12 @@ macro_rules! store_ops {
         impl Writes {
             /// `sql` numbers its parameters from `$1`, as a query of its own would.
             fn push(&mut self, sql: impl Into<String>, values: Vec<Value>) {
-                self.values += values.len();
                 self.statements.push((sql.into(), values));
             }
 
             /// One row for `insert` (`INSERT INTO table (columns)`); the rows of
             /// one `insert` become one statement.
             fn push_row(&mut self, insert: &'static str, values: Vec<Value>) {
-                self.values += values.len();
                 match self.rows.iter_mut().find(|(prefix, _)| *prefix == insert) {
                     Some((_, rows)) => rows.push(values),
                     None => self.rows.push((insert, vec![values])),
