@@ -18,7 +18,8 @@ const PROTO_FILES: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
-    // sqlx::migrate! embeds the migrations: a new file must rebuild it.
+    // sqlx::migrate! (PostgreSQL) embeds its migrations folder: a new file
+    // must rebuild it. (SQLite's are listed in the code with include_str!.)
     println!("cargo:rerun-if-changed=migrations");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 

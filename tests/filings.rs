@@ -30,6 +30,7 @@ on_both_backends!(
     concurrent_submissions_all_get_receipts_and_are_stored_exactly_once,
     documents_are_content_addressed_and_checked_against_their_bytes,
     a_pool_of_a_thousand_ipv6_blocks_is_stored_and_checked_against,
+    a_submission_the_database_refuses_fails_alone_and_the_others_are_written,
 );
 
 fn ts(rfc3339: &str) -> Option<pbjson_types::Timestamp> {
@@ -1025,23 +1026,46 @@ async fn a_pool_of_a_thousand_ipv6_blocks_is_stored_and_checked_against(backend:
     app.gateway.shutdown().await.unwrap();
 }
 
-/// SQLite takes concurrent submissions a run at a time. One that the
-/// database refuses to write (a trigger stands in for a fault that hits only
-/// it) fails alone: the others of its run are written again without it.
-/// Runs with nothing refused are never taken apart (the gauge counts it).
-#[tokio::test]
-async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_without_it() {
+/// Concurrent submissions commit a batch at a time. One that the database
+/// refuses to write (a trigger stands in for a fault that hits only it)
+/// fails alone and the others are written. SQLite gives each job its own
+/// savepoint and never takes a run apart; PostgreSQL writes a run at once
+/// and, when that fails, takes that one run apart (the gauge counts it) and
+/// writes each of its jobs alone.
+async fn a_submission_the_database_refuses_fails_alone_and_the_others_are_written(
+    backend: Backend,
+) {
     let clock = TestClock::at("2026-03-20T06:00:00Z");
-    let Some(app) = spawn_on(Backend::Sqlite, clock).await else {
+    let Some(app) = spawn_on(backend, clock).await else {
         return;
     };
     let url = app.config.database_url.clone();
-    common::execute(
-        &url,
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON filings \
-         WHEN NEW.idempotency_key = 'poison' BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
-    )
-    .await;
+    match backend {
+        Backend::Sqlite => {
+            common::execute(
+                &url,
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON filings \
+                 WHEN NEW.idempotency_key = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+            )
+            .await;
+        }
+        Backend::Postgres => {
+            common::execute(
+                &url,
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.idempotency_key = 'poison' THEN \
+                 RAISE EXCEPTION 'refused for the test'; END IF; RETURN NEW; END $$",
+            )
+            .await;
+            common::execute(
+                &url,
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON filings \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+            )
+            .await;
+        }
+    }
     let channel = app.channel("authority").await;
     let documents = upload_documents(channel.clone(), "A").await;
     // Filers `range` all at once; the 20th's key is the refused one.
@@ -1104,12 +1128,14 @@ async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_wi
         (verification.intact, verification.entries_checked),
         (true, 3 + 2 * 39)
     );
-    // Only the run holding the refused submission was taken apart (none,
-    // if that one happened to be alone).
     let store = app.gateway.store().unwrap().clone();
     let taken_apart = store.gauges(&[]).await.unwrap().runs_taken_apart;
-    assert!(taken_apart <= 1, "{taken_apart}");
-    // 40 more at once, none refused: their runs are read and written whole.
+    match backend {
+        Backend::Sqlite => assert_eq!(taken_apart, 0),
+        // The run holding the refused one (none, if it happened to be alone).
+        Backend::Postgres => assert!(taken_apart <= 1, "{taken_apart}"),
+    }
+    // 40 more at once, none refused: no run is taken apart.
     assert_eq!(wave(40..80).await, vec![Ok(()); 40]);
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM filings").await, 79);
     assert_eq!(
@@ -1117,58 +1143,4 @@ async fn a_submission_the_database_refuses_fails_alone_and_its_run_is_written_wi
         taken_apart
     );
     app.gateway.shutdown().await.unwrap();
-}
-
-/// SQLite migration 0004 on a database that already holds IP ranges: every
-/// prefix length is listed, so the look-ups that ask only listed lengths
-/// still find every range stored before it; on one without ranges, none.
-#[tokio::test]
-async fn migration_0004_lists_every_prefix_length_for_ranges_stored_before_it() {
-    use sqlx::Connection as _;
-    let migration = |name: &str| {
-        std::fs::read_to_string(format!(
-            "{}/migrations/sqlite/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    };
-    for ranges in [1, 0] {
-        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .unwrap();
-        for name in [
-            "0001_filings.sql",
-            "0002_deliveries.sql",
-            "0003_obligation_indexes.sql",
-        ] {
-            sqlx::raw_sql(&migration(name))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        for _ in 0..ranges {
-            sqlx::query(
-                "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id) \
-                 VALUES ('990240000013', '95.56.0.0/16', x'00', x'01', 'fil-1')",
-            )
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
-        sqlx::raw_sql(&migration("0004_ip_prefix_lengths.sql"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let listed: (i64, Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(prefix), MAX(prefix) FROM ip_prefix_lengths")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        let expected = if ranges == 1 {
-            (129, Some(0), Some(128))
-        } else {
-            (0, None, None)
-        };
-        assert_eq!(listed, expected);
-    }
 }

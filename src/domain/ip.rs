@@ -219,6 +219,25 @@ fn render(value: u128, is_v4: bool) -> String {
     }
 }
 
+/// The start addresses of every CIDR block with one of `prefixes` (lengths)
+/// that holds `first` and starts before it: `first` masked to each, once
+/// each. A stored range overlapping a block either starts inside the block
+/// or is one of these for its own prefix length.
+pub fn covering_starts(first: u128, prefixes: impl IntoIterator<Item = u32>) -> Vec<u128> {
+    let mut starts: Vec<u128> = prefixes
+        .into_iter()
+        .filter(|prefix| *prefix < 128)
+        .map(|prefix| match prefix {
+            0 => 0,
+            _ => first & (u128::MAX << (128 - prefix)),
+        })
+        .filter(|start| *start != first)
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +356,30 @@ mod tests {
                     "\"95.58.0.0/33\": prefix length 33 is longer than 32".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn covering_starts_of_an_ipv4_block() {
+        // 95.56.128.0 as IPv4-mapped IPv6 (::ffff:95.56.128.0).
+        let first = u128::from(std::net::Ipv4Addr::new(95, 56, 128, 0).to_ipv6_mapped());
+        let starts = covering_starts(first, 0..128);
+        let v4 = |a, b, c, d| u128::from(std::net::Ipv4Addr::new(a, b, c, d).to_ipv6_mapped());
+        // 95.56.0.0/16 holds it; 95.56.128.0 itself is not among them.
+        assert!(starts.contains(&v4(95, 56, 0, 0)));
+        assert!(starts.contains(&v4(95, 0, 0, 0)));
+        assert!(starts.contains(&v4(64, 0, 0, 0)));
+        assert!(!starts.contains(&first));
+        assert!(!starts.contains(&v4(95, 56, 64, 0)));
+        // One per distinct masked value: 0 (prefixes 0–80); one for each of
+        // the 16 bits of ffff (prefixes 81–96); then, of the 10 bits set in
+        // 95.56.128.0, each but the last (which gives the address itself).
+        assert_eq!(starts.len(), 1 + 16 + 9);
+        // Only the lengths asked for: /16 (112) gives 95.56.0.0, /24 (120)
+        // the address itself, which is left out; 128 holds nothing shorter.
+        assert_eq!(
+            covering_starts(first, [120, 112, 0, 128]),
+            [0, v4(95, 56, 0, 0)]
         );
     }
 }

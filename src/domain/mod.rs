@@ -1,12 +1,16 @@
 //! The rules themselves, with no I/O: identifiers and quantities that cannot
-//! exist invalid, the deadlines, and how a filing changes the register and
-//! which compliance findings it raises. Nothing here imports tonic or sqlx.
+//! exist invalid, the deadlines, how a filing changes the register and which
+//! compliance findings it raises, what every change of state writes
+//! (`decisions`), and the ledger's typed entries. Nothing here imports
+//! tonic, sqlx or rusqlite.
 
 pub mod deadlines;
+pub mod decisions;
 pub mod document;
 pub mod filing;
 pub mod identifiers;
 pub mod ip;
+pub mod ledger;
 pub mod obligation;
 pub mod quantities;
 pub mod register;

@@ -2,7 +2,54 @@
 //! extract within 10 days of receipt, §6-1 form 402 by the 15th of the second
 //! month after the quarter — and how an act on a given civil date settles one.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::quantities::Quarter;
+
+/// An obligation the gateway watches: what is owed, by when, and how it
+/// stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obligation {
+    /// Order of creation (0 until stored: receipts do not carry it).
+    pub seq: i64,
+    pub obligation_id: String,
+    pub kind: ObligationKind,
+    pub due_date: NaiveDate,
+    pub status: ObligationStatus,
+    /// §6 the filing whose extract is owed.
+    pub filing_id: Option<String>,
+    pub extract_id: Option<String>,
+    /// §6-1 the quarter whose form is owed.
+    pub quarter: Option<Quarter>,
+    pub fulfilled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Obligation {
+    /// A new obligation, PENDING.
+    pub fn new(
+        obligation_id: String,
+        kind: ObligationKind,
+        due_date: NaiveDate,
+        filing_id: Option<String>,
+        extract_id: Option<String>,
+        quarter: Option<Quarter>,
+        created_at: DateTime<Utc>,
+    ) -> Obligation {
+        Obligation {
+            seq: 0,
+            obligation_id,
+            kind,
+            due_date,
+            status: ObligationStatus::Pending,
+            filing_id,
+            extract_id,
+            quarter,
+            fulfilled_at: None,
+            created_at,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObligationKind {

@@ -80,7 +80,7 @@ pub fn to_pb_date(date: NaiveDate) -> pb::Date {
 }
 
 /// An obligation as the contracts carry it.
-pub fn obligation_pb(row: &crate::store::ObligationRow) -> pb::Obligation {
+pub fn obligation_pb(row: &crate::domain::obligation::Obligation) -> pb::Obligation {
     pb::Obligation {
         obligation_id: row.obligation_id.clone(),
         kind: pb::ObligationKind::from_str_name(&format!("OBLIGATION_KIND_{}", row.kind.as_str()))
@@ -93,9 +93,9 @@ pub fn obligation_pb(row: &crate::store::ObligationRow) -> pb::Obligation {
         .unwrap_or_default() as i32,
         filing_id: row.filing_id.clone().unwrap_or_default(),
         extract_id: row.extract_id.clone().unwrap_or_default(),
-        quarter: row.quarter.map(|(year, quarter)| pb::Quarter {
-            year,
-            quarter: quarter as i32,
+        quarter: row.quarter.map(|quarter| pb::Quarter {
+            year: quarter.year(),
+            quarter: quarter.quarter() as i32,
         }),
         fulfilled_at: row.fulfilled_at.map(timestamp),
         created_at: Some(timestamp(row.created_at)),

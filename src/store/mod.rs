@@ -1,15 +1,15 @@
-//! Durable storage behind one interface, [`Store`], with two implementations:
-//! SQLite (`sqlite://PATH`, the embedded default: WAL, synchronous=FULL) and
-//! PostgreSQL (`postgres://…`, several gateway replicas sharing one
-//! database). The URL's scheme chooses. Every write goes through one writer
-//! task per process that group-commits whatever jobs are waiting in a single
-//! transaction, and a caller hears back only after that transaction
-//! committed. Jobs commit in the order they were queued. On SQLite runs of
-//! independent submissions (and of acknowledgements) are read in one query
-//! and written in one; elsewhere each job has its own savepoint.
+//! Durable storage behind one interface, [`Store`], with two backends, each
+//! in its own module with its own SQL, connections, writer and migrations:
+//! [`sqlite`] (`sqlite://PATH`, the embedded default, through rusqlite) and
+//! [`postgres`] (`postgres://…`, several gateway replicas sharing one
+//! database, through sqlx). The URL's scheme chooses.
+//!
+//! Every write is a [`Job`] for the backend's one writer, which commits
+//! whatever jobs are waiting in one transaction and answers each caller
+//! only after that commit, in the order they were queued. What a job
+//! changes is decided in [`crate::domain::decisions`] from facts the writer
+//! reads first; the backends read, call the decision, and write its result.
 
-pub mod ledger;
-mod ops;
 pub mod postgres;
 pub mod sqlite;
 
@@ -18,12 +18,15 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::domain::decisions::{Accepted, AckFacts, ExtractFacts, FormFacts};
 use crate::domain::{
     Sha256Hex,
+    decisions::{Received, SignedExtract},
     filing::{ActivityKind, Filing, FilingKind},
-    obligation::{ObligationKind, ObligationStatus},
+    ledger,
+    obligation::{Obligation, ObligationKind, ObligationStatus},
     quantities::Quarter,
-    register::{Assessment, FindingDraft, FindingKind, RegisterStatus},
+    register::{FindingKind, RegisterStatus},
 };
 
 /// Where "now" comes from; tests move it.
@@ -41,6 +44,9 @@ impl Clock for SystemClock {
     }
 }
 
+/// What can go wrong in the store. Each backend turns its driver's errors
+/// into [`StoreError::Unavailable`] (the database cannot be reached: the
+/// caller may retry once it is back) or [`StoreError::Database`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database_url {0:?}: expected sqlite://PATH or postgres://…")]
@@ -51,9 +57,11 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("database: {0}")]
-    Sqlx(#[from] sqlx::Error),
+    Database(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
     #[error("the transaction did not commit: {0}")]
     NotCommitted(String),
     #[error("the store's writer has stopped")]
@@ -66,33 +74,10 @@ impl StoreError {
     /// True when the database cannot be reached (as opposed to a bug or bad
     /// data): the caller may retry once it is back.
     pub fn is_unavailable(&self) -> bool {
-        match self {
-            StoreError::Sqlx(error) => sqlx_unavailable(error),
-            StoreError::NotCommitted(_) | StoreError::WriterStopped => true,
-            _ => false,
-        }
-    }
-}
-
-fn sqlx_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        // SQLSTATE class 08 (connection exception), 57P01–57P03 (the server
-        // is shutting down, crashed, or not yet accepting connections),
-        // SQLITE_BUSY (5) and SQLITE_IOERR (10) with their extended codes.
-        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            code.starts_with("08")
-                || matches!(&*code, "57P01" | "57P02" | "57P03")
-                || code
-                    .parse::<i64>()
-                    .is_ok_and(|n| matches!(n & 0xff, 5 | 10))
-        }),
-        _ => false,
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::NotCommitted(_) | StoreError::WriterStopped
+        )
     }
 }
 
@@ -108,8 +93,9 @@ pub struct Gauges {
     pub ledger_entries: i64,
     /// (subscriber identity, extracts it has not acknowledged).
     pub pending_extracts: Vec<(String, i64)>,
-    /// Runs of submissions or acknowledgements that could not be written
-    /// together and were taken again one job at a time, since the start.
+    /// Runs of jobs decided together whose writes the database refused, so
+    /// that each job was taken again alone, since the start (PostgreSQL;
+    /// SQLite writes each job in its own savepoint and never does this).
     pub runs_taken_apart: u64,
 }
 
@@ -132,59 +118,12 @@ pub struct DocumentRecord {
     pub newly_stored: bool,
 }
 
-/// What the store decided about an accepted filing, for its receipt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    pub filing_id: String,
-    pub received_at: DateTime<Utc>,
-    pub register_number: Option<String>,
-    pub assessment: Assessment,
-    /// Each finding with its id.
-    pub findings: Vec<(String, FindingDraft)>,
-    /// §4 revision of a quarterly report; 0 for other kinds.
-    pub revision: u32,
-    /// §6 / §6-1 the obligations the filing created.
-    pub obligations: Vec<ObligationRow>,
-}
-
-/// What an extract's builder is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtractFacts {
-    pub extract_id: String,
-    pub filing_id: String,
-    pub created_at: DateTime<Utc>,
-    pub due_date: NaiveDate,
-}
-
-/// Builds the signed extract's bytes for the filing's transaction, on the
-/// writer or on a thread beside it (again, if the filing's run did not
-/// commit and it is decided alone).
+/// Builds the signed extract's bytes, in the caller's task before its
+/// filing is queued.
 pub type ExtractBuilder = Arc<dyn Fn(&ExtractFacts) -> Vec<u8> + Send + Sync>;
-
-/// What an acknowledgement's builder is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckFacts {
-    pub acknowledged_at: DateTime<Utc>,
-    pub due_date: NaiveDate,
-}
 
 /// Builds the signed acknowledgement receipt, stored and returned to repeats.
 pub type AckBuilder = Box<dyn Fn(&AckFacts) -> Vec<u8> + Send + Sync>;
-
-/// An obligation as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObligationRow {
-    pub seq: i64,
-    pub obligation_id: String,
-    pub kind: ObligationKind,
-    pub due_date: NaiveDate,
-    pub status: ObligationStatus,
-    pub filing_id: Option<String>,
-    pub extract_id: Option<String>,
-    pub quarter: Option<(i32, u32)>,
-    pub fulfilled_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
 
 /// Which obligations to list.
 #[derive(Debug, Clone, Default)]
@@ -273,14 +212,6 @@ pub struct ReportForForm {
     pub body: Vec<u8>,
 }
 
-/// What a form revision's builder is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormFacts {
-    pub revision: u32,
-    pub compiled_at: DateTime<Utc>,
-    pub due_date: NaiveDate,
-}
-
 /// Builds (body SHA-256, signed form bytes) for a new revision.
 pub type FormBuilder = Box<dyn FnOnce(&FormFacts) -> (String, Vec<u8>) + Send>;
 
@@ -331,12 +262,11 @@ pub struct DeliveryRecord {
     /// (subscriber, first acknowledgement)
     pub acknowledgements: Vec<(String, DateTime<Utc>)>,
     pub form_revisions: Vec<FormRevisionIncluding>,
-    pub obligations: Vec<ObligationRow>,
+    pub obligations: Vec<Obligation>,
 }
 
-/// Builds the receipt bytes once the store has decided, on the writer or on
-/// a thread beside it; they are stored with the filing and returned to every
-/// replay.
+/// Builds the receipt bytes once the store has decided, on the writer; they
+/// are stored with the filing and returned to every replay.
 pub type ReceiptBuilder = Arc<dyn Fn(&Accepted) -> Vec<u8> + Send + Sync>;
 
 /// A valid filing to accept.
@@ -426,6 +356,8 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<ledger::LedgerEntry>, StoreError>;
+    /// Stops the writer once the jobs queued before have committed, and
+    /// closes the connections.
     async fn close(&self);
 
     /// Moves after every committed write on any replica: a subscriber
@@ -475,9 +407,9 @@ pub trait Store: Send + Sync + 'static {
     /// Publishes a new revision unless the content is unchanged; returns the signed form.
     async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError>;
     async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError>;
-    async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<ObligationRow>, StoreError>;
+    async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<Obligation>, StoreError>;
     /// Marks PENDING obligations due before `today` OVERDUE (each once); returns them.
-    async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<ObligationRow>, StoreError>;
+    async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<Obligation>, StoreError>;
     async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError>;
     /// (BIN/IIN, year, quarter) of every quarterly report received.
     async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError>;
@@ -511,10 +443,44 @@ pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, St
     Ok(verifier.finish())
 }
 
-/// Work for the writer task, with where to send the answer.
+/// A submission as taken in: made in the caller's task before it is queued
+/// (its instant, its filing's id and its signed extract), so the writer
+/// only reads, decides, signs the receipt and writes.
+pub(crate) struct Incoming {
+    pub submission: Submission,
+    pub received: Received,
+}
+
+impl Incoming {
+    pub(crate) fn new(submission: Submission, clock: &dyn Clock) -> Incoming {
+        let received_at = clock.now();
+        let filing_id = new_id("fil");
+        let extract = submission.extract.as_ref().map(|build| {
+            let facts = ExtractFacts::new(new_id("ext"), filing_id.clone(), received_at);
+            SignedExtract {
+                body: build(&facts),
+                extract_id: facts.extract_id,
+                due_date: facts.due_date,
+            }
+        });
+        let received = Received {
+            caller: submission.caller.clone(),
+            request_sha256: submission.request_sha256.clone(),
+            filing_id,
+            received_at,
+            extract,
+        };
+        Incoming {
+            submission,
+            received,
+        }
+    }
+}
+
+/// Work for a writer, with where to send the answer.
 pub(crate) enum Job {
     Filing(
-        Box<Submission>,
+        Box<Incoming>,
         oneshot::Sender<Result<SubmitOutcome, StoreError>>,
     ),
     Document(
@@ -543,8 +509,10 @@ pub(crate) enum Job {
     ),
     MarkOverdue(
         NaiveDate,
-        oneshot::Sender<Result<Vec<ObligationRow>, StoreError>>,
+        oneshot::Sender<Result<Vec<Obligation>, StoreError>>,
     ),
+    /// Ends the writer after the jobs queued before it ([`Store::close`]).
+    Stop,
 }
 
 impl Job {
@@ -559,6 +527,7 @@ impl Job {
             Job::PublishForm(_, reply) => drop(reply.send(Err(error()))),
             Job::AckForm(_, reply) => drop(reply.send(Err(error()))),
             Job::MarkOverdue(_, reply) => drop(reply.send(Err(error()))),
+            Job::Stop => {}
         }
     }
 }
@@ -582,7 +551,7 @@ pub(crate) fn finisher<T: Send + 'static>(
 /// Most jobs committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 256;
 
-/// Sends a job to the writer and waits for its committed answer.
+/// Sends a job to a writer and waits for its committed answer.
 pub(crate) async fn send_job<T>(
     writer: &mpsc::Sender<Job>,
     make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
@@ -595,18 +564,15 @@ pub(crate) async fn send_job<T>(
     answer.await.map_err(|_| StoreError::WriterStopped)?
 }
 
-/// Takes the jobs waiting now (at least one) as one batch.
-pub(crate) async fn next_batch(jobs: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
-    let first = jobs.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match jobs.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
+/// A new identifier. UUIDv7 (time first, then random bits) keeps ids unique
+/// across replicas and makes each index take new ids at its end, so a batch
+/// dirties a few pages instead of one per row.
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
+
+// Row encoding, the same on both backends: instants are microseconds since
+// the Unix epoch, civil dates 'YYYY-MM-DD' text, enums their contract names.
 
 pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
@@ -620,4 +586,58 @@ pub(crate) fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
 pub(crate) fn parse_date(text: &str) -> Result<NaiveDate, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("date {text:?}")))
+}
+
+/// A stored (year, quarter).
+pub(crate) fn quarter_of(
+    year: Option<i64>,
+    quarter: Option<i64>,
+) -> Result<Option<Quarter>, StoreError> {
+    match (year, quarter) {
+        (Some(year), Some(quarter)) => i32::try_from(year)
+            .ok()
+            .zip(u32::try_from(quarter).ok())
+            .and_then(|(y, q)| Quarter::new(y, q).ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("quarter {year}-Q{quarter}"))),
+        _ => Ok(None),
+    }
+}
+
+/// A stored enum, by its contract name.
+pub(crate) fn parse_name<T>(
+    what: &str,
+    text: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    parse(text).ok_or_else(|| StoreError::Corrupt(format!("{what} {text:?}")))
+}
+
+/// An obligation from its stored columns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn obligation_from_row(
+    seq: i64,
+    obligation_id: String,
+    kind: &str,
+    due_date: &str,
+    status: &str,
+    filing_id: Option<String>,
+    extract_id: Option<String>,
+    year: Option<i64>,
+    quarter: Option<i64>,
+    fulfilled_at: Option<i64>,
+    created_at: i64,
+) -> Result<Obligation, StoreError> {
+    Ok(Obligation {
+        seq,
+        obligation_id,
+        kind: parse_name("obligation kind", kind, ObligationKind::parse)?,
+        due_date: parse_date(due_date)?,
+        status: parse_name("obligation status", status, ObligationStatus::parse)?,
+        filing_id,
+        extract_id,
+        quarter: quarter_of(year, quarter)?,
+        fulfilled_at: fulfilled_at.map(from_micros).transpose()?,
+        created_at: from_micros(created_at)?,
+    })
 }

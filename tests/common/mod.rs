@@ -352,11 +352,16 @@ pub async fn spawn_on_with(
 
 /// One integer from the gateway's own database, looked at underneath.
 pub async fn scalar(database_url: &str, sql: &str) -> i64 {
-    if database_url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
-        let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
-        pool.close().await;
-        value
+    if let Some(path) = sqlite_path(database_url) {
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || {
+            rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(&sql, [], |row| row.get(0))
+                .unwrap()
+        })
+        .await
+        .unwrap()
     } else {
         let pool = sqlx::PgPool::connect(database_url).await.unwrap();
         let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
@@ -367,15 +372,15 @@ pub async fn scalar(database_url: &str, sql: &str) -> i64 {
 
 /// Runs one statement against the gateway's own database, underneath it.
 pub async fn execute(database_url: &str, sql: &str) -> u64 {
-    if database_url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
-        let done = sqlx::query(sql)
-            .execute(&pool)
-            .await
-            .unwrap()
-            .rows_affected();
-        pool.close().await;
-        done
+    if let Some(path) = sqlite_path(database_url) {
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            conn.execute(&sql, []).unwrap() as u64
+        })
+        .await
+        .unwrap()
     } else {
         let pool = sqlx::PgPool::connect(database_url).await.unwrap();
         let done = sqlx::query(sql)
@@ -386,4 +391,12 @@ pub async fn execute(database_url: &str, sql: &str) -> u64 {
         pool.close().await;
         done
     }
+}
+
+/// The file of a `sqlite://PATH` URL.
+pub fn sqlite_path(database_url: &str) -> Option<PathBuf> {
+    database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(PathBuf::from)
 }

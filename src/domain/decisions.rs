@@ -1,0 +1,721 @@
+//! What each change of state changes, decided by pure functions from named
+//! facts the store read first: an accepted submission (register entry and
+//! number, revision and what it supersedes, findings, obligations and their
+//! due dates, the extract, the ledger entries), an energy acknowledgement,
+//! a sending, a form 402 revision and its acknowledgement, and the overdue
+//! scan. The store reads the facts, calls these, and writes what they
+//! return; it decides nothing itself.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::{
+    Sha256Hex, deadlines,
+    filing::{ActivityKind, DocumentKind, Filing, FilingKind},
+    ip::IpBlock,
+    ledger::LedgerEvent,
+    obligation::{Obligation, ObligationKind, ObligationStatus},
+    quantities::Quarter,
+    register::{self, Assessment, FindingDraft, IpConflict, RegisterChange, RegisterState},
+};
+
+/// Makes a new identifier with a prefix (`fil`, `ext`, `fnd`, `obl`); the
+/// store passes one that makes UUIDv7s, tests one that counts.
+pub trait NewIds {
+    fn new_id(&mut self, prefix: &str) -> String;
+}
+
+impl<F: FnMut(&str) -> String> NewIds for F {
+    fn new_id(&mut self, prefix: &str) -> String {
+        self(prefix)
+    }
+}
+
+/// What the gateway made for a submission when it took it in, before any
+/// fact was read: the instant of receipt, the filing's id and, for a filing
+/// that has one, its signed §6 extract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The caller's certificate identity.
+    pub caller: String,
+    /// SHA-256 of the request as received: a replay must match it.
+    pub request_sha256: Sha256Hex,
+    pub filing_id: String,
+    pub received_at: DateTime<Utc>,
+    pub extract: Option<SignedExtract>,
+}
+
+/// §6 a filing's four-item extract, signed, before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedExtract {
+    pub extract_id: String,
+    pub due_date: NaiveDate,
+    /// The signed extract (protobuf).
+    pub body: Vec<u8>,
+}
+
+/// What an extract's builder is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractFacts {
+    pub extract_id: String,
+    pub filing_id: String,
+    pub created_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+}
+
+impl ExtractFacts {
+    /// §6 an extract made at `received_at` is due 10 days after it.
+    pub fn new(extract_id: String, filing_id: String, received_at: DateTime<Utc>) -> ExtractFacts {
+        ExtractFacts {
+            extract_id,
+            filing_id,
+            created_at: received_at,
+            due_date: deadlines::energy_extract_due(deadlines::local_date(received_at)),
+        }
+    }
+}
+
+/// What the store read for a submission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubmissionFacts {
+    /// The caller's earlier filing with the same idempotency key.
+    pub earlier: Option<EarlierFiling>,
+    /// The register entry of the filing's BIN/IIN.
+    pub entry: Option<RegisterEntry>,
+    /// The sequence number a new register entry takes (its number is made
+    /// from it).
+    pub next_register_seq: i64,
+    /// §4 the current revision of the same person's report for the quarter.
+    pub current_revision: Option<CurrentRevision>,
+    /// §6-1 whether the quarter's FINANCE_FORM obligation exists already.
+    pub finance_obligation_exists: bool,
+    /// 3.9 / 4.11 the pool's blocks that overlap ranges of other persons.
+    pub ip_conflicts: Vec<IpConflict>,
+}
+
+/// The filing an idempotency key was first used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierFiling {
+    pub filing_id: String,
+    pub request_sha256: String,
+    pub receipt: Vec<u8>,
+}
+
+/// A register entry as the decisions need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterEntry {
+    pub register_number: String,
+    pub state: RegisterState,
+    /// The latest quarter reported.
+    pub last_quarter: Option<Quarter>,
+}
+
+/// §4 the revision of a quarter's report that is current now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentRevision {
+    pub filing_id: String,
+    pub revision: u32,
+}
+
+/// What a submission comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmissionDecision {
+    /// The same caller, key and payload as before: the original receipt.
+    Replay(Vec<u8>),
+    /// The same caller and key with a different payload.
+    KeyReused { filing_id: String },
+    /// A new filing, and everything it changes.
+    Accept(Box<Acceptance>),
+}
+
+/// What the receipt of an accepted filing is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub filing_id: String,
+    pub received_at: DateTime<Utc>,
+    pub register_number: Option<String>,
+    pub assessment: Assessment,
+    /// Each finding with its id.
+    pub findings: Vec<(String, FindingDraft)>,
+    /// §4 revision of a quarterly report; 0 for other kinds.
+    pub revision: u32,
+    /// §6 / §6-1 the obligations the filing created.
+    pub obligations: Vec<Obligation>,
+}
+
+/// Everything an accepted filing changes, for the store to write in one
+/// transaction with the filing's row and its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    pub accepted: Accepted,
+    pub kind: FilingKind,
+    pub bin_or_iin: String,
+    pub caller: String,
+    pub idempotency_key: String,
+    pub request_sha256: Sha256Hex,
+    pub quarter: Option<Quarter>,
+    /// §4 the revision this one supersedes.
+    pub supersedes: Option<String>,
+    pub register: RegisterUpdate,
+    /// 3.9 / 4.11 the BIN/IIN's IP ranges are replaced by these.
+    pub ip_ranges: Option<Vec<IpBlock>>,
+    /// §6 the extract, with the documents it references.
+    pub extract: Option<NewExtract>,
+}
+
+/// §6 an extract to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewExtract {
+    pub extract_id: String,
+    pub created_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+    pub body: Vec<u8>,
+    /// The documents it references, each with the kind it is referenced as.
+    pub documents: Vec<(Sha256Hex, DocumentKind)>,
+}
+
+/// How an accepted filing changes its BIN/IIN's register entry; every
+/// change also sets the entry's `updated_at` to the time of receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterUpdate {
+    Unchanged,
+    /// §3 the first start notification of a BIN/IIN makes its entry, PLANNED.
+    Create(NewRegisterEntry),
+    /// §3 a terminated person notifies a new start: the entry is PLANNED
+    /// again with the new notification's particulars.
+    Restart {
+        start_filing_id: String,
+        name: String,
+        legal_address: String,
+        activity: ActivityKind,
+        planned_start: NaiveDate,
+        required_power_kw: u64,
+    },
+    /// §4 a report keeps the name and address current and moves the entry
+    /// to `status` (OPERATING after the first report).
+    Report {
+        status: register::RegisterStatus,
+        name: String,
+        legal_address: String,
+        last_quarter: Quarter,
+    },
+    /// §5 the activity ended.
+    Terminate {
+        activity_end: NaiveDate,
+    },
+}
+
+/// A register entry to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRegisterEntry {
+    pub seq: i64,
+    pub register_number: String,
+    pub name: String,
+    pub legal_address: String,
+    pub activity: ActivityKind,
+    pub planned_start: NaiveDate,
+    pub required_power_kw: u64,
+}
+
+/// The register number of the entry with sequence number `seq`.
+pub fn register_number(seq: i64) -> String {
+    format!("KZ-DM-{seq:06}")
+}
+
+/// Decides a valid filing received as `received`, from the facts read for
+/// it. Findings and obligations take their ids from `ids`.
+pub fn decide_submission(
+    filing: &Filing,
+    received: &Received,
+    facts: SubmissionFacts,
+    ids: &mut impl NewIds,
+) -> SubmissionDecision {
+    if let Some(earlier) = facts.earlier {
+        return if earlier.request_sha256 == received.request_sha256.as_str() {
+            SubmissionDecision::Replay(earlier.receipt)
+        } else {
+            SubmissionDecision::KeyReused {
+                filing_id: earlier.filing_id,
+            }
+        };
+    }
+    let now = received.received_at;
+    let filing_id = received.filing_id.clone();
+    let state = facts.entry.as_ref().map(|entry| entry.state.clone());
+    let assessment = register::assess(
+        filing,
+        deadlines::local_date(now),
+        state.as_ref(),
+        &facts.ip_conflicts,
+    );
+    let quarter = filing.quarter();
+    let (revision, supersedes) = match (quarter, facts.current_revision) {
+        (None, _) => (0, None),
+        (Some(_), None) => (1, None),
+        (Some(_), Some(current)) => (current.revision + 1, Some(current.filing_id)),
+    };
+    let mut register_number = facts.entry.as_ref().map(|e| e.register_number.clone());
+    let register = match (filing, assessment.register) {
+        (Filing::Start(start), RegisterChange::Create) => {
+            let number = self::register_number(facts.next_register_seq);
+            register_number = Some(number.clone());
+            RegisterUpdate::Create(NewRegisterEntry {
+                seq: facts.next_register_seq,
+                register_number: number,
+                name: start.person.name.clone(),
+                legal_address: start.person.legal_address.clone(),
+                activity: start.person.activity,
+                planned_start: start.planned_start,
+                required_power_kw: start.required_power.value(),
+            })
+        }
+        (Filing::Start(start), RegisterChange::SetStatus(_)) => RegisterUpdate::Restart {
+            start_filing_id: filing_id.clone(),
+            name: start.person.name.clone(),
+            legal_address: start.person.legal_address.clone(),
+            activity: start.person.activity,
+            planned_start: start.planned_start,
+            required_power_kw: start.required_power.value(),
+        },
+        (Filing::Quarterly(report), change) => match &facts.entry {
+            None => RegisterUpdate::Unchanged,
+            Some(entry) => RegisterUpdate::Report {
+                status: match change {
+                    RegisterChange::SetStatus(status) => status,
+                    _ => entry.state.status,
+                },
+                name: report.person.name.clone(),
+                legal_address: report.person.legal_address.clone(),
+                last_quarter: entry
+                    .last_quarter
+                    .map_or(report.quarter, |last| last.max(report.quarter)),
+            },
+        },
+        (Filing::Termination(notice), RegisterChange::SetStatus(_)) => RegisterUpdate::Terminate {
+            activity_end: notice.activity_end,
+        },
+        _ => RegisterUpdate::Unchanged,
+    };
+    let findings = assessment
+        .findings
+        .iter()
+        .map(|finding| (ids.new_id("fnd"), finding.clone()))
+        .collect();
+
+    // §6 the four-item extract and its 10-day obligation; §6-1 the
+    // quarter's form obligation, once per quarter.
+    let mut obligations = Vec::new();
+    let extract = received.extract.as_ref().map(|signed| {
+        obligations.push(Obligation::new(
+            ids.new_id("obl"),
+            ObligationKind::EnergyExtract,
+            signed.due_date,
+            Some(filing_id.clone()),
+            Some(signed.extract_id.clone()),
+            None,
+            now,
+        ));
+        NewExtract {
+            extract_id: signed.extract_id.clone(),
+            created_at: now,
+            due_date: signed.due_date,
+            body: signed.body.clone(),
+            documents: filing
+                .documents()
+                .iter()
+                .map(|d| (d.sha256.clone(), d.kind))
+                .collect(),
+        }
+    });
+    if let Some(quarter) = quarter
+        && !facts.finance_obligation_exists
+    {
+        obligations.push(Obligation::new(
+            ids.new_id("obl"),
+            ObligationKind::FinanceForm,
+            deadlines::finance_form_due(quarter),
+            None,
+            None,
+            Some(quarter),
+            now,
+        ));
+    }
+    SubmissionDecision::Accept(Box::new(Acceptance {
+        accepted: Accepted {
+            filing_id,
+            received_at: now,
+            register_number,
+            assessment,
+            findings,
+            revision,
+            obligations,
+        },
+        kind: filing.kind(),
+        bin_or_iin: filing.id().to_string(),
+        caller: received.caller.clone(),
+        idempotency_key: filing.idempotency_key().as_str().to_owned(),
+        request_sha256: received.request_sha256.clone(),
+        quarter,
+        supersedes,
+        register,
+        ip_ranges: filing.ip_pool().map(|pool| pool.blocks().to_vec()),
+        extract,
+    }))
+}
+
+impl Acceptance {
+    /// The ledger entries of the acceptance, given its signed receipt: the
+    /// extract's creation, then the filing's (with the receipt's digest).
+    pub fn ledger_events(&self, receipt: &[u8]) -> Vec<LedgerEvent> {
+        let accepted = &self.accepted;
+        let mut events = Vec::with_capacity(2);
+        if let Some(extract) = &self.extract {
+            events.push(LedgerEvent::ExtractCreated {
+                extract_id: extract.extract_id.clone(),
+                filing_id: accepted.filing_id.clone(),
+                due_date: extract.due_date,
+                extract_sha256: Sha256Hex::of(&extract.body),
+            });
+        }
+        events.push(LedgerEvent::FilingAccepted {
+            filing_id: accepted.filing_id.clone(),
+            kind: self.kind,
+            bin_or_iin: self.bin_or_iin.clone(),
+            caller: self.caller.clone(),
+            request_sha256: self.request_sha256.clone(),
+            register_number: accepted.register_number.clone(),
+            revision: accepted.revision,
+            findings: accepted.findings.iter().map(|(_, f)| f.kind).collect(),
+            receipt_sha256: Sha256Hex::of(receipt),
+        });
+        events
+    }
+}
+
+/// What earlier submissions of a run decided that a later one must see when
+/// all were read from one snapshot, before any was written (PostgreSQL's
+/// runs): the register numbers they took and the quarters whose form
+/// obligation they made. Submissions of one run never share a caller's key,
+/// a person or an IP range, so nothing else carries over.
+#[derive(Debug, Default)]
+pub struct RunState {
+    next_register_seq: Option<i64>,
+    finance_quarters: HashSet<Quarter>,
+}
+
+impl RunState {
+    /// `facts`, read before the run, as they stand after the run so far.
+    pub fn facts_now(
+        &self,
+        mut facts: SubmissionFacts,
+        quarter: Option<Quarter>,
+    ) -> SubmissionFacts {
+        if let Some(next) = self.next_register_seq {
+            facts.next_register_seq = facts.next_register_seq.max(next);
+        }
+        if quarter.is_some_and(|q| self.finance_quarters.contains(&q)) {
+            facts.finance_obligation_exists = true;
+        }
+        facts
+    }
+
+    /// Takes note of what `decision` changes.
+    pub fn record(&mut self, decision: &SubmissionDecision) {
+        let SubmissionDecision::Accept(acceptance) = decision else {
+            return;
+        };
+        if let RegisterUpdate::Create(entry) = &acceptance.register {
+            self.next_register_seq = Some(entry.seq + 1);
+        }
+        for obligation in &acceptance.accepted.obligations {
+            if let (ObligationKind::FinanceForm, Some(quarter)) =
+                (obligation.kind, obligation.quarter)
+            {
+                self.finance_quarters.insert(quarter);
+            }
+        }
+    }
+}
+
+/// What an acknowledgement's builder is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckFacts {
+    pub acknowledged_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+}
+
+/// An obligation not yet fulfilled, as an acknowledgement finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenObligation {
+    pub obligation_id: String,
+    pub due_date: NaiveDate,
+}
+
+/// An obligation met by an act at `fulfilled_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fulfilment {
+    pub obligation_id: String,
+    pub kind: ObligationKind,
+    pub due_date: NaiveDate,
+    pub status: ObligationStatus,
+    pub fulfilled_at: DateTime<Utc>,
+}
+
+impl Fulfilment {
+    fn new(open: OpenObligation, kind: ObligationKind, at: DateTime<Utc>) -> Fulfilment {
+        Fulfilment {
+            status: ObligationStatus::fulfilled_on(deadlines::local_date(at), open.due_date),
+            obligation_id: open.obligation_id,
+            kind,
+            due_date: open.due_date,
+            fulfilled_at: at,
+        }
+    }
+
+    fn event(&self) -> LedgerEvent {
+        LedgerEvent::ObligationFulfilled {
+            obligation_id: self.obligation_id.clone(),
+            kind: self.kind,
+            due_date: self.due_date,
+            status: self.status,
+        }
+    }
+}
+
+/// What the store read for an energy subscriber's acknowledgement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractAckFacts {
+    /// The receipt of this subscriber's earlier acknowledgement.
+    pub earlier_receipt: Option<Vec<u8>>,
+    /// The extract's due date, if it was ever sent to this subscriber.
+    pub sent_due_date: Option<NaiveDate>,
+    /// §6 the extract's ENERGY_EXTRACT obligation, if still unfulfilled.
+    pub open_obligation: Option<OpenObligation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtractAckDecision {
+    /// Acknowledged before: the first receipt again.
+    Repeat(Vec<u8>),
+    /// The extract was never sent to this subscriber.
+    NotSent,
+    Acknowledge(ExtractAcknowledgement),
+}
+
+/// §6 a first acknowledgement: the first from any energy identity fulfils
+/// the extract's obligation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractAcknowledgement {
+    pub extract_id: String,
+    pub subscriber: String,
+    pub facts: AckFacts,
+    pub fulfils: Option<Fulfilment>,
+}
+
+pub fn decide_extract_ack(
+    extract_id: &str,
+    subscriber: &str,
+    facts: ExtractAckFacts,
+    now: DateTime<Utc>,
+) -> ExtractAckDecision {
+    if let Some(receipt) = facts.earlier_receipt {
+        return ExtractAckDecision::Repeat(receipt);
+    }
+    let Some(due_date) = facts.sent_due_date else {
+        return ExtractAckDecision::NotSent;
+    };
+    ExtractAckDecision::Acknowledge(ExtractAcknowledgement {
+        extract_id: extract_id.to_owned(),
+        subscriber: subscriber.to_owned(),
+        facts: AckFacts {
+            acknowledged_at: now,
+            due_date,
+        },
+        fulfils: facts
+            .open_obligation
+            .map(|open| Fulfilment::new(open, ObligationKind::EnergyExtract, now)),
+    })
+}
+
+impl ExtractAcknowledgement {
+    /// The ledger entries, given the signed receipt.
+    pub fn ledger_events(&self, receipt: &[u8]) -> Vec<LedgerEvent> {
+        let mut events = vec![LedgerEvent::ExtractAcknowledged {
+            extract_id: self.extract_id.clone(),
+            subscriber: self.subscriber.clone(),
+            receipt_sha256: Sha256Hex::of(receipt),
+        }];
+        events.extend(self.fulfils.iter().map(Fulfilment::event));
+        events
+    }
+}
+
+/// §6 one sending of an extract to a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sending {
+    pub extract_id: String,
+    pub subscriber: String,
+    /// 1 for the first sending to this subscriber.
+    pub attempt: u32,
+}
+
+impl Sending {
+    /// The sending after `earlier` ones.
+    pub fn after(extract_id: &str, subscriber: &str, earlier: u32) -> Sending {
+        Sending {
+            extract_id: extract_id.to_owned(),
+            subscriber: subscriber.to_owned(),
+            attempt: earlier + 1,
+        }
+    }
+
+    pub fn event(&self) -> LedgerEvent {
+        LedgerEvent::ExtractSent {
+            extract_id: self.extract_id.clone(),
+            subscriber: self.subscriber.clone(),
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// What a form revision's builder is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormFacts {
+    pub revision: u32,
+    pub compiled_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+}
+
+/// The latest stored revision of a quarter's form 402.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestRevision {
+    pub revision: u32,
+    /// Digest of the rows and totals only (not revision or time).
+    pub content_sha256: String,
+    /// The signed form.
+    pub form: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormDecision {
+    /// The content is what the latest revision holds: that one is pulled.
+    Unchanged { revision: u32, form: Vec<u8> },
+    /// §6-1 a report arrived since: a new revision.
+    Publish(FormFacts),
+}
+
+/// §6-1 whether compiling the form at `now` makes a new revision.
+pub fn decide_form(
+    quarter: Quarter,
+    content_sha256: &str,
+    latest: Option<LatestRevision>,
+    now: DateTime<Utc>,
+) -> FormDecision {
+    match latest {
+        Some(latest) if latest.content_sha256 == content_sha256 => FormDecision::Unchanged {
+            revision: latest.revision,
+            form: latest.form,
+        },
+        latest => FormDecision::Publish(FormFacts {
+            revision: latest.map_or(1, |l| l.revision + 1),
+            compiled_at: now,
+            due_date: deadlines::finance_form_due(quarter),
+        }),
+    }
+}
+
+/// What the store read for the finance ministry's acknowledgement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormAckFacts {
+    /// The revision's body digest, if the revision exists.
+    pub body_sha256: Option<String>,
+    /// The receipt of an earlier acknowledgement of it.
+    pub earlier_receipt: Option<Vec<u8>>,
+    /// §6-1 the quarter's FINANCE_FORM obligations still unfulfilled.
+    pub open_obligations: Vec<OpenObligation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormAckDecision {
+    UnknownRevision,
+    DigestMismatch { expected: String },
+    Repeat(Vec<u8>),
+    Acknowledge(FormAcknowledgement),
+}
+
+/// §6-1 a first acknowledgement of a revision: it fulfils the quarter's
+/// form obligation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormAcknowledgement {
+    pub quarter: Quarter,
+    pub revision: u32,
+    pub body_sha256: String,
+    pub facts: AckFacts,
+    pub fulfils: Vec<Fulfilment>,
+}
+
+pub fn decide_form_ack(
+    quarter: Quarter,
+    revision: u32,
+    body_sha256: &str,
+    facts: FormAckFacts,
+    now: DateTime<Utc>,
+) -> FormAckDecision {
+    let Some(expected) = facts.body_sha256 else {
+        return FormAckDecision::UnknownRevision;
+    };
+    if expected != body_sha256.to_ascii_lowercase() {
+        return FormAckDecision::DigestMismatch { expected };
+    }
+    if let Some(receipt) = facts.earlier_receipt {
+        return FormAckDecision::Repeat(receipt);
+    }
+    FormAckDecision::Acknowledge(FormAcknowledgement {
+        quarter,
+        revision,
+        body_sha256: expected,
+        facts: AckFacts {
+            acknowledged_at: now,
+            due_date: deadlines::finance_form_due(quarter),
+        },
+        fulfils: facts
+            .open_obligations
+            .into_iter()
+            .map(|open| Fulfilment::new(open, ObligationKind::FinanceForm, now))
+            .collect(),
+    })
+}
+
+impl FormAcknowledgement {
+    pub fn ledger_events(&self) -> Vec<LedgerEvent> {
+        let mut events = vec![LedgerEvent::FormAcknowledged {
+            quarter: self.quarter,
+            revision: self.revision,
+            body_sha256: self.body_sha256.clone(),
+        }];
+        events.extend(self.fulfils.iter().map(Fulfilment::event));
+        events
+    }
+}
+
+/// The overdue scan: of the PENDING obligations given, those overdue on
+/// `today`, each now OVERDUE, with its ledger entry.
+pub fn overdue(today: NaiveDate, pending: Vec<Obligation>) -> Vec<(Obligation, LedgerEvent)> {
+    pending
+        .into_iter()
+        .filter(|o| o.status == ObligationStatus::Pending)
+        .filter(|o| ObligationStatus::is_overdue(today, o.due_date))
+        .map(|mut obligation| {
+            obligation.status = ObligationStatus::Overdue;
+            let event = LedgerEvent::ObligationOverdue {
+                obligation_id: obligation.obligation_id.clone(),
+                kind: obligation.kind,
+                due_date: obligation.due_date,
+                filing_id: obligation.filing_id.clone(),
+                quarter: obligation.quarter,
+            };
+            (obligation, event)
+        })
+        .collect()
+}

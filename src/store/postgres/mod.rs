@@ -1,0 +1,293 @@
+//! The scale-out path: several gateway replicas share one PostgreSQL
+//! database, through sqlx. Each replica commits through its own writer task
+//! ([`writer`]), a run of jobs at a time; the writers of all replicas take
+//! one advisory lock per transaction, so register numbers and the ledger
+//! chain stay sequential across replicas. A commit notifies the other
+//! replicas (LISTEN/NOTIFY), whose subscribers then read what is pending.
+
+mod ledger;
+mod reads;
+mod runs;
+mod writer;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    AckBuilder, Change, Clock, DeliveryRecord, DocumentRecord, FetchedDocument, FindingQuery,
+    FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, Incoming, Job, NewDocument,
+    ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
+    Store, StoreError, StoredFiling, Submission, SubmitOutcome, send_job,
+};
+use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
+
+/// The channel replicas tell each other about commits on.
+const CHANNEL: &str = "minegate_changes";
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        if unavailable(&error) {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Database(error.to_string())
+        }
+    }
+}
+
+/// Whether `error` says the database cannot be reached (rather than that a
+/// statement was wrong).
+fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01–57P03 (the server
+        // is shutting down, crashed, or not yet accepting connections).
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+pub struct PgStore {
+    pool: PgPool,
+    writer: mpsc::Sender<Job>,
+    /// Answered when the writer task has ended.
+    stopped: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    changes: watch::Sender<Change>,
+    clock: Arc<dyn Clock>,
+    /// See [`Gauges::runs_taken_apart`].
+    taken_apart: Arc<AtomicU64>,
+}
+
+impl PgStore {
+    pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|error| StoreError::Migrate(error.to_string()))?;
+
+        let (writer, jobs) = mpsc::channel(1024);
+        let (changes, _) = watch::channel(Change::default());
+        let (done, stopped) = oneshot::channel();
+        let taken_apart = Arc::new(AtomicU64::new(0));
+        let context = writer::Writer {
+            pool: pool.clone(),
+            clock: clock.clone(),
+            changes: changes.clone(),
+            taken_apart: taken_apart.clone(),
+        };
+        tokio::spawn(async move {
+            context.run(jobs).await;
+            let _ = done.send(());
+        });
+        tokio::spawn(listen(url.to_owned(), changes.clone()));
+        Ok(PgStore {
+            pool,
+            writer,
+            stopped: std::sync::Mutex::new(Some(stopped)),
+            changes,
+            clock,
+            taken_apart,
+        })
+    }
+}
+
+/// Commits on other replicas arrive as notifications: each moves `changes`
+/// with what it made unknown, so subscribers read what is pending.
+async fn listen(url: String, changes: watch::Sender<Change>) {
+    loop {
+        match PgListener::connect(&url).await {
+            Ok(mut listener) => {
+                if let Err(error) = listener.listen(CHANNEL).await {
+                    tracing::warn!(%error, "LISTEN failed; retrying");
+                } else {
+                    // Anything may have been missed while (re)connecting.
+                    changes.send_modify(Change::elsewhere);
+                    while listener.recv().await.is_ok() {
+                        changes.send_modify(Change::elsewhere);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot connect to LISTEN; retrying"),
+        }
+        if changes.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn gauges(&self, subscribers: &[String]) -> Result<Gauges, StoreError> {
+        let mut gauges = reads::gauges(&self.pool, subscribers).await?;
+        gauges.runs_taken_apart = self.taken_apart.load(Ordering::Relaxed);
+        Ok(gauges)
+    }
+
+    async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
+        send_job(&self.writer, |reply| Job::Document(document, reply)).await
+    }
+
+    async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {
+        reads::documents(&self.pool, digests).await
+    }
+
+    async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError> {
+        let incoming = Incoming::new(submission, &*self.clock);
+        send_job(&self.writer, |reply| Job::Filing(Box::new(incoming), reply)).await
+    }
+
+    async fn filing(&self, filing_id: &str) -> Result<Option<StoredFiling>, StoreError> {
+        reads::filing(&self.pool, filing_id).await
+    }
+
+    async fn register(&self, query: &RegisterQuery) -> Result<Vec<RegisterRow>, StoreError> {
+        reads::register(&self.pool, query).await
+    }
+
+    async fn ledger_page(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        reads::ledger_page(&self.pool, after_seq, limit).await
+    }
+
+    async fn close(&self) {
+        let stopped = self.stopped.lock().ok().and_then(|mut s| s.take());
+        let _ = self.writer.send(Job::Stop).await;
+        if let Some(stopped) = stopped {
+            let _ = stopped.await;
+        }
+        self.pool.close().await;
+    }
+
+    fn changes(&self) -> watch::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    async fn pending_extracts(
+        &self,
+        subscriber: &str,
+        from_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingExtract>, StoreError> {
+        reads::pending_extracts(&self.pool, subscriber, from_seq, limit).await
+    }
+
+    async fn acknowledged(
+        &self,
+        subscriber: &str,
+        extract_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        reads::acknowledged(&self.pool, subscriber, extract_ids).await
+    }
+
+    async fn queue_attempts(
+        &self,
+        extract_ids: Vec<String>,
+        subscriber: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<QueuedAttempts, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let subscriber = subscriber.to_owned();
+        self.writer
+            .send(Job::Attempts {
+                extract_ids,
+                subscriber,
+                sent_at,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        Ok(answer)
+    }
+
+    async fn acknowledge_extract(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+        build: AckBuilder,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+        send_job(&self.writer, |reply| Job::AckExtract {
+            extract_id,
+            subscriber,
+            build,
+            reply,
+        })
+        .await
+    }
+
+    async fn document_for(
+        &self,
+        sha256: &str,
+        subscriber: &str,
+    ) -> Result<Option<FetchedDocument>, StoreError> {
+        reads::document_for(&self.pool, sha256, subscriber).await
+    }
+
+    async fn reports_for_form(&self, quarter: Quarter) -> Result<Vec<ReportForForm>, StoreError> {
+        reads::reports_for_form(&self.pool, quarter).await
+    }
+
+    async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError> {
+        send_job(&self.writer, |reply| {
+            Job::PublishForm(Box::new(publication), reply)
+        })
+        .await
+    }
+
+    async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError> {
+        send_job(&self.writer, |reply| Job::AckForm(Box::new(ack), reply)).await
+    }
+
+    async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<Obligation>, StoreError> {
+        reads::obligations(&self.pool, query).await
+    }
+
+    async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<Obligation>, StoreError> {
+        send_job(&self.writer, |reply| Job::MarkOverdue(today, reply)).await
+    }
+
+    async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
+        reads::findings(&self.pool, query).await
+    }
+
+    async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError> {
+        reads::reported_quarters(&self.pool).await
+    }
+
+    async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        reads::delivery(&self.pool, filing_id).await
+    }
+}

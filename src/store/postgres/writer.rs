@@ -1,0 +1,531 @@
+//! The writer task: it takes whatever jobs are waiting (up to
+//! [`MAX_BATCH`]) as one transaction, takes the write lock that orders all
+//! replicas' writers once for it, groups consecutive submissions and
+//! consecutive acknowledgements into runs ([`super::runs`]), gives each run
+//! (and each other job) one savepoint, and answers every caller only after
+//! the commit. A run whose writes the database refuses is undone and each
+//! of its jobs taken again alone, so one bad job fails alone.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{Acquire, PgConnection, PgPool};
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    reads::{OBLIGATION_COLUMNS, obligation},
+    runs::{self, AckJob, Independent},
+};
+use crate::{
+    domain::{
+        decisions::{
+            self, FormAckDecision, FormAckFacts, FormDecision, LatestRevision, OpenObligation,
+        },
+        ledger::LedgerEvent,
+        obligation::{Obligation, ObligationKind, ObligationStatus},
+        quantities::Quarter,
+    },
+    store::{
+        Change, Clock, DocumentRecord, Finisher, FormAck, FormAckOutcome, FormPublication,
+        Incoming, Job, MAX_BATCH, NewDocument, StoreError, SubmitOutcome, finisher, from_micros,
+        micros, parse_date,
+    },
+};
+
+/// Taken first by every writing transaction of every replica; the notice
+/// to the other replicas goes out when the transaction commits (and not at
+/// all if it does not).
+const LOCK_AND_NOTIFY: &str =
+    "SELECT pg_advisory_xact_lock(71462022), pg_notify('minegate_changes', '')";
+
+pub struct Writer {
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+    pub changes: watch::Sender<Change>,
+    pub taken_apart: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Takes jobs until the store is closed ([`Job::Stop`]) or every sender
+    /// is gone.
+    pub async fn run(self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(first) = jobs.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let stop = batch.iter().position(|job| matches!(job, Job::Stop));
+            if let Some(at) = stop {
+                for job in batch.split_off(at) {
+                    job.fail("the store is closing");
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(batch).await;
+            }
+            if stop.is_some() {
+                jobs.close();
+                while let Ok(job) = jobs.try_recv() {
+                    job.fail("the store is closing");
+                }
+                return;
+            }
+        }
+    }
+
+    async fn commit_batch(&self, jobs: Vec<Job>) {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return fail_all(jobs, &error.to_string()),
+        };
+        if let Err(error) = sqlx::query(LOCK_AND_NOTIFY).execute(&mut *tx).await {
+            return fail_all(jobs, &error.to_string());
+        }
+        let mut finishers: Vec<Finisher> = Vec::with_capacity(jobs.len());
+        // Whether every extract the batch made is known here: never on
+        // PostgreSQL (the sequence numbers come from the database), so the
+        // streams read what is pending when a filing was accepted.
+        let mut complete = true;
+        let mut jobs = jobs.into_iter().peekable();
+        while let Some(job) = jobs.next() {
+            let now = self.clock.now();
+            match job {
+                Job::Filing(incoming, reply) => {
+                    complete = false;
+                    let mut independent = Independent::default();
+                    independent.add(&incoming);
+                    let (mut run, mut replies) = (vec![*incoming], vec![reply]);
+                    while let Some(Job::Filing(next, reply)) = jobs.next_if(
+                        |next| matches!(next, Job::Filing(next, _) if independent.admits(next)),
+                    ) {
+                        independent.add(&next);
+                        run.push(*next);
+                        replies.push(reply);
+                    }
+                    let results = self.submissions(&mut tx, &run).await;
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        finishers.push(finisher(reply, result));
+                    }
+                }
+                Job::AckExtract {
+                    extract_id,
+                    subscriber,
+                    build,
+                    reply,
+                } => {
+                    let mut run = vec![AckJob {
+                        extract_id,
+                        subscriber,
+                        build,
+                    }];
+                    let mut replies = vec![reply];
+                    while let Some(Job::AckExtract {
+                        extract_id,
+                        subscriber,
+                        build,
+                        reply,
+                    }) = jobs.next_if(|next| {
+                        matches!(next, Job::AckExtract { extract_id, subscriber, .. }
+                            if !run.iter().any(|a| a.extract_id == *extract_id
+                                && a.subscriber == *subscriber))
+                    }) {
+                        run.push(AckJob {
+                            extract_id,
+                            subscriber,
+                            build,
+                        });
+                        replies.push(reply);
+                    }
+                    let results = self.acknowledgements(&mut tx, now, &run).await;
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        finishers.push(finisher(reply, result));
+                    }
+                }
+                Job::Attempts {
+                    extract_ids,
+                    subscriber,
+                    sent_at,
+                    reply,
+                } => {
+                    let result = in_savepoint(&mut tx, async |conn| {
+                        runs::sendings(conn, sent_at, &extract_ids, &subscriber).await
+                    })
+                    .await;
+                    finishers.push(finisher(reply, result));
+                }
+                Job::Document(document, reply) => finishers.push(finisher(
+                    reply,
+                    in_savepoint(&mut tx, async |conn| {
+                        put_document(conn, now, document).await
+                    })
+                    .await,
+                )),
+                Job::PublishForm(publication, reply) => finishers.push(finisher(
+                    reply,
+                    in_savepoint(&mut tx, async |conn| {
+                        publish_form(conn, now, *publication).await
+                    })
+                    .await,
+                )),
+                Job::AckForm(ack, reply) => finishers.push(finisher(
+                    reply,
+                    in_savepoint(&mut tx, async |conn| {
+                        acknowledge_form(conn, now, *ack).await
+                    })
+                    .await,
+                )),
+                Job::MarkOverdue(today, reply) => finishers.push(finisher(
+                    reply,
+                    in_savepoint(&mut tx, async |conn| mark_overdue(conn, now, today).await).await,
+                )),
+                Job::Stop => {}
+            }
+        }
+        let committed = tx.commit().await.map_err(|error| error.to_string());
+        if committed.is_ok() {
+            self.changes.send_modify(|change| {
+                *change = Change {
+                    count: change.count + 1,
+                    extracts: Arc::new([]),
+                    complete,
+                }
+            });
+        }
+        for finish in finishers {
+            finish(&committed);
+        }
+    }
+
+    /// A run of submissions in one savepoint; if it fails, each alone.
+    async fn submissions(
+        &self,
+        conn: &mut PgConnection,
+        run: &[Incoming],
+    ) -> Vec<Result<SubmitOutcome, StoreError>> {
+        match in_savepoint(conn, async |c| runs::submissions(c, run).await).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(error) if run.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                self.taken_apart(&error, run.len(), "submissions");
+                let mut results = Vec::with_capacity(run.len());
+                for one in run {
+                    let alone = std::slice::from_ref(one);
+                    results.push(
+                        in_savepoint(conn, async |c| runs::submissions(c, alone).await)
+                            .await
+                            .and_then(only),
+                    );
+                }
+                results
+            }
+        }
+    }
+
+    /// A run of acknowledgements in one savepoint; if it fails, each alone.
+    async fn acknowledgements(
+        &self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+        run: &[AckJob],
+    ) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+        match in_savepoint(conn, async |c| runs::acknowledgements(c, now, run).await).await {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(error) if run.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                self.taken_apart(&error, run.len(), "acknowledgements");
+                let mut results = Vec::with_capacity(run.len());
+                for one in run {
+                    let alone = std::slice::from_ref(one);
+                    results.push(
+                        in_savepoint(conn, async |c| runs::acknowledgements(c, now, alone).await)
+                            .await
+                            .and_then(only),
+                    );
+                }
+                results
+            }
+        }
+    }
+
+    fn taken_apart(&self, error: &StoreError, jobs: usize, what: &str) {
+        tracing::warn!(%error, jobs, "a run of {what} was not written; taking each alone");
+        self.taken_apart.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The one answer of a run of one.
+fn only<T>(mut answers: Vec<T>) -> Result<T, StoreError> {
+    answers
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("a run of one gave no answer".into()))
+}
+
+fn fail_all(jobs: Vec<Job>, reason: &str) {
+    jobs.into_iter().for_each(|job| job.fail(reason));
+}
+
+/// Runs `work` in a savepoint: kept if it succeeds, undone if it fails (a
+/// failed statement aborts a PostgreSQL transaction up to its savepoint).
+async fn in_savepoint<T>(
+    conn: &mut PgConnection,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut savepoint = conn.begin().await?;
+    match work(&mut savepoint).await {
+        Ok(value) => {
+            savepoint.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = savepoint.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn put_document(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    document: NewDocument,
+) -> Result<DocumentRecord, StoreError> {
+    let existing: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT media_type, size_bytes, stored_at FROM documents WHERE sha256 = $1")
+            .bind(document.sha256.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((media_type, size, stored_at)) = existing {
+        return Ok(DocumentRecord {
+            sha256: document.sha256,
+            media_type,
+            size_bytes: size as u64,
+            stored_at: from_micros(stored_at)?,
+            newly_stored: false,
+        });
+    }
+    let size = document.content.len() as u64;
+    sqlx::query(
+        "INSERT INTO documents (sha256, media_type, size_bytes, content, stored_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(document.sha256.as_str())
+    .bind(&document.media_type)
+    .bind(size as i64)
+    .bind(&document.content)
+    .bind(micros(now))
+    .execute(&mut *conn)
+    .await?;
+    let event = LedgerEvent::DocumentStored {
+        sha256: document.sha256.clone(),
+        media_type: document.media_type.clone(),
+        size_bytes: size,
+    };
+    runs::append(conn, &[event], now).await?;
+    Ok(DocumentRecord {
+        sha256: document.sha256,
+        media_type: document.media_type,
+        size_bytes: size,
+        stored_at: now,
+        newly_stored: true,
+    })
+}
+
+async fn publish_form(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    publication: FormPublication,
+) -> Result<Vec<u8>, StoreError> {
+    let FormPublication {
+        quarter,
+        content_sha256,
+        filing_ids,
+        build,
+    } = publication;
+    let (year, q) = (i64::from(quarter.year()), i64::from(quarter.quarter()));
+    let latest: Option<(i64, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT revision, content_sha256, form FROM form_revisions \
+         WHERE year = $1 AND quarter = $2 ORDER BY revision DESC LIMIT 1",
+    )
+    .bind(year)
+    .bind(q)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let latest = latest.map(|(revision, content_sha256, form)| LatestRevision {
+        revision: revision as u32,
+        content_sha256,
+        form,
+    });
+    let mut events = Vec::new();
+    let (revision, form) = match decisions::decide_form(quarter, &content_sha256, latest, now) {
+        FormDecision::Unchanged { revision, form } => (revision, form),
+        FormDecision::Publish(facts) => {
+            let revision = facts.revision;
+            let (body_sha256, form) = build(&facts);
+            sqlx::query(
+                "INSERT INTO form_revisions (year, quarter, revision, content_sha256, \
+                 body_sha256, compiled_at, form) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(year)
+            .bind(q)
+            .bind(i64::from(revision))
+            .bind(&content_sha256)
+            .bind(&body_sha256)
+            .bind(micros(now))
+            .bind(&form)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) \
+                 SELECT $1, $2, $3, filing_id FROM UNNEST($4::text[]) AS u(filing_id)",
+            )
+            .bind(year)
+            .bind(q)
+            .bind(i64::from(revision))
+            .bind(&filing_ids)
+            .execute(&mut *conn)
+            .await?;
+            events.push(LedgerEvent::FormRevisionPublished {
+                quarter,
+                revision,
+                body_sha256,
+                reports: filing_ids.len(),
+            });
+            (revision, form)
+        }
+    };
+    events.push(LedgerEvent::FormPulled { quarter, revision });
+    runs::append(conn, &events, now).await?;
+    Ok(form)
+}
+
+async fn form_ack_facts(
+    conn: &mut PgConnection,
+    quarter: Quarter,
+    revision: u32,
+) -> Result<FormAckFacts, StoreError> {
+    let (year, q, rev) = (
+        i64::from(quarter.year()),
+        i64::from(quarter.quarter()),
+        i64::from(revision),
+    );
+    let body_sha256: Option<String> = sqlx::query_scalar(
+        "SELECT body_sha256 FROM form_revisions WHERE year = $1 AND quarter = $2 \
+         AND revision = $3",
+    )
+    .bind(year)
+    .bind(q)
+    .bind(rev)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let earlier_receipt: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT receipt FROM form_acks WHERE year = $1 AND quarter = $2 AND revision = $3",
+    )
+    .bind(year)
+    .bind(q)
+    .bind(rev)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let open: Vec<(String, String)> = sqlx::query_as(
+        "SELECT obligation_id, due_date FROM obligations WHERE kind = $1 \
+         AND fulfilled_at IS NULL AND year = $2 AND quarter = $3 ORDER BY seq",
+    )
+    .bind(ObligationKind::FinanceForm.as_str())
+    .bind(year)
+    .bind(q)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(FormAckFacts {
+        body_sha256,
+        earlier_receipt,
+        open_obligations: open
+            .into_iter()
+            .map(|(obligation_id, due)| {
+                Ok(OpenObligation {
+                    obligation_id,
+                    due_date: parse_date(&due)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+    })
+}
+
+async fn acknowledge_form(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    ack: FormAck,
+) -> Result<FormAckOutcome, StoreError> {
+    let FormAck {
+        quarter,
+        revision,
+        body_sha256,
+        build,
+    } = ack;
+    let facts = form_ack_facts(conn, quarter, revision).await?;
+    match decisions::decide_form_ack(quarter, revision, &body_sha256, facts, now) {
+        FormAckDecision::UnknownRevision => Ok(FormAckOutcome::UnknownRevision),
+        FormAckDecision::DigestMismatch { expected } => {
+            Ok(FormAckOutcome::DigestMismatch { expected })
+        }
+        FormAckDecision::Repeat(receipt) => Ok(FormAckOutcome::Acknowledged(receipt)),
+        FormAckDecision::Acknowledge(ack) => {
+            let receipt = build(&ack.facts);
+            sqlx::query(
+                "INSERT INTO form_acks (year, quarter, revision, acknowledged_at, receipt) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(i64::from(quarter.year()))
+            .bind(i64::from(quarter.quarter()))
+            .bind(i64::from(revision))
+            .bind(micros(now))
+            .bind(&receipt)
+            .execute(&mut *conn)
+            .await?;
+            for fulfilment in &ack.fulfils {
+                sqlx::query(
+                    "UPDATE obligations SET status = $1, fulfilled_at = $2 \
+                     WHERE obligation_id = $3",
+                )
+                .bind(fulfilment.status.as_str())
+                .bind(micros(fulfilment.fulfilled_at))
+                .bind(&fulfilment.obligation_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            runs::append(conn, &ack.ledger_events(), now).await?;
+            Ok(FormAckOutcome::Acknowledged(receipt))
+        }
+    }
+}
+
+async fn mark_overdue(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+) -> Result<Vec<Obligation>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "{OBLIGATION_COLUMNS} WHERE status = $1 AND due_date < $2 ORDER BY seq"
+    ))
+    .bind(ObligationStatus::Pending.as_str())
+    .bind(today.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let pending = rows.iter().map(obligation).collect::<Result<_, _>>()?;
+    let overdue = decisions::overdue(today, pending);
+    let ids: Vec<&str> = overdue
+        .iter()
+        .map(|(o, _)| o.obligation_id.as_str())
+        .collect();
+    sqlx::query("UPDATE obligations SET status = $1 WHERE obligation_id = ANY($2::text[])")
+        .bind(ObligationStatus::Overdue.as_str())
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    let events: Vec<LedgerEvent> = overdue.iter().map(|(_, event)| event.clone()).collect();
+    runs::append(conn, &events, now).await?;
+    Ok(overdue.into_iter().map(|(o, _)| o).collect())
+}

@@ -1,0 +1,382 @@
+//! The embedded default: one SQLite file through rusqlite, in WAL mode with
+//! `synchronous=FULL`, so a filing that got a receipt survives power loss.
+//! A dedicated writer thread owns the one writing connection
+//! ([`writer`]); reads run on a few connections of their own, on tokio's
+//! blocking threads ([`Readers`]), so neither ever waits on the async
+//! runtime. One gateway process per file.
+
+mod facts;
+mod migrations;
+mod reads;
+mod writer;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use super::{
+    AckBuilder, Change, Clock, DeliveryRecord, DocumentRecord, FetchedDocument, FindingQuery,
+    FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, Incoming, Job, NewDocument,
+    ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
+    Store, StoreError, StoredFiling, Submission, SubmitOutcome, send_job,
+};
+use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
+
+pub use migrations::LATEST as SCHEMA_VERSION;
+
+/// How long a connection waits for another's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections open at most at once.
+const READERS: usize = 4;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::*;
+        match error.sqlite_error_code() {
+            // The file is locked, cannot be read or written, or is gone.
+            Some(
+                DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen | ReadOnly
+                | OutOfMemory,
+            ) => StoreError::Unavailable(error.to_string()),
+            _ => StoreError::Database(error.to_string()),
+        }
+    }
+}
+
+pub struct SqliteStore {
+    readers: Arc<Readers>,
+    writer: mpsc::Sender<Job>,
+    /// Answered when the writer thread has ended.
+    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+    changes: watch::Sender<Change>,
+    /// Takes the instant of each submission as it comes in.
+    clock: Arc<dyn Clock>,
+}
+
+/// Opens a connection to `path` with the settings every connection has.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates `sqlite://PATH` (or
+    /// `sqlite:PATH`), and starts the writer thread.
+    pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+        let path = database_path(url)?;
+        if let Some(folder) = path.parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let mut conn = connect(&opened, OpenFlags::default())?;
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+            if mode != "wal" {
+                return Err(StoreError::Database(format!(
+                    "journal_mode is {mode}, WAL could not be set"
+                )));
+            }
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            migrations::run(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|error| StoreError::Database(format!("opening the database: {error}")))??;
+
+        let (writer, jobs) = mpsc::channel(1024);
+        let (changes, _) = watch::channel(Change::default());
+        let (done, stopped) = oneshot::channel();
+        let (writer_changes, writer_clock) = (changes.clone(), clock.clone());
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                writer::run(conn, writer_clock, jobs, writer_changes);
+                let _ = done.send(());
+            })
+            .map_err(|error| StoreError::Database(format!("starting the writer: {error}")))?;
+        Ok(SqliteStore {
+            readers: Arc::new(Readers::new(path)),
+            writer,
+            stopped: Mutex::new(Some(stopped)),
+            changes,
+            clock,
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.readers.clone().read(read).await
+    }
+}
+
+/// The file named by a `sqlite:` URL (`sqlite://data/minegate.db`,
+/// `sqlite:///var/lib/minegate/minegate.db`, `sqlite:x.db`), without any
+/// `?options`.
+fn database_path(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::UnknownScheme(url.to_owned()))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::Database(format!(
+            "{url:?}: the database must be a file (sqlite://PATH)"
+        )));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The read connections: opened as needed, up to [`READERS`] at once, kept
+/// for the next read. Each read runs on a blocking thread.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    fn new(path: PathBuf) -> Readers {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(READERS)),
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        self: Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        tokio::task::spawn_blocking(move || {
+            let idle = self.idle.lock().map(|mut idle| idle.pop()).ok().flatten();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => {
+                    let conn = connect(&self.path, OpenFlags::default())?;
+                    conn.pragma_update(None, "query_only", true)?;
+                    conn
+                }
+            };
+            let result = read(&conn);
+            // A connection whose read failed for want of the database is
+            // dropped: the next read opens a fresh one.
+            if !matches!(result, Err(StoreError::Unavailable(_)))
+                && let Ok(mut idle) = self.idle.lock()
+            {
+                idle.push(conn);
+            }
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|error| StoreError::Database(format!("a read stopped: {error}")))?
+    }
+
+    fn close(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        self.permits.close();
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn gauges(&self, subscribers: &[String]) -> Result<Gauges, StoreError> {
+        let subscribers = subscribers.to_vec();
+        let mut gauges = self
+            .read(move |conn| reads::gauges(conn, &subscribers))
+            .await?;
+        // Each job has its own savepoint here: no run is ever taken apart.
+        gauges.runs_taken_apart = 0;
+        Ok(gauges)
+    }
+
+    async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
+        send_job(&self.writer, |reply| Job::Document(document, reply)).await
+    }
+
+    async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {
+        let digests = digests.to_vec();
+        self.read(move |conn| reads::documents(conn, &digests))
+            .await
+    }
+
+    async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError> {
+        let incoming = Incoming::new(submission, &*self.clock);
+        send_job(&self.writer, |reply| Job::Filing(Box::new(incoming), reply)).await
+    }
+
+    async fn filing(&self, filing_id: &str) -> Result<Option<StoredFiling>, StoreError> {
+        let filing_id = filing_id.to_owned();
+        self.read(move |conn| reads::filing(conn, &filing_id)).await
+    }
+
+    async fn register(&self, query: &RegisterQuery) -> Result<Vec<RegisterRow>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| reads::register(conn, &query)).await
+    }
+
+    async fn ledger_page(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.read(move |conn| reads::ledger_page(conn, after_seq, limit))
+            .await
+    }
+
+    async fn close(&self) {
+        // The writer stops once the jobs queued before this have committed.
+        let stopped = self.stopped.lock().ok().and_then(|mut s| s.take());
+        let _ = self.writer.send(Job::Stop).await;
+        if let Some(stopped) = stopped {
+            let _ = stopped.await;
+        }
+        self.readers.close();
+    }
+
+    fn changes(&self) -> watch::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    async fn pending_extracts(
+        &self,
+        subscriber: &str,
+        from_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingExtract>, StoreError> {
+        let subscriber = subscriber.to_owned();
+        self.read(move |conn| reads::pending_extracts(conn, &subscriber, from_seq, limit))
+            .await
+    }
+
+    async fn acknowledged(
+        &self,
+        subscriber: &str,
+        extract_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let (subscriber, extract_ids) = (subscriber.to_owned(), extract_ids.to_vec());
+        self.read(move |conn| reads::acknowledged(conn, &subscriber, &extract_ids))
+            .await
+    }
+
+    async fn queue_attempts(
+        &self,
+        extract_ids: Vec<String>,
+        subscriber: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<QueuedAttempts, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let subscriber = subscriber.to_owned();
+        self.writer
+            .send(Job::Attempts {
+                extract_ids,
+                subscriber,
+                sent_at,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        Ok(answer)
+    }
+
+    async fn acknowledge_extract(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+        build: AckBuilder,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+        send_job(&self.writer, |reply| Job::AckExtract {
+            extract_id,
+            subscriber,
+            build,
+            reply,
+        })
+        .await
+    }
+
+    async fn document_for(
+        &self,
+        sha256: &str,
+        subscriber: &str,
+    ) -> Result<Option<FetchedDocument>, StoreError> {
+        let (sha256, subscriber) = (sha256.to_owned(), subscriber.to_owned());
+        self.read(move |conn| reads::document_for(conn, &sha256, &subscriber))
+            .await
+    }
+
+    async fn reports_for_form(&self, quarter: Quarter) -> Result<Vec<ReportForForm>, StoreError> {
+        self.read(move |conn| reads::reports_for_form(conn, quarter))
+            .await
+    }
+
+    async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError> {
+        send_job(&self.writer, |reply| {
+            Job::PublishForm(Box::new(publication), reply)
+        })
+        .await
+    }
+
+    async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError> {
+        send_job(&self.writer, |reply| Job::AckForm(Box::new(ack), reply)).await
+    }
+
+    async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<Obligation>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| reads::obligations(conn, &query))
+            .await
+    }
+
+    async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<Obligation>, StoreError> {
+        send_job(&self.writer, |reply| Job::MarkOverdue(today, reply)).await
+    }
+
+    async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| reads::findings(conn, &query)).await
+    }
+
+    async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError> {
+        self.read(reads::reported_quarters).await
+    }
+
+    async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let filing_id = filing_id.to_owned();
+        self.read(move |conn| reads::delivery(conn, &filing_id))
+            .await
+    }
+}
