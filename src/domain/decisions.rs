@@ -719,3 +719,651 @@ pub fn overdue(today: NaiveDate, pending: Vec<Obligation>) -> Vec<(Obligation, L
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        filing::{
+            BankDetails, DocumentRef, IdempotencyKey, Person, QuarterlyReport, StartNotification,
+            TerminationNotice,
+        },
+        identifiers::{Bic, BinOrIin, Iban},
+        ip::IpPool,
+        quantities::{Kilowatts, Tiyn, WattHours},
+        register::{FindingKind, RegisterStatus},
+    };
+
+    const BIN: &str = "210240001236";
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        rfc3339.parse().unwrap()
+    }
+
+    fn date(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn quarter(year: i32, q: u32) -> Quarter {
+        Quarter::new(year, q).unwrap()
+    }
+
+    /// Ids `fnd-1`, `obl-2`, … in the order asked.
+    fn counting() -> impl FnMut(&str) -> String {
+        let mut n = 0;
+        move |prefix: &str| {
+            n += 1;
+            format!("{prefix}-{n}")
+        }
+    }
+
+    fn person() -> Person {
+        Person {
+            name: "TOO Qazaq Hash".into(),
+            id: BinOrIin::parse(BIN).unwrap(),
+            legal_address: "Astana, Mangilik El 55".into(),
+            phones: vec![],
+            emails: vec![],
+            activity: ActivityKind::Mining,
+        }
+    }
+
+    fn document() -> DocumentRef {
+        DocumentRef {
+            kind: DocumentKind::Residency,
+            sha256: Sha256Hex::of(b"residency"),
+        }
+    }
+
+    fn start(planned: &str) -> Filing {
+        Filing::Start(StartNotification {
+            person: person(),
+            bank: BankDetails {
+                iban: Iban::parse("KZ75125KZT1001300335").unwrap(),
+                bic: Bic::parse("HSBKKZKX").unwrap(),
+                bank_name: "Halyk".into(),
+            },
+            required_power: Kilowatts::new(3600).unwrap(),
+            planned_jobs: 12,
+            planned_investment: Tiyn::new(1_000_000).unwrap(),
+            ip_pool: IpPool::parse(&["95.56.0.0/16"]).unwrap(),
+            documents: vec![document()],
+            data_centres: vec![],
+            planned_start: date(planned),
+            idempotency_key: IdempotencyKey::parse("s-1").unwrap(),
+        })
+    }
+
+    fn report(q: Quarter) -> Filing {
+        Filing::Quarterly(QuarterlyReport {
+            person: Person {
+                name: "TOO Qazaq Hash (renamed)".into(),
+                ..person()
+            },
+            quarter: q,
+            consumption: WattHours(5_000_000),
+            equipment: vec![],
+            jobs: 12,
+            investment_rest_of_year: Tiyn::new(0).unwrap(),
+            investment_next_12_months: Tiyn::new(0).unwrap(),
+            ip_pool: IpPool::parse(&["95.56.0.0/16"]).unwrap(),
+            documents: vec![document()],
+            data_centres: vec![],
+            idempotency_key: IdempotencyKey::parse("q-1").unwrap(),
+        })
+    }
+
+    fn termination(end: &str) -> Filing {
+        Filing::Termination(TerminationNotice {
+            name: "TOO Qazaq Hash".into(),
+            id: BinOrIin::parse(BIN).unwrap(),
+            activity_end: date(end),
+            idempotency_key: IdempotencyKey::parse("t-1").unwrap(),
+        })
+    }
+
+    fn received(instant: &str, with_extract: bool) -> Received {
+        let received_at = at(instant);
+        Received {
+            caller: "urn:minegate:authority".into(),
+            request_sha256: Sha256Hex::of(b"request"),
+            filing_id: "fil-new".into(),
+            received_at,
+            extract: with_extract.then(|| SignedExtract {
+                extract_id: "ext-new".into(),
+                due_date: deadlines::energy_extract_due(deadlines::local_date(received_at)),
+                body: b"signed extract".to_vec(),
+            }),
+        }
+    }
+
+    fn entry(status: RegisterStatus, last_quarter: Option<Quarter>) -> RegisterEntry {
+        RegisterEntry {
+            register_number: "KZ-DM-000007".into(),
+            state: RegisterState {
+                status,
+                activity_end: None,
+            },
+            last_quarter,
+        }
+    }
+
+    fn accept(decision: SubmissionDecision) -> Acceptance {
+        match decision {
+            SubmissionDecision::Accept(acceptance) => *acceptance,
+            other => panic!("expected an acceptance, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_first_start_notification_creates_the_entry_its_extract_and_one_obligation() {
+        let facts = SubmissionFacts {
+            next_register_seq: 42,
+            ..SubmissionFacts::default()
+        };
+        let received = received("2026-03-20T06:00:00Z", true);
+        let acceptance = accept(decide_submission(
+            &start("2026-05-01"),
+            &received,
+            facts,
+            &mut counting(),
+        ));
+        assert_eq!(
+            acceptance.register,
+            RegisterUpdate::Create(NewRegisterEntry {
+                seq: 42,
+                register_number: "KZ-DM-000042".into(),
+                name: "TOO Qazaq Hash".into(),
+                legal_address: "Astana, Mangilik El 55".into(),
+                activity: ActivityKind::Mining,
+                planned_start: date("2026-05-01"),
+                required_power_kw: 3600,
+            })
+        );
+        let accepted = &acceptance.accepted;
+        assert_eq!(accepted.register_number.as_deref(), Some("KZ-DM-000042"));
+        assert_eq!((accepted.revision, accepted.findings.len()), (0, 0));
+        // §3 due 30 days before the planned start; §6 the extract 10 days
+        // after receipt (2026-03-20 in Almaty).
+        assert_eq!(accepted.assessment.due_date, date("2026-04-01"));
+        assert_eq!(
+            accepted.obligations,
+            vec![Obligation::new(
+                "obl-1".into(),
+                ObligationKind::EnergyExtract,
+                date("2026-03-30"),
+                Some("fil-new".into()),
+                Some("ext-new".into()),
+                None,
+                at("2026-03-20T06:00:00Z"),
+            )]
+        );
+        let extract = acceptance.extract.as_ref().unwrap();
+        assert_eq!(
+            extract.documents,
+            vec![(Sha256Hex::of(b"residency"), DocumentKind::Residency)]
+        );
+        assert_eq!(
+            acceptance.ip_ranges.as_ref().unwrap()[0].cidr,
+            "95.56.0.0/16"
+        );
+        assert_eq!(acceptance.supersedes, None);
+        let events = acceptance.ledger_events(b"receipt");
+        assert_eq!(
+            events.iter().map(LedgerEvent::kind).collect::<Vec<_>>(),
+            ["EXTRACT_CREATED", "FILING_ACCEPTED"]
+        );
+        assert_eq!(
+            events[1],
+            LedgerEvent::FilingAccepted {
+                filing_id: "fil-new".into(),
+                kind: FilingKind::StartNotification,
+                bin_or_iin: BIN.into(),
+                caller: "urn:minegate:authority".into(),
+                request_sha256: Sha256Hex::of(b"request"),
+                register_number: Some("KZ-DM-000042".into()),
+                revision: 0,
+                findings: vec![],
+                receipt_sha256: Sha256Hex::of(b"receipt"),
+            }
+        );
+    }
+
+    #[test]
+    fn the_same_key_replays_the_receipt_or_is_refused_with_another_payload() {
+        let earlier = |digest: &Sha256Hex| SubmissionFacts {
+            earlier: Some(EarlierFiling {
+                filing_id: "fil-1".into(),
+                request_sha256: digest.to_string(),
+                receipt: b"the first receipt".to_vec(),
+            }),
+            ..SubmissionFacts::default()
+        };
+        let received = received("2026-03-20T06:00:00Z", true);
+        assert_eq!(
+            decide_submission(
+                &start("2026-05-01"),
+                &received,
+                earlier(&Sha256Hex::of(b"request")),
+                &mut counting()
+            ),
+            SubmissionDecision::Replay(b"the first receipt".to_vec())
+        );
+        assert_eq!(
+            decide_submission(
+                &start("2026-05-01"),
+                &received,
+                earlier(&Sha256Hex::of(b"another request")),
+                &mut counting()
+            ),
+            SubmissionDecision::KeyReused {
+                filing_id: "fil-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_refiled_quarter_supersedes_the_current_revision_and_keeps_the_latest_quarter() {
+        let facts = SubmissionFacts {
+            entry: Some(entry(RegisterStatus::Operating, Some(quarter(2026, 2)))),
+            current_revision: Some(CurrentRevision {
+                filing_id: "fil-r2".into(),
+                revision: 2,
+            }),
+            finance_obligation_exists: true,
+            ..SubmissionFacts::default()
+        };
+        let acceptance = accept(decide_submission(
+            &report(quarter(2026, 1)),
+            &received("2026-04-08T06:00:00Z", true),
+            facts,
+            &mut counting(),
+        ));
+        assert_eq!(acceptance.accepted.revision, 3);
+        assert_eq!(acceptance.supersedes.as_deref(), Some("fil-r2"));
+        assert_eq!(
+            acceptance.register,
+            RegisterUpdate::Report {
+                status: RegisterStatus::Operating,
+                name: "TOO Qazaq Hash (renamed)".into(),
+                legal_address: "Astana, Mangilik El 55".into(),
+                // Q1 re-filed after Q2 was reported: Q2 stays the latest.
+                last_quarter: quarter(2026, 2),
+            }
+        );
+        // The quarter's form obligation exists: only the extract's is made.
+        assert_eq!(
+            acceptance
+                .accepted
+                .obligations
+                .iter()
+                .map(|o| o.kind)
+                .collect::<Vec<_>>(),
+            [ObligationKind::EnergyExtract]
+        );
+        assert_eq!(acceptance.quarter, Some(quarter(2026, 1)));
+    }
+
+    #[test]
+    fn a_first_report_makes_the_entry_operating_and_the_quarters_form_obligation() {
+        let facts = SubmissionFacts {
+            entry: Some(entry(RegisterStatus::Planned, None)),
+            ..SubmissionFacts::default()
+        };
+        let acceptance = accept(decide_submission(
+            &report(quarter(2026, 1)),
+            &received("2026-04-08T06:00:00Z", true),
+            facts,
+            &mut counting(),
+        ));
+        assert_eq!(acceptance.accepted.revision, 1);
+        assert_eq!(
+            acceptance.register,
+            RegisterUpdate::Report {
+                status: RegisterStatus::Operating,
+                name: "TOO Qazaq Hash (renamed)".into(),
+                legal_address: "Astana, Mangilik El 55".into(),
+                last_quarter: quarter(2026, 1),
+            }
+        );
+        let finance = &acceptance.accepted.obligations[1];
+        assert_eq!(
+            (
+                finance.kind,
+                finance.due_date,
+                finance.quarter,
+                finance.filing_id.as_ref()
+            ),
+            (
+                ObligationKind::FinanceForm,
+                date("2026-05-15"),
+                Some(quarter(2026, 1)),
+                None
+            )
+        );
+        assert_eq!(finance.obligation_id, "obl-2");
+    }
+
+    #[test]
+    fn an_unregistered_late_report_with_an_ip_conflict_is_accepted_with_its_findings() {
+        let facts = SubmissionFacts {
+            ip_conflicts: vec![IpConflict {
+                cidr: "95.56.0.0/16".into(),
+                other_cidr: "95.56.128.0/17".into(),
+                other_bin_or_iin: "990240000013".into(),
+            }],
+            ..SubmissionFacts::default()
+        };
+        let acceptance = accept(decide_submission(
+            &report(quarter(2026, 1)),
+            &received("2026-04-13T06:00:00Z", false),
+            facts,
+            &mut counting(),
+        ));
+        assert_eq!(acceptance.register, RegisterUpdate::Unchanged);
+        assert_eq!(acceptance.accepted.register_number, None);
+        assert_eq!(
+            acceptance
+                .accepted
+                .findings
+                .iter()
+                .map(|(id, f)| (id.as_str(), f.kind, f.days))
+                .collect::<Vec<_>>(),
+            [
+                ("fnd-1", FindingKind::LateQuarterlyReport, 3),
+                ("fnd-2", FindingKind::UnregisteredFiler, 0),
+                ("fnd-3", FindingKind::IpPoolConflict, 0),
+            ]
+        );
+        // No extract was made for it here: only the form obligation.
+        assert_eq!(acceptance.extract, None);
+        assert_eq!(acceptance.accepted.obligations.len(), 1);
+    }
+
+    #[test]
+    fn a_termination_ends_the_entry_and_a_new_start_after_it_restarts_it() {
+        let terminated = accept(decide_submission(
+            &termination("2026-06-25"),
+            &received("2026-07-01T06:00:00Z", false),
+            SubmissionFacts {
+                entry: Some(entry(RegisterStatus::Operating, None)),
+                ..SubmissionFacts::default()
+            },
+            &mut counting(),
+        ));
+        assert_eq!(
+            terminated.register,
+            RegisterUpdate::Terminate {
+                activity_end: date("2026-06-25")
+            }
+        );
+        assert_eq!(terminated.ip_ranges, None);
+        assert_eq!(terminated.accepted.obligations, vec![]);
+        let restarted = accept(decide_submission(
+            &start("2026-09-01"),
+            &received("2026-07-20T06:00:00Z", true),
+            SubmissionFacts {
+                entry: Some(entry(RegisterStatus::Terminated, None)),
+                next_register_seq: 99,
+                ..SubmissionFacts::default()
+            },
+            &mut counting(),
+        ));
+        assert_eq!(
+            restarted.register,
+            RegisterUpdate::Restart {
+                start_filing_id: "fil-new".into(),
+                name: "TOO Qazaq Hash".into(),
+                legal_address: "Astana, Mangilik El 55".into(),
+                activity: ActivityKind::Mining,
+                planned_start: date("2026-09-01"),
+                required_power_kw: 3600,
+            }
+        );
+        // The entry keeps its number.
+        assert_eq!(
+            restarted.accepted.register_number.as_deref(),
+            Some("KZ-DM-000007")
+        );
+    }
+
+    #[test]
+    fn a_run_carries_register_numbers_and_form_obligations_to_later_submissions() {
+        let mut run = RunState::default();
+        let read = SubmissionFacts {
+            next_register_seq: 5,
+            ..SubmissionFacts::default()
+        };
+        let first = decide_submission(
+            &start("2026-05-01"),
+            &received("2026-03-20T06:00:00Z", true),
+            run.facts_now(read.clone(), None),
+            &mut counting(),
+        );
+        run.record(&first);
+        // Read before the run, the next number is still 5: the run says 6.
+        assert_eq!(run.facts_now(read.clone(), None).next_register_seq, 6);
+        let q1 = quarter(2026, 1);
+        let report = decide_submission(
+            &report(q1),
+            &received("2026-04-08T06:00:00Z", true),
+            run.facts_now(read.clone(), Some(q1)),
+            &mut counting(),
+        );
+        assert_eq!(accept(report.clone()).accepted.obligations.len(), 2);
+        run.record(&report);
+        assert!(
+            run.facts_now(read.clone(), Some(q1))
+                .finance_obligation_exists
+        );
+        assert!(
+            !run.facts_now(read, Some(quarter(2026, 2)))
+                .finance_obligation_exists
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_fulfils_on_time_or_late_and_a_repeat_returns_the_first_receipt() {
+        let open = |due: &str| ExtractAckFacts {
+            sent_due_date: Some(date(due)),
+            open_obligation: Some(OpenObligation {
+                obligation_id: "obl-1".into(),
+                due_date: date(due),
+            }),
+            ..ExtractAckFacts::default()
+        };
+        // 2026-03-30T20:00Z is already 31 March in Almaty (UTC+5).
+        let late = at("2026-03-30T20:00:00Z");
+        let ExtractAckDecision::Acknowledge(ack) =
+            decide_extract_ack("ext-1", "urn:energy", open("2026-03-30"), late)
+        else {
+            panic!("a first acknowledgement");
+        };
+        assert_eq!(
+            ack.fulfils,
+            Some(Fulfilment {
+                obligation_id: "obl-1".into(),
+                kind: ObligationKind::EnergyExtract,
+                due_date: date("2026-03-30"),
+                status: ObligationStatus::FulfilledLate,
+                fulfilled_at: late,
+            })
+        );
+        assert_eq!(
+            ack.facts,
+            AckFacts {
+                acknowledged_at: late,
+                due_date: date("2026-03-30")
+            }
+        );
+        assert_eq!(
+            ack.ledger_events(b"ack receipt")
+                .iter()
+                .map(LedgerEvent::kind)
+                .collect::<Vec<_>>(),
+            ["EXTRACT_ACKNOWLEDGED", "OBLIGATION_FULFILLED"]
+        );
+        let ExtractAckDecision::Acknowledge(on_time) = decide_extract_ack(
+            "ext-1",
+            "urn:energy",
+            open("2026-03-30"),
+            at("2026-03-30T18:59:59Z"),
+        ) else {
+            panic!("a first acknowledgement");
+        };
+        assert_eq!(on_time.fulfils.unwrap().status, ObligationStatus::Fulfilled);
+        assert_eq!(
+            decide_extract_ack(
+                "ext-1",
+                "urn:energy",
+                ExtractAckFacts {
+                    earlier_receipt: Some(b"first".to_vec()),
+                    ..open("2026-03-30")
+                },
+                late
+            ),
+            ExtractAckDecision::Repeat(b"first".to_vec())
+        );
+        assert_eq!(
+            decide_extract_ack("ext-1", "urn:energy", ExtractAckFacts::default(), late),
+            ExtractAckDecision::NotSent
+        );
+    }
+
+    #[test]
+    fn a_sending_counts_on_from_the_earlier_ones() {
+        let sending = Sending::after("ext-1", "urn:energy", 2);
+        assert_eq!(sending.attempt, 3);
+        assert_eq!(
+            sending.event(),
+            LedgerEvent::ExtractSent {
+                extract_id: "ext-1".into(),
+                subscriber: "urn:energy".into(),
+                attempt: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_form_with_new_content_is_the_next_revision_and_unchanged_content_the_same() {
+        let q1 = quarter(2026, 1);
+        let now = at("2026-05-02T06:00:00Z");
+        let latest = LatestRevision {
+            revision: 2,
+            content_sha256: "aaa".into(),
+            form: b"form r2".to_vec(),
+        };
+        assert_eq!(
+            decide_form(q1, "aaa", Some(latest.clone()), now),
+            FormDecision::Unchanged {
+                revision: 2,
+                form: b"form r2".to_vec()
+            }
+        );
+        let next = FormFacts {
+            revision: 3,
+            compiled_at: now,
+            due_date: date("2026-05-15"),
+        };
+        assert_eq!(
+            decide_form(q1, "bbb", Some(latest), now),
+            FormDecision::Publish(next.clone())
+        );
+        assert_eq!(
+            decide_form(q1, "bbb", None, now),
+            FormDecision::Publish(FormFacts {
+                revision: 1,
+                ..next
+            })
+        );
+    }
+
+    #[test]
+    fn a_form_acknowledgement_checks_the_digest_and_fulfils_the_quarters_obligation() {
+        let q1 = quarter(2026, 1);
+        let facts = FormAckFacts {
+            body_sha256: Some("abc".into()),
+            earlier_receipt: None,
+            open_obligations: vec![OpenObligation {
+                obligation_id: "obl-9".into(),
+                due_date: date("2026-05-15"),
+            }],
+        };
+        let now = at("2026-05-10T06:00:00Z");
+        assert_eq!(
+            decide_form_ack(q1, 1, "abc", FormAckFacts::default(), now),
+            FormAckDecision::UnknownRevision
+        );
+        assert_eq!(
+            decide_form_ack(q1, 1, "abd", facts.clone(), now),
+            FormAckDecision::DigestMismatch {
+                expected: "abc".into()
+            }
+        );
+        let FormAckDecision::Acknowledge(ack) = decide_form_ack(q1, 1, "ABC", facts.clone(), now)
+        else {
+            panic!("a first acknowledgement (digests compare case-blind)");
+        };
+        assert_eq!(ack.facts.due_date, date("2026-05-15"));
+        assert_eq!(ack.fulfils[0].status, ObligationStatus::Fulfilled);
+        assert_eq!(
+            ack.ledger_events()[0],
+            LedgerEvent::FormAcknowledged {
+                quarter: q1,
+                revision: 1,
+                body_sha256: "abc".into()
+            }
+        );
+        assert_eq!(
+            decide_form_ack(
+                q1,
+                1,
+                "abc",
+                FormAckFacts {
+                    earlier_receipt: Some(b"first".to_vec()),
+                    ..facts
+                },
+                now
+            ),
+            FormAckDecision::Repeat(b"first".to_vec())
+        );
+    }
+
+    #[test]
+    fn the_overdue_scan_marks_pending_obligations_past_their_date_only() {
+        let made = at("2026-03-20T06:00:00Z");
+        let due_on = |id: &str, due: &str| {
+            Obligation::new(
+                id.into(),
+                ObligationKind::EnergyExtract,
+                date(due),
+                Some("fil-1".into()),
+                None,
+                None,
+                made,
+            )
+        };
+        let fulfilled = Obligation {
+            status: ObligationStatus::Fulfilled,
+            ..due_on("obl-3", "2026-03-01")
+        };
+        let marked = overdue(
+            date("2026-03-31"),
+            vec![
+                due_on("obl-1", "2026-03-30"),
+                due_on("obl-2", "2026-03-31"),
+                fulfilled,
+            ],
+        );
+        assert_eq!(marked.len(), 1);
+        let (obligation, event) = &marked[0];
+        assert_eq!(
+            (obligation.obligation_id.as_str(), obligation.status),
+            ("obl-1", ObligationStatus::Overdue)
+        );
+        assert_eq!(
+            event.payload(),
+            r#"{"due_date":"2026-03-30","filing_id":"fil-1","kind":"ENERGY_EXTRACT","obligation_id":"obl-1","quarter":null}"#
+        );
+    }
+}
