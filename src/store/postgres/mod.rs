@@ -89,8 +89,10 @@ impl PgStore {
         let (changes, _) = watch::channel(Change::default());
         let (done, stopped) = oneshot::channel();
         let taken_apart = Arc::new(AtomicU64::new(0));
+        let instance = uuid::Uuid::new_v4().simple().to_string();
         let context = writer::Writer {
             pool: pool.clone(),
+            instance: instance.clone(),
             clock: clock.clone(),
             changes: changes.clone(),
             taken_apart: taken_apart.clone(),
@@ -99,7 +101,7 @@ impl PgStore {
             context.run(jobs).await;
             let _ = done.send(());
         });
-        tokio::spawn(listen(url.to_owned(), changes.clone()));
+        tokio::spawn(listen(url.to_owned(), instance, changes.clone()));
         Ok(PgStore {
             pool,
             writer,
@@ -112,8 +114,10 @@ impl PgStore {
 }
 
 /// Commits on other replicas arrive as notifications: each moves `changes`
-/// with what it made unknown, so subscribers read what is pending.
-async fn listen(url: String, changes: watch::Sender<Change>) {
+/// with what it made unknown, so subscribers read what is pending. This
+/// replica's own commits (the payload is its `instance`) moved `changes`
+/// already, with the extracts they made.
+async fn listen(url: String, instance: String, changes: watch::Sender<Change>) {
     loop {
         match PgListener::connect(&url).await {
             Ok(mut listener) => {
@@ -122,8 +126,10 @@ async fn listen(url: String, changes: watch::Sender<Change>) {
                 } else {
                     // Anything may have been missed while (re)connecting.
                     changes.send_modify(Change::elsewhere);
-                    while listener.recv().await.is_ok() {
-                        changes.send_modify(Change::elsewhere);
+                    while let Ok(notification) = listener.recv().await {
+                        if notification.payload() != instance {
+                            changes.send_modify(Change::elsewhere);
+                        }
                     }
                 }
             }

@@ -26,8 +26,8 @@ use crate::{
         register::{IpConflict, RegisterState, RegisterStatus},
     },
     store::{
-        AckBuilder, Incoming, StoreError, SubmitOutcome, micros, new_id, parse_date, parse_name,
-        quarter_of,
+        AckBuilder, Incoming, PendingExtract, StoreError, SubmitOutcome, micros, new_id,
+        parse_date, parse_name, quarter_of,
     },
 };
 
@@ -248,11 +248,13 @@ async fn ip_conflicts(
     Ok(conflicts)
 }
 
-/// Reads, decides and writes a run of independent submissions.
+/// Reads, decides and writes a run of independent submissions; the
+/// outcomes, and the extracts the run made, to hand on to the streams once
+/// committed.
 pub async fn submissions(
     conn: &mut PgConnection,
     run: &[Incoming],
-) -> Result<Vec<SubmitOutcome>, StoreError> {
+) -> Result<(Vec<SubmitOutcome>, Vec<PendingExtract>), StoreError> {
     let (facts, mut head) = submission_facts(conn, run).await?;
     let mut state = RunState::default();
     let mut rows = AcceptanceRows::default();
@@ -279,10 +281,31 @@ pub async fn submissions(
             }
         });
     }
+    let mut made = Vec::new();
     if !rows.filings.filing_id.is_empty() {
-        rows.write(conn).await?;
+        let bodies: Vec<(String, Vec<u8>)> = rows
+            .extracts
+            .id
+            .iter()
+            .cloned()
+            .zip(rows.extracts.body.iter().cloned())
+            .collect();
+        for (extract_id, seq) in rows.write(conn).await? {
+            let body = bodies
+                .iter()
+                .find(|(id, _)| *id == extract_id)
+                .map(|(_, body)| body.clone())
+                .ok_or_else(|| StoreError::Corrupt(format!("extract {extract_id} unknown")))?;
+            made.push(PendingExtract {
+                seq,
+                extract_id,
+                body,
+                attempts: 0,
+            });
+        }
+        made.sort_by_key(|extract| extract.seq);
     }
-    Ok(outcomes)
+    Ok((outcomes, made))
 }
 
 /// A run's accepted filings and everything they change, column by column:
@@ -619,7 +642,8 @@ found AS ( \
 extracted AS ( \
   INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body) \
   SELECT * FROM UNNEST($58::text[], $59::text[], $60::text[], $61::bigint[], $62::text[], \
-                       $63::bytea[])), \
+                       $63::bytea[]) \
+  RETURNING extract_id, seq), \
 referenced AS ( \
   INSERT INTO extract_documents (extract_id, sha256, kind) \
   SELECT * FROM UNNEST($64::text[], $65::text[], $66::text[])), \
@@ -632,7 +656,7 @@ logged AS ( \
   INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
   SELECT * FROM UNNEST($76::bigint[], $77::text[], $78::text[], $79::bigint[], $80::text[], \
                        $81::text[], $82::text[])) \
-SELECT 1";
+SELECT extract_id, seq FROM extracted";
 
 impl AcceptanceRows {
     fn push(&mut self, acceptance: &Acceptance, body: &[u8], receipt: &[u8]) {
@@ -771,8 +795,9 @@ impl AcceptanceRows {
         }
     }
 
-    /// One statement, one round trip, whatever the run's size.
-    async fn write(self, conn: &mut PgConnection) -> Result<(), StoreError> {
+    /// One statement, one round trip, whatever the run's size; each
+    /// extract's id with the sequence number it was given.
+    async fn write(self, conn: &mut PgConnection) -> Result<Vec<(String, i64)>, StoreError> {
         let query = sqlx::query(ACCEPTANCE_WRITES);
         let query = self.filings.bind(query);
         let query = self.superseded.bind(query);
@@ -785,8 +810,10 @@ impl AcceptanceRows {
         let query = self.extracts.bind(query);
         let query = self.extract_documents.bind(query);
         let query = self.obligations.bind(query);
-        self.ledger.bind(query).execute(conn).await?;
-        Ok(())
+        let rows = self.ledger.bind(query).fetch_all(conn).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 }
 

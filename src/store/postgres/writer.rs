@@ -30,19 +30,22 @@ use crate::{
     },
     store::{
         Change, Clock, DocumentRecord, Finisher, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, MAX_BATCH, NewDocument, StoreError, SubmitOutcome, finisher, from_micros,
-        micros, parse_date,
+        Incoming, Job, MAX_BATCH, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
+        from_micros, micros, parse_date,
     },
 };
 
 /// Taken first by every writing transaction of every replica; the notice
-/// to the other replicas goes out when the transaction commits (and not at
-/// all if it does not).
+/// to the other replicas (its payload: this replica's instance, so its own
+/// listener passes it by) goes out when the transaction commits, and not at
+/// all if it does not.
 const LOCK_AND_NOTIFY: &str =
-    "SELECT pg_advisory_xact_lock(71462022), pg_notify('minegate_changes', '')";
+    "SELECT pg_advisory_xact_lock(71462022), pg_notify('minegate_changes', $1)";
 
 pub struct Writer {
     pub pool: PgPool,
+    /// This replica's instance: see [`super::listen`].
+    pub instance: String,
     pub clock: Arc<dyn Clock>,
     pub changes: watch::Sender<Change>,
     pub taken_apart: Arc<AtomicU64>,
@@ -84,20 +87,23 @@ impl Writer {
             Ok(tx) => tx,
             Err(error) => return fail_all(jobs, &error.to_string()),
         };
-        if let Err(error) = sqlx::query(LOCK_AND_NOTIFY).execute(&mut *tx).await {
+        let locked = sqlx::query(LOCK_AND_NOTIFY)
+            .bind(&self.instance)
+            .execute(&mut *tx)
+            .await;
+        if let Err(error) = locked {
             return fail_all(jobs, &error.to_string());
         }
         let mut finishers: Vec<Finisher> = Vec::with_capacity(jobs.len());
-        // Whether every extract the batch made is known here: never on
-        // PostgreSQL (the sequence numbers come from the database), so the
-        // streams read what is pending when a filing was accepted.
-        let mut complete = true;
+        // The extracts the batch made, with their sequence numbers: taken
+        // under the write lock, they follow the order of commits across
+        // replicas, so a stream here may send them without reading.
+        let mut fresh = Vec::new();
         let mut jobs = jobs.into_iter().peekable();
         while let Some(job) = jobs.next() {
             let now = self.clock.now();
             match job {
                 Job::Filing(incoming, reply) => {
-                    complete = false;
                     let mut independent = Independent::default();
                     independent.add(&incoming);
                     let (mut run, mut replies) = (vec![*incoming], vec![reply]);
@@ -108,7 +114,8 @@ impl Writer {
                         run.push(*next);
                         replies.push(reply);
                     }
-                    let results = self.submissions(&mut tx, &run).await;
+                    let (results, made) = self.submissions(&mut tx, &run).await;
+                    fresh.extend(made);
                     for (reply, result) in replies.into_iter().zip(results) {
                         finishers.push(finisher(reply, result));
                     }
@@ -192,8 +199,8 @@ impl Writer {
             self.changes.send_modify(|change| {
                 *change = Change {
                     count: change.count + 1,
-                    extracts: Arc::new([]),
-                    complete,
+                    extracts: fresh.into(),
+                    complete: true,
                 }
             });
         }
@@ -203,26 +210,28 @@ impl Writer {
     }
 
     /// A run of submissions in one savepoint; if it fails, each alone.
+    /// The outcomes, and the extracts made.
     async fn submissions(
         &self,
         conn: &mut PgConnection,
         run: &[Incoming],
-    ) -> Vec<Result<SubmitOutcome, StoreError>> {
+    ) -> (Vec<Result<SubmitOutcome, StoreError>>, Vec<PendingExtract>) {
         match in_savepoint(conn, async |c| runs::submissions(c, run).await).await {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(error) if run.len() == 1 => vec![Err(error)],
+            Ok((outcomes, made)) => (outcomes.into_iter().map(Ok).collect(), made),
+            Err(error) if run.len() == 1 => (vec![Err(error)], Vec::new()),
             Err(error) => {
                 self.taken_apart(&error, run.len(), "submissions");
-                let mut results = Vec::with_capacity(run.len());
+                let (mut results, mut made) = (Vec::with_capacity(run.len()), Vec::new());
                 for one in run {
                     let alone = std::slice::from_ref(one);
-                    results.push(
-                        in_savepoint(conn, async |c| runs::submissions(c, alone).await)
-                            .await
-                            .and_then(only),
-                    );
+                    let result =
+                        in_savepoint(conn, async |c| runs::submissions(c, alone).await).await;
+                    results.push(result.and_then(|(outcomes, extracts)| {
+                        made.extend(extracts);
+                        only(outcomes)
+                    }));
                 }
-                results
+                (results, made)
             }
         }
     }
