@@ -109,6 +109,10 @@ impl DocumentKind {
         }
     }
 
+    pub fn parse(s: &str) -> Option<DocumentKind> {
+        DocumentKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentKind::CustomsDeclarationOrTitle => "CUSTOMS_DECLARATION_OR_TITLE",

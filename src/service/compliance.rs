@@ -2,6 +2,7 @@
 //! missing quarterly reports, computed for today), delivery status, the
 //! gateway's signing keys and the ledger.
 
+use super::mapping;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -13,7 +14,6 @@ use super::{
 use crate::{
     domain::{
         deadlines,
-        obligation::{ObligationKind, ObligationStatus},
         quantities::Quarter,
         register::{FindingKind, missing_quarterly_reports},
     },
@@ -113,20 +113,11 @@ impl ComplianceService for Compliance {
         let query = request.into_inner();
         let mut v = Violations::default();
         let (limit, after_seq) = paging(query.page_size, &query.page_token, &mut v);
-        let kind = enum_filter(
-            "kind",
-            query.kind,
-            pb::ObligationKind::try_from(query.kind).map(|k| k.as_str_name()),
-            "OBLIGATION_KIND_",
-            ObligationKind::parse,
-            &mut v,
-        );
+        let kind = enum_filter("kind", query.kind, mapping::obligation_kind_from, &mut v);
         let status = enum_filter(
             "status",
             query.status,
-            pb::ObligationStatus::try_from(query.status).map(|s| s.as_str_name()),
-            "OBLIGATION_STATUS_",
-            ObligationStatus::parse,
+            mapping::obligation_status_from,
             &mut v,
         );
         let due_before = match &query.due_before {
@@ -180,14 +171,7 @@ impl ComplianceService for Compliance {
         // Findings page with their own tokens (below); only the size is shared.
         let (limit, _) = paging(query.page_size, "", &mut v);
         let limit = limit as usize;
-        let kind = enum_filter(
-            "kind",
-            query.kind,
-            pb::FindingKind::try_from(query.kind).map(|k| k.as_str_name()),
-            "FINDING_KIND_",
-            FindingKind::parse,
-            &mut v,
-        );
+        let kind = enum_filter("kind", query.kind, mapping::finding_kind_from, &mut v);
         // Tokens: "s<seq>" while paging stored findings, "m<offset>" in the computed ones.
         let (mut after_seq, mut missing_offset) = (0i64, None);
         if let Some(rest) = query.page_token.strip_prefix('s') {
@@ -223,11 +207,7 @@ impl ComplianceService for Compliance {
             for row in rows.iter().take(limit) {
                 findings.push(pb::Finding {
                     finding_id: row.finding_id.clone(),
-                    kind: pb::FindingKind::from_str_name(&format!(
-                        "FINDING_KIND_{}",
-                        row.kind.as_str()
-                    ))
-                    .unwrap_or_default() as i32,
+                    kind: mapping::finding_kind(row.kind) as i32,
                     bin_or_iin: row.bin_or_iin.clone(),
                     filing_id: row.filing_id.clone(),
                     days: row.days,

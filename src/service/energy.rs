@@ -5,6 +5,7 @@
 //! and sends again what is not acknowledged within the ack deadline or when
 //! the subscriber reconnects. Each subscriber identity is its own consumer.
 
+use super::mapping;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use prost::Message;
@@ -594,8 +595,7 @@ impl EnergyExtractService for EnergyExtracts {
         let document =
             document.ok_or_else(|| Status::not_found(format!("no document {digest}")))?;
         let metadata = pb::DocumentRef {
-            kind: pb::DocumentKind::from_str_name(&format!("DOCUMENT_KIND_{}", document.kind))
-                .unwrap_or_default() as i32,
+            kind: mapping::document_kind(document.kind) as i32,
             sha256: digest.to_string(),
             media_type: document.media_type.clone(),
             size_bytes: document.content.len() as u64,

@@ -3,6 +3,7 @@
 //! register change, findings and ledger entry committed in one transaction
 //! before the receipt is returned.
 
+use super::mapping;
 use std::sync::Arc;
 
 use prost::Message;
@@ -19,7 +20,6 @@ use crate::{
         Sha256Hex, deadlines,
         document::{ACCEPTED_MEDIA_TYPES, sniff_media_type},
         filing::{DocumentKind as DomainDocumentKind, Filing, FilingKind},
-        register::RegisterStatus,
     },
     metrics::Metrics,
     proto::v1::{
@@ -252,11 +252,7 @@ fn four_item_extract(
     Some(pb::EnergyExtract {
         extract_id: String::new(),
         source_filing_id: String::new(),
-        source_filing_kind: pb::FilingKind::from_str_name(&format!(
-            "FILING_KIND_{}",
-            filing.kind().as_str()
-        ))
-        .unwrap_or_default() as i32,
+        source_filing_kind: mapping::filing_kind(filing.kind()) as i32,
         bin_or_iin: person.id.to_string(),
         name: person.name.clone(),
         customs_declaration_or_title: documents_of(DomainDocumentKind::CustomsDeclarationOrTitle),
@@ -285,8 +281,7 @@ fn receipt(kind: FilingKind, bin_or_iin: &str, key: &str, accepted: &Accepted) -
     };
     FilingReceipt {
         filing_id: accepted.filing_id.clone(),
-        filing_kind: pb::FilingKind::from_str_name(&format!("FILING_KIND_{}", kind.as_str()))
-            .unwrap_or_default() as i32,
+        filing_kind: mapping::filing_kind(kind) as i32,
         bin_or_iin: bin_or_iin.to_owned(),
         register_number: accepted.register_number.clone().unwrap_or_default(),
         received_at: Some(timestamp(accepted.received_at)),
@@ -298,11 +293,7 @@ fn receipt(kind: FilingKind, bin_or_iin: &str, key: &str, accepted: &Accepted) -
             .iter()
             .map(|(finding_id, finding)| pb::Finding {
                 finding_id: finding_id.clone(),
-                kind: pb::FindingKind::from_str_name(&format!(
-                    "FINDING_KIND_{}",
-                    finding.kind.as_str()
-                ))
-                .unwrap_or_default() as i32,
+                kind: mapping::finding_kind(finding.kind) as i32,
                 bin_or_iin: bin_or_iin.to_owned(),
                 filing_id: accepted.filing_id.clone(),
                 days: finding.days,
@@ -548,17 +539,13 @@ impl FilingService for Filings {
         let status = enum_filter(
             "status",
             query.status,
-            pb::RegisterStatus::try_from(query.status).map(|s| s.as_str_name()),
-            "REGISTER_STATUS_",
-            RegisterStatus::parse,
+            mapping::register_status_from,
             &mut v,
         );
         let activity = enum_filter(
             "activity_kind",
             query.activity_kind,
-            pb::ActivityKind::try_from(query.activity_kind).map(|a| a.as_str_name()),
-            "ACTIVITY_KIND_",
-            crate::domain::filing::ActivityKind::parse,
+            mapping::activity_kind_from,
             &mut v,
         );
         if !v.is_empty() {
@@ -582,16 +569,8 @@ impl FilingService for Filings {
                 bin_or_iin: row.bin_or_iin,
                 name: row.name,
                 legal_address: row.legal_address,
-                activity_kind: pb::ActivityKind::from_str_name(&format!(
-                    "ACTIVITY_KIND_{}",
-                    row.activity.as_str()
-                ))
-                .unwrap_or_default() as i32,
-                status: pb::RegisterStatus::from_str_name(&format!(
-                    "REGISTER_STATUS_{}",
-                    row.status.as_str()
-                ))
-                .unwrap_or_default() as i32,
+                activity_kind: mapping::activity_kind(row.activity) as i32,
+                status: mapping::register_status(row.status) as i32,
                 registered_at: Some(timestamp(row.registered_at)),
                 start_filing_id: row.start_filing_id,
                 planned_start_date: Some(to_pb_date(row.planned_start_date)),

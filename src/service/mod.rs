@@ -8,6 +8,7 @@ pub mod compliance;
 pub mod energy;
 pub mod filing;
 pub mod finance;
+pub mod mapping;
 pub mod validate;
 
 use std::pin::Pin;
@@ -83,14 +84,9 @@ pub fn to_pb_date(date: NaiveDate) -> pb::Date {
 pub fn obligation_pb(row: &crate::domain::obligation::Obligation) -> pb::Obligation {
     pb::Obligation {
         obligation_id: row.obligation_id.clone(),
-        kind: pb::ObligationKind::from_str_name(&format!("OBLIGATION_KIND_{}", row.kind.as_str()))
-            .unwrap_or_default() as i32,
+        kind: mapping::obligation_kind(row.kind) as i32,
         due_date: Some(to_pb_date(row.due_date)),
-        status: pb::ObligationStatus::from_str_name(&format!(
-            "OBLIGATION_STATUS_{}",
-            row.status.as_str()
-        ))
-        .unwrap_or_default() as i32,
+        status: mapping::obligation_status(row.status) as i32,
         filing_id: row.filing_id.clone().unwrap_or_default(),
         extract_id: row.extract_id.clone().unwrap_or_default(),
         quarter: row.quarter.map(|quarter| pb::Quarter {
@@ -124,25 +120,19 @@ pub fn paging(page_size: u32, page_token: &str, v: &mut validate::Violations) ->
     (limit, after_seq)
 }
 
-/// A filter given as a proto enum: `None` for `*_UNSPECIFIED`, else the
-/// domain value named by the enum's name without `prefix`. `name` is the
-/// proto enum's name, or `Err` for a number the contract does not define.
-pub fn enum_filter<D>(
+/// A filter given as a proto enum: `None` for `*_UNSPECIFIED` (no
+/// filter), else the domain value `map` gives; a number the contract does
+/// not define is a violation of `field`.
+pub fn enum_filter<P: TryFrom<i32>, D>(
     field: &str,
     value: i32,
-    name: Result<&'static str, prost::UnknownEnumValue>,
-    prefix: &str,
-    parse: fn(&str) -> Option<D>,
+    map: fn(P) -> Option<D>,
     v: &mut validate::Violations,
 ) -> Option<D> {
-    match name {
-        Ok(name) if name.ends_with("_UNSPECIFIED") => None,
-        Ok(name) => parse(name.trim_start_matches(prefix)),
-        Err(_) => {
-            v.add(field, format!("{value} is not a value of this enum"));
-            None
-        }
-    }
+    mapping::from_wire(value, map).unwrap_or_else(|_| {
+        v.add(field, format!("{value} is not a value of this enum"));
+        None
+    })
 }
 
 /// Trims rows fetched with `limit + 1` to `limit`; the next page's token is

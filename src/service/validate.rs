@@ -75,12 +75,8 @@ fn date(value: Option<&pb::Date>, what: &str) -> Result<NaiveDate, String> {
 }
 
 fn activity(value: i32) -> Result<ActivityKind, String> {
-    match pb::ActivityKind::try_from(value) {
-        Ok(pb::ActivityKind::Mining) => Ok(ActivityKind::Mining),
-        Ok(pb::ActivityKind::InfrastructureServices) => Ok(ActivityKind::InfrastructureServices),
-        Ok(pb::ActivityKind::MiningAndInfrastructureServices) => {
-            Ok(ActivityKind::MiningAndInfrastructureServices)
-        }
+    match super::mapping::from_wire(value, super::mapping::activity_kind_from) {
+        Ok(Some(kind)) => Ok(kind),
         _ => Err("must be ACTIVITY_KIND_MINING, ACTIVITY_KIND_INFRASTRUCTURE_SERVICES or ACTIVITY_KIND_MINING_AND_INFRASTRUCTURE_SERVICES (2.4)".into()),
     }
 }
@@ -186,14 +182,8 @@ fn documents(refs: &[pb::DocumentRef], v: &mut Violations) -> Option<Vec<Documen
     let mut out = Vec::new();
     let mut complete = true;
     for (i, r) in refs.iter().enumerate() {
-        let kind = match pb::DocumentKind::try_from(r.kind) {
-            Ok(pb::DocumentKind::CustomsDeclarationOrTitle) => {
-                Some(DocumentKind::CustomsDeclarationOrTitle)
-            }
-            Ok(pb::DocumentKind::Residency) => Some(DocumentKind::Residency),
-            Ok(pb::DocumentKind::GridConnectionConditions) => {
-                Some(DocumentKind::GridConnectionConditions)
-            }
+        let kind = match super::mapping::from_wire(r.kind, super::mapping::document_kind_from) {
+            Ok(Some(kind)) => Some(kind),
             _ => {
                 v.add(
                     format!("documents[{i}].kind"),

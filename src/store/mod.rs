@@ -22,7 +22,7 @@ pub use crate::domain::decisions::{Accepted, AckFacts, ExtractFacts, FormFacts};
 use crate::domain::{
     Sha256Hex,
     decisions::{Received, SignedExtract},
-    filing::{ActivityKind, Filing, FilingKind},
+    filing::{ActivityKind, DocumentKind, Filing, FilingKind},
     ledger,
     obligation::{Obligation, ObligationKind, ObligationStatus},
     quantities::Quarter,
@@ -198,8 +198,8 @@ impl Change {
 /// A document as fetched by a subscriber it was sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedDocument {
-    /// The kind under which the extract referenced it (e.g. `RESIDENCY`).
-    pub kind: String,
+    /// The kind under which the extract referenced it.
+    pub kind: DocumentKind,
     pub media_type: String,
     pub content: Vec<u8>,
 }

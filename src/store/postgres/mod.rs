@@ -81,8 +81,8 @@ impl PgStore {
         // for the connection's life: made while a table was small, it scans
         // the whole table ever after (seen: a run's DELETE of replaced IP
         // ranges). Planning each statement for its values costs far less.
-        let options = PgConnectOptions::from_str(url)?
-            .options([("plan_cache_mode", "force_custom_plan")]);
+        let options =
+            PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))

@@ -6,7 +6,7 @@ use sqlx::{PgPool, Row, postgres::PgRow};
 use crate::{
     domain::{
         Sha256Hex,
-        filing::{ActivityKind, FilingKind},
+        filing::{ActivityKind, DocumentKind, FilingKind},
         ledger::LedgerEntry,
         obligation::{Obligation, ObligationKind, ObligationStatus},
         quantities::Quarter,
@@ -260,11 +260,14 @@ pub async fn document_for(
     .bind(subscriber)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(kind, media_type, content)| FetchedDocument {
-        kind,
-        media_type,
-        content,
-    }))
+    row.map(|(kind, media_type, content)| {
+        Ok(FetchedDocument {
+            kind: parse_name("document kind", &kind, DocumentKind::parse)?,
+            media_type,
+            content,
+        })
+    })
+    .transpose()
 }
 
 pub async fn reports_for_form(

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::{
     domain::{
         Sha256Hex,
-        filing::{ActivityKind, FilingKind},
+        filing::{ActivityKind, DocumentKind, FilingKind},
         ledger::LedgerEntry,
         obligation::{Obligation, ObligationKind, ObligationStatus},
         quantities::Quarter,
@@ -120,59 +120,54 @@ pub fn filing(conn: &Connection, filing_id: &str) -> Result<Option<StoredFiling>
 }
 
 pub fn register(conn: &Connection, query: &RegisterQuery) -> Result<Vec<RegisterRow>, StoreError> {
-    let mut select = conn.prepare_cached(
+    conn.prepare_cached(
         "SELECT seq, register_number, bin_or_iin, name, legal_address, activity_kind, status, \
          registered_at, start_filing_id, planned_start_date, required_power_kw, last_year, \
          last_quarter, activity_end_date FROM register \
          WHERE seq > ?1 AND (?2 = '' OR status = ?2) AND (?3 = '' OR activity_kind = ?3) \
          ORDER BY seq LIMIT ?4",
-    )?;
-    let rows = select.query_map(
+    )?
+    .query_map(
         params![
             query.after_seq,
             query.status.map_or("", RegisterStatus::as_str),
             query.activity.map_or("", ActivityKind::as_str),
             query.limit
         ],
-        |row| {
-            let activity: String = row.get(5)?;
-            let status: String = row.get(6)?;
-            let registered_at: i64 = row.get(7)?;
-            let planned: String = row.get(9)?;
-            let (last_year, last_quarter): (Option<i64>, Option<i64>) =
-                (row.get(11)?, row.get(12)?);
-            let end: Option<String> = row.get(13)?;
-            let (seq, number, bin, name, address, start, power) = (
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(8)?,
-                row.get::<_, i64>(10)?,
-            );
-            Ok((|| {
-                Ok(RegisterRow {
-                    seq,
-                    register_number: number,
-                    bin_or_iin: bin,
-                    name,
-                    legal_address: address,
-                    activity: parse_name("activity kind", &activity, ActivityKind::parse)?,
-                    status: parse_name("register status", &status, RegisterStatus::parse)?,
-                    registered_at: from_micros(registered_at)?,
-                    start_filing_id: start,
-                    planned_start_date: parse_date(&planned)?,
-                    required_power_kw: power as u64,
-                    last_quarter: last_year
-                        .zip(last_quarter)
-                        .map(|(y, q)| (y as i32, q as u32)),
-                    activity_end_date: end.as_deref().map(parse_date).transpose()?,
-                })
-            })())
-        },
-    )?;
-    rows.map(|row| row?).collect()
+        |row| Ok(register_row(row)),
+    )?
+    .map(|row| row?)
+    .collect()
+}
+
+fn register_row(row: &Row<'_>) -> Result<RegisterRow, StoreError> {
+    let (last_year, last_quarter): (Option<i64>, Option<i64>) = (row.get(11)?, row.get(12)?);
+    let end: Option<String> = row.get(13)?;
+    Ok(RegisterRow {
+        seq: row.get(0)?,
+        register_number: row.get(1)?,
+        bin_or_iin: row.get(2)?,
+        name: row.get(3)?,
+        legal_address: row.get(4)?,
+        activity: parse_name(
+            "activity kind",
+            &row.get::<_, String>(5)?,
+            ActivityKind::parse,
+        )?,
+        status: parse_name(
+            "register status",
+            &row.get::<_, String>(6)?,
+            RegisterStatus::parse,
+        )?,
+        registered_at: from_micros(row.get(7)?)?,
+        start_filing_id: row.get(8)?,
+        planned_start_date: parse_date(&row.get::<_, String>(9)?)?,
+        required_power_kw: row.get::<_, i64>(10)? as u64,
+        last_quarter: last_year
+            .zip(last_quarter)
+            .map(|(y, q)| (y as i32, q as u32)),
+        activity_end_date: end.as_deref().map(parse_date).transpose()?,
+    })
 }
 
 pub fn ledger_page(
@@ -246,21 +241,24 @@ pub fn document_for(
     sha256: &str,
     subscriber: &str,
 ) -> Result<Option<FetchedDocument>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT d.kind, doc.media_type, doc.content FROM extract_documents d \
+    conn.prepare_cached(
+        "SELECT d.kind, doc.media_type, doc.content FROM extract_documents d \
              JOIN documents doc ON doc.sha256 = d.sha256 \
              WHERE d.sha256 = ?1 AND EXISTS (SELECT 1 FROM extract_attempts a \
              WHERE a.extract_id = d.extract_id AND a.subscriber = ?2) LIMIT 1",
-        )?
-        .query_row([sha256, subscriber], |row| {
-            Ok(FetchedDocument {
-                kind: row.get(0)?,
-                media_type: row.get(1)?,
-                content: row.get(2)?,
-            })
+    )?
+    .query_row([sha256, subscriber], |row| {
+        Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?))
+    })
+    .optional()?
+    .map(|(kind, media_type, content)| {
+        Ok(FetchedDocument {
+            kind: parse_name("document kind", &kind, DocumentKind::parse)?,
+            media_type,
+            content,
         })
-        .optional()?)
+    })
+    .transpose()
 }
 
 pub fn reports_for_form(
@@ -324,35 +322,29 @@ pub fn findings(conn: &Connection, query: &FindingQuery) -> Result<Vec<FindingRo
             query.bin_or_iin.as_deref().unwrap_or_default(),
             query.limit
         ],
-        |row| {
-            let kind: String = row.get(2)?;
-            let (year, quarter): (Option<i64>, Option<i64>) = (row.get(6)?, row.get(7)?);
-            let detected_at: i64 = row.get(9)?;
-            let (seq, finding_id, bin_or_iin, filing_id, days, detail) = (
-                row.get(0)?,
-                row.get(1)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(8)?,
-            );
-            Ok((|| {
-                Ok(FindingRow {
-                    seq,
-                    finding_id,
-                    kind: parse_name("finding kind", &kind, FindingKind::parse)?,
-                    bin_or_iin,
-                    filing_id,
-                    days,
-                    quarter: year.zip(quarter).map(|(y, q)| (y as i32, q as u32)),
-                    detail,
-                    detected_at: from_micros(detected_at)?,
-                })
-            })())
-        },
+        |row| Ok(finding_row(row)),
     )?
     .map(|row| row?)
     .collect()
+}
+
+fn finding_row(row: &Row<'_>) -> Result<FindingRow, StoreError> {
+    let (year, quarter): (Option<i64>, Option<i64>) = (row.get(6)?, row.get(7)?);
+    Ok(FindingRow {
+        seq: row.get(0)?,
+        finding_id: row.get(1)?,
+        kind: parse_name(
+            "finding kind",
+            &row.get::<_, String>(2)?,
+            FindingKind::parse,
+        )?,
+        bin_or_iin: row.get(3)?,
+        filing_id: row.get(4)?,
+        days: row.get(5)?,
+        quarter: year.zip(quarter).map(|(y, q)| (y as i32, q as u32)),
+        detail: row.get(8)?,
+        detected_at: from_micros(row.get(9)?)?,
+    })
 }
 
 pub fn reported_quarters(conn: &Connection) -> Result<Vec<(String, i32, u32)>, StoreError> {
