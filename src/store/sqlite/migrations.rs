@@ -37,7 +37,15 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
     let failed = |version: i64| {
         move |error: rusqlite::Error| StoreError::Migrate(format!("migration {version}: {error}"))
     };
+    let recorded: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(failed(0))?;
     let mut applied = applied_version(conn).map_err(failed(0))?;
+    if applied != recorded {
+        // Taken over from sqlx's record: kept from now on in user_version.
+        conn.pragma_update(None, "user_version", applied)
+            .map_err(failed(applied))?;
+    }
     if applied > LATEST {
         return Err(StoreError::Migrate(format!(
             "the database is at schema version {applied}, newer than this release knows \
@@ -132,6 +140,21 @@ mod tests {
             )
             .unwrap();
         assert_eq!(listed, (129, 0, 128));
+    }
+
+    #[test]
+    fn a_database_sqlx_fully_migrated_keeps_its_version_in_user_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, success BOOLEAN NOT NULL);
+             INSERT INTO _sqlx_migrations VALUES (1, 1), (2, 1), (3, 1), (4, 1);",
+        )
+        .unwrap();
+        run(&mut conn).unwrap();
+        assert_eq!(version(&conn), 4);
     }
 
     #[test]

@@ -1,0 +1,311 @@
+//! Upgrades lose nothing. `tests/fixtures/release-0.1-demo.db` was written
+//! by the release before the store was rebuilt (see the README there). On
+//! SQLite a copy of it is opened as it is; on PostgreSQL its rows are loaded
+//! into a database made by that release's migrations. Either is migrated in
+//! place by today's code and then serves: every stored receipt (filings,
+//! energy and finance acknowledgements) replays byte for byte, the ledger
+//! verifies whole, and new filings chain on after it.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{
+    fixtures::{date, generated_bin, start_notification, upload_documents},
+    *,
+};
+use minegate::proto::v1::{
+    AcknowledgeExtractRequest, AcknowledgeFormRequest, QuarterlyReport, StartNotification,
+    TerminationNotice, VerifyLedgerRequest, compliance_service_client::ComplianceServiceClient,
+    energy_extract_service_client::EnergyExtractServiceClient,
+    filing_service_client::FilingServiceClient, finance_service_client::FinanceServiceClient,
+};
+use prost::Message;
+
+on_both_backends!(a_database_of_the_previous_release_is_migrated_in_place_and_serves);
+
+/// Entries in the fixture's ledger.
+const FIXTURE_LEDGER: u64 = 88;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/release-0.1-demo.db")
+}
+
+/// Rows of the fixture, read with SQLite directly.
+fn fixture_rows<T>(sql: &str, row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>) -> Vec<T> {
+    let conn = rusqlite::Connection::open_with_flags(
+        fixture(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut statement = conn.prepare(sql).unwrap();
+    statement
+        .query_map([], row)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(backend: Backend) {
+    let clock = TestClock::at("2026-06-01T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock, |_| {}).await else {
+        return;
+    };
+    // The gateway started on an empty database; stop it and put the old
+    // release's data in its place, then start it again on that.
+    let url = app.config.database_url.clone();
+    let dir = app.dir.clone();
+    let config = app.config.clone();
+    app.gateway.shutdown().await.unwrap();
+    match backend {
+        Backend::Sqlite => {
+            let path = sqlite_path(&url).unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            std::fs::copy(fixture(), &path).unwrap();
+        }
+        Backend::Postgres => {
+            let server = postgres_url().unwrap();
+            let fresh = fresh_postgres_database(&server).await;
+            load_fixture_into_postgres(&fresh).await;
+            return serve_and_check(backend, dir, config, fresh).await;
+        }
+    }
+    serve_and_check(backend, dir, config, url).await;
+}
+
+async fn serve_and_check(
+    backend: Backend,
+    dir: std::sync::Arc<tempfile::TempDir>,
+    mut config: minegate::config::Config,
+    url: String,
+) {
+    config.database_url = url.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = start(config, dir).await;
+
+    // Migrated in place, past the versions the old release recorded.
+    match backend {
+        Backend::Sqlite => {
+            assert_eq!(scalar(&url, "PRAGMA user_version").await, 4);
+        }
+        Backend::Postgres => {
+            assert_eq!(
+                scalar(&url, "SELECT COUNT(*) FROM _sqlx_migrations").await,
+                4
+            );
+            assert_eq!(
+                scalar(
+                    &url,
+                    "SELECT COUNT(*) FROM ip_ranges WHERE block IS NOT NULL"
+                )
+                .await,
+                6
+            );
+        }
+    }
+
+    // Every filing replays: same caller, same key, same payload.
+    let authority = app.channel("authority").await;
+    let mut filings = FilingServiceClient::new(authority.clone());
+    let stored = fixture_rows(
+        "SELECT kind, body, receipt FROM filings ORDER BY seq",
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        },
+    );
+    assert_eq!(stored.len(), 13);
+    for (kind, body, receipt) in &stored {
+        let replayed = match kind.as_str() {
+            "START_NOTIFICATION" => {
+                filings
+                    .submit_start_notification(StartNotification::decode(body.as_slice()).unwrap())
+                    .await
+            }
+            "QUARTERLY_REPORT" => {
+                filings
+                    .submit_quarterly_report(QuarterlyReport::decode(body.as_slice()).unwrap())
+                    .await
+            }
+            "TERMINATION_NOTICE" => {
+                filings
+                    .submit_termination_notice(TerminationNotice::decode(body.as_slice()).unwrap())
+                    .await
+            }
+            other => panic!("a filing kind {other:?}"),
+        }
+        .unwrap()
+        .into_inner();
+        assert_eq!(&replayed.encode_to_vec(), receipt, "{kind} receipt");
+    }
+
+    // Every acknowledgement repeats its first receipt.
+    let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await);
+    let acks = fixture_rows("SELECT extract_id, receipt FROM extract_acks", |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+    });
+    assert_eq!(acks.len(), 12);
+    for (extract_id, receipt) in &acks {
+        let repeated = energy
+            .acknowledge(AcknowledgeExtractRequest {
+                extract_id: extract_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(&repeated.encode_to_vec(), receipt);
+    }
+    let mut finance = FinanceServiceClient::new(app.channel("finance").await);
+    let forms = fixture_rows(
+        "SELECT r.year, r.quarter, r.revision, r.body_sha256, a.receipt \
+         FROM form_revisions r JOIN form_acks a USING (year, quarter, revision)",
+        |row| {
+            Ok((
+                row.get::<_, i32>(0)?,
+                row.get::<_, i32>(1)?,
+                row.get::<_, u32>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+            ))
+        },
+    );
+    assert_eq!(forms.len(), 1);
+    for (year, quarter, revision, body_sha256, receipt) in forms {
+        let repeated = finance
+            .acknowledge(AcknowledgeFormRequest {
+                year,
+                quarter,
+                revision,
+                body_sha256,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(repeated.encode_to_vec(), receipt);
+    }
+
+    // The old ledger verifies whole; replays and repeats added nothing.
+    let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
+    let verification = compliance
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (verification.intact, verification.entries_checked),
+        (true, FIXTURE_LEDGER)
+    );
+
+    // New filings chain on: the next register number, the ledger intact.
+    let documents = upload_documents(authority.clone(), "after the upgrade").await;
+    let receipt = filings
+        .submit_start_notification(start_notification(
+            &generated_bin(500),
+            "after-upgrade",
+            date(2026, 9, 1),
+            &["37.9.200.0/24"],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(receipt.register_number, "KZ-DM-000007");
+    let verification = compliance
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // Three documents, then the extract and the acceptance.
+    assert_eq!(
+        (verification.intact, verification.entries_checked),
+        (true, FIXTURE_LEDGER + 3 + 2)
+    );
+    app.gateway.shutdown().await.unwrap();
+}
+
+/// Makes the PostgreSQL schema of the old release (its migrations 1–3, as
+/// sqlx records them) in `url` and copies the fixture's rows into it, as
+/// that release would have written them there (the same tables and
+/// encodings on both backends).
+async fn load_fixture_into_postgres(url: &str) {
+    use sqlx::Connection as _;
+    let mut old = sqlx::migrate!("migrations/postgres");
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    old.run(&mut conn).await.unwrap();
+    let tables = fixture_rows(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         AND name NOT IN ('_sqlx_migrations', 'ip_prefix_lengths')",
+        |row| row.get::<_, String>(0),
+    );
+    assert_eq!(tables.len(), 14);
+    for table in &tables {
+        copy_table(&mut conn, table).await;
+    }
+    // Identity columns go on after the copied rows.
+    for table in ["filings", "findings", "extracts", "obligations"] {
+        sqlx::query(&format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'seq'), \
+             (SELECT MAX(seq) FROM {table}))"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+/// Copies one table's rows from the fixture, each value bound as the
+/// PostgreSQL column's type (bigint, text or bytea).
+async fn copy_table(conn: &mut sqlx::PgConnection, table: &str) {
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_name = $1 ORDER BY ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let columns: Vec<&str> = types.iter().map(|(c, _)| c.as_str()).collect();
+    let rows = fixture_rows(
+        &format!("SELECT {} FROM {table}", columns.join(", ")),
+        |row| {
+            (0..columns.len())
+                .map(|i| row.get::<_, rusqlite::types::Value>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        },
+    );
+    let placeholders: Vec<String> = (1..=columns.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "INSERT INTO {table} ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
+        columns.join(", "),
+        placeholders.join(", ")
+    );
+    for row in rows {
+        let mut query = sqlx::query(&sql);
+        for ((_, data_type), value) in types.iter().zip(row) {
+            use rusqlite::types::Value;
+            query = match (data_type.as_str(), value) {
+                ("bigint", Value::Integer(n)) => query.bind(Some(n)),
+                ("bigint", Value::Null) => query.bind(None::<i64>),
+                ("text", Value::Text(s)) => query.bind(Some(s)),
+                ("text", Value::Null) => query.bind(None::<String>),
+                ("bytea", Value::Blob(b)) => query.bind(Some(b)),
+                (data_type, value) => panic!("{table}: {value:?} into {data_type}"),
+            };
+        }
+        query.execute(&mut *conn).await.unwrap();
+    }
+}
