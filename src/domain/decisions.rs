@@ -250,28 +250,67 @@ pub fn decide_submission(
         &facts.ip_conflicts,
     );
     let quarter = filing.quarter();
-    let (revision, supersedes) = match (quarter, facts.current_revision) {
+    let (revision, supersedes) = match (quarter, &facts.current_revision) {
         (None, _) => (0, None),
         (Some(_), None) => (1, None),
-        (Some(_), Some(current)) => (current.revision + 1, Some(current.filing_id)),
+        (Some(_), Some(current)) => (current.revision + 1, Some(current.filing_id.clone())),
     };
-    let mut register_number = facts.entry.as_ref().map(|e| e.register_number.clone());
-    let register = match (filing, assessment.register) {
+    let (register, register_number) = register_update(filing, &assessment, &facts, &filing_id);
+    let findings = assessment
+        .findings
+        .iter()
+        .map(|finding| (ids.new_id("fnd"), finding.clone()))
+        .collect();
+
+    let (extract, obligations) = extract_and_obligations(filing, received, &facts, ids);
+    SubmissionDecision::Accept(Box::new(Acceptance {
+        accepted: Accepted {
+            filing_id,
+            received_at: now,
+            register_number,
+            assessment,
+            findings,
+            revision,
+            obligations,
+        },
+        kind: filing.kind(),
+        bin_or_iin: filing.id().to_string(),
+        caller: received.caller.clone(),
+        idempotency_key: filing.idempotency_key().as_str().to_owned(),
+        request_sha256: received.request_sha256.clone(),
+        quarter,
+        supersedes,
+        register,
+        ip_ranges: filing.ip_pool().map(|pool| pool.blocks().to_vec()),
+        extract,
+    }))
+}
+
+/// §3–§5 how the filing changes its BIN/IIN's register entry, and the
+/// entry's number after it (none for a person not in the register).
+fn register_update(
+    filing: &Filing,
+    assessment: &Assessment,
+    facts: &SubmissionFacts,
+    filing_id: &str,
+) -> (RegisterUpdate, Option<String>) {
+    let number = facts.entry.as_ref().map(|e| e.register_number.clone());
+    let update = match (filing, assessment.register) {
         (Filing::Start(start), RegisterChange::Create) => {
-            let number = self::register_number(facts.next_register_seq);
-            register_number = Some(number.clone());
-            RegisterUpdate::Create(NewRegisterEntry {
+            let entry = NewRegisterEntry {
                 seq: facts.next_register_seq,
-                register_number: number,
+                register_number: register_number(facts.next_register_seq),
                 name: start.person.name.clone(),
                 legal_address: start.person.legal_address.clone(),
                 activity: start.person.activity,
                 planned_start: start.planned_start,
                 required_power_kw: start.required_power.value(),
-            })
+            };
+            let number = Some(entry.register_number.clone());
+            return (RegisterUpdate::Create(entry), number);
         }
         (Filing::Start(start), RegisterChange::SetStatus(_)) => RegisterUpdate::Restart {
-            start_filing_id: filing_id.clone(),
+            start_filing_id: filing_id.to_owned(),
             name: start.person.name.clone(),
             legal_address: start.person.legal_address.clone(),
             activity: start.person.activity,
@@ -297,21 +336,25 @@ pub fn decide_submission(
         },
         _ => RegisterUpdate::Unchanged,
     };
-    let findings = assessment
-        .findings
-        .iter()
-        .map(|finding| (ids.new_id("fnd"), finding.clone()))
-        .collect();
+    (update, number)
+}
 
-    // §6 the four-item extract and its 10-day obligation; §6-1 the
-    // quarter's form obligation, once per quarter.
+/// §6 the four-item extract (if one was made) and its 10-day obligation;
+/// §6-1 the quarter's form obligation, once per quarter.
+fn extract_and_obligations(
+    filing: &Filing,
+    received: &Received,
+    facts: &SubmissionFacts,
+    ids: &mut impl NewIds,
+) -> (Option<NewExtract>, Vec<Obligation>) {
+    let now = received.received_at;
     let mut obligations = Vec::new();
     let extract = received.extract.as_ref().map(|signed| {
         obligations.push(Obligation::new(
             ids.new_id("obl"),
             ObligationKind::EnergyExtract,
             signed.due_date,
-            Some(filing_id.clone()),
+            Some(received.filing_id.clone()),
             Some(signed.extract_id.clone()),
             None,
             now,
@@ -328,7 +371,7 @@ pub fn decide_submission(
                 .collect(),
         }
     });
-    if let Some(quarter) = quarter
+    if let Some(quarter) = filing.quarter()
         && !facts.finance_obligation_exists
     {
         obligations.push(Obligation::new(
@@ -341,27 +384,7 @@ pub fn decide_submission(
             now,
         ));
     }
-    SubmissionDecision::Accept(Box::new(Acceptance {
-        accepted: Accepted {
-            filing_id,
-            received_at: now,
-            register_number,
-            assessment,
-            findings,
-            revision,
-            obligations,
-        },
-        kind: filing.kind(),
-        bin_or_iin: filing.id().to_string(),
-        caller: received.caller.clone(),
-        idempotency_key: filing.idempotency_key().as_str().to_owned(),
-        request_sha256: received.request_sha256.clone(),
-        quarter,
-        supersedes,
-        register,
-        ip_ranges: filing.ip_pool().map(|pool| pool.blocks().to_vec()),
-        extract,
-    }))
+    (extract, obligations)
 }
 
 impl Acceptance {

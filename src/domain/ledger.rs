@@ -209,7 +209,9 @@ impl LedgerEvent {
         }
     }
 
-    /// The payload: canonical JSON, keys sorted.
+    /// The payload: canonical JSON, keys sorted. One arm per kind, each
+    /// naming its fields, so the stored shapes read in one place (longer
+    /// than a screen for that).
     pub fn payload(&self) -> String {
         let payload = match self {
             LedgerEvent::DocumentStored {

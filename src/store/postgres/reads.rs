@@ -355,6 +355,8 @@ pub async fn reported_quarters(pool: &PgPool) -> Result<Vec<(String, i32, u32)>,
         .collect())
 }
 
+/// How a filing was delivered: its extract's sendings and acknowledgements,
+/// the form revisions that include it, its obligations (a query each).
 pub async fn delivery(
     pool: &PgPool,
     filing_id: &str,

@@ -659,6 +659,8 @@ logged AS ( \
 SELECT extract_id, seq FROM extracted";
 
 impl AcceptanceRows {
+    /// Adds an accepted filing's rows, table after table in the order of
+    /// [`ACCEPTANCE_WRITES`]: longer than a screen, one plain push a column.
     fn push(&mut self, acceptance: &Acceptance, body: &[u8], receipt: &[u8]) {
         let accepted = &acceptance.accepted;
         let filing_id = &accepted.filing_id;
@@ -852,7 +854,8 @@ fulfilled AS ( \
 SELECT 1";
 
 /// Reads, decides and writes a run of acknowledgements, each of a different
-/// (extract, subscriber). The first acknowledgement of an extract from any
+/// (extract, subscriber): read, decide, write in one function, as for
+/// submissions, so longer than a screen. The first acknowledgement of an extract from any
 /// energy identity fulfils its obligation: later ones in the run find it
 /// fulfilled, as they would have read it had they come alone.
 pub async fn acknowledgements(

@@ -13,7 +13,7 @@ use std::sync::{
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{Acquire, PgConnection, PgPool};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     reads::{OBLIGATION_COLUMNS, obligation},
@@ -82,6 +82,8 @@ impl Writer {
         }
     }
 
+    /// One transaction for `jobs`: a `match` with one arm per kind of job,
+    /// which is why it is longer than a screen.
     async fn commit_batch(&self, jobs: Vec<Job>) {
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
@@ -104,16 +106,7 @@ impl Writer {
             let now = self.clock.now();
             match job {
                 Job::Filing(incoming, reply) => {
-                    let mut independent = Independent::default();
-                    independent.add(&incoming);
-                    let (mut run, mut replies) = (vec![*incoming], vec![reply]);
-                    while let Some(Job::Filing(next, reply)) = jobs.next_if(
-                        |next| matches!(next, Job::Filing(next, _) if independent.admits(next)),
-                    ) {
-                        independent.add(&next);
-                        run.push(*next);
-                        replies.push(reply);
-                    }
+                    let (run, replies) = filing_run(*incoming, reply, &mut jobs);
                     let (results, made) = self.submissions(&mut tx, &run).await;
                     fresh.extend(made);
                     for (reply, result) in replies.into_iter().zip(results) {
@@ -126,29 +119,12 @@ impl Writer {
                     build,
                     reply,
                 } => {
-                    let mut run = vec![AckJob {
+                    let first = AckJob {
                         extract_id,
                         subscriber,
                         build,
-                    }];
-                    let mut replies = vec![reply];
-                    while let Some(Job::AckExtract {
-                        extract_id,
-                        subscriber,
-                        build,
-                        reply,
-                    }) = jobs.next_if(|next| {
-                        matches!(next, Job::AckExtract { extract_id, subscriber, .. }
-                            if !run.iter().any(|a| a.extract_id == *extract_id
-                                && a.subscriber == *subscriber))
-                    }) {
-                        run.push(AckJob {
-                            extract_id,
-                            subscriber,
-                            build,
-                        });
-                        replies.push(reply);
-                    }
+                    };
+                    let (run, replies) = ack_run(first, reply, &mut jobs);
                     let results = self.acknowledgements(&mut tx, now, &run).await;
                     for (reply, result) in replies.into_iter().zip(results) {
                         finishers.push(finisher(reply, result));
@@ -266,6 +242,58 @@ impl Writer {
         tracing::warn!(%error, jobs, "a run of {what} was not written; taking each alone");
         self.taken_apart.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// An acknowledgement's answer: its receipt, `None` if never sent.
+type AckReply = Reply<Option<Vec<u8>>>;
+type Queue = std::iter::Peekable<std::vec::IntoIter<Job>>;
+
+/// `first` and the submissions queued right after it that may share its
+/// run ([`Independent`]), with their replies.
+fn filing_run(
+    first: Incoming,
+    reply: Reply<SubmitOutcome>,
+    jobs: &mut Queue,
+) -> (Vec<Incoming>, Vec<Reply<SubmitOutcome>>) {
+    let mut independent = Independent::default();
+    independent.add(&first);
+    let (mut run, mut replies) = (vec![first], vec![reply]);
+    while let Some(Job::Filing(next, reply)) =
+        jobs.next_if(|next| matches!(next, Job::Filing(next, _) if independent.admits(next)))
+    {
+        independent.add(&next);
+        run.push(*next);
+        replies.push(reply);
+    }
+    (run, replies)
+}
+
+/// `first` and the acknowledgements queued right after it, each of a
+/// different (extract, subscriber), with their replies.
+fn ack_run(
+    first: AckJob,
+    reply: AckReply,
+    jobs: &mut Queue,
+) -> (Vec<AckJob>, Vec<AckReply>) {
+    let (mut run, mut replies) = (vec![first], vec![reply]);
+    while let Some(Job::AckExtract {
+        extract_id,
+        subscriber,
+        build,
+        reply,
+    }) = jobs.next_if(|next| {
+        matches!(next, Job::AckExtract { extract_id, subscriber, .. }
+            if !run.iter().any(|a| a.extract_id == *extract_id && a.subscriber == *subscriber))
+    }) {
+        run.push(AckJob {
+            extract_id,
+            subscriber,
+            build,
+        });
+        replies.push(reply);
+    }
+    (run, replies)
 }
 
 /// The one answer of a run of one.

@@ -356,6 +356,8 @@ pub fn reported_quarters(conn: &Connection) -> Result<Vec<(String, i32, u32)>, S
         .collect::<Result<_, _>>()?)
 }
 
+/// How a filing was delivered: its extract's sendings and acknowledgements,
+/// the form revisions that include it, its obligations (a query each).
 pub fn delivery(conn: &Connection, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
     let exists = conn
         .prepare_cached("SELECT 1 FROM filings WHERE filing_id = ?1")?

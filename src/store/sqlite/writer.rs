@@ -17,9 +17,10 @@ use super::facts;
 use crate::{
     domain::{
         decisions::{
-            self, Acceptance, ExtractAckDecision, FormAckDecision, FormDecision, RegisterUpdate,
-            Sending, SubmissionDecision,
+            self, Acceptance, ExtractAckDecision, FormAckDecision, FormDecision, NewExtract,
+            RegisterUpdate, Sending, SubmissionDecision,
         },
+        ip::IpBlock,
         ledger::LedgerEvent,
         obligation::{Obligation, ObligationStatus},
         register::RegisterStatus,
@@ -69,6 +70,7 @@ pub fn run(
 
 /// One transaction for `jobs`, each in its own savepoint; then `changes`
 /// moves, carrying every extract the batch made, and each caller hears.
+/// One arm per kind of job, which is why it is longer than a screen.
 fn commit_batch(
     conn: &mut Connection,
     clock: &dyn Clock,
@@ -221,7 +223,9 @@ fn submit(
     }
 }
 
-/// Writes everything an accepted filing changes but its ledger entries.
+/// Writes everything an accepted filing changes but its ledger entries: its
+/// row with the receipt, the revision it supersedes, the register, the IP
+/// ranges, findings, extract and obligations.
 fn write_acceptance(
     conn: &Connection,
     acceptance: &Acceptance,
@@ -259,25 +263,50 @@ fn write_acceptance(
     }
     write_register(conn, acceptance)?;
     if let Some(blocks) = &acceptance.ip_ranges {
-        conn.prepare_cached("DELETE FROM ip_ranges WHERE bin_or_iin = ?1")?
-            .execute([bin])?;
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut prefix =
-            conn.prepare_cached("INSERT OR IGNORE INTO ip_prefix_lengths (prefix) VALUES (?1)")?;
-        for block in blocks {
-            insert.execute(params![
-                bin,
-                block.cidr,
-                block.range.start_bytes(),
-                block.range.end_bytes(),
-                filing_id
-            ])?;
-            prefix.execute([block.range.prefix()])?;
-        }
+        replace_ip_ranges(conn, bin, filing_id, blocks)?;
     }
+    insert_findings(conn, acceptance)?;
+    let extract = match &acceptance.extract {
+        Some(extract) => Some(insert_extract(conn, extract, filing_id, bin)?),
+        None => None,
+    };
+    for obligation in &accepted.obligations {
+        insert_obligation(conn, obligation)?;
+    }
+    Ok(extract)
+}
+
+/// 3.9 / 4.11 a person's IP ranges are replaced by the pool of their latest
+/// filing; the prefix lengths are listed for the look-ups ([`super::facts`]).
+fn replace_ip_ranges(
+    conn: &Connection,
+    bin: &str,
+    filing_id: &str,
+    blocks: &[IpBlock],
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM ip_ranges WHERE bin_or_iin = ?1")?
+        .execute([bin])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO ip_ranges (bin_or_iin, cidr, range_start, range_end, filing_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut prefix =
+        conn.prepare_cached("INSERT OR IGNORE INTO ip_prefix_lengths (prefix) VALUES (?1)")?;
+    for block in blocks {
+        insert.execute(params![
+            bin,
+            block.cidr,
+            block.range.start_bytes(),
+            block.range.end_bytes(),
+            filing_id
+        ])?;
+        prefix.execute([block.range.prefix()])?;
+    }
+    Ok(())
+}
+
+fn insert_findings(conn: &Connection, acceptance: &Acceptance) -> Result<(), StoreError> {
+    let accepted = &acceptance.accepted;
     let mut finding = conn.prepare_cached(
         "INSERT INTO findings (finding_id, kind, bin_or_iin, filing_id, days, year, quarter, \
          detail, detected_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -286,52 +315,56 @@ fn write_acceptance(
         finding.execute(params![
             finding_id,
             draft.kind.as_str(),
-            bin,
-            filing_id,
+            acceptance.bin_or_iin,
+            accepted.filing_id,
             draft.days,
             draft.quarter.map(|q| q.year()),
             draft.quarter.map(|q| q.quarter()),
             draft.detail,
-            at
+            micros(accepted.received_at)
         ])?;
     }
-    let extract = match &acceptance.extract {
-        None => None,
-        Some(extract) => {
-            conn.prepare_cached(
-                "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, \
-                 body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                extract.extract_id,
-                filing_id,
-                bin,
-                micros(extract.created_at),
-                extract.due_date.to_string(),
-                extract.body
-            ])?;
-            // The one writer: the row's sequence number is its rowid.
-            let seq = conn.last_insert_rowid();
-            let mut document = conn.prepare_cached(
-                "INSERT INTO extract_documents (extract_id, sha256, kind) VALUES (?1, ?2, ?3)",
-            )?;
-            for (sha256, kind) in &extract.documents {
-                document.execute([&extract.extract_id, sha256.as_str(), kind.as_str()])?;
-            }
-            Some(PendingExtract {
-                seq,
-                extract_id: extract.extract_id.clone(),
-                body: extract.body.clone(),
-                attempts: 0,
-            })
-        }
-    };
-    for obligation in &accepted.obligations {
-        insert_obligation(conn, obligation)?;
-    }
-    Ok(extract)
+    Ok(())
 }
 
+/// §6 the extract and the documents it references; as it will be handed on
+/// to the streams once committed.
+fn insert_extract(
+    conn: &Connection,
+    extract: &NewExtract,
+    filing_id: &str,
+    bin: &str,
+) -> Result<PendingExtract, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO extracts (extract_id, filing_id, bin_or_iin, created_at, due_date, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        extract.extract_id,
+        filing_id,
+        bin,
+        micros(extract.created_at),
+        extract.due_date.to_string(),
+        extract.body
+    ])?;
+    // The one writer: the row's sequence number is its rowid.
+    let seq = conn.last_insert_rowid();
+    let mut document = conn.prepare_cached(
+        "INSERT INTO extract_documents (extract_id, sha256, kind) VALUES (?1, ?2, ?3)",
+    )?;
+    for (sha256, kind) in &extract.documents {
+        document.execute([&extract.extract_id, sha256.as_str(), kind.as_str()])?;
+    }
+    Ok(PendingExtract {
+        seq,
+        extract_id: extract.extract_id.clone(),
+        body: extract.body.clone(),
+        attempts: 0,
+    })
+}
+
+/// The register statement of each kind of change (one arm each, so longer
+/// than a screen).
 fn write_register(conn: &Connection, acceptance: &Acceptance) -> Result<(), StoreError> {
     let bin = &acceptance.bin_or_iin;
     let at = micros(acceptance.accepted.received_at);
