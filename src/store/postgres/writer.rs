@@ -271,11 +271,7 @@ fn filing_run(
 
 /// `first` and the acknowledgements queued right after it, each of a
 /// different (extract, subscriber), with their replies.
-fn ack_run(
-    first: AckJob,
-    reply: AckReply,
-    jobs: &mut Queue,
-) -> (Vec<AckJob>, Vec<AckReply>) {
+fn ack_run(first: AckJob, reply: AckReply, jobs: &mut Queue) -> (Vec<AckJob>, Vec<AckReply>) {
     let (mut run, mut replies) = (vec![first], vec![reply]);
     while let Some(Job::AckExtract {
         extract_id,
