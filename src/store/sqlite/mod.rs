@@ -28,8 +28,6 @@ use super::{
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
 
-pub use migrations::LATEST as SCHEMA_VERSION;
-
 /// How long a connection waits for another's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections open at most at once.
@@ -382,5 +380,28 @@ impl Store for SqliteStore {
         let filing_id = filing_id.to_owned();
         self.read(move |conn| reads::delivery(conn, &filing_id))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sqlite_url_names_a_relative_or_absolute_file_and_options_are_dropped() {
+        let path = |url: &str| database_path(url).map(|p| p.display().to_string());
+        assert_eq!(
+            path("sqlite://data/minegate.db").unwrap(),
+            "data/minegate.db"
+        );
+        assert_eq!(
+            path("sqlite:///var/lib/minegate/minegate.db").unwrap(),
+            "/var/lib/minegate/minegate.db"
+        );
+        assert_eq!(path("sqlite:x.db?mode=rwc").unwrap(), "x.db");
+        assert_eq!(
+            path("sqlite::memory:").unwrap_err().to_string(),
+            "database: \"sqlite::memory:\": the database must be a file (sqlite://PATH)"
+        );
     }
 }
