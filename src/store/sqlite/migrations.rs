@@ -114,6 +114,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 15);
+        // No ranges were stored before migration 4: no prefix length listed.
+        let listed: i64 = conn
+            .query_row("SELECT COUNT(*) FROM ip_prefix_lengths", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(listed, 0);
     }
 
     #[test]
