@@ -551,17 +551,155 @@ pub(crate) fn finisher<T: Send + 'static>(
 /// Most jobs committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 256;
 
-/// Sends a job to a writer and waits for its committed answer.
-pub(crate) async fn send_job<T>(
-    writer: &mpsc::Sender<Job>,
-    make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
-) -> Result<T, StoreError> {
-    let (reply, answer) = oneshot::channel();
-    writer
-        .send(make(reply))
+/// The sending side of a backend's writer: every write of the [`Store`]
+/// trait is a [`Job`] queued here, answered once it committed. The same for
+/// both backends; each owns the receiving side ([`take_batch`]).
+pub(crate) struct JobQueue {
+    writer: mpsc::Sender<Job>,
+    /// Answered when the writer has ended.
+    stopped: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// Takes the instant of each submission as it comes in.
+    clock: Arc<dyn Clock>,
+}
+
+impl JobQueue {
+    /// A queue, the writer's end of it, and what the writer answers when it
+    /// has ended.
+    pub(crate) fn new(
+        clock: Arc<dyn Clock>,
+    ) -> (JobQueue, mpsc::Receiver<Job>, oneshot::Sender<()>) {
+        let (writer, jobs) = mpsc::channel(1024);
+        let (done, stopped) = oneshot::channel();
+        let queue = JobQueue {
+            writer,
+            stopped: std::sync::Mutex::new(Some(stopped)),
+            clock,
+        };
+        (queue, jobs, done)
+    }
+
+    /// Sends a job and waits for its committed answer.
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    pub(crate) async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError> {
+        let incoming = Incoming::new(submission, &*self.clock);
+        self.send(|reply| Job::Filing(Box::new(incoming), reply))
+            .await
+    }
+
+    pub(crate) async fn put_document(
+        &self,
+        document: NewDocument,
+    ) -> Result<DocumentRecord, StoreError> {
+        self.send(|reply| Job::Document(document, reply)).await
+    }
+
+    /// See [`Store::queue_attempts`]: answers once queued.
+    pub(crate) async fn queue_attempts(
+        &self,
+        extract_ids: Vec<String>,
+        subscriber: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<QueuedAttempts, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let subscriber = subscriber.to_owned();
+        self.writer
+            .send(Job::Attempts {
+                extract_ids,
+                subscriber,
+                sent_at,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        Ok(answer)
+    }
+
+    pub(crate) async fn acknowledge_extract(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+        build: AckBuilder,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+        self.send(|reply| Job::AckExtract {
+            extract_id,
+            subscriber,
+            build,
+            reply,
+        })
         .await
-        .map_err(|_| StoreError::WriterStopped)?;
-    answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    pub(crate) async fn publish_form(
+        &self,
+        publication: FormPublication,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.send(|reply| Job::PublishForm(Box::new(publication), reply))
+            .await
+    }
+
+    pub(crate) async fn acknowledge_form(
+        &self,
+        ack: FormAck,
+    ) -> Result<FormAckOutcome, StoreError> {
+        self.send(|reply| Job::AckForm(Box::new(ack), reply)).await
+    }
+
+    pub(crate) async fn mark_overdue(
+        &self,
+        today: NaiveDate,
+    ) -> Result<Vec<Obligation>, StoreError> {
+        self.send(|reply| Job::MarkOverdue(today, reply)).await
+    }
+
+    /// Stops the writer once the jobs queued before have committed, and
+    /// waits for it to end.
+    pub(crate) async fn stop(&self) {
+        let stopped = self.stopped.lock().ok().and_then(|mut s| s.take());
+        let _ = self.writer.send(Job::Stop).await;
+        if let Some(stopped) = stopped {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// A writer's next batch: `first` and the jobs waiting after it, up to
+/// [`MAX_BATCH`]. Jobs queued after a [`Job::Stop`] are refused; `true`
+/// when the writer is to stop after this batch ([`refuse_the_rest`]).
+pub(crate) fn take_batch(first: Job, jobs: &mut mpsc::Receiver<Job>) -> (Vec<Job>, bool) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    let stop = batch.iter().position(|job| matches!(job, Job::Stop));
+    if let Some(at) = stop {
+        for job in batch.split_off(at) {
+            job.fail("the store is closing");
+        }
+    }
+    (batch, stop.is_some())
+}
+
+/// After a stop: closes the queue and refuses whatever is still in it.
+pub(crate) fn refuse_the_rest(jobs: &mut mpsc::Receiver<Job>) {
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        job.fail("the store is closing");
+    }
 }
 
 /// A new identifier. UUIDv7 (time first, then random bits) keeps ids unique

@@ -21,13 +21,13 @@ use std::{
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use super::{
     AckBuilder, Change, Clock, DeliveryRecord, DocumentRecord, FetchedDocument, FindingQuery,
-    FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, Incoming, Job, NewDocument,
+    FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, JobQueue, NewDocument,
     ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
-    Store, StoreError, StoredFiling, Submission, SubmitOutcome, send_job,
+    Store, StoreError, StoredFiling, Submission, SubmitOutcome,
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
 
@@ -65,11 +65,8 @@ fn unavailable(error: &sqlx::Error) -> bool {
 
 pub struct PgStore {
     pool: PgPool,
-    writer: mpsc::Sender<Job>,
-    /// Answered when the writer task has ended.
-    stopped: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    jobs: JobQueue,
     changes: watch::Sender<Change>,
-    clock: Arc<dyn Clock>,
     /// See [`Gauges::runs_taken_apart`].
     taken_apart: Arc<AtomicU64>,
 }
@@ -93,15 +90,14 @@ impl PgStore {
             .await
             .map_err(|error| StoreError::Migrate(error.to_string()))?;
 
-        let (writer, jobs) = mpsc::channel(1024);
+        let (queue, jobs, done) = JobQueue::new(clock.clone());
         let (changes, _) = watch::channel(Change::default());
-        let (done, stopped) = oneshot::channel();
         let taken_apart = Arc::new(AtomicU64::new(0));
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let context = writer::Writer {
             pool: pool.clone(),
             instance: instance.clone(),
-            clock: clock.clone(),
+            clock,
             changes: changes.clone(),
             taken_apart: taken_apart.clone(),
         };
@@ -112,10 +108,8 @@ impl PgStore {
         tokio::spawn(listen(url.to_owned(), instance, changes.clone()));
         Ok(PgStore {
             pool,
-            writer,
-            stopped: std::sync::Mutex::new(Some(stopped)),
+            jobs: queue,
             changes,
-            clock,
             taken_apart,
         })
     }
@@ -168,7 +162,7 @@ impl Store for PgStore {
     }
 
     async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
-        send_job(&self.writer, |reply| Job::Document(document, reply)).await
+        self.jobs.put_document(document).await
     }
 
     async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {
@@ -176,8 +170,7 @@ impl Store for PgStore {
     }
 
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError> {
-        let incoming = Incoming::new(submission, &*self.clock);
-        send_job(&self.writer, |reply| Job::Filing(Box::new(incoming), reply)).await
+        self.jobs.submit(submission).await
     }
 
     async fn filing(&self, filing_id: &str) -> Result<Option<StoredFiling>, StoreError> {
@@ -197,11 +190,7 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
-        let stopped = self.stopped.lock().ok().and_then(|mut s| s.take());
-        let _ = self.writer.send(Job::Stop).await;
-        if let Some(stopped) = stopped {
-            let _ = stopped.await;
-        }
+        self.jobs.stop().await;
         self.pool.close().await;
     }
 
@@ -232,18 +221,9 @@ impl Store for PgStore {
         subscriber: &str,
         sent_at: DateTime<Utc>,
     ) -> Result<QueuedAttempts, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let subscriber = subscriber.to_owned();
-        self.writer
-            .send(Job::Attempts {
-                extract_ids,
-                subscriber,
-                sent_at,
-                reply,
-            })
+        self.jobs
+            .queue_attempts(extract_ids, subscriber, sent_at)
             .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        Ok(answer)
     }
 
     async fn acknowledge_extract(
@@ -252,14 +232,9 @@ impl Store for PgStore {
         subscriber: &str,
         build: AckBuilder,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
-        send_job(&self.writer, |reply| Job::AckExtract {
-            extract_id,
-            subscriber,
-            build,
-            reply,
-        })
-        .await
+        self.jobs
+            .acknowledge_extract(extract_id, subscriber, build)
+            .await
     }
 
     async fn document_for(
@@ -275,14 +250,11 @@ impl Store for PgStore {
     }
 
     async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError> {
-        send_job(&self.writer, |reply| {
-            Job::PublishForm(Box::new(publication), reply)
-        })
-        .await
+        self.jobs.publish_form(publication).await
     }
 
     async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError> {
-        send_job(&self.writer, |reply| Job::AckForm(Box::new(ack), reply)).await
+        self.jobs.acknowledge_form(ack).await
     }
 
     async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<Obligation>, StoreError> {
@@ -290,7 +262,7 @@ impl Store for PgStore {
     }
 
     async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<Obligation>, StoreError> {
-        send_job(&self.writer, |reply| Job::MarkOverdue(today, reply)).await
+        self.jobs.mark_overdue(today).await
     }
 
     async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {

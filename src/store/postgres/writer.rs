@@ -30,8 +30,8 @@ use crate::{
     },
     store::{
         Change, Clock, DocumentRecord, Finisher, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, MAX_BATCH, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
-        from_micros, micros, parse_date,
+        Incoming, Job, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
+        from_micros, micros, parse_date, refuse_the_rest, take_batch,
     },
 };
 
@@ -56,28 +56,12 @@ impl Writer {
     /// is gone.
     pub async fn run(self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(first) = jobs.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            let stop = batch.iter().position(|job| matches!(job, Job::Stop));
-            if let Some(at) = stop {
-                for job in batch.split_off(at) {
-                    job.fail("the store is closing");
-                }
-            }
+            let (batch, stop) = take_batch(first, &mut jobs);
             if !batch.is_empty() {
                 self.commit_batch(batch).await;
             }
-            if stop.is_some() {
-                jobs.close();
-                while let Ok(job) = jobs.try_recv() {
-                    job.fail("the store is closing");
-                }
-                return;
+            if stop {
+                return refuse_the_rest(&mut jobs);
             }
         }
     }

@@ -18,13 +18,13 @@ use std::{
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, watch};
 
 use super::{
     AckBuilder, Change, Clock, DeliveryRecord, DocumentRecord, FetchedDocument, FindingQuery,
-    FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, Incoming, Job, NewDocument,
+    FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, JobQueue, NewDocument,
     ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
-    Store, StoreError, StoredFiling, Submission, SubmitOutcome, send_job,
+    Store, StoreError, StoredFiling, Submission, SubmitOutcome,
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
 
@@ -49,12 +49,8 @@ impl From<rusqlite::Error> for StoreError {
 
 pub struct SqliteStore {
     readers: Arc<Readers>,
-    writer: mpsc::Sender<Job>,
-    /// Answered when the writer thread has ended.
-    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+    jobs: JobQueue,
     changes: watch::Sender<Change>,
-    /// Takes the instant of each submission as it comes in.
-    clock: Arc<dyn Clock>,
 }
 
 /// Opens a connection to `path` with the settings every connection has.
@@ -100,10 +96,9 @@ impl SqliteStore {
         .await
         .map_err(|error| StoreError::Database(format!("opening the database: {error}")))??;
 
-        let (writer, jobs) = mpsc::channel(1024);
+        let (queue, jobs, done) = JobQueue::new(clock.clone());
         let (changes, _) = watch::channel(Change::default());
-        let (done, stopped) = oneshot::channel();
-        let (writer_changes, writer_clock) = (changes.clone(), clock.clone());
+        let (writer_changes, writer_clock) = (changes.clone(), clock);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -113,10 +108,8 @@ impl SqliteStore {
             .map_err(|error| StoreError::Database(format!("starting the writer: {error}")))?;
         Ok(SqliteStore {
             readers: Arc::new(Readers::new(path)),
-            writer,
-            stopped: Mutex::new(Some(stopped)),
+            jobs: queue,
             changes,
-            clock,
         })
     }
 
@@ -227,7 +220,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
-        send_job(&self.writer, |reply| Job::Document(document, reply)).await
+        self.jobs.put_document(document).await
     }
 
     async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {
@@ -237,8 +230,7 @@ impl Store for SqliteStore {
     }
 
     async fn submit(&self, submission: Submission) -> Result<SubmitOutcome, StoreError> {
-        let incoming = Incoming::new(submission, &*self.clock);
-        send_job(&self.writer, |reply| Job::Filing(Box::new(incoming), reply)).await
+        self.jobs.submit(submission).await
     }
 
     async fn filing(&self, filing_id: &str) -> Result<Option<StoredFiling>, StoreError> {
@@ -262,11 +254,7 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         // The writer stops once the jobs queued before this have committed.
-        let stopped = self.stopped.lock().ok().and_then(|mut s| s.take());
-        let _ = self.writer.send(Job::Stop).await;
-        if let Some(stopped) = stopped {
-            let _ = stopped.await;
-        }
+        self.jobs.stop().await;
         self.readers.close();
     }
 
@@ -301,18 +289,9 @@ impl Store for SqliteStore {
         subscriber: &str,
         sent_at: DateTime<Utc>,
     ) -> Result<QueuedAttempts, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let subscriber = subscriber.to_owned();
-        self.writer
-            .send(Job::Attempts {
-                extract_ids,
-                subscriber,
-                sent_at,
-                reply,
-            })
+        self.jobs
+            .queue_attempts(extract_ids, subscriber, sent_at)
             .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        Ok(answer)
     }
 
     async fn acknowledge_extract(
@@ -321,14 +300,9 @@ impl Store for SqliteStore {
         subscriber: &str,
         build: AckBuilder,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
-        send_job(&self.writer, |reply| Job::AckExtract {
-            extract_id,
-            subscriber,
-            build,
-            reply,
-        })
-        .await
+        self.jobs
+            .acknowledge_extract(extract_id, subscriber, build)
+            .await
     }
 
     async fn document_for(
@@ -347,14 +321,11 @@ impl Store for SqliteStore {
     }
 
     async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError> {
-        send_job(&self.writer, |reply| {
-            Job::PublishForm(Box::new(publication), reply)
-        })
-        .await
+        self.jobs.publish_form(publication).await
     }
 
     async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError> {
-        send_job(&self.writer, |reply| Job::AckForm(Box::new(ack), reply)).await
+        self.jobs.acknowledge_form(ack).await
     }
 
     async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<Obligation>, StoreError> {
@@ -364,7 +335,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<Obligation>, StoreError> {
-        send_job(&self.writer, |reply| Job::MarkOverdue(today, reply)).await
+        self.jobs.mark_overdue(today).await
     }
 
     async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {

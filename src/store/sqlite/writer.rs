@@ -27,8 +27,8 @@ use crate::{
     },
     store::{
         AckBuilder, Change, Clock, DocumentRecord, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, MAX_BATCH, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
-        from_micros, micros, new_id,
+        Incoming, Job, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
+        from_micros, micros, new_id, refuse_the_rest, take_batch,
     },
 };
 
@@ -41,29 +41,12 @@ pub fn run(
     changes: watch::Sender<Change>,
 ) {
     while let Some(first) = jobs.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let stop = batch.iter().position(|job| matches!(job, Job::Stop));
-        if let Some(at) = stop {
-            // Jobs queued after the stop are refused.
-            for job in batch.split_off(at) {
-                job.fail("the store is closing");
-            }
-        }
+        let (batch, stop) = take_batch(first, &mut jobs);
         if !batch.is_empty() {
             commit_batch(&mut conn, &*clock, &changes, batch);
         }
-        if stop.is_some() {
-            jobs.close();
-            while let Ok(job) = jobs.try_recv() {
-                job.fail("the store is closing");
-            }
-            return;
+        if stop {
+            return refuse_the_rest(&mut jobs);
         }
     }
 }
