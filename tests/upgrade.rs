@@ -34,9 +34,10 @@ fn fixture() -> PathBuf {
 
 /// Rows of the fixture, read with SQLite directly.
 fn fixture_rows<T>(sql: &str, row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>) -> Vec<T> {
+    // Immutable: read as it is, no WAL or shared-memory file made beside it.
     let conn = rusqlite::Connection::open_with_flags(
-        fixture(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        format!("file:{}?immutable=1", fixture().display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
     )
     .unwrap();
     let mut statement = conn.prepare(sql).unwrap();
