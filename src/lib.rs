@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod evidence;
 pub mod metrics;
 pub mod proto;
 pub mod server;
