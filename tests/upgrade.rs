@@ -49,42 +49,23 @@ fn fixture_rows<T>(sql: &str, row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Resu
 }
 
 async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(backend: Backend) {
-    let clock = TestClock::at("2026-06-01T06:00:00Z");
-    let Some(app) = spawn_on_with(backend, clock, |_| {}).await else {
-        return;
-    };
-    // The gateway started on an empty database; stop it and put the old
-    // release's data in its place, then start it again on that.
-    let url = app.config.database_url.clone();
-    let dir = app.dir.clone();
-    let config = app.config.clone();
-    app.gateway.shutdown().await.unwrap();
+    // The old release's data where a gateway's database goes, then the
+    // gateway started on it.
+    let dir = fresh_folder();
+    let mut config = test_config(&dir);
     match backend {
         Backend::Sqlite => {
-            let path = sqlite_path(&url).unwrap();
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            std::fs::copy(fixture(), &path).unwrap();
+            std::fs::copy(fixture(), sqlite_path(&config.database_url).unwrap()).unwrap();
         }
         Backend::Postgres => {
-            let server = postgres_url().unwrap();
-            let fresh = fresh_postgres_database(&server).await;
-            load_fixture_into_postgres(&fresh).await;
-            return serve_and_check(backend, dir, config, fresh).await;
+            let Some(server) = postgres_url() else {
+                return;
+            };
+            config.database_url = fresh_postgres_database(&server).await;
+            load_fixture_into_postgres(&config.database_url).await;
         }
     }
-    serve_and_check(backend, dir, config, url).await;
-}
-
-async fn serve_and_check(
-    backend: Backend,
-    dir: std::sync::Arc<tempfile::TempDir>,
-    mut config: minegate::config::Config,
-    url: String,
-) {
-    config.database_url = url.clone();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let url = config.database_url.clone();
     let app = start(config, dir).await;
 
     // Migrated in place, past the versions the old release recorded.
@@ -193,15 +174,7 @@ async fn serve_and_check(
 
     // The old ledger verifies whole; replays and repeats added nothing.
     let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
-    let verification = compliance
-        .verify_ledger(VerifyLedgerRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (verification.intact, verification.entries_checked),
-        (true, FIXTURE_LEDGER)
-    );
+    assert_eq!(verify(&mut compliance).await, (true, FIXTURE_LEDGER));
 
     // New filings chain on: the next register number, the ledger intact.
     let documents = upload_documents(authority.clone(), "after the upgrade").await;
@@ -217,17 +190,24 @@ async fn serve_and_check(
         .unwrap()
         .into_inner();
     assert_eq!(receipt.register_number, "KZ-DM-000007");
+    // Three documents, then the extract and the acceptance.
+    assert_eq!(
+        verify(&mut compliance).await,
+        (true, FIXTURE_LEDGER + 3 + 2)
+    );
+    app.gateway.shutdown().await.unwrap();
+}
+
+/// The ledger's verification: (intact, entries checked).
+async fn verify(
+    compliance: &mut ComplianceServiceClient<tonic::transport::Channel>,
+) -> (bool, u64) {
     let verification = compliance
         .verify_ledger(VerifyLedgerRequest {})
         .await
         .unwrap()
         .into_inner();
-    // Three documents, then the extract and the acceptance.
-    assert_eq!(
-        (verification.intact, verification.entries_checked),
-        (true, FIXTURE_LEDGER + 3 + 2)
-    );
-    app.gateway.shutdown().await.unwrap();
+    (verification.intact, verification.entries_checked)
 }
 
 /// Makes the PostgreSQL schema of the old release (its migrations 1–3, as

@@ -416,10 +416,16 @@ mod tests {
                 );
                 if m > 0 && m < n {
                     let rewritten = node_hash(&roots[m], &roots[m]);
-                    assert!(verify_consistency(old, new, &rewritten, &roots[n], &proof).is_err());
+                    assert_eq!(
+                        verify_consistency(old, new, &rewritten, &roots[n], &proof),
+                        Err(ProofError::RootMismatch)
+                    );
                     let mut tampered = proof.clone();
                     tampered[0][0] ^= 1;
-                    assert!(verify_consistency(old, new, &roots[m], &roots[n], &tampered).is_err());
+                    assert_eq!(
+                        verify_consistency(old, new, &roots[m], &roots[n], &tampered),
+                        Err(ProofError::RootMismatch)
+                    );
                 }
             }
         }
