@@ -52,6 +52,19 @@ pub struct MetricsConfig {
 pub struct SigningConfig {
     /// The gateway's Ed25519 signing key (PKCS#8); made here on first start.
     pub key: PathBuf,
+    /// The ledger's name (C2SP checkpoint origin), the first line of every
+    /// checkpoint and the name in its signature: one per database, never
+    /// changed.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// Add the key to the database's key history if the history does not
+    /// know it (`serve --add-signing-key`); otherwise such a key is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub add_unknown_key: bool,
+}
+
+fn default_origin() -> String {
+    "minegate".to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +180,8 @@ impl Default for Config {
             },
             signing: SigningConfig {
                 key: PathBuf::from("data/signing.key"),
+                origin: default_origin(),
+                add_unknown_key: false,
             },
             metrics: MetricsConfig {
                 listen: "127.0.0.1:9464".to_owned(),

@@ -132,8 +132,15 @@ pub async fn start_with_clock(
     ensure_dev_pki(config)?;
     let metrics = Metrics::new();
     let tls = SharedServerConfig::load(&config.tls)?;
-    let signer = Arc::new(Signer::load_or_create(&config.signing.key)?);
-    let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone()).await?;
+    let signer = Arc::new(Signer::load_or_create(
+        &config.signing.key,
+        &config.signing.origin,
+    )?);
+    let signing = store::Signing::With {
+        signer,
+        add_unknown_key: config.signing.add_unknown_key,
+    };
+    let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone(), signing).await?;
 
     let (local_addr, incoming, accept_loop) = listen(config, tls.clone()).await?;
     let metrics_listener = metrics::bind(&config.metrics.listen)
@@ -214,7 +221,6 @@ pub async fn start_with_clock(
             FilingServiceServer::new(Filings::new(
                 store.clone(),
                 clock.clone(),
-                signer.clone(),
                 config.limits.max_document_bytes,
                 metrics.clone(),
             ))
@@ -225,7 +231,6 @@ pub async fn start_with_clock(
             EnergyExtractServiceServer::new(EnergyExtracts::new(
                 store.clone(),
                 clock.clone(),
-                signer.clone(),
                 Duration::from_millis(config.limits.ack_deadline_ms),
                 config.limits.max_in_flight,
                 stopping_rx,
@@ -234,18 +239,14 @@ pub async fn start_with_clock(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            FinanceServiceServer::new(FinanceForms::new(store.clone(), signer.clone()))
+            FinanceServiceServer::new(FinanceForms::new(store.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            ComplianceServiceServer::new(Compliance::new(
-                store.clone(),
-                signer.clone(),
-                clock.clone(),
-            ))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            ComplianceServiceServer::new(Compliance::new(store.clone(), clock.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         );
 
     // §6 / §6-1 deadlines are watched: overdue obligations are marked, once.

@@ -1,75 +1,65 @@
-//! The gateway's signatures: receipts, extracts, forms and acknowledgements
-//! are signed with the gateway's own Ed25519 key (ring) over the protobuf
-//! encoding of the message with its `signature` field cleared. The key is
-//! made on first start at the configured path; `GetSigningKeys` publishes the
-//! public half so a ministry can verify offline with [`verify_message`].
+//! The gateway's signing key. It signs one thing: the checkpoint each
+//! commit ends with (the ledger's tree size and root, a C2SP signed note,
+//! see [`crate::evidence`]), so one signature covers every receipt, extract,
+//! form and acknowledgement of the commit. The key is made on first start at
+//! the configured path. Every key that ever signed here is kept in the
+//! database's key history ([`KeyRecord`]) and published by `GetSigningKeys`,
+//! so evidence signed before a rotation still verifies.
 
 use std::{io::Write, path::Path, time::SystemTime};
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use ring::{
     rand::SystemRandom,
-    signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey},
+    signature::{Ed25519KeyPair, KeyPair},
 };
 
 use crate::{
     domain::hex,
-    proto::v1::{
-        EnergyExtract, ExtractAcknowledgement, FilingReceipt, FormAcknowledgement, Signature,
-        SignatureAlgorithm, SigningKey, TaxDataForm,
-    },
+    evidence::note::{self, Checkpoint},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
     #[error("signing key {path}: {reason}")]
     Key { path: String, reason: String },
+    #[error(
+        "the signing key {key_id} is not in this database's key history (it knows {known}); \
+         start once with --add-signing-key to add it, or configure a key the history has"
+    )]
+    UnknownKey { key_id: String, known: String },
+    #[error(
+        "the signing key {key_id} was retired at {retired_at} (`minegate signing rotate`); \
+         configure the key that replaced it"
+    )]
+    Retired {
+        key_id: String,
+        retired_at: DateTime<Utc>,
+    },
+    #[error(
+        "this database's ledger is named {history:?} in its key history, but signing.origin is {configured:?}"
+    )]
+    OriginChanged { history: String, configured: String },
 }
 
-/// Why a signature does not verify.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("the message carries no signature")]
-    Unsigned,
-    #[error("no published key has id {0:?}")]
-    UnknownKey(String),
-    #[error("the signature does not match the message")]
-    Mismatch,
-}
-
-/// The gateway's signing key.
+/// The gateway's signing key, and the name (the log's origin) it signs as.
 pub struct Signer {
     key: Ed25519KeyPair,
     key_id: String,
+    origin: String,
     created_at: DateTime<Utc>,
 }
 
 impl Signer {
     /// Loads the PKCS#8 key at `path`, or makes one there (owner-only) if
-    /// the file does not exist.
-    pub fn load_or_create(path: &Path) -> Result<Signer, SigningError> {
+    /// the file does not exist. It signs as `origin`.
+    pub fn load_or_create(path: &Path, origin: &str) -> Result<Signer, SigningError> {
         let error = |reason: String| SigningError::Key {
             path: path.display().to_string(),
             reason,
         };
         if !path.exists() {
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| error("no system randomness".into()))?;
-            if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
-                std::fs::create_dir_all(folder).map_err(|e| error(e.to_string()))?;
-            }
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options.open(path).map_err(|e| error(e.to_string()))?;
-            file.write_all(pkcs8.as_ref())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| error(e.to_string()))?;
+            write_new_key(path).map_err(error)?;
             tracing::warn!(path = %path.display(), "made a new gateway signing key");
         }
         let pkcs8 = std::fs::read(path).map_err(|e| error(e.to_string()))?;
@@ -82,6 +72,7 @@ impl Signer {
         Ok(Signer {
             key_id: key_id(key.public_key().as_ref()),
             key,
+            origin: origin.to_owned(),
             created_at,
         })
     }
@@ -90,33 +81,114 @@ impl Signer {
         &self.key_id
     }
 
-    /// The signature of `bytes`.
-    pub fn sign(&self, bytes: &[u8]) -> Signature {
-        Signature {
-            key_id: self.key_id.clone(),
-            algorithm: SignatureAlgorithm::Ed25519 as i32,
-            value: self.key.sign(bytes).as_ref().to_vec(),
-        }
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
-    /// The public key as published.
-    pub fn public_key(&self) -> SigningKey {
-        SigningKey {
+    /// The checkpoint as a signed note.
+    pub fn sign_checkpoint(&self, checkpoint: &Checkpoint) -> String {
+        note::sign(&checkpoint.text(), &self.origin, &self.key)
+            .expect("a checkpoint's text ends with a newline")
+    }
+
+    /// The key as the history records it, valid from its file's time.
+    pub fn record(&self) -> KeyRecord {
+        KeyRecord {
             key_id: self.key_id.clone(),
-            algorithm: SignatureAlgorithm::Ed25519 as i32,
+            name: self.origin.clone(),
             public_key: self.key.public_key().as_ref().to_vec(),
-            created_at: Some(pbjson_types::Timestamp {
-                seconds: self.created_at.timestamp(),
-                nanos: 0,
-            }),
+            created_at: self.created_at,
+            retired_at: None,
         }
     }
+}
 
-    /// Signs `message` in place: clears its signature, signs the encoding, sets it.
-    pub fn sign_message<M: Signed>(&self, message: &mut M) {
-        *message.signature_mut() = None;
-        let signature = self.sign(&message.encode_to_vec());
-        *message.signature_mut() = Some(signature);
+/// Writes a new Ed25519 key (PKCS#8) at `path`, owner-only, synced; never
+/// over an existing file.
+pub fn write_new_key(path: &Path) -> Result<(), String> {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map_err(|_| "no system randomness".to_owned())?;
+    if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|e| e.to_string())?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| e.to_string())?;
+    file.write_all(pkcs8.as_ref())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| e.to_string())
+}
+
+/// A key of the history: every key that signed checkpoints of a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The first 16 hex characters of the public key's SHA-256.
+    pub key_id: String,
+    /// The name it signs as: the log's origin.
+    pub name: String,
+    /// The raw 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    /// When `minegate signing rotate` replaced it; it signs nothing after.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRecord {
+    /// The C2SP verifier key (`name+hash+base64`) that opens its notes.
+    pub fn verifier_key(&self) -> String {
+        note::verifier_key(&self.name, &self.public_key)
+    }
+}
+
+/// What the start-up does with the configured key, given the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The history has it, not retired: sign with it.
+    Known,
+    /// Add it to the history first: the history is empty (a new or
+    /// upgraded database), or the operator said to.
+    Add,
+}
+
+/// Whether a gateway may sign with `current` on a database whose key
+/// history is `history`: a key the history does not know only when told
+/// (`add_unknown`), a retired key never, and always as the log's one name.
+pub fn admit(
+    history: &[KeyRecord],
+    current: &KeyRecord,
+    add_unknown: bool,
+) -> Result<Admission, SigningError> {
+    if let Some(first) = history.first()
+        && first.name != current.name
+    {
+        return Err(SigningError::OriginChanged {
+            history: first.name.clone(),
+            configured: current.name.clone(),
+        });
+    }
+    match history.iter().find(|k| k.key_id == current.key_id) {
+        Some(KeyRecord {
+            retired_at: Some(retired_at),
+            ..
+        }) => Err(SigningError::Retired {
+            key_id: current.key_id.clone(),
+            retired_at: *retired_at,
+        }),
+        Some(_) => Ok(Admission::Known),
+        None if history.is_empty() || add_unknown => Ok(Admission::Add),
+        None => Err(SigningError::UnknownKey {
+            key_id: current.key_id.clone(),
+            known: history
+                .iter()
+                .map(|k| k.key_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     }
 }
 
@@ -125,85 +197,71 @@ fn key_id(public_key: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, public_key).as_ref())[..16].to_owned()
 }
 
-/// A message that carries the gateway's signature.
-pub trait Signed: Message + Clone {
-    fn signature_mut(&mut self) -> &mut Option<Signature>;
-}
-
-macro_rules! signed {
-    ($($t:ty),*) => {
-        $(impl Signed for $t {
-            fn signature_mut(&mut self) -> &mut Option<Signature> {
-                &mut self.signature
-            }
-        })*
-    };
-}
-signed!(
-    FilingReceipt,
-    EnergyExtract,
-    ExtractAcknowledgement,
-    TaxDataForm,
-    FormAcknowledgement
-);
-
-/// Verifies a signed message against the published keys.
-pub fn verify_message<M: Signed>(keys: &[SigningKey], message: &M) -> Result<(), VerifyError> {
-    let mut unsigned = message.clone();
-    let signature = unsigned
-        .signature_mut()
-        .take()
-        .ok_or(VerifyError::Unsigned)?;
-    let key = keys
-        .iter()
-        .find(|k| k.key_id == signature.key_id)
-        .ok_or_else(|| VerifyError::UnknownKey(signature.key_id.clone()))?;
-    UnparsedPublicKey::new(&ED25519, &key.public_key)
-        .verify(&unsigned.encode_to_vec(), &signature.value)
-        .map_err(|_| VerifyError::Mismatch)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::{DataCentreLocation, EnergyExtract};
+
+    fn record(key_id: &str, retired: bool) -> KeyRecord {
+        KeyRecord {
+            key_id: key_id.into(),
+            name: "minegate".into(),
+            public_key: vec![7; 32],
+            created_at: DateTime::UNIX_EPOCH,
+            retired_at: retired.then_some(DateTime::UNIX_EPOCH),
+        }
+    }
 
     #[test]
-    fn a_signed_extract_verifies_and_a_tampered_one_does_not() {
+    fn a_key_is_loaded_back_and_signs_checkpoints_its_record_opens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys/signing.key");
-        let signer = Signer::load_or_create(&path).unwrap();
-        let again = Signer::load_or_create(&path).unwrap();
+        let signer = Signer::load_or_create(&path, "minegate.test/ledger").unwrap();
+        let again = Signer::load_or_create(&path, "minegate.test/ledger").unwrap();
         assert_eq!(
             again.key_id(),
             signer.key_id(),
             "the same key is loaded back"
         );
-        let keys = vec![signer.public_key()];
-        assert_eq!(keys[0].public_key.len(), 32);
-
-        let mut extract = EnergyExtract {
-            extract_id: "ext-1".into(),
-            bin_or_iin: "210240001236".into(),
-            data_centres: vec![DataCentreLocation {
-                address: "Ekibastuz".into(),
-                kato_code: Some("552210000".into()),
-            }],
-            ..Default::default()
+        assert_eq!(signer.key_id().len(), 16);
+        let checkpoint = Checkpoint {
+            origin: "minegate.test/ledger".into(),
+            size: 3,
+            root: [9; 32],
         };
-        assert_eq!(verify_message(&keys, &extract), Err(VerifyError::Unsigned));
-        signer.sign_message(&mut extract);
-        assert_eq!(verify_message(&keys, &extract), Ok(()));
-
-        let mut tampered = extract.clone();
-        tampered.data_centres[0].address = "Almaty".into();
-        assert_eq!(verify_message(&keys, &tampered), Err(VerifyError::Mismatch));
-
-        let mut foreign = extract.clone();
-        foreign.signature.as_mut().unwrap().key_id = "0000".into();
+        let signed = signer.sign_checkpoint(&checkpoint);
         assert_eq!(
-            verify_message(&keys, &foreign),
-            Err(VerifyError::UnknownKey("0000".into()))
+            note::open(&signed, &signer.record().verifier_key()),
+            Ok(checkpoint.text())
         );
+    }
+
+    #[test]
+    fn the_key_history_admits_known_keys_and_refuses_the_rest_by_name() {
+        let current = record("aaaa", false);
+        assert_eq!(admit(&[], &current, false).unwrap(), Admission::Add);
+        assert_eq!(
+            admit(&[record("aaaa", false)], &current, false).unwrap(),
+            Admission::Known
+        );
+        let history = [record("bbbb", true), record("cccc", false)];
+        assert_eq!(
+            admit(&history, &current, false).unwrap_err().to_string(),
+            "the signing key aaaa is not in this database's key history (it knows bbbb, cccc); \
+             start once with --add-signing-key to add it, or configure a key the history has"
+        );
+        assert_eq!(admit(&history, &current, true).unwrap(), Admission::Add);
+        assert!(matches!(
+            admit(&history, &record("bbbb", false), true),
+            Err(SigningError::Retired { key_id, .. }) if key_id == "bbbb"
+        ));
+        let renamed = KeyRecord {
+            name: "other".into(),
+            ..current
+        };
+        assert!(matches!(
+            admit(&history, &renamed, true),
+            Err(SigningError::OriginChanged { history, configured })
+                if history == "minegate" && configured == "other"
+        ));
     }
 }

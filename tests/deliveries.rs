@@ -5,21 +5,22 @@
 #[macro_use]
 mod common;
 
+use prost::Message as _;
 use std::time::Duration;
 
 use common::{Backend, TestApp, TestClock, fixtures::*, scalar, spawn_on_with};
 use minegate::{
+    evidence::verify::{ArtifactKind, verify},
     proto::v1::{
         AcknowledgeExtractRequest, AcknowledgeFormRequest, DataCentreLocation, DocumentKind,
         EnergyExtract, ExtractDelivery, FetchDocumentRequest, FilingKind, FindingKind,
         GetDeliveryStatusRequest, GetSigningKeysRequest, ListFindingsRequest,
         ListObligationsRequest, ObligationKind, ObligationStatus, PullQuarterlyFormRequest,
-        SigningKey, SubscribeRequest, TaxDataRow, VerifyLedgerRequest,
+        SigningKey, SubscribeRequest, TaxDataForm, TaxDataRow, VerifyLedgerRequest,
         compliance_service_client::ComplianceServiceClient, document_chunk::Part,
         energy_extract_service_client::EnergyExtractServiceClient,
         filing_service_client::FilingServiceClient, finance_service_client::FinanceServiceClient,
     },
-    signing::verify_message,
     tls::{
         Role,
         pki::{self, LeafOptions},
@@ -143,7 +144,22 @@ async fn a_filing_reaches_the_subscriber_is_acknowledged_and_fulfils_its_obligat
         .unwrap();
     assert_eq!(delivery.attempt, 1);
     let extract = delivery.extract.unwrap();
-    assert_eq!(verify_message(&keys(&app).await, &extract), Ok(()));
+    let proven = verify(
+        ArtifactKind::Extract,
+        extract.evidence.as_ref(),
+        &keys(&app).await,
+    )
+    .expect("the extract's evidence holds");
+    assert_eq!(
+        extract.evidence.as_ref().unwrap().artifact,
+        EnergyExtract {
+            evidence: None,
+            ..extract.clone()
+        }
+        .encode_to_vec(),
+        "the evidence is of the extract as delivered"
+    );
+    assert!(proven.checkpoint.size > extract.evidence.as_ref().unwrap().leaf_index);
     assert_eq!(obligation.extract_id, extract.extract_id);
     // Exactly whom it concerns and items 6.1-6.4: no bank details, contacts,
     // IPs, money or consumption — the whole message is this.
@@ -162,7 +178,8 @@ async fn a_filing_reaches_the_subscriber_is_acknowledged_and_fulfils_its_obligat
         grid_connection_conditions: vec![documents[2].clone()],
         created_at: receipt.received_at,
         due_date: date(2026, 3, 30),
-        signature: extract.signature.clone(),
+        evidence: extract.evidence.clone(),
+        ..Default::default()
     };
     assert_eq!(extract, expected);
 
@@ -200,7 +217,12 @@ async fn a_filing_reaches_the_subscriber_is_acknowledged_and_fulfils_its_obligat
         .into_inner();
     assert_eq!(ack.subscriber, "urn:minegate:energy");
     assert!(ack.deadline_met);
-    assert_eq!(verify_message(&keys(&app).await, &ack), Ok(()));
+    verify(
+        ArtifactKind::ExtractAck,
+        ack.evidence.as_ref(),
+        &keys(&app).await,
+    )
+    .expect("the acknowledgement's evidence holds");
     clock.set("2026-03-25T06:00:00Z");
     let again = energy
         .acknowledge(AcknowledgeExtractRequest {
@@ -462,7 +484,12 @@ async fn form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(verify_message(&keys(&app).await, &form), Ok(()));
+    verify(
+        ArtifactKind::FormBody,
+        form.evidence.as_ref(),
+        &keys(&app).await,
+    )
+    .expect("the form's evidence holds");
     let body = form.body.clone().unwrap();
     assert_eq!((body.year, body.quarter, body.revision), (2026, 1, 1));
     assert_eq!(body.due_date, date(2026, 5, 15));
@@ -521,7 +548,17 @@ async fn form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(again, form);
+    let bare = |form: &TaxDataForm| TaxDataForm {
+        evidence: None,
+        ..form.clone()
+    };
+    assert_eq!(bare(&again), bare(&form));
+    // Its evidence is of the same body, under a later checkpoint (the pull
+    // was recorded).
+    assert_eq!(
+        again.evidence.as_ref().unwrap().artifact,
+        form.evidence.as_ref().unwrap().artifact
+    );
 
     // A wrong digest is refused; the right one fulfils the obligation on time.
     let wrong = finance
@@ -552,7 +589,12 @@ async fn form_402_has_exact_rows_a_stable_digest_and_a_new_revision_after_a_late
         .unwrap()
         .into_inner();
     assert!(ack.deadline_met);
-    assert_eq!(verify_message(&keys(&app).await, &ack), Ok(()));
+    verify(
+        ArtifactKind::FormAck,
+        ack.evidence.as_ref(),
+        &keys(&app).await,
+    )
+    .expect("the form acknowledgement's evidence holds");
 
     // C reports late; the next pull is revision 2 with three rows.
     clock.set("2026-05-04T06:00:00Z");
@@ -883,7 +925,9 @@ async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each
     drop(received);
     let (url, clock) = (app.config.database_url.clone(), clock.clone());
     app.gateway.shutdown().await.unwrap();
-    let store = minegate::store::open(&url, clock).await.unwrap();
+    let store = minegate::store::open(&url, clock, common::signing(&app.config))
+        .await
+        .unwrap();
     let mut jobs: Vec<(String, &str)> = Vec::new();
     for id in &ids[0] {
         jobs.push((id.clone(), "urn:minegate:energy"));

@@ -13,8 +13,8 @@ use minegate::proto::v1::{
 };
 use minegate::{
     domain::Sha256Hex,
+    evidence::verify::{ArtifactKind, EvidenceError, verify},
     proto::v1::GetSigningKeysRequest,
-    signing::{VerifyError, verify_message},
 };
 use prost::Message;
 use tonic::Code;
@@ -83,19 +83,36 @@ async fn each_kind_of_filing_is_accepted_registered_and_read_back(backend: Backe
     assert_eq!(receipt.revision, 0);
     assert_eq!(receipt.idempotency_key, "start-1");
 
-    // The receipt is signed by the gateway's published key.
+    // The receipt is in the ledger under a checkpoint signed by the
+    // gateway's published key; a forged one is not.
     let keys = ComplianceServiceClient::new(channel.clone())
         .get_signing_keys(GetSigningKeysRequest {})
         .await
         .unwrap()
         .into_inner()
         .keys;
-    assert_eq!(receipt.signature.as_ref().unwrap().key_id, keys[0].key_id);
-    assert_eq!(verify_message(&keys, &receipt), Ok(()));
-    let mut forged = receipt.clone();
-    forged.days_late = 0;
-    forged.deadline_met = false;
-    assert_eq!(verify_message(&keys, &forged), Err(VerifyError::Mismatch));
+    assert_eq!(keys.len(), 1);
+    let proven = verify(ArtifactKind::Receipt, receipt.evidence.as_ref(), &keys).unwrap();
+    assert_eq!(proven.key_id, keys[0].key_id);
+    let attested =
+        FilingReceipt::decode(receipt.evidence.as_ref().unwrap().artifact.as_slice()).unwrap();
+    assert_eq!(
+        attested,
+        FilingReceipt {
+            evidence: None,
+            ..receipt.clone()
+        },
+        "the attested bytes are the receipt handed out"
+    );
+    let mut forged = receipt.evidence.clone().unwrap();
+    let mut changed = attested.clone();
+    changed.days_late = 0;
+    changed.deadline_met = false;
+    forged.artifact = changed.encode_to_vec();
+    assert!(matches!(
+        verify(ArtifactKind::Receipt, Some(&forged), &keys),
+        Err(EvidenceError::ArtifactChanged { .. })
+    ));
 
     // Read it back: the filing exactly as sent, and its receipt.
     let stored = filings
@@ -298,6 +315,10 @@ async fn an_idempotent_replay_returns_the_original_receipt_byte_for_byte(backend
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(
+        again.evidence, first.evidence,
+        "no commit between: the same evidence too"
+    );
     assert_eq!(again.encode_to_vec(), first.encode_to_vec());
 
     let mut changed = start;
@@ -774,7 +795,7 @@ async fn concurrent_submissions_all_get_receipts_and_are_stored_exactly_once(bac
         );
         assert_eq!(
             payload["receipt_sha256"],
-            Sha256Hex::of(&receipt.encode_to_vec()).as_str()
+            Sha256Hex::of(&receipt.evidence.as_ref().unwrap().artifact).as_str()
         );
         assert_eq!(payload["register_number"], receipt.register_number.as_str());
     }
@@ -788,10 +809,14 @@ async fn concurrent_submissions_all_get_receipts_and_are_stored_exactly_once(bac
     numbers.dedup();
     assert_eq!(numbers.len(), 200);
 
-    // Every retry returns the same bytes, and stores nothing more.
+    // Every retry returns the same receipt bytes (under whatever checkpoint
+    // is latest), and stores nothing more.
     let replays = submit_all().await;
     for (first, again) in receipts.iter().zip(&replays) {
-        assert_eq!(first.encode_to_vec(), again.encode_to_vec());
+        assert_eq!(
+            first.evidence.as_ref().unwrap().artifact,
+            again.evidence.as_ref().unwrap().artifact
+        );
     }
     // The register pages through all 200, in register-number order.
     let mut filings = FilingServiceClient::new(channel.clone());

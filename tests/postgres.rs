@@ -16,7 +16,7 @@ async fn the_gateway_runs_on_postgresql_chosen_by_the_url_scheme() {
         return;
     };
     let url = common::fresh_postgres_database(&server).await;
-    let store = store::open(&url, Arc::new(SystemClock))
+    let store = store::open(&url, Arc::new(SystemClock), store::Signing::ReadOnly)
         .await
         .expect("open and migrate PostgreSQL");
     assert_eq!(store.backend(), "postgres");

@@ -15,9 +15,11 @@ use common::{
     fixtures::{date, generated_bin, start_notification, upload_documents},
     *,
 };
+use minegate::evidence::verify::{self as evidence, ArtifactKind, EvidenceError};
 use minegate::proto::v1::{
-    AcknowledgeExtractRequest, AcknowledgeFormRequest, QuarterlyReport, StartNotification,
-    TerminationNotice, VerifyLedgerRequest, compliance_service_client::ComplianceServiceClient,
+    AcknowledgeExtractRequest, AcknowledgeFormRequest, GetCheckpointRequest, GetSigningKeysRequest,
+    QuarterlyReport, StartNotification, TerminationNotice, VerifyLedgerRequest,
+    compliance_service_client::ComplianceServiceClient,
     energy_extract_service_client::EnergyExtractServiceClient,
     filing_service_client::FilingServiceClient, finance_service_client::FinanceServiceClient,
 };
@@ -71,12 +73,12 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
     // Migrated in place, past the versions the old release recorded.
     match backend {
         Backend::Sqlite => {
-            assert_eq!(scalar(&url, "PRAGMA user_version").await, 4);
+            assert_eq!(scalar(&url, "PRAGMA user_version").await, 5);
         }
         Backend::Postgres => {
             assert_eq!(
                 scalar(&url, "SELECT COUNT(*) FROM _sqlx_migrations").await,
-                4
+                5
             );
             assert_eq!(
                 scalar(
@@ -89,9 +91,27 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
         }
     }
 
+    // The old ledger's entries are the Merkle tree's first leaves, under
+    // one signed checkpoint, by the key now in the key history.
+    let leaves = "SELECT COUNT(*) FROM merkle_nodes WHERE level = 0";
+    assert_eq!(scalar(&url, leaves).await, FIXTURE_LEDGER as i64);
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM checkpoints").await, 1);
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM signing_keys").await, 1);
+
     // Every filing replays: same caller, same key, same payload.
     let authority = app.channel("authority").await;
     let mut filings = FilingServiceClient::new(authority.clone());
+    let keys = ComplianceServiceClient::new(app.channel("finance").await)
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(
+        keys.len(),
+        1,
+        "the key in use, added to the new key history"
+    );
     let stored = fixture_rows(
         "SELECT kind, body, receipt FROM filings ORDER BY seq",
         |row| {
@@ -124,7 +144,17 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
         }
         .unwrap()
         .into_inner();
-        assert_eq!(&replayed.encode_to_vec(), receipt, "{kind} receipt");
+        // The old receipt, as the old release signed it, and the ledger it
+        // was recorded in proves it: its entries are the tree's first leaves.
+        assert_eq!(
+            &replayed.evidence.as_ref().unwrap().artifact,
+            receipt,
+            "{kind} receipt"
+        );
+        #[allow(deprecated)]
+        let signed = replayed.signature.is_some();
+        assert!(signed, "an old receipt keeps its old signature");
+        evidence::verify(ArtifactKind::Receipt, replayed.evidence.as_ref(), &keys).unwrap();
     }
 
     // Every acknowledgement repeats its first receipt.
@@ -141,7 +171,8 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(&repeated.encode_to_vec(), receipt);
+        assert_eq!(&repeated.evidence.as_ref().unwrap().artifact, receipt);
+        evidence::verify(ArtifactKind::ExtractAck, repeated.evidence.as_ref(), &keys).unwrap();
     }
     let mut finance = FinanceServiceClient::new(app.channel("finance").await);
     let forms = fixture_rows(
@@ -169,12 +200,27 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(repeated.encode_to_vec(), receipt);
+        assert_eq!(repeated.evidence.as_ref().unwrap().artifact, receipt);
+        // The old release's FORM_ACKNOWLEDGED entries name no receipt digest:
+        // such an acknowledgement is in the log, but not tied to its bytes.
+        assert_eq!(
+            evidence::verify(ArtifactKind::FormAck, repeated.evidence.as_ref(), &keys),
+            Err(EvidenceError::BadEntry(
+                "the payload does not record the artifact's digest"
+            ))
+        );
     }
 
-    // The old ledger verifies whole; replays and repeats added nothing.
+    // The old ledger verifies whole; replays and repeats added nothing: the
+    // tree built over it at the first start is under its one checkpoint.
     let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
     assert_eq!(verify(&mut compliance).await, (true, FIXTURE_LEDGER));
+    let checkpoint = compliance
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(checkpoint.size, FIXTURE_LEDGER);
 
     // New filings chain on: the next register number, the ledger intact.
     let documents = upload_documents(authority.clone(), "after the upgrade").await;

@@ -1,7 +1,11 @@
 //! The energy ministry's command: `minegate energy subscribe --out DIR`.
-//! Each extract's signature is verified, the extract (proto3 JSON) and the
-//! documents it references are written into DIR and fsynced, and only then is
-//! it acknowledged: nothing is acknowledged that was not written.
+//! Each extract's evidence is verified (it is in the gateway's log, under a
+//! signed checkpoint consistent with the last one seen, kept in
+//! DIR/minegate-checkpoint.note: [`super::witness`]); the extract (proto3
+//! JSON, with its evidence) and the documents it references are written
+//! into DIR and fsynced, and only then is it acknowledged: nothing is
+//! acknowledged that was not verified and written. An extract whose
+//! evidence fails stops the subscriber with the reason, unacknowledged.
 
 use std::{
     fs::{self, File},
@@ -13,19 +17,19 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use prost::Message;
 use tokio::sync::watch;
 
-use super::ClientArgs;
+use super::{ClientArgs, witness::Witness};
 use crate::{
     client::ClientTls,
     domain::Sha256Hex,
+    evidence::verify::ArtifactKind,
     proto::v1::{
         AcknowledgeExtractRequest, DocumentRef, EnergyExtract, FetchDocumentRequest,
-        GetSigningKeysRequest, SubscribeRequest,
-        compliance_service_client::ComplianceServiceClient, document_chunk::Part,
+        SubscribeRequest, document_chunk::Part,
         energy_extract_service_client::EnergyExtractServiceClient,
     },
-    signing::verify_message,
     tls::Role,
 };
 
@@ -45,6 +49,32 @@ pub enum EnergyCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// Evidence that does not hold: the subscriber stops (a retry would meet
+/// the same log), with the reason.
+#[derive(Debug)]
+pub struct Refused(pub anyhow::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A failure of evidence is final ([`Refused`]); any other (the gateway
+/// unreachable, say) is retried.
+fn refused_if_evidence(error: anyhow::Error) -> anyhow::Error {
+    if error
+        .chain()
+        .any(|cause| cause.is::<crate::evidence::verify::EvidenceError>())
+    {
+        anyhow::Error::new(Refused(error))
+    } else {
+        error
+    }
 }
 
 /// One extract written and acknowledged.
@@ -125,11 +155,9 @@ async fn one_stream(
     on_written: &mut (dyn FnMut(&Written) + Send),
 ) -> anyhow::Result<()> {
     let channel = tls.connect().await?;
-    let keys = ComplianceServiceClient::new(channel.clone())
-        .get_signing_keys(GetSigningKeysRequest {})
-        .await?
-        .into_inner()
-        .keys;
+    let mut witness = Witness::connect(channel.clone(), Witness::beside(out, true))
+        .await
+        .map_err(refused_if_evidence)?;
     let mut energy = EnergyExtractServiceClient::new(channel);
     let mut stream = energy
         .subscribe(SubscribeRequest {
@@ -142,17 +170,20 @@ async fn one_stream(
         let Some(extract) = delivery.extract else {
             continue;
         };
-        if let Err(error) = verify_message(&keys, &extract) {
-            // Never acknowledged: it comes again, and someone must look.
-            tracing::error!(extract_id = %extract.extract_id, %error, "extract signature does not verify; not acknowledged");
-            if once {
-                bail!(
-                    "extract {} failed signature verification: {error}",
-                    extract.extract_id
-                );
-            }
-            continue;
-        }
+        // Never acknowledged if it fails: it stays pending at the gateway,
+        // and someone must look.
+        witness
+            .verify(ArtifactKind::Extract, extract.evidence.as_ref())
+            .await
+            .with_context(|| format!("extract {}: its evidence does not hold", extract.extract_id))
+            .map_err(Refused)?;
+        // What the log attests is the extract's bytes in the evidence: they
+        // are what is written (with the evidence) and acknowledged.
+        let evidence = extract.evidence.clone();
+        let mut extract = EnergyExtract::decode(evidence.as_ref().map_or(&[][..], |e| &e.artifact))
+            .context("the attested extract does not decode")
+            .map_err(Refused)?;
+        extract.evidence = evidence;
         let documents: Vec<&DocumentRef> = extract
             .customs_declaration_or_title
             .iter()
@@ -166,11 +197,22 @@ async fn one_stream(
             .join("extracts")
             .join(format!("{}.json", extract.extract_id));
         write_durably(&path, &serde_json::to_vec_pretty(&extract)?)?;
-        energy
+        let ack = energy
             .acknowledge(AcknowledgeExtractRequest {
                 extract_id: extract.extract_id.clone(),
             })
-            .await?;
+            .await?
+            .into_inner();
+        witness
+            .verify(ArtifactKind::ExtractAck, ack.evidence.as_ref())
+            .await
+            .with_context(|| {
+                format!(
+                    "the acknowledgement of extract {}: its evidence does not hold",
+                    extract.extract_id
+                )
+            })
+            .map_err(Refused)?;
         on_written(&Written {
             documents: documents.len(),
             attempt: delivery.attempt,
@@ -204,7 +246,7 @@ pub async fn subscribe(
         match result {
             Ok(()) if once => break,
             Ok(()) => backoff = Duration::from_millis(250),
-            Err(error) if once => return Err(error),
+            Err(error) if once || error.is::<Refused>() => return Err(error),
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), ?backoff, "stream dropped; reconnecting")
             }

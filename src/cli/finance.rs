@@ -1,6 +1,9 @@
-//! The finance ministry's command: `minegate finance pull`. The form's digest
-//! and signature are verified, the form written (CSV or proto3 JSON) and
-//! fsynced, and only then acknowledged.
+//! The finance ministry's command: `minegate finance pull`. The form's
+//! digest and evidence are verified (its body is in the gateway's log under
+//! a signed checkpoint consistent with the last one seen, kept beside the
+//! output: [`super::witness`]), the form written (CSV or proto3 JSON) and
+//! fsynced, and only then acknowledged; the acknowledgement's evidence is
+//! verified too.
 
 use std::{
     fmt::Write as _,
@@ -12,16 +15,15 @@ use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
 use prost::Message;
 
-use super::{ClientArgs, energy::write_durably};
+use super::{ClientArgs, energy::write_durably, witness::Witness};
 use crate::{
     client::ClientTls,
     domain::Sha256Hex,
+    evidence::verify::ArtifactKind,
     proto::v1::{
-        AcknowledgeFormRequest, GetSigningKeysRequest, PullQuarterlyFormRequest, TaxDataForm,
-        compliance_service_client::ComplianceServiceClient,
+        AcknowledgeFormRequest, PullQuarterlyFormRequest, TaxDataForm, TaxDataFormBody,
         finance_service_client::FinanceServiceClient,
     },
-    signing::verify_message,
     tls::Role,
 };
 
@@ -104,34 +106,36 @@ pub async fn pull(
     out: &Path,
 ) -> anyhow::Result<Pulled> {
     let channel = tls.connect().await?;
-    let keys = ComplianceServiceClient::new(channel.clone())
-        .get_signing_keys(GetSigningKeysRequest {})
-        .await?
-        .into_inner()
-        .keys;
+    let mut witness = Witness::connect(channel.clone(), Witness::beside(out, false)).await?;
     let mut finance = FinanceServiceClient::new(channel);
-    let form = finance
+    let mut form = finance
         .pull_quarterly_form(PullQuarterlyFormRequest { year, quarter })
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
-    let Some(body) = form.body.clone() else {
-        bail!("the gateway sent a form without a body")
-    };
-    let digest = Sha256Hex::of(&body.encode_to_vec());
+    witness
+        .verify(ArtifactKind::FormBody, form.evidence.as_ref())
+        .await
+        .map_err(|e| e.context("form 402: its evidence does not hold"))?;
+    // What the log attests is the body's bytes in the evidence: they are
+    // what is written, and their digest what is acknowledged.
+    let attested = &form.evidence.as_ref().expect("verified above").artifact;
+    let digest = Sha256Hex::of(attested);
     if digest.as_str() != form.body_sha256 {
         bail!(
             "the form's body hashes to {digest}, not the {} it claims",
             form.body_sha256
         );
     }
-    verify_message(&keys, &form).map_err(|e| anyhow::anyhow!("form 402 signature: {e}"))?;
+    let body = TaxDataFormBody::decode(attested.as_slice())
+        .map_err(|e| anyhow::anyhow!("the attested form body does not decode: {e}"))?;
+    form.body = Some(body.clone());
     let bytes = match format {
         FormFormat::Csv => to_csv(&form).into_bytes(),
         FormFormat::Json => serde_json::to_vec_pretty(&form)?,
     };
     write_durably(out, &bytes)?;
-    finance
+    let ack = finance
         .acknowledge(AcknowledgeFormRequest {
             year,
             quarter,
@@ -139,7 +143,12 @@ pub async fn pull(
             body_sha256: form.body_sha256.clone(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("acknowledging: {:?}: {}", s.code(), s.message()))?;
+        .map_err(|s| anyhow::anyhow!("acknowledging: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    witness
+        .verify(ArtifactKind::FormAck, ack.evidence.as_ref())
+        .await
+        .map_err(|e| e.context("the form's acknowledgement: its evidence does not hold"))?;
     let totals = body.totals.unwrap_or_default();
     Ok(Pulled {
         revision: body.revision,

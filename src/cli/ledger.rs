@@ -19,14 +19,19 @@ pub enum LedgerCommand {
 pub async fn run(command: LedgerCommand, config: &Config) -> anyhow::Result<ExitCode> {
     match command {
         LedgerCommand::Verify => {
-            let store = store::open(&config.database_url, Arc::new(SystemClock)).await?;
+            let store = store::open(
+                &config.database_url,
+                Arc::new(SystemClock),
+                store::Signing::ReadOnly,
+            )
+            .await?;
             let report = store::verify_ledger(&*store).await?;
             store.close().await;
             match report.first_broken {
                 None => {
                     println!(
-                        "ledger intact: {} entries, head {}",
-                        report.entries_checked, report.head_hash
+                        "ledger intact: {} entries, head {}; Merkle tree recomputed, {} signed checkpoints verified",
+                        report.entries_checked, report.head_hash, report.checkpoints_checked
                     );
                     Ok(ExitCode::SUCCESS)
                 }

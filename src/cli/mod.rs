@@ -10,6 +10,7 @@ mod health;
 mod ledger;
 mod serve;
 pub mod submit;
+pub mod witness;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 

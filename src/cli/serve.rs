@@ -12,9 +12,15 @@ pub struct ServeArgs {
     /// FilingService that only decodes and answers (used by `minegate bench`).
     #[arg(long, hide = true)]
     pub baseline: bool,
+    /// Add the configured signing key to the database's key history if the
+    /// history does not know it (a replica given a key of its own);
+    /// without it, such a key is refused at start.
+    #[arg(long)]
+    pub add_signing_key: bool,
 }
 
-pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    config.signing.add_unknown_key |= args.add_signing_key;
     let gateway = if args.baseline {
         server::start_baseline(&config).await?
     } else {

@@ -274,8 +274,13 @@ pub fn receipt_table(receipt: &FilingReceipt) -> String {
             date(&obligation.due_date)
         );
     }
-    if let Some(signature) = &receipt.signature {
-        let _ = writeln!(out, "  signed by key     {}", signature.key_id);
+    if let Some(evidence) = &receipt.evidence {
+        let size = evidence.checkpoint.lines().nth(1).unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "  in the ledger     leaf {} of the signed tree of {size}",
+            evidence.leaf_index
+        );
     }
     out
 }

@@ -711,11 +711,14 @@ pub fn decide_form_ack(
 }
 
 impl FormAcknowledgement {
-    pub fn ledger_events(&self) -> Vec<LedgerEvent> {
+    /// The entries the acknowledgement appends; `receipt` is the
+    /// acknowledgement receipt handed back, tied to its entry by digest.
+    pub fn ledger_events(&self, receipt: &[u8]) -> Vec<LedgerEvent> {
         let mut events = vec![LedgerEvent::FormAcknowledged {
             quarter: self.quarter,
             revision: self.revision,
             body_sha256: self.body_sha256.clone(),
+            receipt_sha256: Sha256Hex::of(receipt),
         }];
         events.extend(self.fulfils.iter().map(Fulfilment::event));
         events
@@ -1330,11 +1333,12 @@ mod tests {
         assert_eq!(ack.facts.due_date, date("2026-05-15"));
         assert_eq!(ack.fulfils[0].status, ObligationStatus::Fulfilled);
         assert_eq!(
-            ack.ledger_events()[0],
+            ack.ledger_events(b"form ack receipt")[0],
             LedgerEvent::FormAcknowledged {
                 quarter: q1,
                 revision: 1,
-                body_sha256: "abc".into()
+                body_sha256: "abc".into(),
+                receipt_sha256: Sha256Hex::of(b"form ack receipt"),
             }
         );
         assert_eq!(

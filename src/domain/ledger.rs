@@ -82,11 +82,14 @@ pub enum LedgerEvent {
     },
     /// §6-1 the finance ministry pulled a revision.
     FormPulled { quarter: Quarter, revision: u32 },
-    /// §6-1 the finance ministry acknowledged a revision by its digest.
+    /// §6-1 the finance ministry acknowledged a revision by its digest; the
+    /// acknowledgement receipt's digest ties it to this entry (entries
+    /// written before release 0.3 have none).
     FormAcknowledged {
         quarter: Quarter,
         revision: u32,
         body_sha256: String,
+        receipt_sha256: Sha256Hex,
     },
 }
 
@@ -110,9 +113,7 @@ impl LedgerEvent {
     /// What the entry is about: a document digest, a filing, extract or
     /// obligation id, or a form revision (`2026-Q1-r2`).
     pub fn subject(&self) -> String {
-        let revision = |quarter: &Quarter, revision: &u32| {
-            format!("{}-Q{}-r{revision}", quarter.year(), quarter.quarter())
-        };
+        let revision = form_subject;
         match self {
             LedgerEvent::DocumentStored { sha256, .. } => sha256.to_string(),
             LedgerEvent::FilingAccepted { filing_id, .. } => filing_id.clone(),
@@ -248,15 +249,22 @@ impl LedgerEvent {
                 quarter,
                 revision,
                 body_sha256,
+                receipt_sha256,
             } => json!({
                 "year": quarter.year(),
                 "quarter": quarter.quarter(),
                 "revision": revision,
                 "body_sha256": body_sha256,
+                "receipt_sha256": receipt_sha256.as_str(),
             }),
         };
         payload.to_string()
     }
+}
+
+/// The subject of a form revision's entries: `2026-Q1-r2`.
+pub fn form_subject(quarter: &Quarter, revision: &u32) -> String {
+    format!("{}-Q{}-r{revision}", quarter.year(), quarter.quarter())
 }
 
 /// The ledger's last entry: where the next one is chained on.
@@ -317,6 +325,29 @@ pub struct LedgerEntry {
     pub hash: String,
 }
 
+/// An entry's bytes: `seq\nkind\nsubject\nrecorded_at\npayload`, UTF-8. The
+/// chain hashes them after `prev_hash`; the Merkle tree's leaf is them.
+pub fn canonical(seq: i64, kind: &str, subject: &str, recorded_at: i64, payload: &str) -> String {
+    format!("{seq}\n{kind}\n{subject}\n{recorded_at}\n{payload}")
+}
+
+impl LedgerEntry {
+    /// The entry's leaf in the Merkle tree log: its index (`seq - 1`) and
+    /// data ([`canonical`]).
+    pub fn leaf(&self) -> (u64, String) {
+        (
+            (self.seq - 1) as u64,
+            canonical(
+                self.seq,
+                &self.kind,
+                &self.subject,
+                self.recorded_at,
+                &self.payload,
+            ),
+        )
+    }
+}
+
 /// The hash an entry must have, given its fields and `prev_hash`.
 pub fn compute_hash(
     seq: i64,
@@ -326,7 +357,7 @@ pub fn compute_hash(
     payload: &str,
     prev_hash: &str,
 ) -> String {
-    let canonical = format!("{seq}\n{kind}\n{subject}\n{recorded_at}\n{payload}");
+    let canonical = canonical(seq, kind, subject, recorded_at, payload);
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     context.update(prev_hash.as_bytes());
     context.update(canonical.as_bytes());
@@ -340,6 +371,9 @@ pub struct Verification {
     /// The first entry that does not match, and why.
     pub first_broken: Option<(i64, String)>,
     pub head_hash: String,
+    /// The Merkle tree's signed checkpoints whose root and signature were
+    /// checked (set by the store's verification, not the chain's).
+    pub checkpoints_checked: u64,
 }
 
 /// Walks the chain page by page (entries in `seq` order).
@@ -413,6 +447,7 @@ impl Verifier {
             entries_checked: self.checked,
             first_broken: self.broken,
             head_hash: self.prev_hash,
+            checkpoints_checked: 0,
         }
     }
 }

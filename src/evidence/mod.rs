@@ -6,3 +6,5 @@
 
 pub mod merkle;
 pub mod note;
+pub mod tree;
+pub mod verify;

@@ -43,11 +43,26 @@ const ACCESS_TABLE: &[(&str, Option<&str>, &[Role])] = &[
         &[Role::Energy],
     ),
     ("kz.digitalmining.v1.FinanceService", None, &[Role::Finance]),
-    // The ministries verify signatures offline, so every role may read the
-    // public signing keys.
+    // The ministries verify evidence themselves: every role may read the
+    // public signing keys, checkpoints and proofs (hashes only).
     (
         "kz.digitalmining.v1.ComplianceService",
         Some("GetSigningKeys"),
+        &[Role::Authority, Role::Energy, Role::Finance, Role::Operator],
+    ),
+    (
+        "kz.digitalmining.v1.ComplianceService",
+        Some("GetCheckpoint"),
+        &[Role::Authority, Role::Energy, Role::Finance, Role::Operator],
+    ),
+    (
+        "kz.digitalmining.v1.ComplianceService",
+        Some("GetInclusionProof"),
+        &[Role::Authority, Role::Energy, Role::Finance, Role::Operator],
+    ),
+    (
+        "kz.digitalmining.v1.ComplianceService",
+        Some("GetConsistencyProof"),
         &[Role::Authority, Role::Energy, Role::Finance, Role::Operator],
     ),
     (

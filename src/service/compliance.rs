@@ -23,23 +23,28 @@ use crate::{
         ListFindingsResponse, ListObligationsRequest, ListObligationsResponse, SigningKeys,
         VerifyLedgerRequest, compliance_service_server::ComplianceService,
     },
-    signing::Signer,
+    signing::KeyRecord,
     store::{self, Clock, FindingQuery, ObligationQuery, RegisterQuery, Store},
 };
 
 pub struct Compliance {
     store: Arc<dyn Store>,
-    signer: Arc<Signer>,
     clock: Arc<dyn Clock>,
 }
 
 impl Compliance {
-    pub fn new(store: Arc<dyn Store>, signer: Arc<Signer>, clock: Arc<dyn Clock>) -> Self {
-        Compliance {
-            store,
-            signer,
-            clock,
-        }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Compliance { store, clock }
+    }
+
+    /// The latest checkpoint's size: proofs are for trees up to it.
+    async fn latest_size(&self) -> Result<u64, Status> {
+        Ok(self
+            .store
+            .latest_checkpoint()
+            .await
+            .map_err(store_error)?
+            .map_or(0, |c| c.size))
     }
 
     /// Every MISSING_QUARTERLY_REPORT finding as of today, by register order.
@@ -298,8 +303,104 @@ impl ComplianceService for Compliance {
         request: Request<GetSigningKeysRequest>,
     ) -> Result<Response<SigningKeys>, Status> {
         peer(&request)?;
+        let keys = self.store.signing_keys().await.map_err(store_error)?;
         Ok(Response::new(SigningKeys {
-            keys: vec![self.signer.public_key()],
+            keys: keys.iter().map(published).collect(),
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::SignedCheckpoint>, Status> {
+        peer(&request)?;
+        let latest = self
+            .store
+            .latest_checkpoint()
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::unavailable("the ledger has no checkpoint yet"))?;
+        Ok(Response::new(pb::SignedCheckpoint {
+            size: latest.size,
+            note: latest.note,
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        peer(&request)?;
+        let wanted = request.into_inner();
+        let latest = self.latest_size().await?;
+        let mut v = Violations::default();
+        if wanted.tree_size == 0 || wanted.tree_size > latest {
+            v.add(
+                "tree_size",
+                format!("must be a tree size from 1 to the latest checkpoint's, {latest}"),
+            );
+        } else if wanted.leaf_index >= wanted.tree_size {
+            v.add(
+                "leaf_index",
+                format!("must be below tree_size {}", wanted.tree_size),
+            );
+        }
+        if !v.is_empty() {
+            return Err(invalid(&v));
+        }
+        let hashes = store::inclusion_proof(&*self.store, wanted.leaf_index, wanted.tree_size)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::internal("no proof for a leaf of the tree"))?;
+        let seq = wanted.leaf_index as i64 + 1;
+        let entry = self
+            .store
+            .ledger_page(seq - 1, 1)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == seq)
+            .ok_or_else(|| Status::internal(format!("ledger entry {seq} is missing")))?;
+        Ok(Response::new(pb::InclusionProof {
+            leaf_index: wanted.leaf_index,
+            tree_size: wanted.tree_size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            entry: entry.leaf().1.into_bytes(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        peer(&request)?;
+        let wanted = request.into_inner();
+        let latest = self.latest_size().await?;
+        let mut v = Violations::default();
+        if wanted.new_size > latest {
+            v.add(
+                "new_size",
+                format!("must not exceed the latest checkpoint's size, {latest}"),
+            );
+        }
+        if wanted.old_size > wanted.new_size {
+            v.add(
+                "old_size",
+                format!("must not exceed new_size {}", wanted.new_size),
+            );
+        }
+        if !v.is_empty() {
+            return Err(invalid(&v));
+        }
+        let hashes = store::consistency_proof(&*self.store, wanted.old_size, wanted.new_size)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::internal("no proof between two sizes in order"))?;
+        Ok(Response::new(pb::ConsistencyProof {
+            old_size: wanted.old_size,
+            new_size: wanted.new_size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
         }))
     }
 
@@ -327,7 +428,20 @@ impl ComplianceService for Compliance {
             first_broken_entry,
             reason,
             head_hash: report.head_hash,
+            checkpoints_checked: report.checkpoints_checked,
         }))
+    }
+}
+
+/// A key of the history as `GetSigningKeys` publishes it.
+pub fn published(key: &KeyRecord) -> pb::SigningKey {
+    pb::SigningKey {
+        key_id: key.key_id.clone(),
+        algorithm: pb::SignatureAlgorithm::Ed25519 as i32,
+        public_key: key.public_key.clone(),
+        created_at: Some(timestamp(key.created_at)),
+        retired_at: key.retired_at.map(timestamp),
+        note_verifier_key: key.verifier_key(),
     }
 }
 

@@ -22,12 +22,12 @@ use super::{
 };
 use crate::{
     domain::{Sha256Hex, deadlines},
+    evidence::verify::ArtifactKind,
     proto::v1::{
         self as pb, AcknowledgeExtractRequest, DocumentChunk, EnergyExtract,
         ExtractAcknowledgement, ExtractDelivery, FetchDocumentRequest, SubscribeRequest,
         document_chunk::Part, energy_extract_service_server::EnergyExtractService,
     },
-    signing::Signer,
     store::{AckFacts, Clock, PendingExtract, QueuedAttempts, Store, StoreError},
 };
 
@@ -47,7 +47,6 @@ pub struct EnergyExtracts {
     unrecorded: Arc<Unrecorded>,
     board: Arc<AckBoard>,
     clock: Arc<dyn Clock>,
-    signer: Arc<Signer>,
     ack_deadline: Duration,
     default_in_flight: u32,
     /// Becomes true when the gateway stops: every stream then ends cleanly.
@@ -58,7 +57,6 @@ impl EnergyExtracts {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        signer: Arc<Signer>,
         ack_deadline: Duration,
         default_in_flight: u32,
         stopping: watch::Receiver<bool>,
@@ -68,7 +66,6 @@ impl EnergyExtracts {
             unrecorded: Arc::default(),
             board: Arc::default(),
             clock,
-            signer,
             ack_deadline,
             default_in_flight,
             stopping,
@@ -461,8 +458,18 @@ async fn send(
         recorded
     });
     for extract in extracts {
-        let body = EnergyExtract::decode(extract.body.as_slice())
+        let mut body = EnergyExtract::decode(extract.body.as_slice())
             .map_err(|_| Some(Status::internal("a stored extract is unreadable")))?;
+        body.evidence = Some(
+            super::evidence(
+                &**store,
+                ArtifactKind::Extract,
+                &extract.extract_id,
+                extract.body.clone(),
+            )
+            .await
+            .map_err(Some)?,
+        );
         // The records of this stream's earlier sendings may not have
         // committed yet: its own count is at least as far.
         let earlier = sent
@@ -529,19 +536,17 @@ impl EnergyExtractService for EnergyExtracts {
             v.add("extract_id", "is required");
             return Err(invalid(&v));
         }
-        let signer = self.signer.clone();
         let (id, subscriber) = (extract_id.clone(), caller.identity.clone());
         let build = Box::new(move |facts: &AckFacts| {
-            let mut ack = ExtractAcknowledgement {
+            ExtractAcknowledgement {
                 extract_id: id.clone(),
                 subscriber: subscriber.clone(),
                 acknowledged_at: Some(timestamp(facts.acknowledged_at)),
                 due_date: Some(to_pb_date(facts.due_date)),
                 deadline_met: deadlines::local_date(facts.acknowledged_at) <= facts.due_date,
-                signature: None,
-            };
-            signer.sign_message(&mut ack);
-            ack.encode_to_vec()
+                ..Default::default()
+            }
+            .encode_to_vec()
         });
         let receipt = self
             .store
@@ -553,8 +558,11 @@ impl EnergyExtractService for EnergyExtracts {
                     "no extract {extract_id:?} has been sent to this subscriber"
                 ))
             })?;
-        let ack = ExtractAcknowledgement::decode(receipt.as_slice())
+        let mut ack = ExtractAcknowledgement::decode(receipt.as_slice())
             .map_err(|_| Status::internal("a stored acknowledgement is unreadable"))?;
+        ack.evidence = Some(
+            super::evidence(&*self.store, ArtifactKind::ExtractAck, &extract_id, receipt).await?,
+        );
         self.board.acknowledged(&caller.identity, &extract_id);
         tracing::info!(subscriber = %caller.identity, %extract_id, "extract acknowledged");
         Ok(Response::new(ack))

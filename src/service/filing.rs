@@ -21,13 +21,13 @@ use crate::{
         document::{ACCEPTED_MEDIA_TYPES, sniff_media_type},
         filing::{DocumentKind as DomainDocumentKind, Filing, FilingKind},
     },
+    evidence::verify::ArtifactKind,
     metrics::Metrics,
     proto::v1::{
         self as pb, DocumentRef, FilingReceipt, GetFilingRequest, ListRegisterRequest,
         ListRegisterResponse, QuarterlyReport, StartNotification, TerminationNotice,
         UploadDocumentRequest, filing_service_server::FilingService, upload_document_request::Part,
     },
-    signing::Signer,
     store::{
         Accepted, Clock, DocumentRecord, ExtractBuilder, ExtractFacts, NewDocument, RegisterQuery,
         Store, Submission, SubmitOutcome,
@@ -37,7 +37,6 @@ use crate::{
 pub struct Filings {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    signer: Arc<Signer>,
     max_document_bytes: u64,
     metrics: Metrics,
     known: KnownDocuments,
@@ -81,14 +80,12 @@ impl Filings {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        signer: Arc<Signer>,
         max_document_bytes: u64,
         metrics: Metrics,
     ) -> Self {
         Filings {
             store,
             clock,
-            signer,
             max_document_bytes,
             metrics,
             known: KnownDocuments::default(),
@@ -166,27 +163,22 @@ impl Filings {
         let bin_or_iin = filing.id().to_string();
         let key = filing.idempotency_key().as_str().to_owned();
         let extract = four_item_extract(&filing, field_of_documents, &stored).map(|template| {
-            let signer = self.signer.clone();
             Arc::new(move |facts: &ExtractFacts| {
                 let mut extract = template.clone();
                 extract.extract_id = facts.extract_id.clone();
                 extract.source_filing_id = facts.filing_id.clone();
                 extract.created_at = Some(timestamp(facts.created_at));
                 extract.due_date = Some(to_pb_date(facts.due_date));
-                signer.sign_message(&mut extract);
                 extract.encode_to_vec()
             }) as ExtractBuilder
         });
-        let signer = self.signer.clone();
         let submission = Submission {
             caller: caller.identity.clone(),
             request_sha256: Sha256Hex::of(&body),
             body,
             filing,
             receipt: Arc::new(move |accepted| {
-                let mut receipt = receipt(kind, &bin_or_iin, &key, accepted);
-                signer.sign_message(&mut receipt);
-                receipt.encode_to_vec()
+                receipt(kind, &bin_or_iin, &key, accepted).encode_to_vec()
             }),
             extract,
         };
@@ -197,8 +189,12 @@ impl Filings {
                     SubmitOutcome::Replayed(bytes) => (bytes, false),
                     SubmitOutcome::KeyReused { .. } => unreachable!("matched above"),
                 };
-                let receipt = FilingReceipt::decode(bytes.as_slice())
+                let mut receipt = FilingReceipt::decode(bytes.as_slice())
                     .map_err(|_| Status::internal("a stored receipt is unreadable"))?;
+                let filing_id = receipt.filing_id.clone();
+                receipt.evidence = Some(
+                    super::evidence(&*self.store, ArtifactKind::Receipt, &filing_id, bytes).await?,
+                );
                 tracing::Span::current().record("filing_id", receipt.filing_id.as_str());
                 tracing::info!(
                     kind = kind.as_str(),
@@ -267,7 +263,7 @@ fn four_item_extract(
         grid_connection_conditions: documents_of(DomainDocumentKind::GridConnectionConditions),
         created_at: None,
         due_date: None,
-        signature: None,
+        ..Default::default()
     })
 }
 
@@ -305,7 +301,7 @@ fn receipt(kind: FilingKind, bin_or_iin: &str, key: &str, accepted: &Accepted) -
         obligations: accepted.obligations.iter().map(obligation_pb).collect(),
         revision: accepted.revision,
         idempotency_key: key.to_owned(),
-        signature: None,
+        ..Default::default()
     }
 }
 
@@ -518,7 +514,16 @@ impl FilingService for Filings {
                 TerminationNotice::decode(stored.body.as_slice()).map_err(unreadable)?,
             ),
         };
-        let receipt = FilingReceipt::decode(stored.receipt.as_slice()).map_err(unreadable)?;
+        let mut receipt = FilingReceipt::decode(stored.receipt.as_slice()).map_err(unreadable)?;
+        receipt.evidence = Some(
+            super::evidence(
+                &*self.store,
+                ArtifactKind::Receipt,
+                &stored.filing_id,
+                stored.receipt,
+            )
+            .await?,
+        );
         Ok(Response::new(pb::Filing {
             filing_id: stored.filing_id,
             filing_kind: receipt.filing_kind,

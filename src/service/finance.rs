@@ -12,26 +12,25 @@ use tonic::{Request, Response, Status};
 use super::{invalid, peer, store_error, timestamp, to_pb_date, validate::Violations};
 use crate::{
     domain::{
-        Sha256Hex, deadlines,
+        Sha256Hex, deadlines, ledger,
         quantities::{Quarter, WattHours},
     },
+    evidence::verify::ArtifactKind,
     proto::v1::{
         AcknowledgeFormRequest, DataCentreLocation, FormAcknowledgement, PullQuarterlyFormRequest,
         QuarterlyReport, TaxDataForm, TaxDataFormBody, TaxDataRow, TaxDataTotals,
         finance_service_server::FinanceService,
     },
-    signing::Signer,
     store::{AckFacts, FormAck, FormAckOutcome, FormFacts, FormPublication, ReportForForm, Store},
 };
 
 pub struct FinanceForms {
     store: Arc<dyn Store>,
-    signer: Arc<Signer>,
 }
 
 impl FinanceForms {
-    pub fn new(store: Arc<dyn Store>, signer: Arc<Signer>) -> Self {
-        FinanceForms { store, signer }
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        FinanceForms { store }
     }
 }
 
@@ -109,7 +108,6 @@ impl FinanceService for FinanceForms {
             ..Default::default()
         };
         let content_sha256 = Sha256Hex::of(&content.encode_to_vec()).to_string();
-        let signer = self.signer.clone();
         let build = Box::new(move |facts: &FormFacts| {
             let body = TaxDataFormBody {
                 revision: facts.revision,
@@ -118,12 +116,11 @@ impl FinanceService for FinanceForms {
                 ..content
             };
             let body_sha256 = Sha256Hex::of(&body.encode_to_vec()).to_string();
-            let mut form = TaxDataForm {
+            let form = TaxDataForm {
                 body: Some(body),
                 body_sha256: body_sha256.clone(),
-                signature: None,
+                ..Default::default()
             };
-            signer.sign_message(&mut form);
             (body_sha256, form.encode_to_vec())
         });
         let bytes = self
@@ -136,8 +133,20 @@ impl FinanceService for FinanceForms {
             })
             .await
             .map_err(store_error)?;
-        let form = TaxDataForm::decode(bytes.as_slice())
+        let mut form = TaxDataForm::decode(bytes.as_slice())
             .map_err(|_| Status::internal("a stored form is unreadable"))?;
+        // The ledger records the body's digest: the evidence is of the
+        // body's bytes, which encode again as stored (prost, same fields).
+        let body = form.body.clone().unwrap_or_default().encode_to_vec();
+        if Sha256Hex::of(&body).as_str() != form.body_sha256 {
+            return Err(Status::internal(
+                "a stored form's body does not match its digest",
+            ));
+        }
+        let revision = form.body.as_ref().map_or(0, |b| b.revision);
+        let subject = ledger::form_subject(&quarter, &revision);
+        form.evidence =
+            Some(super::evidence(&*self.store, ArtifactKind::FormBody, &subject, body).await?);
         tracing::info!(
             identity = %caller.identity,
             %quarter,
@@ -165,11 +174,10 @@ impl FinanceService for FinanceForms {
         if !v.is_empty() {
             return Err(invalid(&v));
         }
-        let signer = self.signer.clone();
         let (revision, digest) = (ack.revision, ack.body_sha256.to_ascii_lowercase());
         let body_sha256 = digest.clone();
         let build = Box::new(move |facts: &AckFacts| {
-            let mut receipt = FormAcknowledgement {
+            FormAcknowledgement {
                 year: quarter.year(),
                 quarter: quarter.quarter() as i32,
                 revision,
@@ -177,10 +185,9 @@ impl FinanceService for FinanceForms {
                 acknowledged_at: Some(timestamp(facts.acknowledged_at)),
                 due_date: Some(to_pb_date(facts.due_date)),
                 deadline_met: deadlines::local_date(facts.acknowledged_at) <= facts.due_date,
-                signature: None,
-            };
-            signer.sign_message(&mut receipt);
-            receipt.encode_to_vec()
+                ..Default::default()
+            }
+            .encode_to_vec()
         });
         let outcome = self
             .store
@@ -195,10 +202,13 @@ impl FinanceService for FinanceForms {
         match outcome {
             FormAckOutcome::Acknowledged(bytes) => {
                 tracing::info!(identity = %caller.identity, %quarter, revision, "form 402 acknowledged");
-                Ok(Response::new(
-                    FormAcknowledgement::decode(bytes.as_slice())
-                        .map_err(|_| Status::internal("a stored acknowledgement is unreadable"))?,
-                ))
+                let mut ack = FormAcknowledgement::decode(bytes.as_slice())
+                    .map_err(|_| Status::internal("a stored acknowledgement is unreadable"))?;
+                let subject = ledger::form_subject(&quarter, &revision);
+                ack.evidence = Some(
+                    super::evidence(&*self.store, ArtifactKind::FormAck, &subject, bytes).await?,
+                );
+                Ok(Response::new(ack))
             }
             FormAckOutcome::UnknownRevision => Err(Status::not_found(format!(
                 "form 402 for {quarter} has no revision {revision}"

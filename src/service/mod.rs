@@ -147,3 +147,31 @@ pub fn next_page<T>(rows: &mut Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> S
         String::new()
     }
 }
+
+/// The evidence that `artifact` (its bytes as stored, as the ledger's
+/// digest covers them) is in the ledger: the entry of `kind` about
+/// `subject`, its inclusion proof and the latest signed checkpoint.
+pub async fn evidence(
+    store: &dyn crate::store::Store,
+    kind: crate::evidence::verify::ArtifactKind,
+    subject: &str,
+    artifact: Vec<u8>,
+) -> Result<pb::Evidence, Status> {
+    let digest = crate::domain::Sha256Hex::of(&artifact);
+    let found = crate::store::evidence(store, kind.entry_kind(), subject, &digest)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            Status::internal(format!(
+                "the ledger has no {} entry about {subject} under a checkpoint",
+                kind.entry_kind()
+            ))
+        })?;
+    Ok(pb::Evidence {
+        artifact,
+        entry: found.entry.into_bytes(),
+        leaf_index: found.leaf_index,
+        inclusion_proof: found.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint: found.checkpoint.note,
+    })
+}

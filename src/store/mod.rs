@@ -28,6 +28,13 @@ use crate::domain::{
     quantities::Quarter,
     register::{FindingKind, RegisterStatus},
 };
+use crate::{
+    evidence::{
+        merkle::Hash,
+        tree::{self, NodeId},
+    },
+    signing::{KeyRecord, Signer, SigningError},
+};
 
 /// Where "now" comes from; tests move it.
 pub trait Clock: Send + Sync + 'static {
@@ -68,6 +75,57 @@ pub enum StoreError {
     WriterStopped,
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+}
+
+/// How a store is opened: to write, signing a checkpoint at the end of
+/// each commit with the gateway's key (which the database's key history
+/// must know: [`crate::signing::admit`]); or only to read and verify.
+#[derive(Clone)]
+pub enum Signing {
+    With {
+        signer: Arc<Signer>,
+        /// Add the key to the history if it is not there (`serve --add-signing-key`).
+        add_unknown_key: bool,
+    },
+    ReadOnly,
+}
+
+impl Signing {
+    /// Signing with `signer`, which the history must know (or be empty).
+    pub fn with(signer: Arc<Signer>) -> Signing {
+        Signing::With {
+            signer,
+            add_unknown_key: false,
+        }
+    }
+
+    pub(crate) fn signer(&self) -> Option<Arc<Signer>> {
+        match self {
+            Signing::With { signer, .. } => Some(signer.clone()),
+            Signing::ReadOnly => None,
+        }
+    }
+}
+
+/// A signed checkpoint as stored: the tree size it is of, and the C2SP
+/// signed note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+}
+
+/// What ties an artifact to the log: its entry, the entry's leaf index, an
+/// inclusion proof to the latest checkpoint, and that checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafEvidence {
+    pub leaf_index: u64,
+    /// The entry's bytes: the leaf's data.
+    pub entry: String,
+    pub inclusion_proof: Vec<Hash>,
+    pub checkpoint: StoredCheckpoint,
 }
 
 impl StoreError {
@@ -414,33 +472,272 @@ pub trait Store: Send + Sync + 'static {
     /// (BIN/IIN, year, quarter) of every quarterly report received.
     async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError>;
     async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    // The Merkle tree log (see `crate::evidence`).
+    /// The latest signed checkpoint.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Signed checkpoints of trees larger than `after_size`, smallest first.
+    async fn checkpoints(
+        &self,
+        after_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// The stored hashes of these perfect subtrees, in order.
+    async fn tree_nodes(&self, ids: Vec<NodeId>) -> Result<Vec<Option<Hash>>, StoreError>;
+    /// The ledger entries of `kind` about `subject`, in order.
+    async fn entries_about(
+        &self,
+        kind: &'static str,
+        subject: &str,
+    ) -> Result<Vec<ledger::LedgerEntry>, StoreError>;
+    /// Every key that signed here, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Adds a key to the history; with `retire_at`, retires every other.
+    async fn add_signing_key(
+        &self,
+        key: KeyRecord,
+        retire_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
 }
 
-/// Opens the store named by `url`, creating and migrating the database as needed.
-pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store named by `url`, creating and migrating the database as
+/// needed. Signing, it first checks the key against the key history, then
+/// brings the Merkle tree up to the ledger (over a database kept before
+/// the tree was, every entry becomes a leaf) under a signed checkpoint.
+pub async fn open(
+    url: &str,
+    clock: Arc<dyn Clock>,
+    signing: Signing,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url, clock).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(url, clock, signing).await?,
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::open(url, clock).await?))
+        Ok(Arc::new(
+            postgres::PgStore::open(url, clock, signing).await?,
+        ))
     } else {
         Err(StoreError::UnknownScheme(url.to_owned()))
     }
 }
 
+/// The inclusion proof of leaf `index` in the tree of `size`, from stored
+/// hashes. `None` if the leaf is not in that tree or the tree is larger
+/// than the latest checkpoint's.
+pub async fn inclusion_proof(
+    store: &dyn Store,
+    index: u64,
+    size: u64,
+) -> Result<Option<Vec<Hash>>, StoreError> {
+    let Some(plan) = tree::inclusion_plan(index, size) else {
+        return Ok(None);
+    };
+    proof(store, &plan, size).await
+}
+
+/// The consistency proof from the tree of `old_size` to the tree of
+/// `new_size`, from stored hashes. `None` if the sizes are out of order or
+/// the new tree is larger than the latest checkpoint's.
+pub async fn consistency_proof(
+    store: &dyn Store,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Option<Vec<Hash>>, StoreError> {
+    let Some(plan) = tree::consistency_plan(old_size, new_size) else {
+        return Ok(None);
+    };
+    proof(store, &plan, new_size).await
+}
+
+async fn proof(
+    store: &dyn Store,
+    plan: &[(u64, u64)],
+    size: u64,
+) -> Result<Option<Vec<Hash>>, StoreError> {
+    let latest = store.latest_checkpoint().await?.map_or(0, |c| c.size);
+    if size > latest {
+        return Ok(None);
+    }
+    let ids = tree::nodes_of(plan);
+    let hashes = store.tree_nodes(ids.clone()).await?;
+    let found: std::collections::HashMap<_, _> = ids
+        .into_iter()
+        .zip(hashes)
+        .filter_map(|(id, hash)| Some((id, hash?)))
+        .collect();
+    tree::assemble(plan, |id| found.get(&id).copied())
+        .map(Some)
+        .map_err(|id| {
+            StoreError::Corrupt(format!(
+                "the Merkle tree has no node at level {} index {}",
+                id.level, id.index
+            ))
+        })
+}
+
+/// The evidence of the artifact whose SHA-256 is `digest`, recorded by an
+/// entry of `kind` about `subject` (the one that names the digest: an
+/// extract has one acknowledgement entry per subscriber): against the
+/// latest checkpoint, which every committed entry is under (each commit
+/// ends with one).
+pub async fn evidence(
+    store: &dyn Store,
+    kind: &'static str,
+    subject: &str,
+    digest: &Sha256Hex,
+) -> Result<Option<LeafEvidence>, StoreError> {
+    let entries = store.entries_about(kind, subject).await?;
+    let quoted = format!("\"{}\"", digest.as_str());
+    let Some(entry) = entries
+        .iter()
+        .find(|e| e.payload.contains(&quoted))
+        .or(entries.first())
+    else {
+        return Ok(None);
+    };
+    let Some(checkpoint) = store.latest_checkpoint().await? else {
+        return Ok(None);
+    };
+    let (leaf_index, data) = entry.leaf();
+    let Some(inclusion_proof) = inclusion_proof(store, leaf_index, checkpoint.size).await? else {
+        return Ok(None);
+    };
+    Ok(Some(LeafEvidence {
+        leaf_index,
+        entry: data,
+        inclusion_proof,
+        checkpoint,
+    }))
+}
+
 /// Recomputes the whole ledger chain, a page at a time.
+///
+/// With it, the Merkle tree: every entry's leaf and every node it completes
+/// is recomputed and compared with the stored hash, and every stored
+/// checkpoint's root is compared with the recomputed root of its size and
+/// its signature checked against the key history. The first entry at
+/// which any of these fails is reported (for a checkpoint, the entry that
+/// ends its tree).
 pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, StoreError> {
     const PAGE: u32 = 5_000;
+    let keys = store.signing_keys().await?;
     let mut verifier = ledger::Verifier::default();
+    let mut frontier = tree::Frontier::new(0, Vec::new()).expect("the empty tree");
+    let mut checkpoints = std::collections::VecDeque::new();
+    let (mut checked, mut broken, mut exhausted) = (0, None, false);
     let mut after = 0;
-    loop {
+    'pages: loop {
         let page = store.ledger_page(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         if !verifier.feed(&page) {
             break;
         }
+        let mut made = Vec::new();
+        for entry in &page {
+            if checkpoints.is_empty() && !exhausted {
+                let more = store.checkpoints(frontier.size(), PAGE).await?;
+                exhausted = more.len() < PAGE as usize;
+                checkpoints.extend(more);
+            }
+            let (_, data) = entry.leaf();
+            made.extend(frontier.append(crate::evidence::merkle::leaf_hash(data.as_bytes())));
+            while let Some(checkpoint) = checkpoints.front() {
+                if checkpoint.size != frontier.size() {
+                    break;
+                }
+                let checkpoint = checkpoints.pop_front().expect("just looked");
+                if let Err(reason) = check_checkpoint(&checkpoint, &frontier, &keys) {
+                    broken = Some((entry.seq, reason));
+                    break 'pages;
+                }
+                checked += 1;
+            }
+        }
+        let stored = store
+            .tree_nodes(made.iter().map(|(id, _)| *id).collect())
+            .await?;
+        if let Some(((id, _), _)) = made
+            .iter()
+            .zip(&stored)
+            .find(|((_, hash), stored)| stored.is_some_and(|s| s != *hash))
+        {
+            let seq = ((id.index + 1) << id.level) as i64;
+            broken = Some((
+                seq,
+                format!(
+                    "the stored Merkle node at level {} index {} does not match the entries up to {seq}",
+                    id.level, id.index
+                ),
+            ));
+            break;
+        }
+        if let Some(((id, _), _)) = made.iter().zip(&stored).find(|(_, s)| s.is_none()) {
+            // Entries past the last checkpoint have no nodes yet.
+            if ((id.index + 1) << id.level)
+                <= store.latest_checkpoint().await?.map_or(0, |c| c.size)
+            {
+                let seq = ((id.index + 1) << id.level) as i64;
+                broken = Some((
+                    seq,
+                    format!(
+                        "the Merkle node at level {} index {} is missing",
+                        id.level, id.index
+                    ),
+                ));
+                break;
+            }
+        }
     }
-    Ok(verifier.finish())
+    if checkpoints.is_empty() && broken.is_none() {
+        checkpoints.extend(store.checkpoints(frontier.size(), 1).await?);
+    }
+    let mut report = verifier.finish();
+    if report.first_broken.is_none() {
+        if broken.is_none()
+            && let Some(beyond) = checkpoints.front()
+        {
+            broken = Some((
+                beyond.size as i64,
+                format!(
+                    "a checkpoint is of {} entries, but the ledger has {}",
+                    beyond.size,
+                    frontier.size()
+                ),
+            ));
+        }
+        report.first_broken = broken;
+    }
+    report.checkpoints_checked = checked;
+    Ok(report)
+}
+
+/// Whether a stored checkpoint is of the recomputed tree and signed by a
+/// key of the history.
+fn check_checkpoint(
+    stored: &StoredCheckpoint,
+    tree: &tree::Frontier,
+    keys: &[KeyRecord],
+) -> Result<(), String> {
+    use crate::evidence::note;
+    let text = keys
+        .iter()
+        .find_map(|key| note::open(&stored.note, &key.verifier_key()).ok())
+        .ok_or_else(|| {
+            format!(
+                "the checkpoint of {} entries is not signed by a key of the history",
+                stored.size
+            )
+        })?;
+    let checkpoint = note::Checkpoint::parse(&text).map_err(|error| error.to_string())?;
+    if checkpoint.size != tree.size() || checkpoint.root != tree.root() {
+        return Err(format!(
+            "the checkpoint of {} entries has a root the entries do not give",
+            stored.size
+        ));
+    }
+    Ok(())
 }
 
 /// A submission as taken in: made in the caller's task before it is queued
@@ -511,6 +808,11 @@ pub(crate) enum Job {
         NaiveDate,
         oneshot::Sender<Result<Vec<Obligation>, StoreError>>,
     ),
+    AddKey {
+        key: KeyRecord,
+        retire_at: Option<DateTime<Utc>>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Ends the writer after the jobs queued before it ([`Store::close`]).
     Stop,
 }
@@ -527,6 +829,7 @@ impl Job {
             Job::PublishForm(_, reply) => drop(reply.send(Err(error()))),
             Job::AckForm(_, reply) => drop(reply.send(Err(error()))),
             Job::MarkOverdue(_, reply) => drop(reply.send(Err(error()))),
+            Job::AddKey { reply, .. } => drop(reply.send(Err(error()))),
             Job::Stop => {}
         }
     }
@@ -661,6 +964,19 @@ impl JobQueue {
         today: NaiveDate,
     ) -> Result<Vec<Obligation>, StoreError> {
         self.send(|reply| Job::MarkOverdue(today, reply)).await
+    }
+
+    pub(crate) async fn add_signing_key(
+        &self,
+        key: KeyRecord,
+        retire_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.send(|reply| Job::AddKey {
+            key,
+            retire_at,
+            reply,
+        })
+        .await
     }
 
     /// Stops the writer once the jobs queued before have committed, and

@@ -234,31 +234,62 @@ async fn probe_once(
     }
 }
 
-/// Asserts that each receipt a client received is the stored one, byte for byte.
+/// Asserts that each receipt a client received is the stored one, byte for
+/// byte, and that its evidence holds: as handed out, and as the gateway
+/// gives it now, under a checkpoint of which the one handed out is a prefix.
 pub async fn assert_receipts_stored<'a>(
     channel: Channel,
     receipts: impl IntoIterator<Item = &'a [u8]>,
 ) {
-    use minegate::proto::v1::{
-        FilingReceipt, GetFilingRequest, filing_service_client::FilingServiceClient,
+    use minegate::{
+        evidence::verify::{ArtifactKind, verify, verify_consistency},
+        proto::v1::{
+            FilingReceipt, GetConsistencyProofRequest, GetFilingRequest, GetSigningKeysRequest,
+            compliance_service_client::ComplianceServiceClient,
+            filing_service_client::FilingServiceClient,
+        },
     };
     use prost::Message;
+    let mut compliance = ComplianceServiceClient::new(channel.clone());
+    let keys = compliance
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
     let mut filings = FilingServiceClient::new(channel);
     for bytes in receipts {
         let receipt = FilingReceipt::decode(bytes).unwrap();
+        let id = &receipt.filing_id;
         let stored = filings
             .get_filing(GetFilingRequest {
-                filing_id: receipt.filing_id.clone(),
+                filing_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        let (then, now) = (receipt.evidence.as_ref(), stored.evidence.as_ref());
+        assert_eq!(
+            now.unwrap().artifact,
+            then.unwrap().artifact,
+            "filing {id}: the stored receipt differs from the one handed out"
+        );
+        let then = verify(ArtifactKind::Receipt, then, &keys)
+            .unwrap_or_else(|e| panic!("filing {id}: the receipt handed out: {e}"));
+        let now = verify(ArtifactKind::Receipt, now, &keys)
+            .unwrap_or_else(|e| panic!("filing {id}: the receipt as stored: {e}"));
+        let proof = compliance
+            .get_consistency_proof(GetConsistencyProofRequest {
+                old_size: then.checkpoint.size,
+                new_size: now.checkpoint.size,
             })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(
-            stored.receipt.unwrap().encode_to_vec(),
-            bytes,
-            "filing {}: the stored receipt differs from the one handed out",
-            receipt.filing_id
-        );
+        verify_consistency(&then, &now, &proof.hashes)
+            .unwrap_or_else(|e| panic!("filing {id}: {e}"));
     }
 }
 
@@ -399,4 +430,13 @@ pub fn sqlite_path(database_url: &str) -> Option<PathBuf> {
         .strip_prefix("sqlite://")
         .or_else(|| database_url.strip_prefix("sqlite:"))
         .map(PathBuf::from)
+}
+
+/// Signing as a gateway started with `config` signs: with its key.
+#[allow(dead_code)]
+pub fn signing(config: &Config) -> minegate::store::Signing {
+    let signer =
+        minegate::signing::Signer::load_or_create(&config.signing.key, &config.signing.origin)
+            .expect("the signing key");
+    minegate::store::Signing::with(Arc::new(signer))
 }

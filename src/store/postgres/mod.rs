@@ -8,6 +8,7 @@
 mod ledger;
 mod reads;
 mod runs;
+mod tree;
 mod writer;
 
 use std::{
@@ -27,9 +28,13 @@ use super::{
     AckBuilder, Change, Clock, DeliveryRecord, DocumentRecord, FetchedDocument, FindingQuery,
     FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, JobQueue, NewDocument,
     ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
-    Store, StoreError, StoredFiling, Submission, SubmitOutcome,
+    Signing, Store, StoreError, StoredCheckpoint, StoredFiling, Submission, SubmitOutcome,
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
+use crate::{
+    evidence::{merkle::Hash, tree::NodeId},
+    signing::{self as keys, Admission, KeyRecord},
+};
 
 /// The channel replicas tell each other about commits on.
 const CHANNEL: &str = "minegate_changes";
@@ -72,7 +77,11 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<PgStore, StoreError> {
+    pub async fn open(
+        url: &str,
+        clock: Arc<dyn Clock>,
+        signing: Signing,
+    ) -> Result<PgStore, StoreError> {
         // A run's statements take arrays whose length changes run to run. A
         // generic plan, made once a statement has run a few times, is kept
         // for the connection's life: made while a table was small, it scans
@@ -89,6 +98,24 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|error| StoreError::Migrate(error.to_string()))?;
+        if let Signing::With {
+            signer,
+            add_unknown_key,
+        } = &signing
+        {
+            // Under the writers' lock: replicas starting together add a
+            // key, and build the tree over an upgraded ledger, one at a time.
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(71462022)")
+                .execute(&mut *tx)
+                .await?;
+            let history = tree::signing_keys(&mut *tx).await?;
+            if keys::admit(&history, &signer.record(), *add_unknown_key)? == Admission::Add {
+                tree::add_signing_key(&mut tx, &signer.record(), None).await?;
+            }
+            tree::seal(&mut tx, signer, clock.now()).await?;
+            tx.commit().await?;
+        }
 
         let (queue, jobs, done) = JobQueue::new(clock.clone());
         let (changes, _) = watch::channel(Change::default());
@@ -100,6 +127,7 @@ impl PgStore {
             clock,
             changes: changes.clone(),
             taken_apart: taken_apart.clone(),
+            signer: signing.signer(),
         };
         tokio::spawn(async move {
             context.run(jobs).await;
@@ -146,6 +174,42 @@ async fn listen(url: String, instance: String, changes: watch::Sender<Change>) {
 
 #[async_trait::async_trait]
 impl Store for PgStore {
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        tree::latest(&self.pool).await
+    }
+
+    async fn checkpoints(
+        &self,
+        after_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        tree::checkpoints(&self.pool, after_size, limit).await
+    }
+
+    async fn tree_nodes(&self, ids: Vec<NodeId>) -> Result<Vec<Option<Hash>>, StoreError> {
+        tree::nodes(&self.pool, &ids).await
+    }
+
+    async fn entries_about(
+        &self,
+        kind: &'static str,
+        subject: &str,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        tree::entries_about(&self.pool, kind, subject).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        tree::signing_keys(&self.pool).await
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: KeyRecord,
+        retire_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.jobs.add_signing_key(key, retire_at).await
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

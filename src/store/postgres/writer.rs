@@ -28,6 +28,7 @@ use crate::{
         obligation::{Obligation, ObligationKind, ObligationStatus},
         quantities::Quarter,
     },
+    signing::Signer,
     store::{
         Change, Clock, DocumentRecord, Finisher, FormAck, FormAckOutcome, FormPublication,
         Incoming, Job, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
@@ -49,6 +50,9 @@ pub struct Writer {
     pub clock: Arc<dyn Clock>,
     pub changes: watch::Sender<Change>,
     pub taken_apart: Arc<AtomicU64>,
+    /// Signs the checkpoint each transaction ends with; `None` when the
+    /// store was opened only to read.
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl Writer {
@@ -151,10 +155,32 @@ impl Writer {
                     reply,
                     in_savepoint(&mut tx, async |conn| mark_overdue(conn, now, today).await).await,
                 )),
+                Job::AddKey {
+                    key,
+                    retire_at,
+                    reply,
+                } => finishers.push(finisher(
+                    reply,
+                    in_savepoint(&mut tx, async |conn| {
+                        super::tree::add_signing_key(conn, &key, retire_at).await
+                    })
+                    .await,
+                )),
                 Job::Stop => {}
             }
         }
-        let committed = tx.commit().await.map_err(|error| error.to_string());
+        // The checkpoint that covers the batch, signed once.
+        let sealed = match &self.signer {
+            Some(signer) => super::tree::seal(&mut tx, signer, self.clock.now())
+                .await
+                .map(drop)
+                .map_err(|error| format!("sealing the ledger: {error}")),
+            None => Ok(()),
+        };
+        let committed = match sealed {
+            Ok(()) => tx.commit().await.map_err(|error| error.to_string()),
+            Err(reason) => Err(reason),
+        };
         if committed.is_ok() {
             self.changes.send_modify(|change| {
                 *change = Change {
@@ -513,7 +539,7 @@ async fn acknowledge_form(
                 .execute(&mut *conn)
                 .await?;
             }
-            runs::append(conn, &ack.ledger_events(), now).await?;
+            runs::append(conn, &ack.ledger_events(&receipt), now).await?;
             Ok(FormAckOutcome::Acknowledged(receipt))
         }
     }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::store::StoreError;
 
 /// (version, SQL), in order. A new migration is added here and as a file.
-const MIGRATIONS: [(i64, &str); 4] = [
+const MIGRATIONS: [(i64, &str); 5] = [
     (
         1,
         include_str!("../../../migrations/sqlite/0001_filings.sql"),
@@ -25,6 +25,10 @@ const MIGRATIONS: [(i64, &str); 4] = [
     (
         4,
         include_str!("../../../migrations/sqlite/0004_ip_prefix_lengths.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_merkle_log.sql"),
     ),
 ];
 
@@ -103,7 +107,7 @@ mod tests {
     fn a_new_database_gets_every_migration_and_a_second_run_changes_nothing() {
         let mut conn = Connection::open_in_memory().unwrap();
         run(&mut conn).unwrap();
-        assert_eq!(version(&conn), 4);
+        assert_eq!(version(&conn), 5);
         run(&mut conn).unwrap();
         let tables: i64 = conn
             .query_row(
@@ -113,7 +117,7 @@ mod tests {
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 15);
+        assert_eq!(tables, 18);
         // No ranges were stored before migration 4: no prefix length listed.
         let listed: i64 = conn
             .query_row("SELECT COUNT(*) FROM ip_prefix_lengths", [], |row| {
@@ -137,7 +141,7 @@ mod tests {
         )
         .unwrap();
         run(&mut conn).unwrap();
-        assert_eq!(version(&conn), 4);
+        assert_eq!(version(&conn), 5);
         // Migration 4 listed every prefix length for the range stored before it.
         let listed: (i64, i64, i64) = conn
             .query_row(
@@ -152,7 +156,7 @@ mod tests {
     #[test]
     fn a_database_sqlx_fully_migrated_keeps_its_version_in_user_version() {
         let mut conn = Connection::open_in_memory().unwrap();
-        for (_, sql) in &MIGRATIONS {
+        for (_, sql) in &MIGRATIONS[..4] {
             conn.execute_batch(sql).unwrap();
         }
         conn.execute_batch(
@@ -161,7 +165,11 @@ mod tests {
         )
         .unwrap();
         run(&mut conn).unwrap();
-        assert_eq!(version(&conn), 4);
+        assert_eq!(
+            version(&conn),
+            5,
+            "the release's last version taken over, then 5"
+        );
     }
 
     #[test]
@@ -172,7 +180,7 @@ mod tests {
         assert_eq!(
             error,
             "database migration: the database is at schema version 99, newer than this \
-             release knows (4): run the release that wrote it"
+             release knows (5): run the release that wrote it"
         );
     }
 }

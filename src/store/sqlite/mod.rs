@@ -8,6 +8,7 @@
 mod facts;
 mod migrations;
 mod reads;
+mod tree;
 mod writer;
 
 use std::{
@@ -24,9 +25,13 @@ use super::{
     AckBuilder, Change, Clock, DeliveryRecord, DocumentRecord, FetchedDocument, FindingQuery,
     FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, JobQueue, NewDocument,
     ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
-    Store, StoreError, StoredFiling, Submission, SubmitOutcome,
+    Signing, Store, StoreError, StoredCheckpoint, StoredFiling, Submission, SubmitOutcome,
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
+use crate::{
+    evidence::{merkle::Hash, tree::NodeId},
+    signing::{self as keys, Admission, KeyRecord},
+};
 
 /// How long a connection waits for another's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,7 +70,11 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
 impl SqliteStore {
     /// Opens (creating if missing) and migrates `sqlite://PATH` (or
     /// `sqlite:PATH`), and starts the writer thread.
-    pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+    pub async fn open(
+        url: &str,
+        clock: Arc<dyn Clock>,
+        signing: Signing,
+    ) -> Result<SqliteStore, StoreError> {
         let path = database_path(url)?;
         if let Some(folder) = path.parent()
             && !folder.as_os_str().is_empty()
@@ -76,6 +85,8 @@ impl SqliteStore {
             })?;
         }
         let opened = path.clone();
+        let signer = signing.signer();
+        let now = clock.now();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let mut conn = connect(&opened, OpenFlags::default())?;
             let mode: String =
@@ -91,6 +102,19 @@ impl SqliteStore {
             // temporary file, where it was half of the writer's writes.
             conn.pragma_update(None, "temp_store", "MEMORY")?;
             migrations::run(&mut conn)?;
+            if let Signing::With {
+                signer,
+                add_unknown_key,
+            } = &signing
+            {
+                let tx = conn.transaction()?;
+                let history = tree::signing_keys(&tx)?;
+                if keys::admit(&history, &signer.record(), *add_unknown_key)? == Admission::Add {
+                    tree::add_signing_key(&tx, &signer.record(), None)?;
+                }
+                tree::seal(&tx, signer, now)?;
+                tx.commit()?;
+            }
             Ok(conn)
         })
         .await
@@ -102,7 +126,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                writer::run(conn, writer_clock, jobs, writer_changes);
+                writer::run(conn, writer_clock, signer, jobs, writer_changes);
                 let _ = done.send(());
             })
             .map_err(|error| StoreError::Database(format!("starting the writer: {error}")))?;
@@ -200,6 +224,45 @@ impl Readers {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read(tree::latest).await
+    }
+
+    async fn checkpoints(
+        &self,
+        after_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.read(move |conn| tree::checkpoints(conn, after_size, limit))
+            .await
+    }
+
+    async fn tree_nodes(&self, ids: Vec<NodeId>) -> Result<Vec<Option<Hash>>, StoreError> {
+        self.read(move |conn| tree::nodes(conn, &ids)).await
+    }
+
+    async fn entries_about(
+        &self,
+        kind: &'static str,
+        subject: &str,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let subject = subject.to_owned();
+        self.read(move |conn| tree::entries_about(conn, kind, &subject))
+            .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.read(tree::signing_keys).await
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: KeyRecord,
+        retire_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.jobs.add_signing_key(key, retire_at).await
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }

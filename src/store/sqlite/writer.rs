@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, watch};
 
-use super::facts;
+use super::{facts, tree};
 use crate::{
     domain::{
         decisions::{
@@ -25,6 +25,7 @@ use crate::{
         obligation::{Obligation, ObligationStatus},
         register::RegisterStatus,
     },
+    signing::Signer,
     store::{
         AckBuilder, Change, Clock, DocumentRecord, FormAck, FormAckOutcome, FormPublication,
         Incoming, Job, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
@@ -37,13 +38,14 @@ use crate::{
 pub fn run(
     mut conn: Connection,
     clock: Arc<dyn Clock>,
+    signer: Option<Arc<Signer>>,
     mut jobs: mpsc::Receiver<Job>,
     changes: watch::Sender<Change>,
 ) {
     while let Some(first) = jobs.blocking_recv() {
         let (batch, stop) = take_batch(first, &mut jobs);
         if !batch.is_empty() {
-            commit_batch(&mut conn, &*clock, &changes, batch);
+            commit_batch(&mut conn, &*clock, signer.as_deref(), &changes, batch);
         }
         if stop {
             return refuse_the_rest(&mut jobs);
@@ -51,12 +53,15 @@ pub fn run(
     }
 }
 
-/// One transaction for `jobs`, each in its own savepoint; then `changes`
-/// moves, carrying every extract the batch made, and each caller hears.
-/// One arm per kind of job, which is why it is longer than a screen.
+/// One transaction for `jobs`, each in its own savepoint, ending with the
+/// signed checkpoint of the ledger's tree that covers them
+/// ([`tree::seal`]); then `changes` moves, carrying every extract the batch
+/// made, and each caller hears. One arm per kind of job, which is why it is
+/// longer than a screen.
 fn commit_batch(
     conn: &mut Connection,
     clock: &dyn Clock,
+    signer: Option<&Signer>,
     changes: &watch::Sender<Change>,
     jobs: Vec<Job>,
 ) {
@@ -121,10 +126,24 @@ fn commit_batch(
                 reply,
                 in_savepoint(&mut tx, |conn| mark_overdue(conn, now, today)),
             ),
+            Job::AddKey {
+                key,
+                retire_at,
+                reply,
+            } => finisher(
+                reply,
+                in_savepoint(&mut tx, |conn| tree::add_signing_key(conn, &key, retire_at)),
+            ),
             Job::Stop => continue,
         });
     }
-    let committed = tx.commit().map_err(|error| error.to_string());
+    let sealed = match signer {
+        Some(signer) => tree::seal(&tx, signer, clock.now()).map(drop),
+        None => Ok(()),
+    };
+    let committed = sealed
+        .map_err(|error| format!("sealing the ledger: {error}"))
+        .and_then(|()| tx.commit().map_err(|error| error.to_string()));
     if committed.is_ok() {
         changes.send_modify(|change| {
             *change = Change {
@@ -662,7 +681,7 @@ fn acknowledge_form(
             for fulfilment in &ack.fulfils {
                 fulfil(conn, fulfilment)?;
             }
-            append_ledger(conn, &ack.ledger_events(), now)?;
+            append_ledger(conn, &ack.ledger_events(&receipt), now)?;
             Ok(FormAckOutcome::Acknowledged(receipt))
         }
     }

@@ -1,0 +1,218 @@
+//! The Merkle tree log on SQLite: sealing a commit (the writer, inside the
+//! batch's transaction) and the reads proofs and evidence need.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{facts, reads};
+use crate::{
+    evidence::{
+        merkle::{Hash, leaf_hash},
+        note::Checkpoint,
+        tree::{Frontier, NodeId},
+    },
+    signing::{KeyRecord, Signer},
+    store::{StoreError, StoredCheckpoint, from_micros, micros},
+};
+
+/// Entries read at a time when the tree catches up with a long ledger.
+const PAGE: u32 = 10_000;
+
+/// Extends the tree over the entries appended since the last checkpoint and
+/// stores a checkpoint of it signed by `signer`: at the end of every batch
+/// that appended entries, and once at start over a ledger kept before the
+/// tree was (its entries become the first leaves), or of the empty tree
+/// on a new database (so there is always a checkpoint to witness). The new
+/// tree size, if a checkpoint was signed.
+pub fn seal(
+    conn: &Connection,
+    signer: &Signer,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>, StoreError> {
+    let latest = latest(conn)?;
+    let size = latest.as_ref().map_or(0, |c| c.size);
+    let head = facts::ledger_head(conn)?.seq as u64;
+    if head <= size && latest.is_some() {
+        return Ok(None);
+    }
+    let ids = Frontier::ids(size);
+    let hashes = nodes(conn, &ids)?
+        .into_iter()
+        .zip(&ids)
+        .map(|(hash, id)| hash.ok_or_else(|| missing(*id)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut frontier = Frontier::new(size, hashes).expect("one hash per id");
+    let mut insert =
+        conn.prepare_cached("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+    loop {
+        let page = reads::ledger_page(conn, frontier.size() as i64, PAGE)?;
+        for entry in &page {
+            let (index, data) = entry.leaf();
+            if index != frontier.size() {
+                return Err(StoreError::Corrupt(format!(
+                    "ledger entry {} follows leaf {}: the ledger has a gap",
+                    entry.seq,
+                    frontier.size()
+                )));
+            }
+            for (id, hash) in frontier.append(leaf_hash(data.as_bytes())) {
+                insert.execute(params![id.level, id.index as i64, &hash[..]])?;
+            }
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    let checkpoint = Checkpoint {
+        origin: signer.origin().to_owned(),
+        size: frontier.size(),
+        root: frontier.root(),
+    };
+    conn.prepare_cached(
+        "INSERT INTO checkpoints (size, root, note, key_id, signed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        checkpoint.size as i64,
+        &checkpoint.root[..],
+        signer.sign_checkpoint(&checkpoint),
+        signer.key_id(),
+        micros(now)
+    ])?;
+    Ok(Some(checkpoint.size))
+}
+
+fn missing(id: NodeId) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the Merkle tree has no node at level {} index {}",
+        id.level, id.index
+    ))
+}
+
+/// The latest checkpoint, if any.
+pub fn latest(conn: &Connection) -> Result<Option<StoredCheckpoint>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")?
+        .query_row([], checkpoint_row)
+        .optional()?)
+}
+
+/// Checkpoints after `after_size`, smallest first.
+pub fn checkpoints(
+    conn: &Connection,
+    after_size: u64,
+    limit: u32,
+) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT size, note FROM checkpoints WHERE size > ?1 ORDER BY size LIMIT ?2",
+        )?
+        .query_map(params![after_size as i64, limit], checkpoint_row)?
+        .collect::<Result<_, _>>()?)
+}
+
+fn checkpoint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: row.get::<_, i64>(0)? as u64,
+        note: row.get(1)?,
+    })
+}
+
+/// The stored hashes of `ids`, in order (`None` where there is none).
+pub fn nodes(conn: &Connection, ids: &[NodeId]) -> Result<Vec<Option<Hash>>, StoreError> {
+    let mut select =
+        conn.prepare_cached("SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2")?;
+    ids.iter()
+        .map(|id| {
+            let hash: Option<Vec<u8>> = select
+                .query_row(params![id.level, id.index as i64], |row| row.get(0))
+                .optional()?;
+            hash.map(|bytes| {
+                bytes
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("a Merkle node is not 32 bytes".into()))
+            })
+            .transpose()
+        })
+        .collect()
+}
+
+/// The ledger entry of `kind` about `subject` (each artifact has one).
+pub fn entries_about(
+    conn: &Connection,
+    kind: &str,
+    subject: &str,
+) -> Result<Vec<crate::domain::ledger::LedgerEntry>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT seq, kind, subject, recorded_at, payload, prev_hash, hash FROM ledger \
+             WHERE subject = ?1 AND kind = ?2 ORDER BY seq",
+        )?
+        .query_map(params![subject, kind], |row| {
+            Ok(crate::domain::ledger::LedgerEntry {
+                seq: row.get(0)?,
+                kind: row.get(1)?,
+                subject: row.get(2)?,
+                recorded_at: row.get(3)?,
+                payload: row.get(4)?,
+                prev_hash: row.get(5)?,
+                hash: row.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+/// The key history, oldest first.
+pub fn signing_keys(conn: &Connection) -> Result<Vec<KeyRecord>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT key_id, name, public_key, created_at, retired_at FROM signing_keys \
+             ORDER BY created_at, key_id",
+        )?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(key_id, name, public_key, created, retired)| {
+            Ok(KeyRecord {
+                key_id,
+                name,
+                public_key,
+                created_at: from_micros(created)?,
+                retired_at: retired.map(from_micros).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// Adds `key` to the history; with `retire_at`, every other key still
+/// valid is retired at that instant (a rotation).
+pub fn add_signing_key(
+    conn: &Connection,
+    key: &KeyRecord,
+    retire_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    if let Some(at) = retire_at {
+        conn.prepare_cached(
+            "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL AND key_id <> ?2",
+        )?
+        .execute(params![micros(at), key.key_id])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO signing_keys (key_id, name, public_key, created_at, retired_at) \
+         VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT (key_id) DO NOTHING",
+    )?
+    .execute(params![
+        key.key_id,
+        key.name,
+        key.public_key,
+        micros(key.created_at)
+    ])?;
+    Ok(())
+}
