@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output},
 };
 
-use common::{Backend, TestApp, TestClock, spawn_on};
+use common::{Backend, TestApp, TestClock, as_role, spawn_on};
 use minegate::proto::v1::{
     FilingReceipt, ListObligationsRequest, ObligationKind, ObligationStatus,
     compliance_service_client::ComplianceServiceClient,
@@ -18,26 +18,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_minegate");
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
-/// Runs `minegate ARGS` as `role`, pointed at the test gateway (without
-/// blocking the runtime the gateway runs on).
-async fn as_role(app: &TestApp, role: &str, args: &[&str]) -> Output {
-    let pki = app.pki_dir();
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .args(["--server", &format!("https://{}", app.addr)])
-        .arg("--ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--cert")
-        .arg(pki.join(format!("{role}.pem")))
-        .arg("--key")
-        .arg(pki.join(format!("{role}.key")))
-        .args(["--tls-domain", "localhost"])
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("run minegate")
 }
 
 fn text(bytes: &[u8]) -> String {

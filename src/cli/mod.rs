@@ -9,6 +9,7 @@ pub mod finance;
 mod health;
 mod ledger;
 mod serve;
+mod signing;
 pub mod submit;
 pub mod witness;
 
@@ -80,6 +81,9 @@ pub enum Command {
     /// The tamper-evident ledger, read straight from the configured database.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// The gateway's signing keys: rotate, list the key history.
+    #[command(subcommand)]
+    Signing(signing::SigningCommand),
 }
 
 /// How a client command reaches a gateway.
@@ -223,6 +227,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(LogFormat::Text, "warn");
             ledger::run(command, &config).await
+        }
+        Command::Signing(command) => {
+            let config = load_config(cli.config.as_deref())?;
+            init_tracing(LogFormat::Text, "warn");
+            signing::run(command, &config).await
         }
     }
 }

@@ -94,11 +94,14 @@ pub enum LedgerEvent {
 }
 
 impl LedgerEvent {
+    /// The kind of the entry that records a filing's acceptance and its receipt.
+    pub const FILING_ACCEPTED: &'static str = "FILING_ACCEPTED";
+
     /// The entry's kind as stored.
     pub fn kind(&self) -> &'static str {
         match self {
             LedgerEvent::DocumentStored { .. } => "DOCUMENT_STORED",
-            LedgerEvent::FilingAccepted { .. } => "FILING_ACCEPTED",
+            LedgerEvent::FilingAccepted { .. } => Self::FILING_ACCEPTED,
             LedgerEvent::ExtractCreated { .. } => "EXTRACT_CREATED",
             LedgerEvent::ExtractSent { .. } => "EXTRACT_SENT",
             LedgerEvent::ExtractAcknowledged { .. } => "EXTRACT_ACKNOWLEDGED",

@@ -183,18 +183,25 @@ impl Filings {
             extract,
         };
         match self.store.submit(submission).await.map_err(store_error)? {
-            outcome @ (SubmitOutcome::Accepted(_) | SubmitOutcome::Replayed(_)) => {
-                let (bytes, new) = match outcome {
-                    SubmitOutcome::Accepted(bytes) => (bytes, true),
-                    SubmitOutcome::Replayed(bytes) => (bytes, false),
+            outcome @ (SubmitOutcome::Accepted { .. } | SubmitOutcome::Replayed(_)) => {
+                let (bytes, new, evidence) = match outcome {
+                    SubmitOutcome::Accepted {
+                        receipt, evidence, ..
+                    } => (receipt, true, evidence),
+                    SubmitOutcome::Replayed(bytes) => (bytes, false, None),
                     SubmitOutcome::KeyReused { .. } => unreachable!("matched above"),
                 };
                 let mut receipt = FilingReceipt::decode(bytes.as_slice())
                     .map_err(|_| Status::internal("a stored receipt is unreadable"))?;
                 let filing_id = receipt.filing_id.clone();
-                receipt.evidence = Some(
-                    super::evidence(&*self.store, ArtifactKind::Receipt, &filing_id, bytes).await?,
-                );
+                receipt.evidence = Some(match evidence {
+                    // Proven by the writer from the checkpoint of its commit.
+                    Some(evidence) => super::to_pb_evidence(*evidence, bytes),
+                    None => {
+                        super::evidence(&*self.store, ArtifactKind::Receipt, &filing_id, bytes)
+                            .await?
+                    }
+                });
                 tracing::Span::current().record("filing_id", receipt.filing_id.as_str());
                 tracing::info!(
                     kind = kind.as_str(),

@@ -158,7 +158,8 @@ pub async fn evidence(
     artifact: Vec<u8>,
 ) -> Result<pb::Evidence, Status> {
     let digest = crate::domain::Sha256Hex::of(&artifact);
-    let found = crate::store::evidence(store, kind.entry_kind(), subject, &digest)
+    let found = store
+        .evidence(kind.entry_kind(), subject, &digest)
         .await
         .map_err(store_error)?
         .ok_or_else(|| {
@@ -167,11 +168,16 @@ pub async fn evidence(
                 kind.entry_kind()
             ))
         })?;
-    Ok(pb::Evidence {
+    Ok(to_pb_evidence(found, artifact))
+}
+
+/// The evidence of `artifact` as the contract carries it.
+pub fn to_pb_evidence(found: crate::store::LeafEvidence, artifact: Vec<u8>) -> pb::Evidence {
+    pb::Evidence {
         artifact,
         entry: found.entry.into_bytes(),
         leaf_index: found.leaf_index,
         inclusion_proof: found.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
         checkpoint: found.checkpoint.note,
-    })
+    }
 }

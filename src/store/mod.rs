@@ -344,8 +344,14 @@ pub struct Submission {
 /// The answer to a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
-    /// Newly accepted; the receipt's bytes.
-    Accepted(Vec<u8>),
+    /// Newly accepted: the receipt's bytes, the ledger entry that records
+    /// them, and their evidence (given by the writer once it sealed the
+    /// batch; read back if not).
+    Accepted {
+        receipt: Vec<u8>,
+        entry: Box<ledger::LedgerEntry>,
+        evidence: Option<Box<LeafEvidence>>,
+    },
     /// The same caller, key and payload as before: the original receipt.
     Replayed(Vec<u8>),
     /// The same caller and key with a different payload.
@@ -490,6 +496,15 @@ pub trait Store: Send + Sync + 'static {
         kind: &'static str,
         subject: &str,
     ) -> Result<Vec<ledger::LedgerEntry>, StoreError>;
+    /// The evidence of the artifact with SHA-256 `digest` recorded by an
+    /// entry of `kind` about `subject`, against the latest checkpoint (see
+    /// [`evidence`]).
+    async fn evidence(
+        &self,
+        kind: &'static str,
+        subject: &str,
+        digest: &Sha256Hex,
+    ) -> Result<Option<LeafEvidence>, StoreError>;
     /// Every key that signed here, oldest first.
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Adds a key to the history; with `retire_at`, retires every other.
@@ -581,6 +596,7 @@ async fn proof(
 /// extract has one acknowledgement entry per subscriber): against the
 /// latest checkpoint, which every committed entry is under (each commit
 /// ends with one).
+/// (A backend answers it in one go: [`Store::evidence`].)
 pub async fn evidence(
     store: &dyn Store,
     kind: &'static str,
@@ -588,12 +604,7 @@ pub async fn evidence(
     digest: &Sha256Hex,
 ) -> Result<Option<LeafEvidence>, StoreError> {
     let entries = store.entries_about(kind, subject).await?;
-    let quoted = format!("\"{}\"", digest.as_str());
-    let Some(entry) = entries
-        .iter()
-        .find(|e| e.payload.contains(&quoted))
-        .or(entries.first())
-    else {
+    let Some(entry) = recording(&entries, digest) else {
         return Ok(None);
     };
     let Some(checkpoint) = store.latest_checkpoint().await? else {
@@ -609,6 +620,19 @@ pub async fn evidence(
         inclusion_proof,
         checkpoint,
     }))
+}
+
+/// Of the entries about an artifact's subject, the one that records its
+/// digest (else the first: an entry of a release that recorded none).
+pub(crate) fn recording<'e>(
+    entries: &'e [ledger::LedgerEntry],
+    digest: &Sha256Hex,
+) -> Option<&'e ledger::LedgerEntry> {
+    let quoted = format!("\"{}\"", digest.as_str());
+    entries
+        .iter()
+        .find(|e| e.payload.contains(&quoted))
+        .or(entries.first())
 }
 
 /// Recomputes the whole ledger chain, a page at a time.
@@ -836,20 +860,79 @@ impl Job {
 }
 
 /// What to do once the batch's commit is known: answer with the job's own
-/// result if it committed, or with the commit's failure.
-pub(crate) type Finisher = Box<dyn FnOnce(&Result<(), String>) + Send>;
+/// result, proven against the batch's checkpoint ([`Provable`]), if it
+/// committed; or with the commit's failure.
+pub(crate) type Finisher = Box<dyn FnOnce(&Result<(), String>, Option<&Sealed>) + Send>;
 
-pub(crate) fn finisher<T: Send + 'static>(
+pub(crate) fn finisher<T: Provable + Send + 'static>(
     reply: oneshot::Sender<Result<T, StoreError>>,
     result: Result<T, StoreError>,
 ) -> Finisher {
-    Box::new(move |committed| {
+    Box::new(move |committed, sealed| {
         let _ = reply.send(match committed {
-            Ok(()) => result,
+            Ok(()) => result.map(|answer| answer.prove(sealed)),
             Err(reason) => Err(StoreError::NotCommitted(reason.clone())),
         });
     })
 }
+
+/// How a batch was sealed: the checkpoint it ended with, and the tree's
+/// nodes it read (the frontier before it) or made. Any leaf the batch
+/// appended is proven from these alone: its left siblings are frontier
+/// nodes or new, its right siblings new.
+pub(crate) struct Sealed {
+    pub checkpoint: StoredCheckpoint,
+    pub nodes: std::collections::HashMap<NodeId, Hash>,
+}
+
+impl Sealed {
+    /// The evidence of `entry`, appended in the sealed batch.
+    pub(crate) fn evidence(&self, entry: &ledger::LedgerEntry) -> Option<LeafEvidence> {
+        let (leaf_index, data) = entry.leaf();
+        let plan = tree::inclusion_plan(leaf_index, self.checkpoint.size)?;
+        let inclusion_proof = tree::assemble(&plan, |id| self.nodes.get(&id).copied()).ok()?;
+        Some(LeafEvidence {
+            leaf_index,
+            entry: data,
+            inclusion_proof,
+            checkpoint: self.checkpoint.clone(),
+        })
+    }
+}
+
+/// A writer's answer, completed once its batch is sealed: an artifact made
+/// in the batch gets its evidence from the batch's checkpoint, so the
+/// caller need not read it back. Most answers carry no artifact.
+pub(crate) trait Provable: Sized {
+    fn prove(self, _sealed: Option<&Sealed>) -> Self {
+        self
+    }
+}
+
+impl Provable for SubmitOutcome {
+    fn prove(self, sealed: Option<&Sealed>) -> Self {
+        match self {
+            SubmitOutcome::Accepted {
+                receipt,
+                entry,
+                evidence: None,
+            } => SubmitOutcome::Accepted {
+                evidence: sealed.and_then(|s| s.evidence(&entry)).map(Box::new),
+                receipt,
+                entry,
+            },
+            other => other,
+        }
+    }
+}
+
+impl Provable for () {}
+impl Provable for DocumentRecord {}
+impl Provable for Vec<u8> {}
+impl Provable for Option<Vec<u8>> {}
+impl Provable for Vec<u32> {}
+impl Provable for Vec<Obligation> {}
+impl Provable for FormAckOutcome {}
 
 /// Most jobs committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 256;

@@ -440,3 +440,24 @@ pub fn signing(config: &Config) -> minegate::store::Signing {
             .expect("the signing key");
     minegate::store::Signing::with(Arc::new(signer))
 }
+
+/// Runs `minegate ARGS` as `role`, pointed at the test gateway (without
+/// blocking the runtime the gateway runs on).
+#[allow(dead_code)]
+pub async fn as_role(app: &TestApp, role: &str, args: &[&str]) -> std::process::Output {
+    let pki = app.pki_dir();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .args(args)
+        .args(["--server", &format!("https://{}", app.addr)])
+        .arg("--ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join(format!("{role}.pem")))
+        .arg("--key")
+        .arg(pki.join(format!("{role}.key")))
+        .args(["--tls-domain", "localhost"])
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("run minegate")
+}

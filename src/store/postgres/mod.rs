@@ -198,6 +198,15 @@ impl Store for PgStore {
         tree::entries_about(&self.pool, kind, subject).await
     }
 
+    async fn evidence(
+        &self,
+        kind: &'static str,
+        subject: &str,
+        digest: &Sha256Hex,
+    ) -> Result<Option<super::LeafEvidence>, StoreError> {
+        super::evidence(self, kind, subject, digest).await
+    }
+
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         tree::signing_keys(&self.pool).await
     }

@@ -274,10 +274,21 @@ pub async fn submissions(
             SubmissionDecision::Accept(acceptance) => {
                 let receipt = (submission.receipt)(&acceptance.accepted);
                 rows.push(&acceptance, &submission.body, &receipt);
+                let mut accepted = None;
                 for event in acceptance.ledger_events(&receipt) {
-                    rows.ledger.push(head.append(&event, received.received_at));
+                    let entry = head.append(&event, received.received_at);
+                    if entry.kind == LedgerEvent::FILING_ACCEPTED {
+                        accepted = Some(entry.clone());
+                    }
+                    rows.ledger.push(entry);
                 }
-                SubmitOutcome::Accepted(receipt)
+                SubmitOutcome::Accepted {
+                    receipt,
+                    entry: Box::new(accepted.ok_or_else(|| {
+                        StoreError::Corrupt("an acceptance without its entry".into())
+                    })?),
+                    evidence: None,
+                }
             }
         });
     }

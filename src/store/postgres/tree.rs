@@ -16,7 +16,7 @@ use crate::{
         tree::{Frontier, NodeId},
     },
     signing::{KeyRecord, Signer},
-    store::{StoreError, StoredCheckpoint, from_micros, micros},
+    store::{Sealed, StoreError, StoredCheckpoint, from_micros, micros},
 };
 
 /// Entries read at a time when the tree catches up with a long ledger.
@@ -45,7 +45,7 @@ pub async fn seal(
     conn: &mut PgConnection,
     signer: &Signer,
     now: DateTime<Utc>,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<Option<Sealed>, StoreError> {
     let size: Option<i64> = sqlx::query_scalar("SELECT max(size) FROM checkpoints")
         .fetch_one(&mut *conn)
         .await?;
@@ -63,6 +63,12 @@ pub async fn seal(
         .zip(&ids)
         .map(|(hash, id)| hash.ok_or_else(|| missing(*id)))
         .collect::<Result<Vec<_>, _>>()?;
+    let keep = head.unwrap_or(0) as u64 - size <= PAGE as u64;
+    let mut kept: HashMap<NodeId, Hash> = if keep {
+        ids.iter().copied().zip(hashes.iter().copied()).collect()
+    } else {
+        HashMap::new()
+    };
     let mut frontier = Frontier::new(size, hashes).expect("one hash per id");
     loop {
         let page: Vec<EntryRow> = sqlx::query_as(
@@ -86,6 +92,9 @@ pub async fn seal(
                 )));
             }
             for (id, hash) in frontier.append(leaf_hash(data.as_bytes())) {
+                if keep {
+                    kept.insert(id, hash);
+                }
                 levels.push(i16::from(id.level));
                 indexes.push(id.index as i64);
                 hashes.push(hash.to_vec());
@@ -109,17 +118,24 @@ pub async fn seal(
         size: frontier.size(),
         root: frontier.root(),
     };
+    let note = signer.sign_checkpoint(&checkpoint);
     sqlx::query(
         "INSERT INTO checkpoints (size, root, note, key_id, signed_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(checkpoint.size as i64)
     .bind(checkpoint.root.to_vec())
-    .bind(signer.sign_checkpoint(&checkpoint))
+    .bind(&note)
     .bind(signer.key_id())
     .bind(micros(now))
     .execute(&mut *conn)
     .await?;
-    Ok(Some(checkpoint.size))
+    Ok(Some(Sealed {
+        checkpoint: StoredCheckpoint {
+            size: checkpoint.size,
+            note,
+        },
+        nodes: kept,
+    }))
 }
 
 fn missing(id: NodeId) -> StoreError {

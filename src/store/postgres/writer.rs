@@ -171,15 +171,12 @@ impl Writer {
         }
         // The checkpoint that covers the batch, signed once.
         let sealed = match &self.signer {
-            Some(signer) => super::tree::seal(&mut tx, signer, self.clock.now())
-                .await
-                .map(drop)
-                .map_err(|error| format!("sealing the ledger: {error}")),
-            None => Ok(()),
+            Some(signer) => super::tree::seal(&mut tx, signer, self.clock.now()).await,
+            None => Ok(None),
         };
-        let committed = match sealed {
-            Ok(()) => tx.commit().await.map_err(|error| error.to_string()),
-            Err(reason) => Err(reason),
+        let (committed, sealed) = match sealed {
+            Ok(sealed) => (tx.commit().await.map_err(|error| error.to_string()), sealed),
+            Err(error) => (Err(format!("sealing the ledger: {error}")), None),
         };
         if committed.is_ok() {
             self.changes.send_modify(|change| {
@@ -191,7 +188,7 @@ impl Writer {
             });
         }
         for finish in finishers {
-            finish(&committed);
+            finish(&committed, sealed.as_ref());
         }
     }
 

@@ -251,6 +251,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn evidence(
+        &self,
+        kind: &'static str,
+        subject: &str,
+        digest: &Sha256Hex,
+    ) -> Result<Option<super::LeafEvidence>, StoreError> {
+        let (subject, digest) = (subject.to_owned(), digest.clone());
+        self.read(move |conn| tree::evidence(conn, kind, &subject, &digest))
+            .await
+    }
+
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.read(tree::signing_keys).await
     }

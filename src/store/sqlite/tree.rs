@@ -5,15 +5,17 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{facts, reads};
+use crate::domain::Sha256Hex;
 use crate::{
     evidence::{
         merkle::{Hash, leaf_hash},
         note::Checkpoint,
-        tree::{Frontier, NodeId},
+        tree::{self, Frontier, NodeId},
     },
     signing::{KeyRecord, Signer},
-    store::{StoreError, StoredCheckpoint, from_micros, micros},
+    store::{LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, micros, recording},
 };
+use std::collections::HashMap;
 
 /// Entries read at a time when the tree catches up with a long ledger.
 const PAGE: u32 = 10_000;
@@ -22,13 +24,14 @@ const PAGE: u32 = 10_000;
 /// stores a checkpoint of it signed by `signer`: at the end of every batch
 /// that appended entries, and once at start over a ledger kept before the
 /// tree was (its entries become the first leaves), or of the empty tree
-/// on a new database (so there is always a checkpoint to witness). The new
-/// tree size, if a checkpoint was signed.
+/// on a new database (so there is always a checkpoint to witness). How it
+/// was sealed, if a checkpoint was signed (with the nodes to prove what it
+/// appended, unless that was more than a page: a whole ledger caught up).
 pub fn seal(
     conn: &Connection,
     signer: &Signer,
     now: DateTime<Utc>,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<Option<Sealed>, StoreError> {
     let latest = latest(conn)?;
     let size = latest.as_ref().map_or(0, |c| c.size);
     let head = facts::ledger_head(conn)?.seq as u64;
@@ -41,6 +44,12 @@ pub fn seal(
         .zip(&ids)
         .map(|(hash, id)| hash.ok_or_else(|| missing(*id)))
         .collect::<Result<Vec<_>, _>>()?;
+    let keep = head - size <= u64::from(PAGE);
+    let mut kept: HashMap<NodeId, Hash> = if keep {
+        ids.iter().copied().zip(hashes.iter().copied()).collect()
+    } else {
+        HashMap::new()
+    };
     let mut frontier = Frontier::new(size, hashes).expect("one hash per id");
     let mut insert =
         conn.prepare_cached("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
@@ -57,6 +66,9 @@ pub fn seal(
             }
             for (id, hash) in frontier.append(leaf_hash(data.as_bytes())) {
                 insert.execute(params![id.level, id.index as i64, &hash[..]])?;
+                if keep {
+                    kept.insert(id, hash);
+                }
             }
         }
         if page.len() < PAGE as usize {
@@ -68,17 +80,24 @@ pub fn seal(
         size: frontier.size(),
         root: frontier.root(),
     };
+    let note = signer.sign_checkpoint(&checkpoint);
     conn.prepare_cached(
         "INSERT INTO checkpoints (size, root, note, key_id, signed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         checkpoint.size as i64,
         &checkpoint.root[..],
-        signer.sign_checkpoint(&checkpoint),
+        note,
         signer.key_id(),
         micros(now)
     ])?;
-    Ok(Some(checkpoint.size))
+    Ok(Some(Sealed {
+        checkpoint: StoredCheckpoint {
+            size: checkpoint.size,
+            note,
+        },
+        nodes: kept,
+    }))
 }
 
 fn missing(id: NodeId) -> StoreError {
@@ -159,6 +178,38 @@ pub fn entries_about(
             })
         })?
         .collect::<Result<_, _>>()?)
+}
+
+/// See [`crate::store::evidence`]: here on one connection, in one go.
+pub fn evidence(
+    conn: &Connection,
+    kind: &str,
+    subject: &str,
+    digest: &Sha256Hex,
+) -> Result<Option<LeafEvidence>, StoreError> {
+    let entries = entries_about(conn, kind, subject)?;
+    let Some(entry) = recording(&entries, digest) else {
+        return Ok(None);
+    };
+    let Some(checkpoint) = latest(conn)? else {
+        return Ok(None);
+    };
+    let (leaf_index, data) = entry.leaf();
+    let Some(plan) = tree::inclusion_plan(leaf_index, checkpoint.size) else {
+        return Ok(None);
+    };
+    let ids = tree::nodes_of(&plan);
+    let hashes = nodes(conn, &ids)?;
+    let inclusion_proof = tree::assemble(&plan, |id| {
+        ids.binary_search(&id).ok().and_then(|i| hashes[i])
+    })
+    .map_err(missing)?;
+    Ok(Some(LeafEvidence {
+        leaf_index,
+        entry: data,
+        inclusion_proof,
+        checkpoint,
+    }))
 }
 
 /// The key history, oldest first.

@@ -21,7 +21,7 @@ use crate::{
             RegisterUpdate, Sending, SubmissionDecision,
         },
         ip::IpBlock,
-        ledger::LedgerEvent,
+        ledger::{LedgerEntry, LedgerEvent},
         obligation::{Obligation, ObligationStatus},
         register::RegisterStatus,
     },
@@ -138,12 +138,13 @@ fn commit_batch(
         });
     }
     let sealed = match signer {
-        Some(signer) => tree::seal(&tx, signer, clock.now()).map(drop),
-        None => Ok(()),
+        Some(signer) => tree::seal(&tx, signer, clock.now()),
+        None => Ok(None),
     };
-    let committed = sealed
-        .map_err(|error| format!("sealing the ledger: {error}"))
-        .and_then(|()| tx.commit().map_err(|error| error.to_string()));
+    let (committed, sealed) = match sealed {
+        Ok(sealed) => (tx.commit().map_err(|error| error.to_string()), sealed),
+        Err(error) => (Err(format!("sealing the ledger: {error}")), None),
+    };
     if committed.is_ok() {
         changes.send_modify(|change| {
             *change = Change {
@@ -154,7 +155,7 @@ fn commit_batch(
         });
     }
     for finish in finishers {
-        finish(&committed);
+        finish(&committed, sealed.as_ref());
     }
 }
 
@@ -170,17 +171,19 @@ fn in_savepoint<T>(
     Ok(result)
 }
 
-/// Appends `events`, recorded at `at`, after the ledger's head.
+/// Appends `events`, recorded at `at`, after the ledger's head; the
+/// entries.
 fn append_ledger(
     conn: &Connection,
     events: &[LedgerEvent],
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut head = facts::ledger_head(conn)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    let mut entries = Vec::with_capacity(events.len());
     for event in events {
         let entry = head.append(event, at);
         insert.execute(params![
@@ -192,8 +195,9 @@ fn append_ledger(
             entry.prev_hash,
             entry.hash
         ])?;
+        entries.push(entry);
     }
-    Ok(())
+    Ok(entries)
 }
 
 /// Reads, decides and writes a submission; the extract it made, to hand on
@@ -215,12 +219,20 @@ fn submit(
         SubmissionDecision::Accept(acceptance) => {
             let receipt = (submission.receipt)(&acceptance.accepted);
             let extract = write_acceptance(conn, &acceptance, &submission.body, &receipt)?;
-            append_ledger(
+            let entry = append_ledger(
                 conn,
                 &acceptance.ledger_events(&receipt),
                 received.received_at,
-            )?;
-            Ok((SubmitOutcome::Accepted(receipt), extract))
+            )?
+            .into_iter()
+            .find(|e| e.kind == LedgerEvent::FILING_ACCEPTED)
+            .ok_or_else(|| StoreError::Corrupt("an acceptance without its entry".into()))?;
+            let outcome = SubmitOutcome::Accepted {
+                receipt,
+                entry: Box::new(entry),
+                evidence: None,
+            };
+            Ok((outcome, extract))
         }
     }
 }

@@ -1,0 +1,362 @@
+//! Evidence anyone can check, end to end on both backends: every artifact
+//! kind verifies through the ministries' command-line clients, which keep
+//! the last checkpoint they saw; tampering of each kind is detected and
+//! named; a key rotation leaves earlier evidence verifiable; a replica
+//! with a key the history does not know refuses to start.
+
+#[macro_use]
+mod common;
+
+use common::{fixtures::*, *};
+use minegate::{
+    evidence::{
+        merkle::ProofError,
+        note::{self, Checkpoint},
+        verify::{ArtifactKind, EvidenceError, open_checkpoint, verify},
+    },
+    proto::v1::{
+        EnergyExtract, FilingReceipt, GetCheckpointRequest, GetFilingRequest,
+        GetSigningKeysRequest, SigningKey, VerifyLedgerRequest,
+        compliance_service_client::ComplianceServiceClient,
+        filing_service_client::FilingServiceClient,
+    },
+    server,
+    signing::Signer,
+};
+
+on_both_backends!(
+    every_artifact_verifies_through_the_clis_and_tampering_is_named,
+    after_a_rotation_earlier_evidence_verifies_and_unknown_keys_are_refused,
+);
+
+async fn keys(app: &TestApp, role: &str) -> Vec<SigningKey> {
+    ComplianceServiceClient::new(app.channel(role).await)
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn every_artifact_verifies_through_the_clis_and_tampering_is_named(backend: Backend) {
+    let clock = TestClock::at("2026-01-05T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock.clone()).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "evidence").await;
+    let mut filings = FilingServiceClient::new(authority);
+    let pool = ["37.101.0.0/16"];
+    let start = filings
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "start",
+            date(2026, 2, 10),
+            &pool,
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    clock.set("2026-04-06T06:00:00Z");
+    let report = filings
+        .submit_quarterly_report(quarterly_report(
+            BIN_A, "q1", 2026, 1, 1_234_567, &pool, &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The receipts: the ministries' role may read the keys too.
+    let keys = keys(&app, "energy").await;
+    assert_eq!(keys.len(), 1);
+    for receipt in [&start, &report] {
+        verify(ArtifactKind::Receipt, receipt.evidence.as_ref(), &keys).unwrap();
+    }
+
+    // The energy ministry: two extracts and their acknowledgements, each
+    // verified by the client before it writes or acknowledges.
+    let energy_out = tempfile::tempdir().unwrap();
+    let energy = as_role(
+        &app,
+        "energy",
+        &[
+            "energy",
+            "subscribe",
+            "--once",
+            "--out",
+            energy_out.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(energy.status.success(), "{}", text(&energy.stderr));
+    assert!(text(&energy.stdout).contains("2 extracts written to"));
+    // Each extract as written carries its evidence: checked from the file alone.
+    let mut written = 0;
+    for file in std::fs::read_dir(energy_out.path().join("extracts")).unwrap() {
+        let extract: EnergyExtract =
+            serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
+        verify(ArtifactKind::Extract, extract.evidence.as_ref(), &keys).unwrap();
+        written += 1;
+    }
+    assert_eq!(written, 2);
+    // The client kept the last checkpoint it verified.
+    let kept = std::fs::read_to_string(energy_out.path().join("minegate-checkpoint.note")).unwrap();
+    let kept = open_checkpoint(&kept, &keys).unwrap();
+    let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
+    let latest = compliance
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(kept.checkpoint.size > report.evidence.as_ref().unwrap().leaf_index);
+    assert!(kept.checkpoint.size <= latest.size);
+
+    // The finance ministry: the form's body and the acknowledgement,
+    // written to a bare file name's folder as given.
+    let finance_out = tempfile::tempdir().unwrap();
+    let form = finance_out.path().join("form-402.csv");
+    let finance = as_role(
+        &app,
+        "finance",
+        &[
+            "finance",
+            "pull",
+            "--year",
+            "2026",
+            "--quarter",
+            "1",
+            "--out",
+            form.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(finance.status.success(), "{}", text(&finance.stderr));
+    assert!(finance_out.path().join("minegate-checkpoint.note").exists());
+
+    // Tampering, each named.
+    let evidence = report.evidence.clone().unwrap();
+    let mut changed = evidence.clone();
+    changed.artifact[3] ^= 1;
+    assert!(matches!(
+        verify(ArtifactKind::Receipt, Some(&changed), &keys),
+        Err(EvidenceError::ArtifactChanged { .. })
+    ));
+    let mut other_leaf = evidence.clone();
+    other_leaf.leaf_index += 1;
+    assert_eq!(
+        verify(ArtifactKind::Receipt, Some(&other_leaf), &keys),
+        Err(EvidenceError::WrongLeaf {
+            entry: evidence.leaf_index,
+            claimed: evidence.leaf_index + 1
+        })
+    );
+    let mut other_proof = evidence.clone();
+    other_proof.inclusion_proof = start.evidence.clone().unwrap().inclusion_proof;
+    assert!(matches!(
+        verify(ArtifactKind::Receipt, Some(&other_proof), &keys),
+        Err(EvidenceError::Inclusion { index, .. }) if index == evidence.leaf_index
+    ));
+    assert!(matches!(
+        verify(ArtifactKind::Extract, Some(&evidence), &keys),
+        Err(EvidenceError::WrongEntryKind {
+            expected: "EXTRACT_CREATED",
+            ..
+        })
+    ));
+    let stranger = Signer::load_or_create(
+        &finance_out.path().join("stranger.key"),
+        &app.config.signing.origin,
+    )
+    .unwrap();
+    let text_of = note::open(&evidence.checkpoint, &keys[0].note_verifier_key).unwrap();
+    let mut foreign = evidence.clone();
+    foreign.checkpoint = stranger.sign_checkpoint(&Checkpoint::parse(&text_of).unwrap());
+    assert_eq!(
+        verify(ArtifactKind::Receipt, Some(&foreign), &keys),
+        Err(EvidenceError::UnknownKey {
+            known: keys[0].key_id.clone()
+        })
+    );
+
+    // A stored entry edited underneath: the ledger's verification names
+    // it, and the receipt's evidence no longer holds.
+    let url = &app.config.database_url;
+    let seq = start.evidence.as_ref().unwrap().leaf_index + 1;
+    let edited = execute(
+        url,
+        &format!(
+            "UPDATE ledger SET payload = replace(payload, 'urn:minegate:authority', \
+             'urn:minegate:someone') WHERE seq = {seq}"
+        ),
+    )
+    .await;
+    assert_eq!(edited, 1);
+    let verification = compliance
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!verification.intact);
+    assert_eq!(verification.first_broken_entry, Some(seq));
+    let again = FilingServiceClient::new(app.channel("authority").await)
+        .get_filing(GetFilingRequest {
+            filing_id: start.filing_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    assert!(matches!(
+        verify(ArtifactKind::Receipt, again.evidence.as_ref(), &keys),
+        Err(EvidenceError::Inclusion {
+            error: ProofError::RootMismatch,
+            ..
+        })
+    ));
+
+    // A shorter tree served after a longer one was seen: the gateway's
+    // later checkpoints are gone; the energy ministry's client reports the
+    // rewrite with both checkpoints and acknowledges nothing.
+    let removed = execute(
+        url,
+        &format!(
+            "DELETE FROM checkpoints WHERE size >= {}",
+            kept.checkpoint.size
+        ),
+    )
+    .await;
+    assert!(removed >= 1);
+    let energy = as_role(
+        &app,
+        "energy",
+        &[
+            "energy",
+            "subscribe",
+            "--once",
+            "--out",
+            energy_out.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!energy.status.success());
+    let complaint = text(&energy.stderr);
+    assert!(
+        complaint.contains("the log was rewritten: the checkpoint of "),
+        "{complaint}"
+    );
+    assert!(complaint.contains(&kept.note), "{complaint}");
+    app.gateway.shutdown().await.unwrap();
+}
+
+async fn after_a_rotation_earlier_evidence_verifies_and_unknown_keys_are_refused(backend: Backend) {
+    let clock = TestClock::at("2026-01-05T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock.clone()).await else {
+        return;
+    };
+    let file = async |app: &TestApp, bin: &str, key: &str, octet: u32| -> FilingReceipt {
+        let authority = app.channel("authority").await;
+        let documents = upload_documents(authority.clone(), key).await;
+        FilingServiceClient::new(authority)
+            .submit_start_notification(start_notification(
+                bin,
+                key,
+                date(2026, 2, 10),
+                &[&format!("37.{octet}.0.0/16")],
+                &documents,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let before = file(&app, BIN_A, "before", 101).await;
+    let TestApp {
+        gateway,
+        mut config,
+        dir,
+        ..
+    } = app;
+    gateway.shutdown().await.unwrap();
+
+    let rotate = tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .args(["signing", "rotate"])
+        .env("MINEGATE_DATABASE_URL", &config.database_url)
+        .env("MINEGATE_SIGNING_KEY", &config.signing.key)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    assert!(rotate.status.success(), "{}", text(&rotate.stderr));
+    assert!(text(&rotate.stdout).contains("retired"));
+
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = restart(&config, &dir, clock.clone()).await;
+    let after = file(&app, BIN_B, "after", 102).await;
+    let keys = keys(&app, "finance").await;
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].retired_at.is_some() && keys[1].retired_at.is_none());
+    // Signed before the rotation, by the retired key: still verifies.
+    let old = verify(ArtifactKind::Receipt, before.evidence.as_ref(), &keys).unwrap();
+    assert_eq!(old.key_id, keys[0].key_id);
+    let new = verify(ArtifactKind::Receipt, after.evidence.as_ref(), &keys).unwrap();
+    assert_eq!(new.key_id, keys[1].key_id);
+    app.gateway.shutdown().await.unwrap();
+
+    // A replica with a key the history does not know refuses to start,
+    // unless told to add it; the retired key is refused outright.
+    let mut stranger = config.clone();
+    stranger.signing.key = dir.path().join("replica.key");
+    let refused = server::start_with_clock(&stranger, clock.clone())
+        .await
+        .err()
+        .expect("an unknown key is refused")
+        .to_string();
+    assert!(
+        refused.contains("is not in this database's key history"),
+        "{refused}"
+    );
+    let mut retired = config.clone();
+    retired.signing.key = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(".retired-"))
+        .expect("the retired key kept beside the new one");
+    let refused = server::start_with_clock(&retired, clock.clone())
+        .await
+        .err()
+        .expect("a retired key is refused")
+        .to_string();
+    assert!(refused.contains("was retired at"), "{refused}");
+    stranger.signing.add_unknown_key = true;
+    let app = restart(&stranger, &dir, clock).await;
+    assert_eq!(keys_len(&app).await, 3);
+    app.gateway.shutdown().await.unwrap();
+}
+
+async fn keys_len(app: &TestApp) -> usize {
+    keys(app, "operator").await.len()
+}
+
+async fn restart(
+    config: &minegate::config::Config,
+    dir: &std::sync::Arc<tempfile::TempDir>,
+    clock: std::sync::Arc<TestClock>,
+) -> TestApp {
+    let gateway = server::start_with_clock(config, clock)
+        .await
+        .expect("gateway starts");
+    let addr = gateway.local_addr();
+    let mut config = config.clone();
+    config.listen = addr;
+    TestApp {
+        gateway,
+        addr,
+        config,
+        dir: dir.clone(),
+    }
+}
