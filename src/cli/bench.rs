@@ -84,6 +84,17 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// CPU time the child has used (user + system), from /proc (Linux).
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which is in parentheses): utime
+        // and stime are the 12th and 13th, in clock ticks (100 a second).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     /// Peak resident memory of the child, from /proc (Linux), in KiB.
     fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -230,6 +241,8 @@ fn report(n: u64, run: &str, documents: &[DocumentRef]) -> QuarterlyReport {
 struct Load {
     requests: u64,
     errors: u64,
+    /// The server's CPU time per request over the measured window.
+    cpu_per_request: Option<Duration>,
     per_second: f64,
     p50: Duration,
     p90: Duration,
@@ -246,10 +259,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// `concurrency` callers submitting as fast as they are answered: a warm-up,
 /// then `duration` measured. `next` numbers the payers across runs.
 async fn drive(
+    server: &Server,
     channels: &[Channel],
     concurrency: usize,
-    warmup: Duration,
-    duration: Duration,
+    (warmup, duration): (Duration, Duration),
     run: &str,
     next: &Arc<AtomicU64>,
     documents: &Arc<Vec<DocumentRef>>,
@@ -284,6 +297,10 @@ async fn drive(
             (latencies, errors)
         }));
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = server.cpu_time();
+    tokio::time::sleep_until(until.into()).await;
+    let cpu_after = server.cpu_time();
     let (mut all, mut errors) = (Vec::new(), 0);
     for task in tasks {
         if let Ok((latencies, e)) = task.await {
@@ -292,9 +309,14 @@ async fn drive(
         }
     }
     all.sort_unstable();
+    let cpu_per_request = cpu_before
+        .zip(cpu_after)
+        .filter(|_| !all.is_empty())
+        .map(|(before, after)| (after - before) / all.len() as u32);
     Load {
         requests: all.len() as u64,
         errors,
+        cpu_per_request,
         per_second: all.len() as f64 / duration.as_secs_f64(),
         p50: percentile(&all, 0.50),
         p90: percentile(&all, 0.90),
@@ -337,6 +359,11 @@ async fn upload_documents(dir: &Path, tls: &ClientTls) -> anyhow::Result<Vec<Doc
         refs.push(upload_file(channel.clone(), kind, &path).await?);
     }
     Ok(refs)
+}
+
+/// CPU time per request in microseconds, or "n/a" where /proc is not.
+fn micros(d: Option<Duration>) -> String {
+    d.map_or("n/a".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e6))
 }
 
 fn ms(d: Duration) -> String {
@@ -593,8 +620,15 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "{:<28} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "submit (quarterly report)", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "vs base"
+        "{:<28} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "submit (quarterly report)",
+        "conc",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "vs base",
+        "server µs/req"
     );
 
     let mut backends = vec![Backend {
@@ -622,24 +656,25 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let counter = Arc::new(AtomicU64::new(0));
     for &c in concurrencies {
         let load = drive(
+            &baseline,
             &baseline_channels,
             c,
-            warmup,
-            duration,
+            (warmup, duration),
             "base",
             &counter,
             &no_documents,
         )
         .await;
         println!(
-            "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9}",
+            "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>11}",
             "baseline (decode + answer)",
             c,
             load.per_second,
             ms(load.p50),
             ms(load.p90),
             ms(load.p99),
-            "1.00"
+            "1.00",
+            micros(load.cpu_per_request)
         );
         base.insert(c, load.per_second);
     }
@@ -654,17 +689,17 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         let next = Arc::new(AtomicU64::new(0));
         for &c in concurrencies {
             let load = drive(
+                &gateway,
                 &gateway_channels,
                 c,
-                warmup,
-                duration,
+                (warmup, duration),
                 "load",
                 &next,
                 &documents,
             )
             .await;
             println!(
-                "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9.2}{}",
+                "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9.2} {:>11}{}",
                 format!("gateway ({})", backend.name),
                 c,
                 load.per_second,
@@ -672,6 +707,7 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
                 ms(load.p90),
                 ms(load.p99),
                 load.per_second / base[&c].max(1.0),
+                micros(load.cpu_per_request),
                 if load.errors > 0 {
                     format!("  ({} errors)", load.errors)
                 } else {
