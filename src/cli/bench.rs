@@ -66,6 +66,8 @@ pub enum Part {
     Form,
     /// Receipt → subscriber at a steady rate.
     FanOut,
+    /// Inclusion and consistency proofs at a ledger of a million entries.
+    Proofs,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -151,7 +153,8 @@ fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Resul
         child,
         server: format!("https://127.0.0.1:{port}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Long enough for the tree to be built over a large ledger at start.
+    let deadline = Instant::now() + Duration::from_secs(600);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             bail!("the server on port {port} did not start");
@@ -762,10 +765,174 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             ms(p99)
         ));
     }
+    if wanted(Part::Proofs) {
+        let (entries, calls) = if args.quick {
+            (10_000, 200)
+        } else {
+            (1_000_000, 5_000)
+        };
+        for backend in &backends {
+            let url = match backend.name {
+                "sqlite" => format!("sqlite://{}", dir.join("proofs.db").display()),
+                _ => create_database(args.postgres_url.as_deref().unwrap_or_default()).await?,
+            };
+            others.push(proofs(dir, backend.name, &url, entries, calls).await?);
+        }
+    }
     println!();
     for line in others {
         println!("{line}");
     }
+    Ok(())
+}
+
+/// Proofs at a large tree: a ledger of `entries` entries written straight
+/// into a scratch database, the gateway started on it (which builds the
+/// tree over them, as over any ledger kept before the tree was: timed),
+/// then `calls` GetInclusionProof (a random leaf in the latest tree) and
+/// GetConsistencyProof (a random older size to the latest), one at a time,
+/// against GetCheckpoint on the same connection (one row read: the floor).
+async fn proofs(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    entries: u64,
+    calls: usize,
+) -> anyhow::Result<String> {
+    use crate::proto::v1::{
+        GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest,
+        compliance_service_client::ComplianceServiceClient,
+    };
+    fill_ledger(url, entries).await?;
+    let started = Instant::now();
+    let gateway = start_server(dir, url, false)?;
+    let built = started.elapsed();
+    let mut compliance =
+        ComplianceServiceClient::new(tls(dir, &gateway, "operator").connect().await?);
+    let size = compliance
+        .get_checkpoint(GetCheckpointRequest {})
+        .await?
+        .into_inner()
+        .size;
+    if size != entries {
+        bail!("the gateway's tree has {size} leaves, not {entries}");
+    }
+    // A fixed xorshift sequence: the same leaves and sizes every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let (mut base, mut inclusion, mut consistency) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..calls {
+        let sent = Instant::now();
+        compliance.get_checkpoint(GetCheckpointRequest {}).await?;
+        base.push(sent.elapsed());
+        let request = GetInclusionProofRequest {
+            leaf_index: random(size),
+            tree_size: size,
+        };
+        let sent = Instant::now();
+        compliance.get_inclusion_proof(request).await?;
+        inclusion.push(sent.elapsed());
+        let request = GetConsistencyProofRequest {
+            old_size: 1 + random(size - 1),
+            new_size: size,
+        };
+        let sent = Instant::now();
+        compliance.get_consistency_proof(request).await?;
+        consistency.push(sent.elapsed());
+    }
+    let figures = |mut latencies: Vec<Duration>| {
+        latencies.sort_unstable();
+        format!(
+            "p50 {} ms, p99 {} ms",
+            ms(percentile(&latencies, 0.50)),
+            ms(percentile(&latencies, 0.99))
+        )
+    };
+    Ok(format!(
+        "proofs at {entries} entries ({name}): tree built at start in {:.1} s; {calls} calls each, one at a time: GetCheckpoint (baseline) {}; GetInclusionProof {}; GetConsistencyProof {}",
+        built.as_secs_f64(),
+        figures(base),
+        figures(inclusion),
+        figures(consistency)
+    ))
+}
+
+/// Writes `entries` DOCUMENT_STORED entries, chained, into the (migrated)
+/// database at `url`, as a long-running gateway would have.
+async fn fill_ledger(url: &str, entries: u64) -> anyhow::Result<()> {
+    use crate::domain::{
+        Sha256Hex,
+        ledger::{Head, LedgerEntry, LedgerEvent},
+    };
+    let store = crate::store::open(
+        url,
+        Arc::new(crate::store::SystemClock),
+        crate::store::Signing::ReadOnly,
+    )
+    .await?;
+    store.close().await;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-01-05T06:00:00Z")?.to_utc();
+    let mut head = Head::default();
+    let mut next = move || -> LedgerEntry {
+        let n = head.seq as u64 + 1;
+        let event = LedgerEvent::DocumentStored {
+            sha256: Sha256Hex::of(&n.to_be_bytes()),
+            media_type: "application/pdf".into(),
+            size_bytes: 100_000 + n % 1000,
+        };
+        head.append(&event, at)
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let mut conn = rusqlite::Connection::open(path)?;
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for _ in 0..entries {
+                let e = next();
+                insert.execute(rusqlite::params![
+                    e.seq,
+                    e.kind,
+                    e.subject,
+                    e.recorded_at,
+                    e.payload,
+                    e.prev_hash,
+                    e.hash
+                ])?;
+            }
+        }
+        tx.commit()?;
+        return Ok(());
+    }
+    let pool = sqlx::PgPool::connect(url).await?;
+    let mut written = 0;
+    while written < entries {
+        let batch: Vec<LedgerEntry> = (0..10_000.min(entries - written)).map(|_| next()).collect();
+        written += batch.len() as u64;
+        let column = |f: fn(&LedgerEntry) -> String| batch.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+             $5::text[], $6::text[], $7::text[])",
+        )
+        .bind(batch.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .bind(column(|e| e.kind.clone()))
+        .bind(column(|e| e.subject.clone()))
+        .bind(batch.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+        .bind(column(|e| e.payload.clone()))
+        .bind(column(|e| e.prev_hash.clone()))
+        .bind(column(|e| e.hash.clone()))
+        .execute(&pool)
+        .await?;
+    }
+    pool.close().await;
     Ok(())
 }
 
