@@ -1106,7 +1106,22 @@ async fn a_commit_hands_on_the_extracts_it_made_as_a_read_would_give_them() {
             .collect::<Vec<_>>(),
         vec![(1, 0), (2, 0)]
     );
-    assert_eq!(handed_on, pending);
+    let read_as = |p: &minegate::store::PendingExtract| {
+        (p.seq, p.extract_id.clone(), p.body.clone(), p.attempts)
+    };
+    assert_eq!(
+        handed_on.iter().map(read_as).collect::<Vec<_>>(),
+        pending.iter().map(read_as).collect::<Vec<_>>()
+    );
+    // What a commit hands on is proven already, from the commit's own
+    // checkpoint (a stream sends it without reading); a read is proven later.
+    let keys = keys(&app).await;
+    for extract in &handed_on {
+        let evidence = extract.evidence.clone().expect("proven by the writer");
+        let evidence = minegate::service::to_pb_evidence(*evidence, extract.body.clone());
+        verify(ArtifactKind::Extract, Some(&evidence), &keys).unwrap();
+    }
+    assert!(pending.iter().all(|p| p.evidence.is_none()));
     let bins: Vec<String> = pending
         .iter()
         .map(|p| {

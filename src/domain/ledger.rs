@@ -96,13 +96,15 @@ pub enum LedgerEvent {
 impl LedgerEvent {
     /// The kind of the entry that records a filing's acceptance and its receipt.
     pub const FILING_ACCEPTED: &'static str = "FILING_ACCEPTED";
+    /// The kind of the entry that records an extract and its bytes.
+    pub const EXTRACT_CREATED: &'static str = "EXTRACT_CREATED";
 
     /// The entry's kind as stored.
     pub fn kind(&self) -> &'static str {
         match self {
             LedgerEvent::DocumentStored { .. } => "DOCUMENT_STORED",
             LedgerEvent::FilingAccepted { .. } => Self::FILING_ACCEPTED,
-            LedgerEvent::ExtractCreated { .. } => "EXTRACT_CREATED",
+            LedgerEvent::ExtractCreated { .. } => Self::EXTRACT_CREATED,
             LedgerEvent::ExtractSent { .. } => "EXTRACT_SENT",
             LedgerEvent::ExtractAcknowledged { .. } => "EXTRACT_ACKNOWLEDGED",
             LedgerEvent::ObligationFulfilled { .. } => "OBLIGATION_FULFILLED",

@@ -460,8 +460,10 @@ async fn send(
     for extract in extracts {
         let mut body = EnergyExtract::decode(extract.body.as_slice())
             .map_err(|_| Some(Status::internal("a stored extract is unreadable")))?;
-        body.evidence = Some(
-            super::evidence(
+        body.evidence = Some(match &extract.evidence {
+            // Proven by the writer that made it, from its commit's checkpoint.
+            Some(evidence) => super::to_pb_evidence((**evidence).clone(), extract.body.clone()),
+            None => super::evidence(
                 &**store,
                 ArtifactKind::Extract,
                 &extract.extract_id,
@@ -469,7 +471,7 @@ async fn send(
             )
             .await
             .map_err(Some)?,
-        );
+        });
         // The records of this stream's earlier sendings may not have
         // committed yet: its own count is at least as far.
         let earlier = sent

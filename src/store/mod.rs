@@ -222,10 +222,26 @@ pub struct PendingExtract {
     /// Order of creation: every extract made later has a greater one.
     pub seq: i64,
     pub extract_id: String,
-    /// The signed extract (protobuf).
+    /// The extract (protobuf), as its ledger entry's digest covers it.
     pub body: Vec<u8>,
     /// Sendings to this subscriber recorded so far.
     pub attempts: u32,
+    /// Its EXTRACT_CREATED entry, when this process's writer made it.
+    pub entry: Option<Box<ledger::LedgerEntry>>,
+    /// Its evidence, when the writer that made it proved it from the
+    /// checkpoint of its commit (the streams then send it without a read).
+    pub evidence: Option<Box<LeafEvidence>>,
+}
+
+impl Sealed {
+    /// Proves the extracts the sealed batch made.
+    pub(crate) fn prove_extracts(&self, made: &mut [PendingExtract]) {
+        for extract in made {
+            if let Some(entry) = &extract.entry {
+                extract.evidence = self.evidence(entry).map(Box::new);
+            }
+        }
+    }
 }
 
 /// The last committed change the store knows of.
@@ -574,6 +590,11 @@ async fn proof(
     if size > latest {
         return Ok(None);
     }
+    assemble(store, plan).await.map(Some)
+}
+
+/// The proof `plan` describes, from the stored hashes, in one read.
+async fn assemble(store: &dyn Store, plan: &[(u64, u64)]) -> Result<Vec<Hash>, StoreError> {
     let ids = tree::nodes_of(plan);
     let hashes = store.tree_nodes(ids.clone()).await?;
     let found: std::collections::HashMap<_, _> = ids
@@ -581,14 +602,12 @@ async fn proof(
         .zip(hashes)
         .filter_map(|(id, hash)| Some((id, hash?)))
         .collect();
-    tree::assemble(plan, |id| found.get(&id).copied())
-        .map(Some)
-        .map_err(|id| {
-            StoreError::Corrupt(format!(
-                "the Merkle tree has no node at level {} index {}",
-                id.level, id.index
-            ))
-        })
+    tree::assemble(plan, |id| found.get(&id).copied()).map_err(|id| {
+        StoreError::Corrupt(format!(
+            "the Merkle tree has no node at level {} index {}",
+            id.level, id.index
+        ))
+    })
 }
 
 /// The evidence of the artifact whose SHA-256 is `digest`, recorded by an
@@ -611,9 +630,10 @@ pub async fn evidence(
         return Ok(None);
     };
     let (leaf_index, data) = entry.leaf();
-    let Some(inclusion_proof) = inclusion_proof(store, leaf_index, checkpoint.size).await? else {
+    let Some(plan) = tree::inclusion_plan(leaf_index, checkpoint.size) else {
         return Ok(None);
     };
+    let inclusion_proof = assemble(store, &plan).await?;
     Ok(Some(LeafEvidence {
         leaf_index,
         entry: data,

@@ -225,6 +225,8 @@ pub async fn pending_extracts(
                 extract_id,
                 body,
                 attempts: small(attempts)?,
+                entry: None,
+                evidence: None,
             })
         })
         .collect()

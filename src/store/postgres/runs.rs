@@ -259,6 +259,9 @@ pub async fn submissions(
     let mut state = RunState::default();
     let mut rows = AcceptanceRows::default();
     let mut outcomes = Vec::with_capacity(run.len());
+    // The EXTRACT_CREATED entries, by extract id: the writer proves the
+    // extracts from them once it has sealed the batch.
+    let mut created = std::collections::HashMap::new();
     for (incoming, facts) in run.iter().zip(facts) {
         let Incoming {
             submission,
@@ -279,6 +282,8 @@ pub async fn submissions(
                     let entry = head.append(&event, received.received_at);
                     if entry.kind == LedgerEvent::FILING_ACCEPTED {
                         accepted = Some(entry.clone());
+                    } else if entry.kind == LedgerEvent::EXTRACT_CREATED {
+                        created.insert(entry.subject.clone(), entry.clone());
                     }
                     rows.ledger.push(entry);
                 }
@@ -309,9 +314,11 @@ pub async fn submissions(
                 .ok_or_else(|| StoreError::Corrupt(format!("extract {extract_id} unknown")))?;
             made.push(PendingExtract {
                 seq,
+                entry: created.remove(&extract_id).map(Box::new),
                 extract_id,
                 body,
                 attempts: 0,
+                evidence: None,
             });
         }
         made.sort_by_key(|extract| extract.seq);

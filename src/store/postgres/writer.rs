@@ -178,6 +178,9 @@ impl Writer {
             Ok(sealed) => (tx.commit().await.map_err(|error| error.to_string()), sealed),
             Err(error) => (Err(format!("sealing the ledger: {error}")), None),
         };
+        if let Some(sealed) = &sealed {
+            sealed.prove_extracts(&mut fresh);
+        }
         if committed.is_ok() {
             self.changes.send_modify(|change| {
                 *change = Change {

@@ -215,6 +215,8 @@ pub fn pending_extracts(
                 extract_id: row.get(1)?,
                 body: row.get(2)?,
                 attempts: row.get(3)?,
+                entry: None,
+                evidence: None,
             })
         })?
         .collect::<Result<_, _>>()?)

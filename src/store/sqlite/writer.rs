@@ -145,6 +145,9 @@ fn commit_batch(
         Ok(sealed) => (tx.commit().map_err(|error| error.to_string()), sealed),
         Err(error) => (Err(format!("sealing the ledger: {error}")), None),
     };
+    if let Some(sealed) = &sealed {
+        sealed.prove_extracts(&mut fresh);
+    }
     if committed.is_ok() {
         changes.send_modify(|change| {
             *change = Change {
@@ -218,15 +221,18 @@ fn submit(
         }
         SubmissionDecision::Accept(acceptance) => {
             let receipt = (submission.receipt)(&acceptance.accepted);
-            let extract = write_acceptance(conn, &acceptance, &submission.body, &receipt)?;
-            let entry = append_ledger(
+            let mut extract = write_acceptance(conn, &acceptance, &submission.body, &receipt)?;
+            let entries = append_ledger(
                 conn,
                 &acceptance.ledger_events(&receipt),
                 received.received_at,
-            )?
-            .into_iter()
-            .find(|e| e.kind == LedgerEvent::FILING_ACCEPTED)
-            .ok_or_else(|| StoreError::Corrupt("an acceptance without its entry".into()))?;
+            )?;
+            let of_kind = |kind| entries.iter().find(|e| e.kind == kind).cloned();
+            if let Some(extract) = &mut extract {
+                extract.entry = of_kind(LedgerEvent::EXTRACT_CREATED).map(Box::new);
+            }
+            let entry = of_kind(LedgerEvent::FILING_ACCEPTED)
+                .ok_or_else(|| StoreError::Corrupt("an acceptance without its entry".into()))?;
             let outcome = SubmitOutcome::Accepted {
                 receipt,
                 entry: Box::new(entry),
@@ -374,6 +380,8 @@ fn insert_extract(
         extract_id: extract.extract_id.clone(),
         body: extract.body.clone(),
         attempts: 0,
+        entry: None,
+        evidence: None,
     })
 }
 
