@@ -941,18 +941,26 @@ async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each
             let build = Box::new(move |facts: &minegate::store::AckFacts| {
                 format!("receipt {n} at {}", facts.acknowledged_at).into_bytes()
             });
-            let receipt = store.acknowledge_extract(&id, subscriber, build).await;
-            (n, String::from_utf8(receipt.unwrap().unwrap()).unwrap())
+            let recorded = store
+                .acknowledge_extract(&id, subscriber, build)
+                .await
+                .unwrap()
+                .unwrap();
+            let proven = recorded.evidence.is_some();
+            (n, String::from_utf8(recorded.bytes).unwrap(), proven)
         });
     }
     let mut receipts = acks.join_all().await;
     receipts.sort();
     let at = "2026-03-20 06:00:00 UTC";
-    let expected: Vec<(usize, String)> = (0..25)
+    // Each first acknowledgement is proven by the writer from its batch's
+    // checkpoint; the repeat (24) gives the first receipt, proven by a read.
+    let expected: Vec<(usize, String, bool)> = (0..25)
         .map(|n| {
             (
                 n,
                 format!("receipt {} at {at}", if n == 24 { 0 } else { n }),
+                n != 24,
             )
         })
         .collect();

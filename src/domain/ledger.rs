@@ -98,6 +98,8 @@ impl LedgerEvent {
     pub const FILING_ACCEPTED: &'static str = "FILING_ACCEPTED";
     /// The kind of the entry that records an extract and its bytes.
     pub const EXTRACT_CREATED: &'static str = "EXTRACT_CREATED";
+    /// The kind of the entry that records an extract's first acknowledgement.
+    pub const EXTRACT_ACKNOWLEDGED: &'static str = "EXTRACT_ACKNOWLEDGED";
 
     /// The entry's kind as stored.
     pub fn kind(&self) -> &'static str {
@@ -106,7 +108,7 @@ impl LedgerEvent {
             LedgerEvent::FilingAccepted { .. } => Self::FILING_ACCEPTED,
             LedgerEvent::ExtractCreated { .. } => Self::EXTRACT_CREATED,
             LedgerEvent::ExtractSent { .. } => "EXTRACT_SENT",
-            LedgerEvent::ExtractAcknowledged { .. } => "EXTRACT_ACKNOWLEDGED",
+            LedgerEvent::ExtractAcknowledged { .. } => Self::EXTRACT_ACKNOWLEDGED,
             LedgerEvent::ObligationFulfilled { .. } => "OBLIGATION_FULFILLED",
             LedgerEvent::ObligationOverdue { .. } => "OBLIGATION_OVERDUE",
             LedgerEvent::FormRevisionPublished { .. } => "FORM_REVISION_PUBLISHED",

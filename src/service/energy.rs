@@ -560,10 +560,11 @@ impl EnergyExtractService for EnergyExtracts {
                     "no extract {extract_id:?} has been sent to this subscriber"
                 ))
             })?;
-        let mut ack = ExtractAcknowledgement::decode(receipt.as_slice())
+        let mut ack = ExtractAcknowledgement::decode(receipt.bytes.as_slice())
             .map_err(|_| Status::internal("a stored acknowledgement is unreadable"))?;
         ack.evidence = Some(
-            super::evidence(&*self.store, ArtifactKind::ExtractAck, &extract_id, receipt).await?,
+            super::recorded_evidence(&*self.store, ArtifactKind::ExtractAck, &extract_id, receipt)
+                .await?,
         );
         self.board.acknowledged(&caller.identity, &extract_id);
         tracing::info!(subscriber = %caller.identity, %extract_id, "extract acknowledged");

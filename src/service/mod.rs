@@ -171,6 +171,20 @@ pub async fn evidence(
     Ok(to_pb_evidence(found, artifact))
 }
 
+/// The evidence of an artifact a store job made or found: proven by the
+/// writer if it made it, else read.
+pub async fn recorded_evidence(
+    store: &dyn crate::store::Store,
+    kind: crate::evidence::verify::ArtifactKind,
+    subject: &str,
+    recorded: crate::store::Recorded,
+) -> Result<pb::Evidence, Status> {
+    match recorded.evidence {
+        Some(found) => Ok(to_pb_evidence(*found, recorded.bytes)),
+        None => evidence(store, kind, subject, recorded.bytes).await,
+    }
+}
+
 /// The evidence of `artifact` as the contract carries it.
 pub fn to_pb_evidence(found: crate::store::LeafEvidence, artifact: Vec<u8>) -> pb::Evidence {
     pb::Evidence {

@@ -475,7 +475,7 @@ pub trait Store: Send + Sync + 'static {
         extract_id: &str,
         subscriber: &str,
         build: AckBuilder,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    ) -> Result<Option<Recorded>, StoreError>;
     /// A document referenced by an extract that was sent to `subscriber`.
     async fn document_for(
         &self,
@@ -838,7 +838,7 @@ pub(crate) enum Job {
         extract_id: String,
         subscriber: String,
         build: AckBuilder,
-        reply: oneshot::Sender<Result<Option<Vec<u8>>, StoreError>>,
+        reply: oneshot::Sender<Result<Option<Recorded>, StoreError>>,
     },
     PublishForm(
         Box<FormPublication>,
@@ -896,6 +896,49 @@ pub(crate) fn finisher<T: Provable + Send + 'static>(
     })
 }
 
+/// An artifact a job made or found again: its bytes; the ledger entry that
+/// records it, when the job appended that entry; its evidence, once the
+/// writer sealed the batch (read back when it is not given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub bytes: Vec<u8>,
+    pub entry: Option<Box<ledger::LedgerEntry>>,
+    pub evidence: Option<Box<LeafEvidence>>,
+}
+
+impl Recorded {
+    /// An artifact stored before (a repeat): proven by a read.
+    pub(crate) fn found(bytes: Vec<u8>) -> Recorded {
+        Recorded {
+            bytes,
+            entry: None,
+            evidence: None,
+        }
+    }
+
+    /// An artifact made now, recorded by `entry` of the job's entries.
+    pub(crate) fn made(bytes: Vec<u8>, entries: &[ledger::LedgerEntry], kind: &str) -> Recorded {
+        Recorded {
+            bytes,
+            entry: entries
+                .iter()
+                .find(|e| e.kind == kind)
+                .cloned()
+                .map(Box::new),
+            evidence: None,
+        }
+    }
+}
+
+impl Provable for Recorded {
+    fn prove(mut self, sealed: Option<&Sealed>) -> Self {
+        if let (Some(sealed), Some(entry)) = (sealed, &self.entry) {
+            self.evidence = sealed.evidence(entry).map(Box::new);
+        }
+        self
+    }
+}
+
 /// How a batch was sealed: the checkpoint it ended with, and the tree's
 /// nodes it read (the frontier before it) or made. Any leaf the batch
 /// appended is proven from these alone: its left siblings are frontier
@@ -949,7 +992,11 @@ impl Provable for SubmitOutcome {
 impl Provable for () {}
 impl Provable for DocumentRecord {}
 impl Provable for Vec<u8> {}
-impl Provable for Option<Vec<u8>> {}
+impl Provable for Option<Recorded> {
+    fn prove(self, sealed: Option<&Sealed>) -> Self {
+        self.map(|recorded| recorded.prove(sealed))
+    }
+}
 impl Provable for Vec<u32> {}
 impl Provable for Vec<Obligation> {}
 impl Provable for FormAckOutcome {}
@@ -1036,7 +1083,7 @@ impl JobQueue {
         extract_id: &str,
         subscriber: &str,
         build: AckBuilder,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Recorded>, StoreError> {
         let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
         self.send(|reply| Job::AckExtract {
             extract_id,

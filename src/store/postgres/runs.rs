@@ -26,7 +26,7 @@ use crate::{
         register::{IpConflict, RegisterState, RegisterStatus},
     },
     store::{
-        AckBuilder, Incoming, PendingExtract, StoreError, SubmitOutcome, micros, new_id,
+        AckBuilder, Incoming, PendingExtract, Recorded, StoreError, SubmitOutcome, micros, new_id,
         parse_date, parse_name, quarter_of,
     },
 };
@@ -880,7 +880,7 @@ pub async fn acknowledgements(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     run: &[AckJob],
-) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+) -> Result<Vec<Option<Recorded>>, StoreError> {
     let rows = sqlx::query(ACK_FACTS)
         .bind(run.iter().map(|a| a.extract_id.clone()).collect::<Vec<_>>())
         .bind(run.iter().map(|a| a.subscriber.clone()).collect::<Vec<_>>())
@@ -917,7 +917,7 @@ pub async fn acknowledgements(
         };
         answers.push(
             match decisions::decide_extract_ack(&job.extract_id, &job.subscriber, facts, now) {
-                ExtractAckDecision::Repeat(receipt) => Some(receipt),
+                ExtractAckDecision::Repeat(receipt) => Some(Recorded::found(receipt)),
                 ExtractAckDecision::NotSent => None,
                 ExtractAckDecision::Acknowledge(ack) => {
                     let receipt = (job.build)(&ack.facts);
@@ -931,10 +931,15 @@ pub async fn acknowledgements(
                         fulfils.1.push(fulfilment.status.as_str());
                         fulfils.2.push(micros(fulfilment.fulfilled_at));
                     }
-                    for event in ack.ledger_events(&receipt) {
-                        ledger.push(head.append(&event, now));
-                    }
-                    Some(receipt)
+                    let entries: Vec<_> = ack
+                        .ledger_events(&receipt)
+                        .iter()
+                        .map(|event| head.append(event, now))
+                        .collect();
+                    let recorded =
+                        Recorded::made(receipt, &entries, LedgerEvent::EXTRACT_ACKNOWLEDGED);
+                    entries.into_iter().for_each(|entry| ledger.push(entry));
+                    Some(recorded)
                 }
             },
         );

@@ -31,7 +31,7 @@ use crate::{
     signing::Signer,
     store::{
         Change, Clock, DocumentRecord, Finisher, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
+        Incoming, Job, NewDocument, PendingExtract, Recorded, StoreError, SubmitOutcome, finisher,
         from_micros, micros, parse_date, refuse_the_rest, take_batch,
     },
 };
@@ -228,7 +228,7 @@ impl Writer {
         conn: &mut PgConnection,
         now: DateTime<Utc>,
         run: &[AckJob],
-    ) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+    ) -> Vec<Result<Option<Recorded>, StoreError>> {
         match in_savepoint(conn, async |c| runs::acknowledgements(c, now, run).await).await {
             Ok(answers) => answers.into_iter().map(Ok).collect(),
             Err(error) if run.len() == 1 => vec![Err(error)],
@@ -256,7 +256,7 @@ impl Writer {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// An acknowledgement's answer: its receipt, `None` if never sent.
-type AckReply = Reply<Option<Vec<u8>>>;
+type AckReply = Reply<Option<Recorded>>;
 type Queue = std::iter::Peekable<std::vec::IntoIter<Job>>;
 
 /// `first` and the submissions queued right after it that may share its

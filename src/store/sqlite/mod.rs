@@ -371,7 +371,7 @@ impl Store for SqliteStore {
         extract_id: &str,
         subscriber: &str,
         build: AckBuilder,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<super::Recorded>, StoreError> {
         self.jobs
             .acknowledge_extract(extract_id, subscriber, build)
             .await

@@ -28,7 +28,7 @@ use crate::{
     signing::Signer,
     store::{
         AckBuilder, Change, Clock, DocumentRecord, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, NewDocument, PendingExtract, StoreError, SubmitOutcome, finisher,
+        Incoming, Job, NewDocument, PendingExtract, Recorded, StoreError, SubmitOutcome, finisher,
         from_micros, micros, new_id, refuse_the_rest, take_batch,
     },
 };
@@ -589,10 +589,10 @@ fn acknowledge_extract(
     extract_id: &str,
     subscriber: &str,
     build: &AckBuilder,
-) -> Result<Option<Vec<u8>>, StoreError> {
+) -> Result<Option<Recorded>, StoreError> {
     let facts = facts::extract_ack(conn, extract_id, subscriber)?;
     match decisions::decide_extract_ack(extract_id, subscriber, facts, now) {
-        ExtractAckDecision::Repeat(receipt) => Ok(Some(receipt)),
+        ExtractAckDecision::Repeat(receipt) => Ok(Some(Recorded::found(receipt))),
         ExtractAckDecision::NotSent => Ok(None),
         ExtractAckDecision::Acknowledge(ack) => {
             let receipt = build(&ack.facts);
@@ -604,8 +604,12 @@ fn acknowledge_extract(
             if let Some(fulfilment) = &ack.fulfils {
                 fulfil(conn, fulfilment)?;
             }
-            append_ledger(conn, &ack.ledger_events(&receipt), now)?;
-            Ok(Some(receipt))
+            let entries = append_ledger(conn, &ack.ledger_events(&receipt), now)?;
+            Ok(Some(Recorded::made(
+                receipt,
+                &entries,
+                LedgerEvent::EXTRACT_ACKNOWLEDGED,
+            )))
         }
     }
 }
