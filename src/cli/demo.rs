@@ -721,7 +721,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     eprintln!(
-        "minegate demo: seed {}, {} filers, quarter 2026 Q1 — simulated dates; real mTLS, storage and signatures",
+        "minegate demo: seed {}, {} filers, quarter 2026 Q1 — simulated dates; real mTLS, storage and evidence",
         args.seed, args.filers
     );
     let result = play(args.seed, args.filers, &dir).await;

@@ -34,7 +34,7 @@ impl<F: FnMut(&str) -> String> NewIds for F {
 
 /// What the gateway made for a submission when it took it in, before any
 /// fact was read: the instant of receipt, the filing's id and, for a filing
-/// that has one, its signed §6 extract.
+/// that has one, its §6 extract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     /// The caller's certificate identity.
@@ -43,15 +43,15 @@ pub struct Received {
     pub request_sha256: Sha256Hex,
     pub filing_id: String,
     pub received_at: DateTime<Utc>,
-    pub extract: Option<SignedExtract>,
+    pub extract: Option<BuiltExtract>,
 }
 
-/// §6 a filing's four-item extract, signed, before it is stored.
+/// §6 a filing's four-item extract, built before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedExtract {
+pub struct BuiltExtract {
     pub extract_id: String,
     pub due_date: NaiveDate,
-    /// The signed extract (protobuf).
+    /// The extract (protobuf).
     pub body: Vec<u8>,
 }
 
@@ -855,7 +855,7 @@ mod tests {
             request_sha256: Sha256Hex::of(b"request"),
             filing_id: "fil-new".into(),
             received_at,
-            extract: with_extract.then(|| SignedExtract {
+            extract: with_extract.then(|| BuiltExtract {
                 extract_id: "ext-new".into(),
                 due_date: deadlines::energy_extract_due(deadlines::local_date(received_at)),
                 body: b"signed extract".to_vec(),

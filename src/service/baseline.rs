@@ -1,5 +1,5 @@
 //! The benchmark's baseline: a FilingService that only decodes and answers —
-//! no validation, no storage, no signature — served by the same tonic server
+//! no validation, no storage, no ledger — served by the same tonic server
 //! behind the same TLS acceptor and access layer, so that `minegate bench`
 //! can show what the gateway's own work costs.
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::domain::decisions::{Accepted, AckFacts, ExtractFacts, FormFacts};
 use crate::domain::{
     Sha256Hex,
-    decisions::{Received, SignedExtract},
+    decisions::{BuiltExtract, Received},
     filing::{ActivityKind, DocumentKind, Filing, FilingKind},
     ledger,
     obligation::{Obligation, ObligationKind, ObligationStatus},
@@ -176,11 +176,11 @@ pub struct DocumentRecord {
     pub newly_stored: bool,
 }
 
-/// Builds the signed extract's bytes, in the caller's task before its
+/// Builds the extract's bytes, in the caller's task before its
 /// filing is queued.
 pub type ExtractBuilder = Arc<dyn Fn(&ExtractFacts) -> Vec<u8> + Send + Sync>;
 
-/// Builds the signed acknowledgement receipt, stored and returned to repeats.
+/// Builds the acknowledgement receipt, stored and returned to repeats.
 pub type AckBuilder = Box<dyn Fn(&AckFacts) -> Vec<u8> + Send + Sync>;
 
 /// Which obligations to list.
@@ -286,7 +286,7 @@ pub struct ReportForForm {
     pub body: Vec<u8>,
 }
 
-/// Builds (body SHA-256, signed form bytes) for a new revision.
+/// Builds (body SHA-256, form bytes) for a new revision.
 pub type FormBuilder = Box<dyn FnOnce(&FormFacts) -> (String, Vec<u8>) + Send>;
 
 /// A compiled form 402 to publish, unless the latest revision has the same content.
@@ -309,7 +309,7 @@ pub struct FormAck {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormAckOutcome {
-    /// The signed receipt (the first one, for repeats).
+    /// The receipt (the first one, for repeats).
     Acknowledged(Vec<u8>),
     UnknownRevision,
     DigestMismatch {
@@ -484,7 +484,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<FetchedDocument>, StoreError>;
     /// The latest revision of every quarterly report of `quarter`, by BIN/IIN.
     async fn reports_for_form(&self, quarter: Quarter) -> Result<Vec<ReportForForm>, StoreError>;
-    /// Publishes a new revision unless the content is unchanged; returns the signed form.
+    /// Publishes a new revision unless the content is unchanged; returns the form.
     async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError>;
     async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError>;
     async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<Obligation>, StoreError>;
@@ -785,8 +785,8 @@ fn check_checkpoint(
 }
 
 /// A submission as taken in: made in the caller's task before it is queued
-/// (its instant, its filing's id and its signed extract), so the writer
-/// only reads, decides, signs the receipt and writes.
+/// (its instant, its filing's id and its extract), so the writer only
+/// reads, decides, builds the receipt and writes.
 pub(crate) struct Incoming {
     pub submission: Submission,
     pub received: Received,
@@ -798,7 +798,7 @@ impl Incoming {
         let filing_id = new_id("fil");
         let extract = submission.extract.as_ref().map(|build| {
             let facts = ExtractFacts::new(new_id("ext"), filing_id.clone(), received_at);
-            SignedExtract {
+            BuiltExtract {
                 body: build(&facts),
                 extract_id: facts.extract_id,
                 due_date: facts.due_date,
