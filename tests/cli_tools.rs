@@ -96,7 +96,7 @@ async fn each_agency_works_through_its_command_line_client() {
     // Three documents, the filing's extract, then the filing: the commit's
     // checkpoint covers all five entries.
     assert_eq!(
-        lines[7], "  in the ledger     leaf 4 of the signed tree of 5",
+        lines[7], "  in the ledger     leaf 4 of the signed tree of 5, verified",
         "{table}"
     );
 

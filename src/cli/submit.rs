@@ -17,11 +17,13 @@ use super::ClientArgs;
 use crate::{
     client::ClientTls,
     domain::document::sniff_media_type,
+    evidence::verify::{ArtifactKind, verify},
     proto::v1::{
         DocumentKind, DocumentMetadata, DocumentRef, FilingReceipt, GetFilingRequest,
-        ListRegisterRequest, QuarterlyReport, RegisterEntry, RegisterStatus, StartNotification,
-        TerminationNotice, UploadDocumentRequest, filing_service_client::FilingServiceClient,
-        upload_document_request::Part,
+        GetSigningKeysRequest, ListRegisterRequest, QuarterlyReport, RegisterEntry, RegisterStatus,
+        StartNotification, TerminationNotice, UploadDocumentRequest,
+        compliance_service_client::ComplianceServiceClient,
+        filing_service_client::FilingServiceClient, upload_document_request::Part,
     },
     tls::Role,
 };
@@ -172,7 +174,7 @@ pub async fn submit_file(
     let parse = |e: serde_json::Error| {
         anyhow::anyhow!("{}: not a valid filing in proto3 JSON: {e}", file.display())
     };
-    let mut client = FilingServiceClient::new(channel);
+    let mut client = FilingServiceClient::new(channel.clone());
     let result = match kind {
         FilingKindArg::Start => {
             let mut filing: StartNotification = serde_json::from_str(&text).map_err(parse)?;
@@ -193,7 +195,20 @@ pub async fn submit_file(
         }
     };
     match result {
-        Ok(receipt) => Ok(Submitted::Accepted(Box::new(receipt.into_inner()))),
+        Ok(receipt) => {
+            // The receipt is checked as a ministry checks what it gets: its
+            // evidence against the published keys (docs/evidence.md).
+            let receipt = receipt.into_inner();
+            let keys = ComplianceServiceClient::new(channel)
+                .get_signing_keys(GetSigningKeysRequest {})
+                .await
+                .map_err(|status| status_error(&status))?
+                .into_inner()
+                .keys;
+            verify(ArtifactKind::Receipt, receipt.evidence.as_ref(), &keys)
+                .context("the receipt's evidence does not hold")?;
+            Ok(Submitted::Accepted(Box::new(receipt)))
+        }
         Err(status) => match violations(&status) {
             Some(violations) => Ok(Submitted::Rejected(violations)),
             None => Err(status_error(&status)),
@@ -278,7 +293,7 @@ pub fn receipt_table(receipt: &FilingReceipt) -> String {
         let size = evidence.checkpoint.lines().nth(1).unwrap_or("?");
         let _ = writeln!(
             out,
-            "  in the ledger     leaf {} of the signed tree of {size}",
+            "  in the ledger     leaf {} of the signed tree of {size}, verified",
             evidence.leaf_index
         );
     }
