@@ -1,11 +1,14 @@
 -- The ledger as an RFC 9162 Merkle tree log (docs/evidence.md). Leaf i is
--- ledger entry seq = i + 1. `merkle_nodes` holds the hash of every perfect
--- subtree (2^level leaves from idx * 2^level), leaves at level 0, each
--- written once in the commit that completes it; proofs are folds of these.
+-- ledger entry seq = i + 1; its hash is kept in the entry's row (`leaf`,
+-- written with it). `merkle_nodes` holds the hash of every larger perfect
+-- subtree (2^level leaves from idx * 2^level, level >= 1), each written
+-- once in the commit that completes it; proofs are folds of these.
 -- `checkpoints` holds the signed checkpoint (C2SP signed note) each commit
 -- that appended entries ends with. `signing_keys` is every key that ever
 -- signed a checkpoint here, with its validity. Existing entries become the
 -- first leaves when the gateway next starts (the tree is built from them).
+ALTER TABLE ledger ADD COLUMN leaf BLOB;
+
 CREATE TABLE merkle_nodes (
     level  INTEGER NOT NULL,
     idx    INTEGER NOT NULL,

@@ -54,18 +54,19 @@ pub fn seal(
     let mut insert =
         conn.prepare_cached("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
     loop {
-        let page = reads::ledger_page(conn, frontier.size() as i64, PAGE)?;
-        for entry in &page {
-            let (index, data) = entry.leaf();
-            if index != frontier.size() {
+        let page = leaves_after(conn, frontier.size())?;
+        for &(seq, leaf) in &page {
+            if seq as u64 != frontier.size() + 1 {
                 return Err(StoreError::Corrupt(format!(
-                    "ledger entry {} follows leaf {}: the ledger has a gap",
-                    entry.seq,
+                    "ledger entry {seq} follows leaf {}: the ledger has a gap",
                     frontier.size()
                 )));
             }
-            for (id, hash) in frontier.append(leaf_hash(data.as_bytes())) {
-                insert.execute(params![id.level, id.index as i64, &hash[..]])?;
+            for (id, hash) in frontier.append(leaf) {
+                // Leaves are kept in their entries' rows.
+                if id.level > 0 {
+                    insert.execute(params![id.level, id.index as i64, &hash[..]])?;
+                }
                 if keep {
                     kept.insert(id, hash);
                 }
@@ -98,6 +99,39 @@ pub fn seal(
         },
         nodes: kept,
     }))
+}
+
+/// The next page of (seq, leaf hash) after `size` leaves. Entries written
+/// before the tree was have no leaf hash yet: it is computed from the
+/// entry and written into its row.
+fn leaves_after(conn: &Connection, size: u64) -> Result<Vec<(i64, Hash)>, StoreError> {
+    let rows: Vec<(i64, Option<Vec<u8>>)> = conn
+        .prepare_cached("SELECT seq, leaf FROM ledger WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+        .query_map(params![size as i64, PAGE], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    if rows.iter().all(|(_, leaf)| leaf.is_some()) {
+        return rows
+            .into_iter()
+            .map(|(seq, leaf)| Ok((seq, hash32(leaf.unwrap_or_default())?)))
+            .collect();
+    }
+    let mut update = conn.prepare_cached("UPDATE ledger SET leaf = ?1 WHERE seq = ?2")?;
+    reads::ledger_page(conn, size as i64, PAGE)?
+        .into_iter()
+        .map(|entry| {
+            let leaf = leaf_hash(entry.leaf().1.as_bytes());
+            update.execute(params![&leaf[..], entry.seq])?;
+            Ok((entry.seq, leaf))
+        })
+        .collect()
+}
+
+fn hash32(bytes: Vec<u8>) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("a Merkle hash is not 32 bytes".into()))
 }
 
 fn missing(id: NodeId) -> StoreError {
@@ -137,20 +171,22 @@ fn checkpoint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint>
 }
 
 /// The stored hashes of `ids`, in order (`None` where there is none).
+/// Leaves (level 0) are read from their entries' rows.
 pub fn nodes(conn: &Connection, ids: &[NodeId]) -> Result<Vec<Option<Hash>>, StoreError> {
-    let mut select =
+    let mut node =
         conn.prepare_cached("SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2")?;
+    let mut leaf = conn.prepare_cached("SELECT leaf FROM ledger WHERE seq = ?1")?;
     ids.iter()
         .map(|id| {
-            let hash: Option<Vec<u8>> = select
-                .query_row(params![id.level, id.index as i64], |row| row.get(0))
-                .optional()?;
-            hash.map(|bytes| {
-                bytes
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("a Merkle node is not 32 bytes".into()))
-            })
-            .transpose()
+            let hash: Option<Option<Vec<u8>>> = if id.level == 0 {
+                leaf.query_row([id.index as i64 + 1], |row| row.get(0))
+                    .optional()?
+            } else {
+                node.query_row(params![id.level, id.index as i64], |row| row.get(0))
+                    .optional()?
+                    .map(Some)
+            };
+            hash.flatten().map(hash32).transpose()
         })
         .collect()
 }

@@ -25,6 +25,7 @@ use crate::{
         obligation::{Obligation, ObligationStatus},
         register::RegisterStatus,
     },
+    evidence::merkle::leaf_hash,
     signing::Signer,
     store::{
         AckBuilder, Change, Clock, DocumentRecord, FormAck, FormAckOutcome, FormPublication,
@@ -183,8 +184,8 @@ fn append_ledger(
 ) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut head = facts::ledger_head(conn)?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO ledger (seq, kind, subject, recorded_at, payload, prev_hash, hash, leaf) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let mut entries = Vec::with_capacity(events.len());
     for event in events {
@@ -196,7 +197,8 @@ fn append_ledger(
             entry.recorded_at,
             entry.payload,
             entry.prev_hash,
-            entry.hash
+            entry.hash,
+            &leaf_hash(entry.leaf().1.as_bytes())[..]
         ])?;
         entries.push(entry);
     }
