@@ -38,6 +38,17 @@ async fn keys(app: &TestApp, role: &str) -> Vec<SigningKey> {
         .keys
 }
 
+/// `minegate energy subscribe --once --out OUT`, as the energy ministry.
+async fn subscribe_once(app: &TestApp, out: &std::path::Path) -> std::process::Output {
+    let out = out.to_str().unwrap();
+    as_role(
+        app,
+        "energy",
+        &["energy", "subscribe", "--once", "--out", out],
+    )
+    .await
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -81,18 +92,7 @@ async fn every_artifact_verifies_through_the_clis_and_tampering_is_named(backend
     // The energy ministry: two extracts and their acknowledgements, each
     // verified by the client before it writes or acknowledges.
     let energy_out = tempfile::tempdir().unwrap();
-    let energy = as_role(
-        &app,
-        "energy",
-        &[
-            "energy",
-            "subscribe",
-            "--once",
-            "--out",
-            energy_out.path().to_str().unwrap(),
-        ],
-    )
-    .await;
+    let energy = subscribe_once(&app, energy_out.path()).await;
     assert!(energy.status.success(), "{}", text(&energy.stderr));
     assert!(text(&energy.stdout).contains("2 extracts written to"));
     // Each extract as written carries its evidence: checked from the file alone.
@@ -232,18 +232,7 @@ async fn every_artifact_verifies_through_the_clis_and_tampering_is_named(backend
     )
     .await;
     assert!(removed >= 1);
-    let energy = as_role(
-        &app,
-        "energy",
-        &[
-            "energy",
-            "subscribe",
-            "--once",
-            "--out",
-            energy_out.path().to_str().unwrap(),
-        ],
-    )
-    .await;
+    let energy = subscribe_once(&app, energy_out.path()).await;
     assert!(!energy.status.success());
     let complaint = text(&energy.stderr);
     assert!(

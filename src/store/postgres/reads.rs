@@ -175,7 +175,7 @@ pub async fn ledger_page(
     after_seq: i64,
     limit: u32,
 ) -> Result<Vec<LedgerEntry>, StoreError> {
-    let rows: Vec<(i64, String, String, i64, String, String, String)> = sqlx::query_as(
+    let rows: Vec<super::tree::EntryRow> = sqlx::query_as(
         "SELECT seq, kind, subject, recorded_at, payload, prev_hash, hash FROM ledger \
          WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
@@ -183,20 +183,7 @@ pub async fn ledger_page(
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(seq, kind, subject, recorded_at, payload, prev_hash, hash)| LedgerEntry {
-                seq,
-                kind,
-                subject,
-                recorded_at,
-                payload,
-                prev_hash,
-                hash,
-            },
-        )
-        .collect())
+    Ok(rows.into_iter().map(super::tree::entry).collect())
 }
 
 pub async fn pending_extracts(

@@ -22,11 +22,12 @@ use crate::{
 /// Entries read at a time when the tree catches up with a long ledger.
 const PAGE: i64 = 10_000;
 
-type EntryRow = (i64, String, String, i64, String, String, String);
+/// A ledger row's columns, as selected everywhere.
+pub type EntryRow = (i64, String, String, i64, String, String, String);
 /// key_id, name, public_key, created_at, retired_at.
 type KeyRow = (String, String, Vec<u8>, i64, Option<i64>);
 
-fn entry((seq, kind, subject, recorded_at, payload, prev_hash, hash): EntryRow) -> LedgerEntry {
+pub fn entry((seq, kind, subject, recorded_at, payload, prev_hash, hash): EntryRow) -> LedgerEntry {
     LedgerEntry {
         seq,
         kind,

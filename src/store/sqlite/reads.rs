@@ -180,18 +180,21 @@ pub fn ledger_page(
             "SELECT seq, kind, subject, recorded_at, payload, prev_hash, hash FROM ledger \
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?
-        .query_map(params![after_seq, limit], |row| {
-            Ok(LedgerEntry {
-                seq: row.get(0)?,
-                kind: row.get(1)?,
-                subject: row.get(2)?,
-                recorded_at: row.get(3)?,
-                payload: row.get(4)?,
-                prev_hash: row.get(5)?,
-                hash: row.get(6)?,
-            })
-        })?
+        .query_map(params![after_seq, limit], ledger_row)?
         .collect::<Result<_, _>>()?)
+}
+
+/// A ledger row, its columns selected in table order (seq … hash).
+pub fn ledger_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    Ok(LedgerEntry {
+        seq: row.get(0)?,
+        kind: row.get(1)?,
+        subject: row.get(2)?,
+        recorded_at: row.get(3)?,
+        payload: row.get(4)?,
+        prev_hash: row.get(5)?,
+        hash: row.get(6)?,
+    })
 }
 
 pub fn pending_extracts(

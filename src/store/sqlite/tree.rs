@@ -202,17 +202,7 @@ pub fn entries_about(
             "SELECT seq, kind, subject, recorded_at, payload, prev_hash, hash FROM ledger \
              WHERE subject = ?1 AND kind = ?2 ORDER BY seq",
         )?
-        .query_map(params![subject, kind], |row| {
-            Ok(crate::domain::ledger::LedgerEntry {
-                seq: row.get(0)?,
-                kind: row.get(1)?,
-                subject: row.get(2)?,
-                recorded_at: row.get(3)?,
-                payload: row.get(4)?,
-                prev_hash: row.get(5)?,
-                hash: row.get(6)?,
-            })
-        })?
+        .query_map(params![subject, kind], reads::ledger_row)?
         .collect::<Result<_, _>>()?)
 }
 
