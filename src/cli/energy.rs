@@ -87,7 +87,11 @@ pub struct Written {
 
 /// Writes `bytes` to `path` through a temporary file, fsyncs it and its folder.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let folder = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is "": the current folder.
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(folder)?;
     let tmp = path.with_extension("part");
     {

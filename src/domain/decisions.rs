@@ -412,6 +412,21 @@ impl Acceptance {
             findings: accepted.findings.iter().map(|(_, f)| f.kind).collect(),
             receipt_sha256: Sha256Hex::of(receipt),
         });
+        // An obligation that arose overdue is recorded so, as the scan
+        // records one that becomes overdue.
+        events.extend(
+            accepted
+                .obligations
+                .iter()
+                .filter(|o| o.status == ObligationStatus::Overdue)
+                .map(|o| LedgerEvent::ObligationOverdue {
+                    obligation_id: o.obligation_id.clone(),
+                    kind: o.kind,
+                    due_date: o.due_date,
+                    filing_id: o.filing_id.clone(),
+                    quarter: o.quarter,
+                }),
+        );
         events
     }
 }

@@ -20,7 +20,9 @@ impl BinOrIin {
     /// 5th digit tells them apart: 4-6 is a BIN's entity type, 0-3 the first
     /// digit of an IIN's birth day), and the check digit.
     pub fn parse(s: &str) -> Result<BinOrIin, String> {
-        if s.len() != 12 {
+        // Characters, not bytes: twelve full-width or Arabic-Indic digits
+        // are twelve characters, and the one that is not 0-9 is named.
+        if s.chars().count() != 12 {
             return Err(format!(
                 "must be 12 digits, got {} characters",
                 s.chars().count()
@@ -325,6 +327,12 @@ mod tests {
             ("21024000123", "must be 12 digits, got 11 characters"),
             ("2102400012367", "must be 12 digits, got 13 characters"),
             ("21024000123A", "must be 12 digits; character 12 is 'A'"),
+            (
+                "９４０１４００００３８５",
+                "must be 12 digits; character 1 is '９'",
+            ),
+            ("٩٤٠١٤٠٠٠٠٣٨٥", "must be 12 digits; character 1 is '٩'"),
+            ("94014000038５", "must be 12 digits; character 12 is '５'"),
             ("211340001236", "BIN registration month 13 is not 01-12"),
             (
                 "210244001236",

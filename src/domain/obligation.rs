@@ -36,12 +36,20 @@ impl Obligation {
         quarter: Option<Quarter>,
         created_at: DateTime<Utc>,
     ) -> Obligation {
+        // One that arises already past its due date (a form obligation for
+        // an old quarter, filed late) is OVERDUE from the start.
+        let status =
+            if ObligationStatus::is_overdue(super::deadlines::local_date(created_at), due_date) {
+                ObligationStatus::Overdue
+            } else {
+                ObligationStatus::Pending
+            };
         Obligation {
             seq: 0,
             obligation_id,
             kind,
             due_date,
-            status: ObligationStatus::Pending,
+            status,
             filing_id,
             extract_id,
             quarter,

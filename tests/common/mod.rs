@@ -445,8 +445,20 @@ pub fn signing(config: &Config) -> minegate::store::Signing {
 /// blocking the runtime the gateway runs on).
 #[allow(dead_code)]
 pub async fn as_role(app: &TestApp, role: &str, args: &[&str]) -> std::process::Output {
+    as_role_in(app, role, Path::new("."), args).await
+}
+
+/// [`as_role`], run in the folder `cwd`.
+#[allow(dead_code)]
+pub async fn as_role_in(
+    app: &TestApp,
+    role: &str,
+    cwd: &Path,
+    args: &[&str],
+) -> std::process::Output {
     let pki = app.pki_dir();
     tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .current_dir(cwd)
         .args(args)
         .args(["--server", &format!("https://{}", app.addr)])
         .arg("--ca")
