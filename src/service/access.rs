@@ -268,7 +268,8 @@ where
                 let response = call.await;
                 metrics.observe_latency(&method, started.elapsed());
                 // A streamed response keeps the permit until its body ends.
-                response.map(|response| {
+                response.map(|mut response| {
+                    too_large_is_resource_exhausted(response.headers_mut());
                     if let Some(code) = response
                         .headers()
                         .get("grpc-status")
@@ -294,6 +295,26 @@ where
     }
 }
 
+/// tonic refuses a message over `limits.max_message_bytes` with
+/// OUT_OF_RANGE; gRPC's status code table gives RESOURCE_EXHAUSTED for a
+/// message larger than the limit (OUT_OF_RANGE is for a value past a
+/// range the caller can iterate to), so the code is changed, the message
+/// kept: in the headers of a trailers-only answer, else in the trailers.
+fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        // Percent-encoded on the wire (a space is %20).
+        .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if out_of_range && too_large {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
+}
+
 /// A response body that holds its call's permit until it is dropped.
 struct HoldPermit {
     body: Body,
@@ -308,7 +329,14 @@ impl http_body::Body for HoldPermit {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        Pin::new(&mut self.get_mut().body)
+            .poll_frame(cx)
+            .map_ok(|mut frame| {
+                if let Some(trailers) = frame.trailers_mut() {
+                    too_large_is_resource_exhausted(trailers);
+                }
+                frame
+            })
     }
 
     fn is_end_stream(&self) -> bool {
