@@ -153,10 +153,15 @@ pub async fn start_with_clock(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: v1, and v1alpha for the clients that
+    // speak only it (Python's grpcio-reflection, several GUI tools).
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = described().build_v1()?;
+    let reflection_v1alpha = described().build_v1alpha()?;
 
     // Background work, stopped before the health turns NOT_SERVING for good.
     let mut background = Vec::new();
@@ -217,6 +222,7 @@ pub async fn start_with_clock(
         ))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(
             FilingServiceServer::new(Filings::new(
                 store.clone(),

@@ -115,3 +115,67 @@ async fn reflection_lists_the_services_and_describes_the_contracts() {
     }
     app.gateway.shutdown().await.unwrap();
 }
+
+/// Reflection v1alpha, for the clients that speak only it (Python's
+/// grpcio-reflection, several GUI tools): they got PERMISSION_DENIED.
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_services_and_describes_them_too() {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = spawn_app().await;
+    let mut reflection = ServerReflectionClient::new(app.channel("finance").await);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "kz.digitalmining.v1.FinanceService".into(),
+            )),
+        },
+    ];
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "kz.digitalmining.v1.ComplianceService",
+            "kz.digitalmining.v1.EnergyExtractService",
+            "kz.digitalmining.v1.FilingService",
+            "kz.digitalmining.v1.FinanceService",
+        ]
+    );
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected the file holding FinanceService");
+    };
+    let names: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| {
+            <pbjson_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice())
+                .unwrap()
+                .name
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(names, ["kz/digitalmining/v1/finance.proto"]);
+    app.gateway.shutdown().await.unwrap();
+}

@@ -28,6 +28,7 @@ use crate::{
 const OPEN_SERVICES: &[&str] = &[
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
 ];
 
 /// (service, method or every method, roles allowed). The first match decides.
@@ -436,6 +437,13 @@ mod tests {
             decide(
                 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
                 None
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            decide(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                Some("urn:x")
             ),
             Ok(None)
         );
