@@ -165,7 +165,9 @@ fn certs_init_revoke_and_issue_say_what_they_did() {
     let text = stdout(&revoke);
     assert!(text.starts_with("revoked finance (serial "), "{text}");
     assert!(
-        text.ends_with("); pki/crl.pem is now CRL number 2; restart the gateway to apply it\n"),
+        text.ends_with(
+            "); pki/crl.pem is now CRL number 2; a running gateway reloads it by itself (at once on SIGHUP)\n"
+        ),
         "{text}"
     );
     let twice = minegate(dir.path(), &["certs", "revoke", "finance", "--dir", "pki"]);

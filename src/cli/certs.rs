@@ -32,7 +32,8 @@ pub enum CertsCommand {
         #[arg(long, default_value = "certs/dev")]
         dir: PathBuf,
     },
-    /// Add NAME.pem to the folder's CRL. A running gateway reads the CRL at start.
+    /// Add NAME.pem to the folder's CRL. A running gateway reloads the CRL by
+    /// itself when the file changes, and at once on SIGHUP: no restart.
     Revoke {
         /// The certificate's file name without .pem (e.g. energy).
         name: String,
@@ -73,7 +74,7 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             let revocation = pki::revoke(&dir, &name)?;
             if revocation.newly_revoked {
                 println!(
-                    "revoked {name} (serial {}); {} is now CRL number {}; restart the gateway to apply it",
+                    "revoked {name} (serial {}); {} is now CRL number {}; a running gateway reloads it by itself (at once on SIGHUP)",
                     revocation.serial,
                     dir.join(pki::CRL).display(),
                     revocation.crl_number
