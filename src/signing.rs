@@ -124,6 +124,9 @@ pub fn write_new_key(path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A history row: key_id, name, public_key, created_at, retired_at (µs).
+pub(crate) type KeyRow = (String, String, Vec<u8>, i64, Option<i64>);
+
 /// A key of the history: every key that signed checkpoints of a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -139,6 +142,19 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A key of the history as stored: times in microseconds since the epoch.
+    pub(crate) fn from_row(
+        (key_id, name, public_key, created_at, retired_at): KeyRow,
+    ) -> Result<KeyRecord, crate::store::StoreError> {
+        Ok(KeyRecord {
+            key_id,
+            name,
+            public_key,
+            created_at: crate::store::from_micros(created_at)?,
+            retired_at: retired_at.map(crate::store::from_micros).transpose()?,
+        })
+    }
+
     /// The C2SP verifier key (`name+hash+base64`) that opens its notes.
     pub fn verifier_key(&self) -> String {
         note::verifier_key(&self.name, &self.public_key)

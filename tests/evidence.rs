@@ -113,8 +113,10 @@ async fn every_artifact_verifies_through_the_clis_and_tampering_is_named(backend
         .await
         .unwrap()
         .into_inner();
-    assert!(kept.checkpoint.size > report.evidence.as_ref().unwrap().leaf_index);
-    assert!(kept.checkpoint.size <= latest.size);
+    // The last thing it verified was the last acknowledgement's evidence,
+    // under the checkpoint of that acknowledgement's commit: the latest.
+    assert_eq!(kept.checkpoint.size, latest.size);
+    assert_eq!(kept.note, latest.note);
 
     // The finance ministry: the form's body and the acknowledgement,
     // written to a bare file name's folder as given.
@@ -183,9 +185,31 @@ async fn every_artifact_verifies_through_the_clis_and_tampering_is_named(backend
         })
     );
 
+    // A stored node of the tree edited underneath: the ledger's
+    // verification names it, and the entry that completed it.
+    let url = &app.config.database_url;
+    let other_hash = match backend {
+        Backend::Sqlite => "zeroblob(32)",
+        Backend::Postgres => "decode(repeat('00', 32), 'hex')",
+    };
+    let node = format!("UPDATE merkle_nodes SET hash = {other_hash} WHERE level = 1 AND idx = 0");
+    assert_eq!(execute(url, &node).await, 1);
+    let verification = compliance
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (verification.intact, verification.first_broken_entry),
+        (false, Some(2))
+    );
+    assert_eq!(
+        verification.reason,
+        "the stored Merkle node at level 1 index 0 does not match the entries up to entry 2"
+    );
+
     // A stored entry edited underneath: the ledger's verification names
     // it, and the receipt's evidence no longer holds.
-    let url = &app.config.database_url;
     let seq = start.evidence.as_ref().unwrap().leaf_index + 1;
     let edited = execute(
         url,
@@ -231,7 +255,9 @@ async fn every_artifact_verifies_through_the_clis_and_tampering_is_named(backend
         ),
     )
     .await;
-    assert!(removed >= 1);
+    // The one the energy ministry kept, and those of the two commits of
+    // the form's pull since: its publication, its acknowledgement.
+    assert_eq!(removed, 3);
     let energy = subscribe_once(&app, energy_out.path()).await;
     assert!(!energy.status.success());
     let complaint = text(&energy.stderr);

@@ -10,8 +10,6 @@
 //!
 //! Each failure is its own [`EvidenceError`], named for what it means.
 
-use base64::{Engine, engine::general_purpose::STANDARD};
-
 use super::{
     merkle::{self, Hash, ProofError},
     note::{self, Checkpoint, NoteError},
@@ -257,9 +255,4 @@ impl<'a> Entry<'a> {
                 "the payload does not record the artifact's digest",
             ))
     }
-}
-
-/// A checkpoint's root as base64, as it appears in its text (for messages).
-pub fn root_base64(checkpoint: &Checkpoint) -> String {
-    STANDARD.encode(checkpoint.root)
 }

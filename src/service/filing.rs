@@ -29,8 +29,8 @@ use crate::{
         UploadDocumentRequest, filing_service_server::FilingService, upload_document_request::Part,
     },
     store::{
-        Accepted, Clock, DocumentRecord, ExtractBuilder, ExtractFacts, NewDocument, RegisterQuery,
-        Store, Submission, SubmitOutcome,
+        Accepted, Clock, DocumentRecord, ExtractBuilder, ExtractFacts, NewDocument, Recorded,
+        RegisterQuery, Store, Submission, SubmitOutcome,
     },
 };
 
@@ -183,25 +183,24 @@ impl Filings {
             extract,
         };
         match self.store.submit(submission).await.map_err(store_error)? {
-            outcome @ (SubmitOutcome::Accepted { .. } | SubmitOutcome::Replayed(_)) => {
-                let (bytes, new, evidence) = match outcome {
-                    SubmitOutcome::Accepted {
-                        receipt, evidence, ..
-                    } => (receipt, true, evidence),
-                    SubmitOutcome::Replayed(bytes) => (bytes, false, None),
+            outcome @ (SubmitOutcome::Accepted(_) | SubmitOutcome::Replayed(_)) => {
+                let (recorded, new) = match outcome {
+                    SubmitOutcome::Accepted(recorded) => (recorded, true),
+                    SubmitOutcome::Replayed(bytes) => (Recorded::found(bytes), false),
                     SubmitOutcome::KeyReused { .. } => unreachable!("matched above"),
                 };
-                let mut receipt = FilingReceipt::decode(bytes.as_slice())
+                let mut receipt = FilingReceipt::decode(recorded.bytes.as_slice())
                     .map_err(|_| Status::internal("a stored receipt is unreadable"))?;
                 let filing_id = receipt.filing_id.clone();
-                receipt.evidence = Some(match evidence {
-                    // Proven by the writer from the checkpoint of its commit.
-                    Some(evidence) => super::to_pb_evidence(*evidence, bytes),
-                    None => {
-                        super::evidence(&*self.store, ArtifactKind::Receipt, &filing_id, bytes)
-                            .await?
-                    }
-                });
+                receipt.evidence = Some(
+                    super::recorded_evidence(
+                        &*self.store,
+                        ArtifactKind::Receipt,
+                        &filing_id,
+                        recorded,
+                    )
+                    .await?,
+                );
                 tracing::Span::current().record("filing_id", receipt.filing_id.as_str());
                 tracing::info!(
                     kind = kind.as_str(),

@@ -360,14 +360,9 @@ pub struct Submission {
 /// The answer to a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
-    /// Newly accepted: the receipt's bytes, the ledger entry that records
-    /// them, and their evidence (given by the writer once it sealed the
-    /// batch; read back if not).
-    Accepted {
-        receipt: Vec<u8>,
-        entry: Box<ledger::LedgerEntry>,
-        evidence: Option<Box<LeafEvidence>>,
-    },
+    /// Newly accepted: the receipt, proven by the writer once it sealed
+    /// the batch.
+    Accepted(Recorded),
     /// The same caller, key and payload as before: the original receipt.
     Replayed(Vec<u8>),
     /// The same caller and key with a different payload.
@@ -506,15 +501,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredCheckpoint>, StoreError>;
     /// The stored hashes of these perfect subtrees, in order.
     async fn tree_nodes(&self, ids: Vec<NodeId>) -> Result<Vec<Option<Hash>>, StoreError>;
-    /// The ledger entries of `kind` about `subject`, in order.
-    async fn entries_about(
-        &self,
-        kind: &'static str,
-        subject: &str,
-    ) -> Result<Vec<ledger::LedgerEntry>, StoreError>;
     /// The evidence of the artifact with SHA-256 `digest` recorded by an
-    /// entry of `kind` about `subject`, against the latest checkpoint (see
-    /// [`evidence`]).
+    /// entry of `kind` about `subject` (the one that names the digest, see
+    /// [`recording`]: an extract has one acknowledgement entry per
+    /// subscriber), against the latest checkpoint, which every committed
+    /// entry is under (each commit ends with one).
     async fn evidence(
         &self,
         kind: &'static str,
@@ -554,92 +545,76 @@ pub async fn open(
 }
 
 /// The inclusion proof of leaf `index` in the tree of `size`, from stored
-/// hashes. `None` if the leaf is not in that tree or the tree is larger
-/// than the latest checkpoint's.
+/// hashes; the caller keeps `size` within the latest checkpoint's. `None`
+/// if the leaf is not in that tree.
 pub async fn inclusion_proof(
     store: &dyn Store,
     index: u64,
     size: u64,
 ) -> Result<Option<Vec<Hash>>, StoreError> {
-    let Some(plan) = tree::inclusion_plan(index, size) else {
-        return Ok(None);
-    };
-    proof(store, &plan, size).await
+    match tree::inclusion_plan(index, size) {
+        Some(plan) => stored_proof(store, &plan).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The consistency proof from the tree of `old_size` to the tree of
-/// `new_size`, from stored hashes. `None` if the sizes are out of order or
-/// the new tree is larger than the latest checkpoint's.
+/// `new_size`, from stored hashes; the caller keeps `new_size` within the
+/// latest checkpoint's. `None` if the sizes are out of order.
 pub async fn consistency_proof(
     store: &dyn Store,
     old_size: u64,
     new_size: u64,
 ) -> Result<Option<Vec<Hash>>, StoreError> {
-    let Some(plan) = tree::consistency_plan(old_size, new_size) else {
-        return Ok(None);
-    };
-    proof(store, &plan, new_size).await
-}
-
-async fn proof(
-    store: &dyn Store,
-    plan: &[(u64, u64)],
-    size: u64,
-) -> Result<Option<Vec<Hash>>, StoreError> {
-    let latest = store.latest_checkpoint().await?.map_or(0, |c| c.size);
-    if size > latest {
-        return Ok(None);
+    match tree::consistency_plan(old_size, new_size) {
+        Some(plan) => stored_proof(store, &plan).await.map(Some),
+        None => Ok(None),
     }
-    assemble(store, plan).await.map(Some)
 }
 
-/// The proof `plan` describes, from the stored hashes, in one read.
-async fn assemble(store: &dyn Store, plan: &[(u64, u64)]) -> Result<Vec<Hash>, StoreError> {
+/// The proof `plan` describes, its nodes read in one go.
+async fn stored_proof(store: &dyn Store, plan: &[(u64, u64)]) -> Result<Vec<Hash>, StoreError> {
     let ids = tree::nodes_of(plan);
     let hashes = store.tree_nodes(ids.clone()).await?;
-    let found: std::collections::HashMap<_, _> = ids
-        .into_iter()
-        .zip(hashes)
-        .filter_map(|(id, hash)| Some((id, hash?)))
-        .collect();
-    tree::assemble(plan, |id| found.get(&id).copied()).map_err(|id| {
-        StoreError::Corrupt(format!(
-            "the Merkle tree has no node at level {} index {}",
-            id.level, id.index
-        ))
-    })
+    proof_from(plan, &ids, &hashes)
 }
 
-/// The evidence of the artifact whose SHA-256 is `digest`, recorded by an
-/// entry of `kind` about `subject` (the one that names the digest: an
-/// extract has one acknowledgement entry per subscriber): against the
-/// latest checkpoint, which every committed entry is under (each commit
-/// ends with one).
-/// (A backend answers it in one go: [`Store::evidence`].)
-pub async fn evidence(
-    store: &dyn Store,
-    kind: &'static str,
-    subject: &str,
-    digest: &Sha256Hex,
-) -> Result<Option<LeafEvidence>, StoreError> {
-    let entries = store.entries_about(kind, subject).await?;
-    let Some(entry) = recording(&entries, digest) else {
-        return Ok(None);
-    };
-    let Some(checkpoint) = store.latest_checkpoint().await? else {
-        return Ok(None);
-    };
-    let (leaf_index, data) = entry.leaf();
-    let Some(plan) = tree::inclusion_plan(leaf_index, checkpoint.size) else {
-        return Ok(None);
-    };
-    let inclusion_proof = assemble(store, &plan).await?;
-    Ok(Some(LeafEvidence {
-        leaf_index,
-        entry: data,
-        inclusion_proof,
-        checkpoint,
-    }))
+/// The proof `plan` describes, from the stored `hashes` of its nodes `ids`
+/// (as [`tree::nodes_of`] lists them, sorted).
+pub(crate) fn proof_from(
+    plan: &[(u64, u64)],
+    ids: &[NodeId],
+    hashes: &[Option<Hash>],
+) -> Result<Vec<Hash>, StoreError> {
+    tree::assemble(plan, |id| {
+        ids.binary_search(&id).ok().and_then(|i| hashes[i])
+    })
+    .map_err(missing_node)
+}
+
+/// A node a proof needs that is not stored: the tree is damaged.
+pub(crate) fn missing_node(id: NodeId) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the Merkle tree has no node at level {} index {}",
+        id.level, id.index
+    ))
+}
+
+impl LeafEvidence {
+    /// The evidence of `entry` in the tree of `checkpoint`, by `inclusion_proof`.
+    pub(crate) fn of(
+        entry: &ledger::LedgerEntry,
+        checkpoint: StoredCheckpoint,
+        inclusion_proof: Vec<Hash>,
+    ) -> LeafEvidence {
+        let (leaf_index, data) = entry.leaf();
+        LeafEvidence {
+            leaf_index,
+            entry: data,
+            inclusion_proof,
+            checkpoint,
+        }
+    }
 }
 
 /// Of the entries about an artifact's subject, the one that records its
@@ -666,6 +641,7 @@ pub(crate) fn recording<'e>(
 pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, StoreError> {
     const PAGE: u32 = 5_000;
     let keys = store.signing_keys().await?;
+    let sealed = store.latest_checkpoint().await?.map_or(0, |c| c.size);
     let mut verifier = ledger::Verifier::default();
     let mut frontier = tree::Frontier::new(0, Vec::new()).expect("the empty tree");
     let mut checkpoints = std::collections::VecDeque::new();
@@ -702,36 +678,27 @@ pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, St
         let stored = store
             .tree_nodes(made.iter().map(|(id, _)| *id).collect())
             .await?;
-        if let Some(((id, _), _)) = made
-            .iter()
-            .zip(&stored)
-            .find(|((_, hash), stored)| stored.is_some_and(|s| s != *hash))
-        {
-            let seq = ((id.index + 1) << id.level) as i64;
+        // A node is completed by its last leaf's entry; past the latest
+        // checkpoint nodes are not stored yet.
+        let wrong = made.iter().zip(&stored).find_map(|((id, hash), stored)| {
+            let completed_by = (id.index + 1) << id.level;
+            match stored {
+                Some(stored) if stored != hash => {
+                    Some((id, completed_by, "does not match the entries"))
+                }
+                None if completed_by <= sealed => Some((id, completed_by, "is missing")),
+                _ => None,
+            }
+        });
+        if let Some((id, seq, what)) = wrong {
             broken = Some((
-                seq,
+                seq as i64,
                 format!(
-                    "the stored Merkle node at level {} index {} does not match the entries up to {seq}",
+                    "the stored Merkle node at level {} index {} {what} up to entry {seq}",
                     id.level, id.index
                 ),
             ));
             break;
-        }
-        if let Some(((id, _), _)) = made.iter().zip(&stored).find(|(_, s)| s.is_none()) {
-            // Entries past the last checkpoint have no nodes yet.
-            if ((id.index + 1) << id.level)
-                <= store.latest_checkpoint().await?.map_or(0, |c| c.size)
-            {
-                let seq = ((id.index + 1) << id.level) as i64;
-                broken = Some((
-                    seq,
-                    format!(
-                        "the Merkle node at level {} index {} is missing",
-                        id.level, id.index
-                    ),
-                ));
-                break;
-            }
         }
     }
     if checkpoints.is_empty() && broken.is_none() {
@@ -908,7 +875,7 @@ pub struct Recorded {
 
 impl Recorded {
     /// An artifact stored before (a repeat): proven by a read.
-    pub(crate) fn found(bytes: Vec<u8>) -> Recorded {
+    pub fn found(bytes: Vec<u8>) -> Recorded {
         Recorded {
             bytes,
             entry: None,
@@ -951,15 +918,13 @@ pub(crate) struct Sealed {
 impl Sealed {
     /// The evidence of `entry`, appended in the sealed batch.
     pub(crate) fn evidence(&self, entry: &ledger::LedgerEntry) -> Option<LeafEvidence> {
-        let (leaf_index, data) = entry.leaf();
-        let plan = tree::inclusion_plan(leaf_index, self.checkpoint.size)?;
+        let plan = tree::inclusion_plan((entry.seq - 1) as u64, self.checkpoint.size)?;
         let inclusion_proof = tree::assemble(&plan, |id| self.nodes.get(&id).copied()).ok()?;
-        Some(LeafEvidence {
-            leaf_index,
-            entry: data,
+        Some(LeafEvidence::of(
+            entry,
+            self.checkpoint.clone(),
             inclusion_proof,
-            checkpoint: self.checkpoint.clone(),
-        })
+        ))
     }
 }
 
@@ -975,15 +940,7 @@ pub(crate) trait Provable: Sized {
 impl Provable for SubmitOutcome {
     fn prove(self, sealed: Option<&Sealed>) -> Self {
         match self {
-            SubmitOutcome::Accepted {
-                receipt,
-                entry,
-                evidence: None,
-            } => SubmitOutcome::Accepted {
-                evidence: sealed.and_then(|s| s.evidence(&entry)).map(Box::new),
-                receipt,
-                entry,
-            },
+            SubmitOutcome::Accepted(receipt) => SubmitOutcome::Accepted(receipt.prove(sealed)),
             other => other,
         }
     }

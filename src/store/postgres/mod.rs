@@ -190,21 +190,13 @@ impl Store for PgStore {
         tree::nodes(&self.pool, &ids).await
     }
 
-    async fn entries_about(
-        &self,
-        kind: &'static str,
-        subject: &str,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
-        tree::entries_about(&self.pool, kind, subject).await
-    }
-
     async fn evidence(
         &self,
         kind: &'static str,
         subject: &str,
         digest: &Sha256Hex,
     ) -> Result<Option<super::LeafEvidence>, StoreError> {
-        super::evidence(self, kind, subject, digest).await
+        tree::evidence(&self.pool, kind, subject, digest).await
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {

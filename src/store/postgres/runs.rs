@@ -277,23 +277,19 @@ pub async fn submissions(
             SubmissionDecision::Accept(acceptance) => {
                 let receipt = (submission.receipt)(&acceptance.accepted);
                 rows.push(&acceptance, &submission.body, &receipt);
-                let mut accepted = None;
-                for event in acceptance.ledger_events(&receipt) {
-                    let entry = head.append(&event, received.received_at);
-                    if entry.kind == LedgerEvent::FILING_ACCEPTED {
-                        accepted = Some(entry.clone());
-                    } else if entry.kind == LedgerEvent::EXTRACT_CREATED {
+                let entries: Vec<_> = acceptance
+                    .ledger_events(&receipt)
+                    .iter()
+                    .map(|event| head.append(event, received.received_at))
+                    .collect();
+                let accepted = Recorded::made(receipt, &entries, LedgerEvent::FILING_ACCEPTED);
+                for entry in entries {
+                    if entry.kind == LedgerEvent::EXTRACT_CREATED {
                         created.insert(entry.subject.clone(), entry.clone());
                     }
                     rows.ledger.push(entry);
                 }
-                SubmitOutcome::Accepted {
-                    receipt,
-                    entry: Box::new(accepted.ok_or_else(|| {
-                        StoreError::Corrupt("an acceptance without its entry".into())
-                    })?),
-                    evidence: None,
-                }
+                SubmitOutcome::Accepted(accepted)
             }
         });
     }

@@ -9,14 +9,18 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use crate::{
+    domain::Sha256Hex,
     domain::ledger::LedgerEntry,
     evidence::{
         merkle::{Hash, leaf_hash},
         note::Checkpoint,
-        tree::{Frontier, NodeId},
+        tree::{self, Frontier, NodeId},
     },
     signing::{KeyRecord, Signer},
-    store::{Sealed, StoreError, StoredCheckpoint, from_micros, micros},
+    store::{
+        LeafEvidence, Sealed, StoreError, StoredCheckpoint, micros, missing_node, proof_from,
+        recording,
+    },
 };
 
 /// Entries read at a time when the tree catches up with a long ledger.
@@ -24,8 +28,6 @@ const PAGE: i64 = 10_000;
 
 /// A ledger row's columns, as selected everywhere.
 pub type EntryRow = (i64, String, String, i64, String, String, String);
-/// key_id, name, public_key, created_at, retired_at.
-type KeyRow = (String, String, Vec<u8>, i64, Option<i64>);
 
 pub fn entry((seq, kind, subject, recorded_at, payload, prev_hash, hash): EntryRow) -> LedgerEntry {
     LedgerEntry {
@@ -62,7 +64,7 @@ pub async fn seal(
         .await?
         .into_iter()
         .zip(&ids)
-        .map(|(hash, id)| hash.ok_or_else(|| missing(*id)))
+        .map(|(hash, id)| hash.ok_or_else(|| missing_node(*id)))
         .collect::<Result<Vec<_>, _>>()?;
     let keep = head.unwrap_or(0) as u64 - size <= PAGE as u64;
     let mut kept: HashMap<NodeId, Hash> = if keep {
@@ -139,13 +141,6 @@ pub async fn seal(
     }))
 }
 
-fn missing(id: NodeId) -> StoreError {
-    StoreError::Corrupt(format!(
-        "the Merkle tree has no node at level {} index {}",
-        id.level, id.index
-    ))
-}
-
 /// The stored hashes of `ids`, in order, in one statement.
 pub async fn nodes<'c>(
     conn: impl sqlx::PgExecutor<'c>,
@@ -206,7 +201,7 @@ pub async fn checkpoints(
         .collect())
 }
 
-pub async fn entries_about(
+async fn entries_about(
     pool: &PgPool,
     kind: &str,
     subject: &str,
@@ -222,26 +217,35 @@ pub async fn entries_about(
     Ok(rows.into_iter().map(entry).collect())
 }
 
+/// See [`crate::store::Store::evidence`]: three statements.
+pub async fn evidence(
+    pool: &PgPool,
+    kind: &str,
+    subject: &str,
+    digest: &Sha256Hex,
+) -> Result<Option<LeafEvidence>, StoreError> {
+    let entries = entries_about(pool, kind, subject).await?;
+    let (Some(entry), Some(checkpoint)) = (recording(&entries, digest), latest(pool).await?) else {
+        return Ok(None);
+    };
+    let Some(plan) = tree::inclusion_plan((entry.seq - 1) as u64, checkpoint.size) else {
+        return Ok(None);
+    };
+    let ids = tree::nodes_of(&plan);
+    let proof = proof_from(&plan, &ids, &nodes(pool, &ids).await?)?;
+    Ok(Some(LeafEvidence::of(entry, checkpoint, proof)))
+}
+
 pub async fn signing_keys<'c>(
     conn: impl sqlx::PgExecutor<'c>,
 ) -> Result<Vec<KeyRecord>, StoreError> {
-    let rows: Vec<KeyRow> = sqlx::query_as(
+    let rows: Vec<crate::signing::KeyRow> = sqlx::query_as(
         "SELECT key_id, name, public_key, created_at, retired_at FROM signing_keys \
          ORDER BY created_at, key_id",
     )
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|(key_id, name, public_key, created, retired)| {
-            Ok(KeyRecord {
-                key_id,
-                name,
-                public_key,
-                created_at: from_micros(created)?,
-                retired_at: retired.map(from_micros).transpose()?,
-            })
-        })
-        .collect()
+    rows.into_iter().map(KeyRecord::from_row).collect()
 }
 
 pub async fn add_signing_key(

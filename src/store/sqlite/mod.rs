@@ -241,16 +241,6 @@ impl Store for SqliteStore {
         self.read(move |conn| tree::nodes(conn, &ids)).await
     }
 
-    async fn entries_about(
-        &self,
-        kind: &'static str,
-        subject: &str,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
-        let subject = subject.to_owned();
-        self.read(move |conn| tree::entries_about(conn, kind, &subject))
-            .await
-    }
-
     async fn evidence(
         &self,
         kind: &'static str,

@@ -4,18 +4,22 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use std::collections::HashMap;
+
 use super::{facts, reads};
-use crate::domain::Sha256Hex;
 use crate::{
+    domain::Sha256Hex,
     evidence::{
         merkle::{Hash, leaf_hash},
         note::Checkpoint,
         tree::{self, Frontier, NodeId},
     },
     signing::{KeyRecord, Signer},
-    store::{LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, micros, recording},
+    store::{
+        LeafEvidence, Sealed, StoreError, StoredCheckpoint, micros, missing_node, proof_from,
+        recording,
+    },
 };
-use std::collections::HashMap;
 
 /// Entries read at a time when the tree catches up with a long ledger.
 const PAGE: u32 = 10_000;
@@ -42,7 +46,7 @@ pub fn seal(
     let hashes = nodes(conn, &ids)?
         .into_iter()
         .zip(&ids)
-        .map(|(hash, id)| hash.ok_or_else(|| missing(*id)))
+        .map(|(hash, id)| hash.ok_or_else(|| missing_node(*id)))
         .collect::<Result<Vec<_>, _>>()?;
     let keep = head - size <= u64::from(PAGE);
     let mut kept: HashMap<NodeId, Hash> = if keep {
@@ -134,13 +138,6 @@ fn hash32(bytes: Vec<u8>) -> Result<Hash, StoreError> {
         .map_err(|_| StoreError::Corrupt("a Merkle hash is not 32 bytes".into()))
 }
 
-fn missing(id: NodeId) -> StoreError {
-    StoreError::Corrupt(format!(
-        "the Merkle tree has no node at level {} index {}",
-        id.level, id.index
-    ))
-}
-
 /// The latest checkpoint, if any.
 pub fn latest(conn: &Connection) -> Result<Option<StoredCheckpoint>, StoreError> {
     Ok(conn
@@ -192,7 +189,7 @@ pub fn nodes(conn: &Connection, ids: &[NodeId]) -> Result<Vec<Option<Hash>>, Sto
 }
 
 /// The ledger entry of `kind` about `subject` (each artifact has one).
-pub fn entries_about(
+fn entries_about(
     conn: &Connection,
     kind: &str,
     subject: &str,
@@ -206,7 +203,7 @@ pub fn entries_about(
         .collect::<Result<_, _>>()?)
 }
 
-/// See [`crate::store::evidence`]: here on one connection, in one go.
+/// See [`crate::store::Store::evidence`]: on one connection, in one go.
 pub fn evidence(
     conn: &Connection,
     kind: &str,
@@ -214,28 +211,15 @@ pub fn evidence(
     digest: &Sha256Hex,
 ) -> Result<Option<LeafEvidence>, StoreError> {
     let entries = entries_about(conn, kind, subject)?;
-    let Some(entry) = recording(&entries, digest) else {
+    let (Some(entry), Some(checkpoint)) = (recording(&entries, digest), latest(conn)?) else {
         return Ok(None);
     };
-    let Some(checkpoint) = latest(conn)? else {
-        return Ok(None);
-    };
-    let (leaf_index, data) = entry.leaf();
-    let Some(plan) = tree::inclusion_plan(leaf_index, checkpoint.size) else {
+    let Some(plan) = tree::inclusion_plan((entry.seq - 1) as u64, checkpoint.size) else {
         return Ok(None);
     };
     let ids = tree::nodes_of(&plan);
-    let hashes = nodes(conn, &ids)?;
-    let inclusion_proof = tree::assemble(&plan, |id| {
-        ids.binary_search(&id).ok().and_then(|i| hashes[i])
-    })
-    .map_err(missing)?;
-    Ok(Some(LeafEvidence {
-        leaf_index,
-        entry: data,
-        inclusion_proof,
-        checkpoint,
-    }))
+    let proof = proof_from(&plan, &ids, &nodes(conn, &ids)?)?;
+    Ok(Some(LeafEvidence::of(entry, checkpoint, proof)))
 }
 
 /// The key history, oldest first.
@@ -255,17 +239,7 @@ pub fn signing_keys(conn: &Connection) -> Result<Vec<KeyRecord>, StoreError> {
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter()
-        .map(|(key_id, name, public_key, created, retired)| {
-            Ok(KeyRecord {
-                key_id,
-                name,
-                public_key,
-                created_at: from_micros(created)?,
-                retired_at: retired.map(from_micros).transpose()?,
-            })
-        })
-        .collect()
+    rows.into_iter().map(KeyRecord::from_row).collect()
 }
 
 /// Adds `key` to the history; with `retire_at`, every other key still

@@ -229,17 +229,18 @@ fn submit(
                 &acceptance.ledger_events(&receipt),
                 received.received_at,
             )?;
-            let of_kind = |kind| entries.iter().find(|e| e.kind == kind).cloned();
             if let Some(extract) = &mut extract {
-                extract.entry = of_kind(LedgerEvent::EXTRACT_CREATED).map(Box::new);
+                extract.entry = entries
+                    .iter()
+                    .find(|e| e.kind == LedgerEvent::EXTRACT_CREATED)
+                    .cloned()
+                    .map(Box::new);
             }
-            let entry = of_kind(LedgerEvent::FILING_ACCEPTED)
-                .ok_or_else(|| StoreError::Corrupt("an acceptance without its entry".into()))?;
-            let outcome = SubmitOutcome::Accepted {
+            let outcome = SubmitOutcome::Accepted(Recorded::made(
                 receipt,
-                entry: Box::new(entry),
-                evidence: None,
-            };
+                &entries,
+                LedgerEvent::FILING_ACCEPTED,
+            ));
             Ok((outcome, extract))
         }
     }
