@@ -122,6 +122,10 @@ pub struct Limits {
     /// How often the database is checked; while it cannot be reached, health
     /// is NOT_SERVING.
     pub database_check_ms: u64,
+    /// How often the whole ledger is verified in the background (hash chain,
+    /// Merkle tree, signed checkpoints; `minegate_ledger_verification_ok`);
+    /// 0: never.
+    pub ledger_verify_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +177,7 @@ impl Default for Config {
                 obligation_scan_ms: 60_000,
                 max_concurrent_calls_per_peer: 128,
                 database_check_ms: 1_000,
+                ledger_verify_ms: 3_600_000,
             },
             log: LogConfig {
                 format: LogFormat::Text,

@@ -60,6 +60,18 @@ struct Counters {
     /// ("ok" | "failed") → TLS configuration reloads.
     tls_reloads: BTreeMap<String, u64>,
     database_up: Option<bool>,
+    /// The last background verification of the ledger.
+    ledger_verification: Option<LedgerVerification>,
+}
+
+/// What the last background verification of the ledger found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LedgerVerification {
+    pub intact: bool,
+    /// Entries it read.
+    pub entries: u64,
+    /// When it finished, in seconds since the epoch.
+    pub finished_at: f64,
 }
 
 /// The process's metrics; cheap to clone and share.
@@ -128,6 +140,10 @@ impl Metrics {
         self.with(|c| c.database_up = Some(up));
     }
 
+    pub fn set_ledger_verification(&self, verification: LedgerVerification) {
+        self.with(|c| c.ledger_verification = Some(verification));
+    }
+
     /// The metrics in the Prometheus text format. Store counts are read now;
     /// if the store cannot be read, they are left out and
     /// `minegate_store_scrape_ok` is 0.
@@ -143,10 +159,19 @@ impl Metrics {
                 c.certificate_days.clone(),
                 c.tls_reloads.clone(),
                 c.database_up,
+                c.ledger_verification,
             )
         });
-        let (filings, findings, latency, refused, certificate_days, tls_reloads, database_up) =
-            counters;
+        let (
+            filings,
+            findings,
+            latency,
+            refused,
+            certificate_days,
+            tls_reloads,
+            database_up,
+            ledger_verification,
+        ) = counters;
 
         header(
             &mut out,
@@ -255,6 +280,41 @@ impl Metrics {
             );
             let _ = writeln!(out, "minegate_database_up {}", u8::from(up));
         }
+        if let Some(verification) = ledger_verification {
+            header(
+                &mut out,
+                "minegate_ledger_verification_ok",
+                "gauge",
+                "1 if the last background verification found the ledger intact (hash chain, Merkle tree, signed checkpoints).",
+            );
+            let _ = writeln!(
+                out,
+                "minegate_ledger_verification_ok {}",
+                u8::from(verification.intact)
+            );
+            header(
+                &mut out,
+                "minegate_ledger_verification_timestamp_seconds",
+                "gauge",
+                "When the last background verification of the ledger finished.",
+            );
+            let _ = writeln!(
+                out,
+                "minegate_ledger_verification_timestamp_seconds {:.3}",
+                verification.finished_at
+            );
+            header(
+                &mut out,
+                "minegate_ledger_verified_entries",
+                "gauge",
+                "Entries the last background verification of the ledger read.",
+            );
+            let _ = writeln!(
+                out,
+                "minegate_ledger_verified_entries {}",
+                verification.entries
+            );
+        }
         header(
             &mut out,
             "minegate_store_scrape_ok",
@@ -274,6 +334,20 @@ impl Metrics {
                     out,
                     "minegate_obligations{{status=\"{}\"}} {n}",
                     escape(status)
+                );
+            }
+            header(
+                &mut out,
+                "minegate_obligation_oldest_pending_timestamp_seconds",
+                "gauge",
+                "When the oldest obligation still PENDING arose, by kind (absent: none pending).",
+            );
+            for (kind, micros) in &gauges.oldest_pending {
+                let _ = writeln!(
+                    out,
+                    "minegate_obligation_oldest_pending_timestamp_seconds{{kind=\"{}\"}} {:.3}",
+                    escape(kind),
+                    *micros as f64 / 1e6
                 );
             }
             header(

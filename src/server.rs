@@ -210,6 +210,14 @@ pub async fn start_with_clock(
         Duration::from_millis(config.limits.database_check_ms),
     ));
 
+    if config.limits.ledger_verify_ms > 0 {
+        background.push(verify_ledger_every(
+            store.clone(),
+            metrics.clone(),
+            Duration::from_millis(config.limits.ledger_verify_ms),
+        ));
+    }
+
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let limit = config.limits.max_message_bytes;
     let router = Server::builder()
@@ -350,6 +358,47 @@ fn watch_database(
                 tracing::error!(%error, "the database cannot be reached: NOT_SERVING");
                 set_health(&health, ServingStatus::NotServing).await;
             }
+        }
+    })
+}
+
+/// Verifies the whole ledger every `every`, from the start: hash chain,
+/// Merkle tree and signed checkpoints, as `minegate ledger verify` does. The
+/// outcome is the metric `minegate_ledger_verification_ok` (alerted on, see
+/// deploy/prometheus/minegate-rules.yml); a broken ledger is also logged
+/// with the entry where it breaks. A verification the database could not
+/// answer is logged and tried again at the next tick.
+fn verify_ledger_every(store: Arc<dyn Store>, metrics: Metrics, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let report = match crate::store::verify_ledger(&*store).await {
+                Ok(report) => report,
+                Err(error) => {
+                    tracing::warn!(%error, "could not verify the ledger; trying again later");
+                    continue;
+                }
+            };
+            match &report.first_broken {
+                None => tracing::info!(
+                    entries = report.entries_checked,
+                    checkpoints = report.checkpoints_checked,
+                    "ledger verified intact"
+                ),
+                Some((seq, reason)) => {
+                    tracing::error!(seq, reason, "ledger verification FAILED")
+                }
+            }
+            let finished_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64());
+            metrics.set_ledger_verification(metrics::LedgerVerification {
+                intact: report.first_broken.is_none(),
+                entries: report.entries_checked,
+                finished_at,
+            });
         }
     })
 }

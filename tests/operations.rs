@@ -153,6 +153,13 @@ async fn the_metrics_endpoint_counts_filings_findings_calls_and_reads_the_store(
         samples(&body, "minegate_extracts_pending"),
         ["minegate_extracts_pending{subscriber=\"urn:minegate:energy\"} 1"]
     );
+    // It arose at the acceptance, 2026-03-02T06:00:00Z.
+    assert_eq!(
+        samples(&body, "minegate_obligation_oldest_pending"),
+        [
+            "minegate_obligation_oldest_pending_timestamp_seconds{kind=\"ENERGY_EXTRACT\"} 1772431200.000"
+        ]
+    );
     // 3 documents stored, the filing accepted, its extract created.
     assert_eq!(
         samples(&body, "minegate_ledger_entries"),
@@ -184,6 +191,71 @@ async fn the_metrics_endpoint_counts_filings_findings_calls_and_reads_the_store(
     let (status, body) = http_get(metrics, "/").await;
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     assert_eq!(body, "only GET /metrics is served here\n");
+}
+
+/// Polls the metrics until `name` reads `value`; the sample lines then.
+async fn until_metric(addr: SocketAddr, name: &str, value: &str) -> String {
+    let wanted = format!("{name} {value}");
+    for _ in 0..100 {
+        let (_, body) = http_get(addr, "/metrics").await;
+        if samples(&body, name).contains(&wanted) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, body) = http_get(addr, "/metrics").await;
+    panic!("{name} never read {value}: {:?}", samples(&body, name));
+}
+
+#[tokio::test]
+async fn the_ledger_is_verified_in_the_background_and_a_broken_one_shows_in_the_metrics() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let clock = TestClock::at("2026-03-02T06:00:00Z");
+        let Some(app) = spawn_on_with(backend, clock, |config| {
+            config.limits.ledger_verify_ms = 100;
+        })
+        .await
+        else {
+            continue;
+        };
+        let metrics = app.gateway.metrics_addr().expect("metrics listener");
+        let channel = app.channel("authority").await;
+        let documents = fixtures::upload_documents(channel.clone(), "a").await;
+        FilingServiceClient::new(channel)
+            .submit_start_notification(fixtures::start_notification(
+                BIN_A,
+                "k-1",
+                fixtures::date(2026, 3, 20),
+                &["37.99.0.0/24"],
+                &documents,
+            ))
+            .await
+            .unwrap();
+
+        // 3 documents, the acceptance, its extract: 5 entries, intact.
+        let body = until_metric(metrics, "minegate_ledger_verified_entries", "5").await;
+        assert_eq!(
+            samples(&body, "minegate_ledger_verification_ok"),
+            ["minegate_ledger_verification_ok 1"],
+            "{backend:?}"
+        );
+        let at = samples(&body, "minegate_ledger_verification_timestamp_seconds");
+        let at: f64 = at[0].rsplit_once(' ').unwrap().1.parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(now - at < 10.0, "{backend:?}: verified at {at}, now {now}");
+
+        // Someone edits an entry underneath: the next pass says so.
+        let edited = execute(
+            &app.config.database_url,
+            "UPDATE ledger SET payload = payload || ' ' WHERE seq = 4",
+        )
+        .await;
+        assert_eq!(edited, 1, "{backend:?}");
+        until_metric(metrics, "minegate_ledger_verification_ok", "0").await;
+    }
 }
 
 #[tokio::test]

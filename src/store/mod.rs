@@ -148,6 +148,9 @@ pub type QueuedAttempts = oneshot::Receiver<Result<Vec<u32>, StoreError>>;
 pub struct Gauges {
     /// (status, count), e.g. ("PENDING", 3), ("OVERDUE", 1).
     pub obligations: Vec<(String, i64)>,
+    /// (obligation kind, when its oldest PENDING obligation arose, in
+    /// microseconds since the epoch), for kinds with any pending.
+    pub oldest_pending: Vec<(String, i64)>,
     pub ledger_entries: i64,
     /// (subscriber identity, extracts it has not acknowledged).
     pub pending_extracts: Vec<(String, i64)>,

@@ -50,6 +50,12 @@ pub async fn gauges(pool: &PgPool, subscribers: &[String]) -> Result<Gauges, Sto
         sqlx::query_as("SELECT status, COUNT(*) FROM obligations GROUP BY status ORDER BY status")
             .fetch_all(pool)
             .await?;
+    let oldest_pending: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT kind, MIN(created_at) FROM obligations WHERE status = 'PENDING' \
+         GROUP BY kind ORDER BY kind",
+    )
+    .fetch_all(pool)
+    .await?;
     let ledger_entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger")
         .fetch_one(pool)
         .await?;
@@ -65,6 +71,7 @@ pub async fn gauges(pool: &PgPool, subscribers: &[String]) -> Result<Gauges, Sto
     .await?;
     Ok(Gauges {
         obligations,
+        oldest_pending,
         ledger_entries,
         pending_extracts: acknowledged
             .into_iter()

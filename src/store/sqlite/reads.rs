@@ -45,6 +45,13 @@ pub fn gauges(conn: &Connection, subscribers: &[String]) -> Result<Gauges, Store
         .prepare_cached("SELECT status, COUNT(*) FROM obligations GROUP BY status ORDER BY status")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let oldest_pending = conn
+        .prepare_cached(
+            "SELECT kind, MIN(created_at) FROM obligations WHERE status = 'PENDING' \
+             GROUP BY kind ORDER BY kind",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let count = |sql: &str| -> Result<i64, StoreError> {
         Ok(conn.prepare_cached(sql)?.query_row([], |row| row.get(0))?)
     };
@@ -61,6 +68,7 @@ pub fn gauges(conn: &Connection, subscribers: &[String]) -> Result<Gauges, Store
         .collect::<Result<_, StoreError>>()?;
     Ok(Gauges {
         obligations,
+        oldest_pending,
         ledger_entries,
         pending_extracts,
         runs_taken_apart: 0,
