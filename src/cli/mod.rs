@@ -1,5 +1,6 @@
 //! The `minegate` command line: one file per subcommand.
 
+mod backup;
 pub mod bench;
 mod certs;
 pub mod compliance;
@@ -84,6 +85,12 @@ pub enum Command {
     /// The gateway's signing keys: rotate, list the key history.
     #[command(subcommand)]
     Signing(signing::SigningCommand),
+    /// Copy the SQLite database while the gateway serves, verify the copy's
+    /// ledger, and say what it holds. PostgreSQL: pg_dump (docs/operations.md).
+    Backup(backup::BackupArgs),
+    /// Put a backup in place of the configured SQLite database, which must
+    /// not exist, after verifying its ledger.
+    Restore(backup::RestoreArgs),
 }
 
 /// How a client command reaches a gateway.
@@ -232,6 +239,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(LogFormat::Text, "warn");
             signing::run(command, &config).await
+        }
+        Command::Backup(args) => {
+            let config = load_config(cli.config.as_deref())?;
+            init_tracing(LogFormat::Text, "warn");
+            backup::backup(args, &config).await
+        }
+        Command::Restore(args) => {
+            let config = load_config(cli.config.as_deref())?;
+            init_tracing(LogFormat::Text, "warn");
+            backup::restore(args, &config).await
         }
     }
 }

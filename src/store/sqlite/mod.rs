@@ -148,7 +148,7 @@ impl SqliteStore {
 /// The file named by a `sqlite:` URL (`sqlite://data/minegate.db`,
 /// `sqlite:///var/lib/minegate/minegate.db`, `sqlite:x.db`), without any
 /// `?options`.
-fn database_path(url: &str) -> Result<PathBuf, StoreError> {
+pub fn database_path(url: &str) -> Result<PathBuf, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))

@@ -1,0 +1,246 @@
+//! `minegate backup --to FILE` and `minegate restore --from FILE`: the
+//! embedded SQLite database copied while the gateway serves, and put back
+//! into an empty place. Both verify the copy's ledger (hash chain, Merkle
+//! tree, signed checkpoints) before they report success, and say what it
+//! holds. PostgreSQL is backed up with its own tools (docs/operations.md).
+//!
+//! The copy is SQLite's `VACUUM INTO`: one read transaction on the live
+//! database, so the copy is the database as of one commit, taken beside the
+//! gateway's writer without stopping it. Neither the signing key nor the PKI
+//! is in the copy; they are kept safe apart.
+
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{
+    config::Config,
+    store::{self, SystemClock, sqlite::database_path},
+};
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write the copy to; it must not exist.
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A copy written by `minegate backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+}
+
+/// What a verified copy holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub filings: i64,
+    pub documents: i64,
+    pub ledger_entries: u64,
+    pub head: String,
+    pub checkpoints: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "  filings         {}", self.filings)?;
+        writeln!(f, "  documents       {}", self.documents)?;
+        writeln!(f, "  ledger entries  {}", self.ledger_entries)?;
+        writeln!(f, "  ledger head     {}", self.head)?;
+        write!(
+            f,
+            "  verified        hash chain, Merkle tree, {} signed checkpoints",
+            self.checkpoints
+        )
+    }
+}
+
+/// The SQLite file of the configuration, or why backup and restore do not
+/// apply.
+fn sqlite_file(config: &Config, verb: &str) -> anyhow::Result<PathBuf> {
+    if config.database_url.starts_with("postgres") {
+        bail!(
+            "`minegate {verb}` is for the embedded SQLite database; this gateway uses PostgreSQL: \
+             use pg_dump and pg_restore as docs/operations.md describes"
+        );
+    }
+    Ok(database_path(&config.database_url)?)
+}
+
+pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let live = sqlite_file(config, "backup")?;
+    if !live.is_file() {
+        bail!("there is no database at {}", live.display());
+    }
+    if args.to.exists() {
+        bail!(
+            "{} exists: a backup never overwrites a file; name a new one",
+            args.to.display()
+        );
+    }
+    let partial = beside(&args.to, "partial")?;
+    remove_if_present(&partial)?;
+    let copy = partial.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let conn = Connection::open_with_flags(
+            &live,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+            .with_context(|| format!("copying {} to {}", live.display(), copy.display()))?;
+        Ok(())
+    })
+    .await??;
+    let summary = match verify_and_summarise(&partial).await {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = fs::remove_file(&partial);
+            return Err(error.context("the copy did not verify; no backup was written"));
+        }
+    };
+    settle(&partial, &args.to)?;
+    let bytes = fs::metadata(&args.to)?.len();
+    println!(
+        "backup written to {} ({bytes} bytes)\n{summary}\n\
+         not in the backup: the signing key ({}) and the PKI; keep them safe apart",
+        args.to.display(),
+        config.signing.key.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let target = sqlite_file(config, "restore")?;
+    for existing in [
+        target.clone(),
+        suffixed(&target, "-wal"),
+        suffixed(&target, "-shm"),
+    ] {
+        if existing.exists() {
+            bail!(
+                "{} exists: restore writes only where there is no database; \
+                 stop the gateway and move the database away first",
+                existing.display()
+            );
+        }
+    }
+    if !args.from.is_file() {
+        bail!("there is no backup at {}", args.from.display());
+    }
+    if let Some(folder) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+    }
+    let partial = beside(&target, "partial")?;
+    remove_if_present(&partial)?;
+    fs::copy(&args.from, &partial)
+        .with_context(|| format!("copying {} to {}", args.from.display(), partial.display()))?;
+    let summary = match verify_and_summarise(&partial).await {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = fs::remove_file(&partial);
+            return Err(error.context("the backup did not verify; nothing was restored"));
+        }
+    };
+    settle(&partial, &target)?;
+    println!(
+        "restored {} into {}\n{summary}\n\
+         start the gateway with the signing key it had (signing.key = {}); \
+         if that key is lost, start with a new one and `minegate serve --add-signing-key`",
+        args.from.display(),
+        target.display(),
+        config.signing.key.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the copy as the gateway would (read-only signing), verifies its
+/// whole ledger, counts what it holds, and leaves it one self-contained
+/// file (rollback journal, no `-wal` beside it; the gateway turns WAL on
+/// again when it opens it).
+pub async fn verify_and_summarise(path: &Path) -> anyhow::Result<Summary> {
+    let url = format!("sqlite://{}", path.display());
+    let opened = store::open(&url, Arc::new(SystemClock), store::Signing::ReadOnly).await?;
+    let report = store::verify_ledger(&*opened).await;
+    opened.close().await;
+    let report = report?;
+    if let Some((seq, reason)) = report.first_broken {
+        bail!("the ledger is broken at entry {seq}: {reason}");
+    }
+    let path = path.to_owned();
+    let (filings, documents) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(i64, i64)> {
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            let count = |table: &str| -> rusqlite::Result<i64> {
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+            };
+            let counts = (count("filings")?, count("documents")?);
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "delete", |row| row.get(0))?;
+            if mode != "delete" {
+                bail!("could not make {} one self-contained file", path.display());
+            }
+            Ok(counts)
+        })
+        .await??;
+    Ok(Summary {
+        filings,
+        documents,
+        ledger_entries: report.entries_checked,
+        head: report.head_hash,
+        checkpoints: report.checkpoints_checked,
+    })
+}
+
+/// `.NAME.what` in the folder of `path`.
+fn beside(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file name", path.display()))?;
+    Ok(path.with_file_name(format!(".{}.{what}", name.to_string_lossy())))
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes the finished `partial` durable and gives it its name, durably.
+fn settle(partial: &Path, path: &Path) -> anyhow::Result<()> {
+    File::open(partial)?.sync_all()?;
+    if path.exists() {
+        bail!(
+            "{} appeared meanwhile; the copy is left at {}",
+            path.display(),
+            partial.display()
+        );
+    }
+    fs::rename(partial, path)
+        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(folder)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Backup and restore. SQLite: `minegate backup` copies the database while
+//! the gateway takes filings, `minegate restore` puts the copy into a fresh
+//! folder, and a gateway started on it replays every receipt handed out
+//! before the backup byte for byte, with its ledger intact. PostgreSQL:
+//! the documented pg_dump / pg_restore procedure, run for real.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::Output,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use chrono::Datelike;
+use common::{
+    fixtures::{date, generated_bin, start_notification, upload_documents},
+    *,
+};
+use minegate::{
+    proto::v1::{
+        DocumentRef, FilingReceipt, StartNotification, VerifyLedgerRequest,
+        compliance_service_client::ComplianceServiceClient,
+        filing_service_client::FilingServiceClient,
+    },
+    server,
+};
+use prost::Message;
+use tonic::transport::Channel;
+
+/// `minegate ARGS` on the database `database_url` with the signing key
+/// `key`, from the environment alone (run in `cwd`, where no minegate.toml is).
+async fn minegate(cwd: &Path, database_url: &str, key: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("MINEGATE_CONFIG")
+        .env("MINEGATE_DATABASE_URL", database_url)
+        .env("MINEGATE_SIGNING_KEY", key)
+        .output()
+        .await
+        .expect("minegate runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The `i`-th start notification: its own BIN, key and IP pool, on time.
+fn filing(i: usize, documents: &[DocumentRef]) -> StartNotification {
+    let start = chrono::Utc::now().date_naive() + chrono::Days::new(40);
+    start_notification(
+        &generated_bin(i as u32),
+        &format!("backup-{i}"),
+        date(start.year(), start.month() as i32, start.day() as i32),
+        &[&format!("37.{}.{}.0/24", 1 + i / 256, i % 256)],
+        documents,
+    )
+}
+
+async fn submit(channel: Channel, request: StartNotification) -> FilingReceipt {
+    FilingServiceClient::new(channel)
+        .submit_start_notification(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A summary line's value: `  NAME  VALUE`.
+fn summary_value<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
+        .trim()
+}
+
+const BEFORE: usize = 20;
+
+#[tokio::test]
+async fn a_backup_under_load_restores_into_a_fresh_folder_and_replays_every_receipt() {
+    let app = spawn_app().await;
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "a").await;
+    let mut before = Vec::new();
+    for i in 0..BEFORE {
+        let receipt = submit(channel.clone(), filing(i, &documents)).await;
+        before.push(receipt.encode_to_vec());
+    }
+
+    // Four clients keep filing while the backup is taken.
+    let (stop, next, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(BEFORE)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, next, done) = (stop.clone(), next.clone(), done.clone());
+            let (channel, documents) = (channel.clone(), documents.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    submit(channel.clone(), filing(i, &documents)).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("minegate-backup.db");
+    let key = app.config.signing.key.clone();
+    let url = app.config.database_url.clone();
+    let backed_up = minegate(
+        work.path(),
+        &url,
+        &key,
+        &["backup", "--to", copy.to_str().unwrap()],
+    )
+    .await;
+    let during = done.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for worker in load {
+        worker.await.unwrap();
+    }
+    let stdout = text(&backed_up.stdout);
+    assert!(
+        backed_up.status.success(),
+        "{stdout}{}",
+        text(&backed_up.stderr)
+    );
+    let size = std::fs::metadata(&copy).unwrap().len();
+    assert_eq!(
+        stdout.lines().next().unwrap(),
+        format!("backup written to {} ({size} bytes)", copy.display())
+    );
+    assert_eq!(
+        stdout.lines().last().unwrap(),
+        format!(
+            "not in the backup: the signing key ({}) and the PKI; keep them safe apart",
+            key.display()
+        )
+    );
+    // The copy is of one moment under load: every filing before the
+    // backup, none it could not have seen.
+    let filings: usize = summary_value(&stdout, "filings").parse().unwrap();
+    assert!(
+        (BEFORE + 20..=BEFORE + during + 4).contains(&filings),
+        "{filings} filings in the copy, {during} filed under load"
+    );
+    // One self-contained file: nothing beside it.
+    let mut beside: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["minegate-backup.db"]);
+
+    // A second backup to the same file is refused, and changes nothing.
+    let again = minegate(
+        work.path(),
+        &url,
+        &key,
+        &["backup", "--to", copy.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        text(&again.stderr),
+        format!(
+            "error: {} exists: a backup never overwrites a file; name a new one\n",
+            copy.display()
+        )
+    );
+    assert_eq!(std::fs::metadata(&copy).unwrap().len(), size);
+
+    // Restore into a fresh folder (its data/ does not exist yet).
+    let fresh = tempfile::tempdir().unwrap();
+    let target = fresh.path().join("data/minegate.db");
+    let restored_url = format!("sqlite://{}", target.display());
+    let restored = minegate(
+        fresh.path(),
+        &restored_url,
+        &key,
+        &["restore", "--from", copy.to_str().unwrap()],
+    )
+    .await;
+    let restored_out = text(&restored.stdout);
+    assert!(
+        restored.status.success(),
+        "{restored_out}{}",
+        text(&restored.stderr)
+    );
+    assert_eq!(
+        restored_out.lines().next().unwrap(),
+        format!("restored {} into {}", copy.display(), target.display())
+    );
+    // It holds exactly what the backup said it held.
+    let summary = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with("  "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(summary(&restored_out), summary(&stdout));
+    assert_eq!(summary(&stdout).len(), 5, "{stdout}");
+
+    // Restoring over it is refused.
+    let over = minegate(
+        fresh.path(),
+        &restored_url,
+        &key,
+        &["restore", "--from", copy.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(over.status.code(), Some(1));
+    assert_eq!(
+        text(&over.stderr),
+        format!(
+            "error: {} exists: restore writes only where there is no database; \
+             stop the gateway and move the database away first\n",
+            target.display()
+        )
+    );
+
+    // A gateway on the restored folder, with the same key and PKI.
+    let mut config = app.config.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = restored_url.clone();
+    let gateway = server::start(&config)
+        .await
+        .expect("the restored gateway starts");
+    let tls = minegate::client::ClientTls {
+        server: format!("https://{}", gateway.local_addr()),
+        ..app.client_tls("authority")
+    };
+    let channel = tls.connect().await.unwrap();
+    // Every receipt handed out before the backup replays byte for byte.
+    for (i, bytes) in before.iter().enumerate() {
+        let replayed = submit(channel.clone(), filing(i, &documents)).await;
+        let original = FilingReceipt::decode(bytes.as_slice()).unwrap();
+        assert_eq!(replayed.filing_id, original.filing_id, "filing {i}");
+        assert_eq!(
+            replayed.evidence.unwrap().artifact,
+            original.evidence.unwrap().artifact,
+            "filing {i}: the replayed receipt differs"
+        );
+    }
+    assert_receipts_stored(channel.clone(), before.iter().map(Vec::as_slice)).await;
+    let report = ComplianceServiceClient::new(channel)
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.intact, "{report:?}");
+    assert_eq!(
+        report.entries_checked.to_string(),
+        summary_value(&stdout, "ledger entries")
+    );
+    assert_eq!(report.head_hash, summary_value(&stdout, "ledger head"));
+    assert_eq!(
+        scalar(&restored_url, "SELECT COUNT(*) FROM filings").await as usize,
+        filings
+    );
+    gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_whose_ledger_was_edited_is_not_restored() {
+    let app = spawn_app().await;
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "a").await;
+    submit(channel, filing(0, &documents)).await;
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("copy.db");
+    let key = app.config.signing.key.clone();
+    let backed_up = minegate(
+        work.path(),
+        &app.config.database_url,
+        &key,
+        &["backup", "--to", copy.to_str().unwrap()],
+    )
+    .await;
+    assert!(backed_up.status.success(), "{}", text(&backed_up.stderr));
+    let copy_url = format!("sqlite://{}", copy.display());
+    assert_eq!(
+        execute(
+            &copy_url,
+            "UPDATE ledger SET payload = payload || ' ' WHERE seq = 2"
+        )
+        .await,
+        1
+    );
+
+    let target = work.path().join("restored/minegate.db");
+    let restored = minegate(
+        work.path(),
+        &format!("sqlite://{}", target.display()),
+        &key,
+        &["restore", "--from", copy.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(restored.status.code(), Some(1));
+    let stderr = text(&restored.stderr);
+    assert!(
+        stderr.starts_with(
+            "error: the backup did not verify; nothing was restored: \
+             the ledger is broken at entry 2: content does not match its hash (stored "
+        ),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path().join("restored"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn postgres_is_backed_up_with_pg_dump_and_a_restored_dump_serves_with_its_ledger_intact() {
+    let Some(server_url) = postgres_url() else {
+        return;
+    };
+    let (Some(pg_dump), Some(pg_restore)) = (outside_tool("pg_dump"), outside_tool("pg_restore"))
+    else {
+        return;
+    };
+    let clock = TestClock::at("2026-03-02T06:00:00Z");
+    let app = spawn_on(Backend::Postgres, clock.clone()).await.unwrap();
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "a").await;
+    let mut receipts = Vec::new();
+    for i in 0..10 {
+        receipts.push(
+            submit(channel.clone(), filing(i, &documents))
+                .await
+                .encode_to_vec(),
+        );
+    }
+    let verify = |channel: Channel| async move {
+        ComplianceServiceClient::new(channel)
+            .verify_ledger(VerifyLedgerRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let original = verify(channel.clone()).await;
+    assert!(original.intact);
+
+    // `minegate backup` points PostgreSQL users at the procedure.
+    let work = tempfile::tempdir().unwrap();
+    let refused = minegate(
+        work.path(),
+        &app.config.database_url,
+        &app.config.signing.key,
+        &["backup", "--to", "x.db"],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        text(&refused.stderr),
+        "error: `minegate backup` is for the embedded SQLite database; this gateway uses \
+         PostgreSQL: use pg_dump and pg_restore as docs/operations.md describes\n"
+    );
+
+    // The procedure of docs/operations.md, as written there.
+    let dump = work.path().join("minegate.dump");
+    let dumped = std::process::Command::new(pg_dump)
+        .args(["--format=custom", "--file"])
+        .arg(&dump)
+        .arg(&app.config.database_url)
+        .output()
+        .unwrap();
+    assert!(dumped.status.success(), "{}", text(&dumped.stderr));
+    let new_url = fresh_postgres_database(&server_url).await;
+    let restored = std::process::Command::new(pg_restore)
+        .args(["--no-owner", "--exit-on-error", "--dbname", &new_url])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "{}", text(&restored.stderr));
+
+    let mut config = app.config.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = new_url;
+    let gateway = server::start_with_clock(&config, clock)
+        .await
+        .expect("a gateway starts on the restored database");
+    let tls = minegate::client::ClientTls {
+        server: format!("https://{}", gateway.local_addr()),
+        ..app.client_tls("authority")
+    };
+    let channel = tls.connect().await.unwrap();
+    assert_receipts_stored(channel.clone(), receipts.iter().map(Vec::as_slice)).await;
+    let report = verify(channel.clone()).await;
+    assert!(report.intact, "{report:?}");
+    assert_eq!(report.entries_checked, original.entries_checked);
+    assert_eq!(report.head_hash, original.head_hash);
+    // It takes new filings after the restored ones.
+    submit(channel.clone(), filing(10, &documents)).await;
+    assert_eq!(
+        verify(channel).await.entries_checked,
+        original.entries_checked + 2
+    );
+    gateway.shutdown().await.unwrap();
+}
