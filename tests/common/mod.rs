@@ -473,3 +473,25 @@ pub async fn as_role_in(
         .await
         .expect("run minegate")
 }
+
+/// The program `name` on the PATH, for the tests that run an outside tool
+/// (promtool, dpkg, systemd-analyze). Missing, the test is skipped with a
+/// note, unless CI=true or MINEGATE_TEST_TOOLS=required (as `.ci/run` sets):
+/// then it fails, so CI never skips it silently.
+pub fn outside_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("CI").as_deref() == Ok("true")
+            || std::env::var("MINEGATE_TEST_TOOLS").as_deref() == Ok("required");
+        assert!(
+            !required,
+            "{name} is not installed, and this run requires it"
+        );
+        eprintln!("{name} is not installed: skipping");
+    }
+    found
+}
