@@ -1,6 +1,6 @@
 //! minegate: the gRPC gateway between the authorized body, the energy ministry
 //! and the finance ministry for the digital mining notification regime
-//! (order No. 146/НҚ, see shared/rules/RULES.md).
+//! (order No. 146/НҚ, see docs/rules.md).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

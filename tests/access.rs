@@ -1,4 +1,4 @@
-//! Every RPC checks the caller's role (DESIGN.md §1), over real mutual TLS.
+//! Every RPC checks the caller's role (docs/architecture.md §1), over real mutual TLS.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The contracts as DESIGN.md §2 demands: every field commented (with its
+//! The contracts as docs/architecture.md §2 sets them out: every field commented (with its
 //! paragraph), no floating point for legal quantities, every field of the
 //! rules present, enums starting with *_UNSPECIFIED, and proto3 JSON.
 

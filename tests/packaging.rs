@@ -100,8 +100,13 @@ fn the_package_installs_runs_verifies_and_removes() {
         eprintln!("not root: skipping the package installation");
         return;
     }
-    let had_user = run(&getent, &["passwd", "minegate"]).status.success();
-    let had_data = Path::new("/var/lib/minegate").exists();
+    // A run that failed half way may have left the package installed.
+    let _ = run(&dpkg, &["-P", "minegate"]);
+    let _cleanup = LeaveAsFound {
+        dpkg: dpkg.clone(),
+        had_user: run(&getent, &["passwd", "minegate"]).status.success(),
+        had_data: Path::new("/var/lib/minegate").exists(),
+    };
 
     // Build, from this test's binary.
     let out = tempfile::tempdir().unwrap();
@@ -149,11 +154,13 @@ fn the_package_installs_runs_verifies_and_removes() {
             "./usr/bin/minegate",
             "./usr/share/doc/minegate/README.md",
             "./usr/share/doc/minegate/RELIABILITY.md",
+            "./usr/share/doc/minegate/architecture.md",
             "./usr/share/doc/minegate/certs.md",
             "./usr/share/doc/minegate/copyright",
             "./usr/share/doc/minegate/evidence.md",
             "./usr/share/doc/minegate/minegate.example.toml",
             "./usr/share/doc/minegate/operations.md",
+            "./usr/share/doc/minegate/rules.md",
             "./usr/share/minegate/prometheus/minegate-rules.yml",
         ]
     );
@@ -231,19 +238,31 @@ fn the_package_installs_runs_verifies_and_removes() {
     assert!(!Path::new(UNIT).exists());
     let data = std::fs::metadata("/var/lib/minegate").unwrap();
     assert!(data.is_dir() && data.uid() != 0);
+}
 
-    // Leave the machine as it was.
-    if !had_data {
-        std::fs::remove_dir_all("/var/lib/minegate").unwrap();
-    }
-    if !had_user {
-        ok(
-            Path::new("/usr/sbin/deluser"),
-            &["--system", "--quiet", "minegate"],
-        );
-        let _ = run(
-            Path::new("/usr/sbin/delgroup"),
-            &["--system", "--quiet", "minegate"],
-        );
+/// Leaves the machine as the test found it, whether the test passed or not:
+/// the package purged, and the user and data folder it made removed.
+struct LeaveAsFound {
+    dpkg: std::path::PathBuf,
+    had_user: bool,
+    had_data: bool,
+}
+
+impl Drop for LeaveAsFound {
+    fn drop(&mut self) {
+        let _ = run(&self.dpkg, &["-P", "minegate"]);
+        if !self.had_data {
+            let _ = std::fs::remove_dir_all("/var/lib/minegate");
+        }
+        if !self.had_user {
+            let _ = run(
+                Path::new("/usr/sbin/deluser"),
+                &["--system", "--quiet", "minegate"],
+            );
+            let _ = run(
+                Path::new("/usr/sbin/delgroup"),
+                &["--system", "--quiet", "minegate"],
+            );
+        }
     }
 }

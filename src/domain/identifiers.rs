@@ -1,5 +1,5 @@
 //! Identifiers of the rules, as types that cannot hold an invalid value:
-//! BIN / IIN (RULES.md "Identifiers"), IBAN, BIC, phone, e-mail, KATO code.
+//! BIN / IIN (docs/rules.md, "Identifiers"), IBAN, BIC, phone, e-mail, KATO code.
 //! Each `parse` says exactly which part is wrong.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Who may call what (DESIGN.md §1): a tower layer in front of every service.
+//! Who may call what (docs/architecture.md §1): a tower layer in front of every service.
 //! It maps the connection's certificate identity to a role through the
 //! configuration, checks the role against the table below (default deny),
 //! and hands the handler a typed `Peer`. Health and reflection are open to
@@ -364,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn the_table_of_design_section_1() {
+    fn the_table_of_who_may_call_what() {
         let filing = "/kz.digitalmining.v1.FilingService/SubmitStartNotification";
         let energy = "/kz.digitalmining.v1.EnergyExtractService/Subscribe";
         let finance = "/kz.digitalmining.v1.FinanceService/PullQuarterlyForm";

@@ -6,7 +6,7 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 use x509_parser::{extensions::GeneralName, prelude::FromDer};
 
-/// The four kinds of caller the gateway knows (DESIGN.md §1).
+/// The four kinds of caller the gateway knows (docs/architecture.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
