@@ -126,6 +126,10 @@ pub struct Limits {
     /// Merkle tree, signed checkpoints; `minegate_ledger_verification_ok`);
     /// 0: never.
     pub ledger_verify_ms: u64,
+    /// An upload unfinished this long after it started is taken as
+    /// abandoned (its client or gateway gone) and its chunks removed; more
+    /// than `request_timeout_ms`, which ends every call.
+    pub abandoned_upload_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +182,7 @@ impl Default for Config {
                 max_concurrent_calls_per_peer: 128,
                 database_check_ms: 1_000,
                 ledger_verify_ms: 3_600_000,
+                abandoned_upload_ms: 600_000,
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -281,6 +286,13 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "metrics.listen: {:?} is not an address such as 127.0.0.1:9464 (\"\" turns the endpoint off)",
                 self.metrics.listen
+            )));
+        }
+        if self.limits.abandoned_upload_ms <= self.limits.request_timeout_ms {
+            return Err(ConfigError::Invalid(format!(
+                "limits.abandoned_upload_ms ({}) must be more than limits.request_timeout_ms ({}): \
+                 an upload still in its call would be removed",
+                self.limits.abandoned_upload_ms, self.limits.request_timeout_ms
             )));
         }
         if self.limits.max_concurrent_streams_per_connection == 0 {

@@ -210,6 +210,11 @@ pub async fn start_with_clock(
         Duration::from_millis(config.limits.database_check_ms),
     ));
 
+    background.push(sweep_uploads_every(
+        store.clone(),
+        clock.clone(),
+        Duration::from_millis(config.limits.abandoned_upload_ms),
+    ));
     if config.limits.ledger_verify_ms > 0 {
         background.push(verify_ledger_every(
             store.clone(),
@@ -357,6 +362,31 @@ fn watch_database(
                 };
                 tracing::error!(%error, "the database cannot be reached: NOT_SERVING");
                 set_health(&health, ServingStatus::NotServing).await;
+            }
+        }
+    })
+}
+
+/// Removes the chunks of uploads unfinished `abandoned` after they started
+/// (a client or a replica that went away mid-upload), checking four times
+/// in that period.
+fn sweep_uploads_every(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    abandoned: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval((abandoned / 4).max(Duration::from_millis(10)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Ok(age) = chrono::Duration::from_std(abandoned) else {
+                return;
+            };
+            match store.sweep_uploads(clock.now() - age).await {
+                Ok(0) => {}
+                Ok(swept) => tracing::info!(swept, "abandoned uploads removed"),
+                Err(error) => tracing::warn!(%error, "could not sweep abandoned uploads"),
             }
         }
     })

@@ -68,17 +68,35 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
         }
     }
     let url = config.database_url.clone();
+    // A document of 600 KiB stored whole, as that release stored them (its
+    // own are all under a chunk): it must become three chunks.
+    let big: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
+    let hex: String = big.iter().map(|b| format!("{b:02x}")).collect();
+    let literal = match backend {
+        Backend::Sqlite => format!("X'{hex}'"),
+        Backend::Postgres => format!("decode('{hex}', 'hex')"),
+    };
+    let inserted = execute(
+        &url,
+        &format!(
+            "INSERT INTO documents (sha256, media_type, size_bytes, content, stored_at) \
+             VALUES ('big', 'application/pdf', {}, {literal}, 0)",
+            big.len()
+        ),
+    )
+    .await;
+    assert_eq!(inserted, 1);
     let app = start(config, dir).await;
 
     // Migrated in place, past the versions the old release recorded.
     match backend {
         Backend::Sqlite => {
-            assert_eq!(scalar(&url, "PRAGMA user_version").await, 5);
+            assert_eq!(scalar(&url, "PRAGMA user_version").await, 6);
         }
         Backend::Postgres => {
             assert_eq!(
                 scalar(&url, "SELECT COUNT(*) FROM _sqlx_migrations").await,
-                5
+                6
             );
             assert_eq!(
                 scalar(
@@ -90,6 +108,42 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
             );
         }
     }
+
+    // Documents stored whole are chunks now, byte for byte.
+    let pieces = chunks(&url, "big").await;
+    assert_eq!(
+        pieces.iter().map(Vec::len).collect::<Vec<_>>(),
+        [262144, 262144, 90112]
+    );
+    assert!(pieces.concat() == big);
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT COUNT(*) FROM documents WHERE upload_id = sha256"
+        )
+        .await,
+        24
+    );
+    // And the energy ministry fetches one it was sent, as it was stored.
+    let (sha256, content) = fixture_rows(
+        "SELECT doc.sha256, doc.content FROM documents doc WHERE doc.sha256 IN \
+         (SELECT d.sha256 FROM extract_documents d JOIN extract_attempts a USING (extract_id)) \
+         ORDER BY doc.size_bytes DESC LIMIT 1",
+        |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
+    )
+    .remove(0);
+    let mut fetched = Vec::new();
+    let mut stream = EnergyExtractServiceClient::new(app.channel("energy").await)
+        .fetch_document(minegate::proto::v1::FetchDocumentRequest { sha256 })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(minegate::proto::v1::document_chunk::Part::Data(data)) = message.part {
+            fetched.extend(data);
+        }
+    }
+    assert_eq!(fetched, content);
 
     // The old ledger's entries are the Merkle tree's first leaves, under
     // one signed checkpoint, by the key now in the key history.
@@ -246,6 +300,29 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
         (true, FIXTURE_LEDGER + 3 + 2)
     );
     app.gateway.shutdown().await.unwrap();
+}
+
+/// The chunks of the document stored from `upload_id`, in order.
+async fn chunks(url: &str, upload_id: &str) -> Vec<Vec<u8>> {
+    let sql = "SELECT data FROM document_chunks WHERE upload_id = $1 ORDER BY idx";
+    if let Some(path) = sqlite_path(url) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut statement = conn.prepare(sql).unwrap();
+        statement
+            .query_map([upload_id], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows = sqlx::query_scalar(sql)
+            .bind(upload_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows
+    }
 }
 
 /// The ledger's verification: (intact, entries checked).

@@ -133,19 +133,38 @@ async fn fetch_document(
         .await
         .with_context(|| format!("fetching document {}", document.sha256))?
         .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = chunks.message().await? {
-        if let Some(Part::Data(data)) = chunk.part {
-            bytes.extend(data);
+    // Written as it streams, hashed on the way, kept only if the digest
+    // matches: a temporary file, fsynced, then renamed into place.
+    let folder = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(folder)?;
+    let tmp = path.with_extension("part");
+    let mut file = File::create(&tmp)?;
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let received = async {
+        while let Some(chunk) = chunks.message().await? {
+            if let Some(Part::Data(data)) = chunk.part {
+                hasher.update(&data);
+                file.write_all(&data)?;
+            }
         }
+        anyhow::Ok(())
     }
-    if Sha256Hex::of(&bytes).as_str() != document.sha256 {
+    .await;
+    if let Err(error) = received {
+        let _ = fs::remove_file(&tmp);
+        return Err(error.context(format!("fetching document {}", document.sha256)));
+    }
+    if Sha256Hex::from_digest(hasher.finish()).as_str() != document.sha256 {
+        let _ = fs::remove_file(&tmp);
         bail!(
             "document {} arrived with other bytes than its digest names",
             document.sha256
         );
     }
-    write_durably(&path, &bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, &path)?;
+    File::open(folder)?.sync_all()?;
     Ok(())
 }
 

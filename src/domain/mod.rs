@@ -42,9 +42,12 @@ impl Sha256Hex {
     }
 
     pub fn of(bytes: &[u8]) -> Sha256Hex {
-        Sha256Hex(hex(
-            ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()
-        ))
+        Sha256Hex::from_digest(ring::digest::digest(&ring::digest::SHA256, bytes))
+    }
+
+    /// A digest computed incrementally (`ring::digest::Context`).
+    pub fn from_digest(digest: ring::digest::Digest) -> Sha256Hex {
+        Sha256Hex(hex(digest.as_ref()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -31,8 +31,6 @@ use crate::{
     store::{AckFacts, Clock, PendingExtract, QueuedAttempts, Store, StoreError},
 };
 
-/// Bytes per FetchDocument chunk.
-const CHUNK: usize = 64 * 1024;
 /// Most in flight a subscriber may ask for.
 const MAX_IN_FLIGHT: u32 = 1024;
 /// However quiet the database or however well changes hand on their
@@ -609,17 +607,36 @@ impl EnergyExtractService for EnergyExtracts {
             kind: mapping::document_kind(document.kind) as i32,
             sha256: digest.to_string(),
             media_type: document.media_type.clone(),
-            size_bytes: document.content.len() as u64,
+            size_bytes: document.size_bytes,
             file_name: String::new(),
         };
-        let mut parts = vec![Ok(DocumentChunk {
-            part: Some(Part::Metadata(metadata)),
-        })];
-        parts.extend(document.content.chunks(CHUNK).map(|chunk| {
-            Ok(DocumentChunk {
-                part: Some(Part::Data(chunk.to_vec())),
-            })
-        }));
-        Ok(Response::new(Box::pin(tokio_stream::iter(parts))))
+        // The chunks are read one at a time as the client takes them: a
+        // fetch holds at most two chunks in memory, whatever the size.
+        let (parts, stream) = mpsc::channel(1);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let first = DocumentChunk {
+                part: Some(Part::Metadata(metadata)),
+            };
+            if parts.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for index in 0..document.chunks() {
+                let part = match store.document_chunk(&document.upload_id, index).await {
+                    Ok(Some(data)) => Ok(DocumentChunk {
+                        part: Some(Part::Data(data)),
+                    }),
+                    Ok(None) => Err(Status::internal(format!(
+                        "chunk {index} of document {digest} is missing"
+                    ))),
+                    Err(error) => Err(store_error(error)),
+                };
+                let failed = part.is_err();
+                if parts.send(part).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
 }

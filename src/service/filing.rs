@@ -29,8 +29,8 @@ use crate::{
         UploadDocumentRequest, filing_service_server::FilingService, upload_document_request::Part,
     },
     store::{
-        Accepted, Clock, DocumentRecord, ExtractBuilder, ExtractFacts, NewDocument, Recorded,
-        RegisterQuery, Store, Submission, SubmitOutcome,
+        Accepted, Clock, DOCUMENT_CHUNK_BYTES, DocumentRecord, ExtractBuilder, ExtractFacts,
+        NewDocument, Recorded, RegisterQuery, Store, StoreError, Submission, SubmitOutcome,
     },
 };
 
@@ -373,39 +373,70 @@ impl FilingService for Filings {
             return Err(invalid(&v));
         }
 
-        let mut content = Vec::new();
+        // The bytes go to storage a chunk at a time as they arrive, hashed on
+        // the way: memory is a chunk per upload, whatever the document's size.
+        let mut upload = Upload::new(self.store.clone());
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut pending: Vec<u8> = Vec::with_capacity(DOCUMENT_CHUNK_BYTES);
+        let mut size: u64 = 0;
         while let Some(message) = stream.next().await {
-            match message?.part {
-                Some(Part::Chunk(chunk)) => {
-                    if content.len() as u64 + chunk.len() as u64 > self.max_document_bytes {
-                        v.add(
-                            "chunk",
-                            format!(
-                                "the document is over the limit of {} bytes",
-                                self.max_document_bytes
-                            ),
-                        );
-                        return Err(invalid(&v));
-                    }
-                    content.extend_from_slice(&chunk);
-                }
+            let chunk = match message?.part {
+                Some(Part::Chunk(chunk)) => chunk,
                 _ => {
                     v.add("metadata", "metadata may only come in the first message");
                     return Err(invalid(&v));
                 }
+            };
+            size += chunk.len() as u64;
+            if size > self.max_document_bytes {
+                v.add(
+                    "chunk",
+                    format!(
+                        "the document is over the limit of {} bytes",
+                        self.max_document_bytes
+                    ),
+                );
+                return Err(invalid(&v));
+            }
+            if let Some(declared) = metadata.size_bytes
+                && size > declared
+            {
+                v.add(
+                    "metadata.size_bytes",
+                    format!("declared {declared} bytes, received more"),
+                );
+                return Err(invalid(&v));
+            }
+            hasher.update(&chunk);
+            let mut rest = chunk.as_slice();
+            while !rest.is_empty() {
+                let take = rest.len().min(DOCUMENT_CHUNK_BYTES - pending.len());
+                pending.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if pending.len() == DOCUMENT_CHUNK_BYTES {
+                    if upload.is_empty() {
+                        check_media_type(&pending, &metadata.media_type, &mut v);
+                        if !v.is_empty() {
+                            return Err(invalid(&v));
+                        }
+                    }
+                    let full =
+                        std::mem::replace(&mut pending, Vec::with_capacity(DOCUMENT_CHUNK_BYTES));
+                    upload.write(full).await.map_err(store_error)?;
+                }
             }
         }
-        if content.is_empty() {
+        if size == 0 {
             v.add("chunk", "the document is empty");
             return Err(invalid(&v));
         }
-        let sha256 = Sha256Hex::of(&content);
-        if let Some(size) = metadata.size_bytes
-            && size != content.len() as u64
+        let sha256 = Sha256Hex::from_digest(hasher.finish());
+        if let Some(declared) = metadata.size_bytes
+            && declared != size
         {
             v.add(
                 "metadata.size_bytes",
-                format!("declared {size} bytes, received {}", content.len()),
+                format!("declared {declared} bytes, received {size}"),
             );
         }
         if let Some(expected) = &metadata.sha256
@@ -416,32 +447,17 @@ impl FilingService for Filings {
                 format!("declared {expected}, but the bytes received hash to {sha256}"),
             );
         }
-        match sniff_media_type(&content) {
-            Some(sniffed) if sniffed == metadata.media_type => {}
-            Some(sniffed) => v.add(
-                "metadata.media_type",
-                format!(
-                    "declared {} but the bytes are {sniffed}",
-                    metadata.media_type
-                ),
-            ),
-            None => v.add(
-                "metadata.media_type",
-                "the bytes are not PDF, PNG, JPEG or XML",
-            ),
+        if upload.is_empty() {
+            check_media_type(&pending, &metadata.media_type, &mut v);
         }
         if !v.is_empty() {
             return Err(invalid(&v));
         }
-
-        let size = content.len() as u64;
-        let record = self
-            .store
-            .put_document(NewDocument {
-                sha256: sha256.clone(),
-                media_type: metadata.media_type.clone(),
-                content,
-            })
+        if !pending.is_empty() {
+            upload.write(pending).await.map_err(store_error)?;
+        }
+        let record = upload
+            .complete(sha256.clone(), metadata.media_type.clone(), size)
             .await
             .map_err(store_error)?;
         self.known.remember(std::slice::from_ref(&record));
@@ -598,4 +614,90 @@ impl FilingService for Filings {
             next_page_token,
         }))
     }
+}
+
+/// Adds a violation unless `first_bytes` (the document's first chunk) are
+/// of the declared media type.
+fn check_media_type(first_bytes: &[u8], declared: &str, v: &mut Violations) {
+    match sniff_media_type(first_bytes) {
+        Some(sniffed) if sniffed == declared => {}
+        Some(sniffed) => v.add(
+            "metadata.media_type",
+            format!("declared {declared} but the bytes are {sniffed}"),
+        ),
+        None => v.add(
+            "metadata.media_type",
+            "the bytes are not PDF, PNG, JPEG or XML",
+        ),
+    }
+}
+
+/// An upload's chunks in storage. Until [`Upload::complete`] they are no
+/// document; an upload dropped before that (refused, failed, or the client
+/// gone, which drops the handler) has its chunks removed at once. One the
+/// gateway could not remove (it died) goes at the next sweep.
+struct Upload {
+    store: Arc<dyn Store>,
+    id: String,
+    chunks: u64,
+    completed: bool,
+}
+
+impl Upload {
+    fn new(store: Arc<dyn Store>) -> Upload {
+        Upload {
+            store,
+            id: new_upload_id(),
+            chunks: 0,
+            completed: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks == 0
+    }
+
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
+        self.store.write_chunk(&self.id, self.chunks, data).await?;
+        self.chunks += 1;
+        Ok(())
+    }
+
+    async fn complete(
+        mut self,
+        sha256: Sha256Hex,
+        media_type: String,
+        size_bytes: u64,
+    ) -> Result<DocumentRecord, StoreError> {
+        let record = self
+            .store
+            .complete_upload(NewDocument {
+                upload_id: self.id.clone(),
+                sha256,
+                media_type,
+                size_bytes,
+            })
+            .await?;
+        self.completed = true;
+        Ok(record)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.completed || self.chunks == 0 {
+            return;
+        }
+        let (store, id) = (self.store.clone(), std::mem::take(&mut self.id));
+        tokio::spawn(async move {
+            if let Err(error) = store.abandon_upload(&id).await {
+                tracing::warn!(upload = id, %error, "an unfinished upload's chunks stay until the sweep");
+            }
+        });
+    }
+}
+
+/// A new upload's id: time-ordered, unique across replicas.
+fn new_upload_id() -> String {
+    format!("upl-{}", uuid::Uuid::now_v7().simple())
 }

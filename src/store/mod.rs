@@ -160,12 +160,18 @@ pub struct Gauges {
     pub runs_taken_apart: u64,
 }
 
-/// A document to store, already checked.
+/// The bytes of one stored chunk of a document (256 KiB); the last chunk
+/// may be shorter. Uploads are written, and fetches read, a chunk at a time.
+pub const DOCUMENT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A finished upload to make a document of, its bytes checked: every chunk
+/// written under `upload_id`, hashing to `sha256`, `size_bytes` in all.
 #[derive(Debug, Clone)]
 pub struct NewDocument {
+    pub upload_id: String,
     pub sha256: Sha256Hex,
     pub media_type: String,
-    pub content: Vec<u8>,
+    pub size_bytes: u64,
 }
 
 /// A stored document's metadata.
@@ -272,13 +278,30 @@ impl Change {
     }
 }
 
-/// A document as fetched by a subscriber it was sent to.
+/// Which unfinished uploads to remove.
+#[derive(Debug, Clone)]
+pub(crate) enum UploadsToDrop {
+    One(String),
+    StartedBefore(DateTime<Utc>),
+}
+
+/// A document as fetched by a subscriber it was sent to: what it is, and
+/// where its chunks are ([`Store::document_chunk`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedDocument {
     /// The kind under which the extract referenced it.
     pub kind: DocumentKind,
     pub media_type: String,
-    pub content: Vec<u8>,
+    pub size_bytes: u64,
+    /// The upload whose chunks hold the bytes.
+    pub upload_id: String,
+}
+
+impl FetchedDocument {
+    /// How many chunks hold the bytes.
+    pub fn chunks(&self) -> u64 {
+        self.size_bytes.div_ceil(DOCUMENT_CHUNK_BYTES as u64)
+    }
 }
 
 /// A quarterly report (latest revision) that goes into form 402.
@@ -420,8 +443,31 @@ pub trait Store: Send + Sync + 'static {
     /// Counts for the operators' metrics: obligations by status, ledger
     /// length, and extracts not yet acknowledged by each of `subscribers`.
     async fn gauges(&self, subscribers: &[String]) -> Result<Gauges, StoreError>;
-    /// Stores a document (content-addressed; storing it again changes nothing).
-    async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError>;
+    /// Writes chunk `index` of the upload `upload_id` (the first one also
+    /// records when the upload started). Chunks are not a document until
+    /// [`Store::complete_upload`].
+    async fn write_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError>;
+    /// Makes a document of a finished upload's chunks, in one transaction
+    /// with its ledger entry. Documents are content-addressed: if the same
+    /// bytes are stored already, that document is answered and the upload's
+    /// chunks are removed.
+    async fn complete_upload(&self, document: NewDocument) -> Result<DocumentRecord, StoreError>;
+    /// Removes an unfinished upload's chunks.
+    async fn abandon_upload(&self, upload_id: &str) -> Result<(), StoreError>;
+    /// Removes every unfinished upload started before `started_before`, with
+    /// its chunks; how many.
+    async fn sweep_uploads(&self, started_before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Chunk `index` of the document stored from `upload_id`.
+    async fn document_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
     /// The stored documents among `digests`.
     async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError>;
     /// Accepts a valid filing (or recognises a replay) in one transaction.
@@ -794,10 +840,19 @@ pub(crate) enum Job {
         Box<Incoming>,
         oneshot::Sender<Result<SubmitOutcome, StoreError>>,
     ),
+    /// A chunk of an upload (SQLite; PostgreSQL writes chunks itself).
+    Chunk {
+        upload_id: String,
+        index: u64,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     Document(
         NewDocument,
         oneshot::Sender<Result<DocumentRecord, StoreError>>,
     ),
+    /// Removes unfinished uploads and their chunks (SQLite).
+    DropUploads(UploadsToDrop, oneshot::Sender<Result<u64, StoreError>>),
     Attempts {
         extract_ids: Vec<String>,
         subscriber: String,
@@ -837,7 +892,9 @@ impl Job {
         let error = || StoreError::NotCommitted(reason.to_owned());
         match self {
             Job::Filing(_, reply) => drop(reply.send(Err(error()))),
+            Job::Chunk { reply, .. } => drop(reply.send(Err(error()))),
             Job::Document(_, reply) => drop(reply.send(Err(error()))),
+            Job::DropUploads(_, reply) => drop(reply.send(Err(error()))),
             Job::Attempts { reply, .. } => drop(reply.send(Err(error()))),
             Job::AckExtract { reply, .. } => drop(reply.send(Err(error()))),
             Job::PublishForm(_, reply) => drop(reply.send(Err(error()))),
@@ -958,6 +1015,7 @@ impl Provable for Option<Recorded> {
     }
 }
 impl Provable for Vec<u32> {}
+impl Provable for u64 {}
 impl Provable for Vec<Obligation> {}
 impl Provable for FormAckOutcome {}
 
@@ -1010,7 +1068,27 @@ impl JobQueue {
             .await
     }
 
-    pub(crate) async fn put_document(
+    pub(crate) async fn write_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let upload_id = upload_id.to_owned();
+        self.send(|reply| Job::Chunk {
+            upload_id,
+            index,
+            data,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn drop_uploads(&self, which: UploadsToDrop) -> Result<u64, StoreError> {
+        self.send(|reply| Job::DropUploads(which, reply)).await
+    }
+
+    pub(crate) async fn complete_upload(
         &self,
         document: NewDocument,
     ) -> Result<DocumentRecord, StoreError> {

@@ -9,6 +9,7 @@ mod ledger;
 mod reads;
 mod runs;
 mod tree;
+mod uploads;
 mod writer;
 
 use std::{
@@ -29,6 +30,7 @@ use super::{
     FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, JobQueue, NewDocument,
     ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
     Signing, Store, StoreError, StoredCheckpoint, StoredFiling, Submission, SubmitOutcome,
+    UploadsToDrop,
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
 use crate::{
@@ -74,6 +76,8 @@ pub struct PgStore {
     changes: watch::Sender<Change>,
     /// See [`Gauges::runs_taken_apart`].
     taken_apart: Arc<AtomicU64>,
+    /// When uploads start (chunks are written beside the writer).
+    clock: Arc<dyn Clock>,
 }
 
 impl PgStore {
@@ -124,7 +128,7 @@ impl PgStore {
         let context = writer::Writer {
             pool: pool.clone(),
             instance: instance.clone(),
-            clock,
+            clock: clock.clone(),
             changes: changes.clone(),
             taken_apart: taken_apart.clone(),
             signer: signing.signer(),
@@ -139,6 +143,7 @@ impl PgStore {
             jobs: queue,
             changes,
             taken_apart,
+            clock,
         })
     }
 }
@@ -226,8 +231,42 @@ impl Store for PgStore {
         Ok(gauges)
     }
 
-    async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
-        self.jobs.put_document(document).await
+    async fn write_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await?;
+        uploads::write_chunk(&mut tx, now, upload_id, index, &data).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn complete_upload(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
+        self.jobs.complete_upload(document).await
+    }
+
+    async fn abandon_upload(&self, upload_id: &str) -> Result<(), StoreError> {
+        self.jobs
+            .drop_uploads(UploadsToDrop::One(upload_id.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    async fn sweep_uploads(&self, started_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.jobs
+            .drop_uploads(UploadsToDrop::StartedBefore(started_before))
+            .await
+    }
+
+    async fn document_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        reads::document_chunk(&self.pool, upload_id, index).await
     }
 
     async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {

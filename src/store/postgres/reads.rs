@@ -246,8 +246,8 @@ pub async fn document_for(
     sha256: &str,
     subscriber: &str,
 ) -> Result<Option<FetchedDocument>, StoreError> {
-    let row: Option<(String, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT d.kind, doc.media_type, doc.content FROM extract_documents d \
+    let row: Option<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT d.kind, doc.media_type, doc.size_bytes, doc.upload_id FROM extract_documents d \
          JOIN documents doc ON doc.sha256 = d.sha256 \
          WHERE d.sha256 = $1 AND EXISTS (SELECT 1 FROM extract_attempts a \
          WHERE a.extract_id = d.extract_id AND a.subscriber = $2) LIMIT 1",
@@ -256,14 +256,29 @@ pub async fn document_for(
     .bind(subscriber)
     .fetch_optional(pool)
     .await?;
-    row.map(|(kind, media_type, content)| {
+    row.map(|(kind, media_type, size, upload_id)| {
         Ok(FetchedDocument {
             kind: parse_name("document kind", &kind, DocumentKind::parse)?,
             media_type,
-            content,
+            size_bytes: size as u64,
+            upload_id,
         })
     })
     .transpose()
+}
+
+pub async fn document_chunk(
+    pool: &PgPool,
+    upload_id: &str,
+    index: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT data FROM document_chunks WHERE upload_id = $1 AND idx = $2")
+            .bind(upload_id)
+            .bind(index as i64)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub async fn reports_for_form(

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{
     reads::{OBLIGATION_COLUMNS, obligation},
     runs::{self, AckJob, Independent},
+    uploads,
 };
 use crate::{
     domain::{
@@ -30,9 +31,9 @@ use crate::{
     },
     signing::Signer,
     store::{
-        Change, Clock, DocumentRecord, Finisher, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, NewDocument, PendingExtract, Recorded, StoreError, SubmitOutcome, finisher,
-        from_micros, micros, parse_date, refuse_the_rest, take_batch,
+        Change, Clock, Finisher, FormAck, FormAckOutcome, FormPublication, Incoming, Job,
+        PendingExtract, Recorded, StoreError, SubmitOutcome, finisher, micros, parse_date,
+        refuse_the_rest, take_batch,
     },
 };
 
@@ -130,10 +131,29 @@ impl Writer {
                     .await;
                     finishers.push(finisher(reply, result));
                 }
+                Job::Chunk {
+                    upload_id,
+                    index,
+                    data,
+                    reply,
+                } => finishers.push(finisher(
+                    reply,
+                    in_savepoint(&mut tx, async |conn| {
+                        uploads::write_chunk(conn, now, &upload_id, index, &data).await
+                    })
+                    .await,
+                )),
                 Job::Document(document, reply) => finishers.push(finisher(
                     reply,
                     in_savepoint(&mut tx, async |conn| {
-                        put_document(conn, now, document).await
+                        uploads::complete_upload(conn, now, document).await
+                    })
+                    .await,
+                )),
+                Job::DropUploads(which, reply) => finishers.push(finisher(
+                    reply,
+                    in_savepoint(&mut tx, async |conn| {
+                        uploads::drop_uploads(conn, &which).await
                     })
                     .await,
                 )),
@@ -330,52 +350,6 @@ async fn in_savepoint<T>(
             Err(error)
         }
     }
-}
-
-async fn put_document(
-    conn: &mut PgConnection,
-    now: DateTime<Utc>,
-    document: NewDocument,
-) -> Result<DocumentRecord, StoreError> {
-    let existing: Option<(String, i64, i64)> =
-        sqlx::query_as("SELECT media_type, size_bytes, stored_at FROM documents WHERE sha256 = $1")
-            .bind(document.sha256.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some((media_type, size, stored_at)) = existing {
-        return Ok(DocumentRecord {
-            sha256: document.sha256,
-            media_type,
-            size_bytes: size as u64,
-            stored_at: from_micros(stored_at)?,
-            newly_stored: false,
-        });
-    }
-    let size = document.content.len() as u64;
-    sqlx::query(
-        "INSERT INTO documents (sha256, media_type, size_bytes, content, stored_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(document.sha256.as_str())
-    .bind(&document.media_type)
-    .bind(size as i64)
-    .bind(&document.content)
-    .bind(micros(now))
-    .execute(&mut *conn)
-    .await?;
-    let event = LedgerEvent::DocumentStored {
-        sha256: document.sha256.clone(),
-        media_type: document.media_type.clone(),
-        size_bytes: size,
-    };
-    runs::append(conn, &[event], now).await?;
-    Ok(DocumentRecord {
-        sha256: document.sha256,
-        media_type: document.media_type,
-        size_bytes: size,
-        stored_at: now,
-        newly_stored: true,
-    })
 }
 
 async fn publish_form(

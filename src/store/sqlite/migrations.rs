@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::store::StoreError;
 
 /// (version, SQL), in order. A new migration is added here and as a file.
-const MIGRATIONS: [(i64, &str); 5] = [
+const MIGRATIONS: [(i64, &str); 6] = [
     (
         1,
         include_str!("../../../migrations/sqlite/0001_filings.sql"),
@@ -29,6 +29,10 @@ const MIGRATIONS: [(i64, &str); 5] = [
     (
         5,
         include_str!("../../../migrations/sqlite/0005_merkle_log.sql"),
+    ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_document_chunks.sql"),
     ),
 ];
 
@@ -107,7 +111,7 @@ mod tests {
     fn a_new_database_gets_every_migration_and_a_second_run_changes_nothing() {
         let mut conn = Connection::open_in_memory().unwrap();
         run(&mut conn).unwrap();
-        assert_eq!(version(&conn), 5);
+        assert_eq!(version(&conn), 6);
         run(&mut conn).unwrap();
         let tables: i64 = conn
             .query_row(
@@ -117,7 +121,7 @@ mod tests {
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 18);
+        assert_eq!(tables, 20);
         // No ranges were stored before migration 4: no prefix length listed.
         let listed: i64 = conn
             .query_row("SELECT COUNT(*) FROM ip_prefix_lengths", [], |row| {
@@ -141,7 +145,7 @@ mod tests {
         )
         .unwrap();
         run(&mut conn).unwrap();
-        assert_eq!(version(&conn), 5);
+        assert_eq!(version(&conn), 6);
         // Migration 4 listed every prefix length for the range stored before it.
         let listed: (i64, i64, i64) = conn
             .query_row(
@@ -167,8 +171,55 @@ mod tests {
         run(&mut conn).unwrap();
         assert_eq!(
             version(&conn),
-            5,
-            "the release's last version taken over, then 5"
+            6,
+            "the release's last version taken over, then 6"
+        );
+    }
+
+    #[test]
+    fn documents_stored_whole_become_chunks_of_256_kib_byte_for_byte() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        // 600 KiB: two whole chunks and one of 88 KiB; and one of 1 byte.
+        let big: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
+        let insert = "INSERT INTO documents (sha256, media_type, size_bytes, content, stored_at) \
+                      VALUES (?1, 'application/pdf', ?2, ?3, 0)";
+        conn.execute(insert, rusqlite::params!["big", big.len(), big])
+            .unwrap();
+        conn.execute(insert, rusqlite::params!["one", 1, vec![7u8]])
+            .unwrap();
+        run(&mut conn).unwrap();
+        let chunks = |id: &str| -> Vec<Vec<u8>> {
+            conn.prepare("SELECT data FROM document_chunks WHERE upload_id = ?1 ORDER BY idx")
+                .unwrap()
+                .query_map([id], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let pieces = chunks("big");
+        assert_eq!(
+            pieces.iter().map(Vec::len).collect::<Vec<_>>(),
+            [262144, 262144, 90112]
+        );
+        assert!(pieces.concat() == big);
+        assert_eq!(chunks("one"), [vec![7u8]]);
+        let rows: Vec<(String, String, i64)> = conn
+            .prepare("SELECT sha256, upload_id, length(content) FROM documents ORDER BY sha256")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("big".to_owned(), "big".to_owned(), 0),
+                ("one".to_owned(), "one".to_owned(), 0)
+            ]
         );
     }
 
@@ -180,7 +231,7 @@ mod tests {
         assert_eq!(
             error,
             "database migration: the database is at schema version 99, newer than this \
-             release knows (5): run the release that wrote it"
+             release knows (6): run the release that wrote it"
         );
     }
 }

@@ -26,6 +26,7 @@ use super::{
     FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, JobQueue, NewDocument,
     ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
     Signing, Store, StoreError, StoredCheckpoint, StoredFiling, Submission, SubmitOutcome,
+    UploadsToDrop,
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
 use crate::{
@@ -108,6 +109,13 @@ impl SqliteStore {
             } = &signing
             {
                 let tx = conn.transaction()?;
+                // The gateway that signs is the one process writing this
+                // file: uploads unfinished now were cut off when the last one
+                // stopped or died. Their chunks go.
+                tx.execute_batch(
+                    "DELETE FROM document_chunks WHERE upload_id IN (SELECT upload_id FROM uploads); \
+                     DELETE FROM uploads;",
+                )?;
                 let history = tree::signing_keys(&tx)?;
                 if keys::admit(&history, &signer.record(), *add_unknown_key)? == Admission::Add {
                     tree::add_signing_key(&tx, &signer.record(), None)?;
@@ -281,8 +289,40 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn put_document(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
-        self.jobs.put_document(document).await
+    async fn write_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.jobs.write_chunk(upload_id, index, data).await
+    }
+
+    async fn complete_upload(&self, document: NewDocument) -> Result<DocumentRecord, StoreError> {
+        self.jobs.complete_upload(document).await
+    }
+
+    async fn abandon_upload(&self, upload_id: &str) -> Result<(), StoreError> {
+        self.jobs
+            .drop_uploads(UploadsToDrop::One(upload_id.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    async fn sweep_uploads(&self, started_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.jobs
+            .drop_uploads(UploadsToDrop::StartedBefore(started_before))
+            .await
+    }
+
+    async fn document_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let upload_id = upload_id.to_owned();
+        self.read(move |conn| reads::document_chunk(conn, &upload_id, index))
+            .await
     }
 
     async fn documents(&self, digests: &[Sha256Hex]) -> Result<Vec<DocumentRecord>, StoreError> {

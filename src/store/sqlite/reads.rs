@@ -255,23 +255,40 @@ pub fn document_for(
     subscriber: &str,
 ) -> Result<Option<FetchedDocument>, StoreError> {
     conn.prepare_cached(
-        "SELECT d.kind, doc.media_type, doc.content FROM extract_documents d \
+        "SELECT d.kind, doc.media_type, doc.size_bytes, doc.upload_id FROM extract_documents d \
              JOIN documents doc ON doc.sha256 = d.sha256 \
              WHERE d.sha256 = ?1 AND EXISTS (SELECT 1 FROM extract_attempts a \
              WHERE a.extract_id = d.extract_id AND a.subscriber = ?2) LIMIT 1",
     )?
     .query_row([sha256, subscriber], |row| {
-        Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get(1)?,
+            row.get::<_, i64>(2)?,
+            row.get(3)?,
+        ))
     })
     .optional()?
-    .map(|(kind, media_type, content)| {
+    .map(|(kind, media_type, size, upload_id)| {
         Ok(FetchedDocument {
             kind: parse_name("document kind", &kind, DocumentKind::parse)?,
             media_type,
-            content,
+            size_bytes: size as u64,
+            upload_id,
         })
     })
     .transpose()
+}
+
+pub fn document_chunk(
+    conn: &Connection,
+    upload_id: &str,
+    index: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT data FROM document_chunks WHERE upload_id = ?1 AND idx = ?2")?
+        .query_row(params![upload_id, index], |row| row.get(0))
+        .optional()?)
 }
 
 pub fn reports_for_form(

@@ -29,8 +29,8 @@ use crate::{
     signing::Signer,
     store::{
         AckBuilder, Change, Clock, DocumentRecord, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, NewDocument, PendingExtract, Recorded, StoreError, SubmitOutcome, finisher,
-        from_micros, micros, new_id, refuse_the_rest, take_batch,
+        Incoming, Job, NewDocument, PendingExtract, Recorded, StoreError, SubmitOutcome,
+        UploadsToDrop, finisher, from_micros, micros, new_id, refuse_the_rest, take_batch,
     },
 };
 
@@ -89,9 +89,24 @@ fn commit_batch(
                     }),
                 )
             }
+            Job::Chunk {
+                upload_id,
+                index,
+                data,
+                reply,
+            } => finisher(
+                reply,
+                in_savepoint(&mut tx, |conn| {
+                    write_chunk(conn, now, &upload_id, index, &data)
+                }),
+            ),
             Job::Document(document, reply) => finisher(
                 reply,
-                in_savepoint(&mut tx, |conn| put_document(conn, now, document)),
+                in_savepoint(&mut tx, |conn| complete_upload(conn, now, document)),
+            ),
+            Job::DropUploads(which, reply) => finisher(
+                reply,
+                in_savepoint(&mut tx, |conn| drop_uploads(conn, &which)),
             ),
             Job::Attempts {
                 extract_ids,
@@ -505,11 +520,57 @@ fn fulfil(conn: &Connection, fulfilment: &decisions::Fulfilment) -> Result<(), S
     Ok(())
 }
 
-fn put_document(
+fn write_chunk(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    upload_id: &str,
+    index: u64,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    if index == 0 {
+        conn.prepare_cached("INSERT INTO uploads (upload_id, started_at) VALUES (?1, ?2)")?
+            .execute(params![upload_id, micros(now)])?;
+    }
+    conn.prepare_cached("INSERT INTO document_chunks (upload_id, idx, data) VALUES (?1, ?2, ?3)")?
+        .execute(params![upload_id, index, data])?;
+    Ok(())
+}
+
+fn drop_uploads(conn: &Connection, which: &UploadsToDrop) -> Result<u64, StoreError> {
+    let ids: Vec<String> = match which {
+        UploadsToDrop::One(id) => vec![id.clone()],
+        UploadsToDrop::StartedBefore(at) => conn
+            .prepare_cached("SELECT upload_id FROM uploads WHERE started_at < ?1")?
+            .query_map([micros(*at)], |row| row.get(0))?
+            .collect::<Result<_, _>>()?,
+    };
+    let mut dropped = 0;
+    for id in &ids {
+        dropped += conn
+            .prepare_cached("DELETE FROM uploads WHERE upload_id = ?1")?
+            .execute([id])? as u64;
+        conn.prepare_cached("DELETE FROM document_chunks WHERE upload_id = ?1")?
+            .execute([id])?;
+    }
+    Ok(dropped)
+}
+
+/// Makes a document of a finished upload, unless the same bytes are stored
+/// already: then the upload's chunks go, and the stored document answers.
+fn complete_upload(
     conn: &Connection,
     now: DateTime<Utc>,
     document: NewDocument,
 ) -> Result<DocumentRecord, StoreError> {
+    let finished = conn
+        .prepare_cached("DELETE FROM uploads WHERE upload_id = ?1")?
+        .execute([&document.upload_id])?;
+    if finished != 1 {
+        return Err(StoreError::Database(format!(
+            "upload {} is not in progress (abandoned or swept?)",
+            document.upload_id
+        )));
+    }
     let existing: Option<(String, i64, i64)> = rusqlite::OptionalExtension::optional(
         conn.prepare_cached(
             "SELECT media_type, size_bytes, stored_at FROM documents WHERE sha256 = ?1",
@@ -519,6 +580,8 @@ fn put_document(
         }),
     )?;
     if let Some((media_type, size, stored_at)) = existing {
+        conn.prepare_cached("DELETE FROM document_chunks WHERE upload_id = ?1")?
+            .execute([&document.upload_id])?;
         return Ok(DocumentRecord {
             sha256: document.sha256,
             media_type,
@@ -527,31 +590,30 @@ fn put_document(
             newly_stored: false,
         });
     }
-    let size = document.content.len() as u64;
     conn.prepare_cached(
-        "INSERT INTO documents (sha256, media_type, size_bytes, content, stored_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO documents (sha256, media_type, size_bytes, content, stored_at, upload_id) \
+         VALUES (?1, ?2, ?3, X'', ?4, ?5)",
     )?
     .execute(params![
         document.sha256.as_str(),
         document.media_type,
-        size,
-        document.content,
-        micros(now)
+        document.size_bytes,
+        micros(now),
+        document.upload_id
     ])?;
     append_ledger(
         conn,
         &[LedgerEvent::DocumentStored {
             sha256: document.sha256.clone(),
             media_type: document.media_type.clone(),
-            size_bytes: size,
+            size_bytes: document.size_bytes,
         }],
         now,
     )?;
     Ok(DocumentRecord {
         sha256: document.sha256,
         media_type: document.media_type,
-        size_bytes: size,
+        size_bytes: document.size_bytes,
         stored_at: now,
         newly_stored: true,
     })

@@ -1,0 +1,461 @@
+//! Documents at realistic size, streamed in and out: a 20 MiB document
+//! round-trips byte for byte; an upload cut off (client gone, gateway
+//! killed) leaves no document and no chunks; a lie about the bytes found
+//! part way stores nothing; identical uploads at once give one document.
+//! Both backends.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use chrono::Datelike;
+use common::{
+    child::ChildGateway,
+    fixtures::{self, BIN_A, date, start_notification},
+    *,
+};
+use minegate::proto::v1::{
+    DocumentKind, DocumentMetadata, DocumentRef, FetchDocumentRequest, UploadDocumentRequest,
+    document_chunk::Part as FetchPart, energy_extract_service_client::EnergyExtractServiceClient,
+    filing_service_client::FilingServiceClient, upload_document_request::Part,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, transport::Channel};
+use tonic_types::StatusExt;
+
+const MIB: usize = 1024 * 1024;
+
+/// `size` bytes of a PDF whose content is a pseudo-random run from `seed`.
+fn big_pdf(size: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.4\n".to_vec();
+    let mut state = seed;
+    while bytes.len() < size {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(size);
+    bytes
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    minegate::domain::Sha256Hex::of(bytes).to_string()
+}
+
+fn metadata(kind: DocumentKind, media_type: &str, bytes: &[u8]) -> DocumentMetadata {
+    DocumentMetadata {
+        kind: kind as i32,
+        media_type: media_type.into(),
+        file_name: "scan.pdf".into(),
+        size_bytes: Some(bytes.len() as u64),
+        sha256: Some(sha256(bytes)),
+    }
+}
+
+async fn upload(
+    channel: Channel,
+    metadata: DocumentMetadata,
+    bytes: &[u8],
+) -> Result<DocumentRef, tonic::Status> {
+    let mut messages = vec![UploadDocumentRequest {
+        part: Some(Part::Metadata(metadata)),
+    }];
+    messages.extend(bytes.chunks(64 * 1024).map(|c| UploadDocumentRequest {
+        part: Some(Part::Chunk(c.to_vec())),
+    }));
+    FilingServiceClient::new(channel)
+        .upload_document(tokio_stream::iter(messages))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// What is stored of documents: (documents, chunks, unfinished uploads).
+async fn stored(url: &str) -> (i64, i64, i64) {
+    (
+        scalar(url, "SELECT COUNT(*) FROM documents").await,
+        scalar(url, "SELECT COUNT(*) FROM document_chunks").await,
+        scalar(url, "SELECT COUNT(*) FROM uploads").await,
+    )
+}
+
+/// Waits (up to 10 s) until what is stored of documents is `wanted`.
+async fn until_stored(url: &str, wanted: (i64, i64, i64)) {
+    for _ in 0..200 {
+        if stored(url).await == wanted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored(url).await, wanted);
+}
+
+/// Starts an upload of `bytes` through a channel that stays open after
+/// `sent` bytes, waits until the gateway has written two chunks, and gives
+/// back the sender (drop it, or the call, to end it).
+async fn half_upload(
+    channel: Channel,
+    url: &str,
+    bytes: &[u8],
+    sent: usize,
+) -> (
+    mpsc::Sender<UploadDocumentRequest>,
+    tokio::task::JoinHandle<Result<DocumentRef, tonic::Status>>,
+) {
+    let (tx, rx) = mpsc::channel(16);
+    let call = tokio::spawn(async move {
+        FilingServiceClient::new(channel)
+            .upload_document(ReceiverStream::new(rx))
+            .await
+            .map(|r| r.into_inner())
+    });
+    tx.send(UploadDocumentRequest {
+        part: Some(Part::Metadata(metadata(
+            DocumentKind::CustomsDeclarationOrTitle,
+            "application/pdf",
+            bytes,
+        ))),
+    })
+    .await
+    .unwrap();
+    for chunk in bytes[..sent].chunks(64 * 1024) {
+        tx.send(UploadDocumentRequest {
+            part: Some(Part::Chunk(chunk.to_vec())),
+        })
+        .await
+        .unwrap();
+    }
+    for _ in 0..200 {
+        if scalar(url, "SELECT COUNT(*) FROM document_chunks").await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        scalar(url, "SELECT COUNT(*) FROM document_chunks").await,
+        (sent / (256 * 1024)) as i64,
+        "the chunks received so far are in storage"
+    );
+    assert_eq!(scalar(url, "SELECT COUNT(*) FROM uploads").await, 1);
+    (tx, call)
+}
+
+async fn a_20_mib_document_round_trips_through_an_extract_and_fetch(backend: Backend) {
+    let clock = TestClock::at("2026-03-02T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let channel = app.channel("authority").await;
+    let scan = big_pdf(20 * MIB, 7);
+    let reference = upload(
+        channel.clone(),
+        metadata(
+            DocumentKind::CustomsDeclarationOrTitle,
+            "application/pdf",
+            &scan,
+        ),
+        &scan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reference.sha256, sha256(&scan));
+    assert_eq!(reference.size_bytes, (20 * MIB) as u64);
+    // 80 chunks of 256 KiB, no upload left unfinished.
+    assert_eq!(stored(&url).await, (1, 80, 0));
+
+    let mut documents = fixtures::upload_documents(channel.clone(), "big").await;
+    documents[0] = reference.clone();
+    FilingServiceClient::new(channel)
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "big-1",
+            date(2026, 4, 10),
+            &["37.99.0.0/24"],
+            &documents,
+        ))
+        .await
+        .unwrap();
+
+    // The energy ministry's client writes it to disk as it streams.
+    let out = tempfile::tempdir().unwrap();
+    let subscribed = as_role(
+        &app,
+        "energy",
+        &[
+            "energy",
+            "subscribe",
+            "--once",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        subscribed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&subscribed.stderr)
+    );
+    let written = std::fs::read(
+        out.path()
+            .join("documents")
+            .join(format!("{}.pdf", reference.sha256)),
+    )
+    .unwrap();
+    assert!(written == scan, "the document on disk differs");
+    let leftovers: Vec<_> = std::fs::read_dir(out.path().join("documents"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // FetchDocument streams it a stored chunk at a time.
+    let mut stream = EnergyExtractServiceClient::new(app.channel("energy").await)
+        .fetch_document(FetchDocumentRequest {
+            sha256: reference.sha256.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut parts, mut fetched) = (Vec::new(), Vec::new());
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.part.unwrap() {
+            FetchPart::Metadata(metadata) => parts.push(format!(
+                "{} {} {}",
+                metadata.sha256, metadata.media_type, metadata.size_bytes
+            )),
+            FetchPart::Data(data) => {
+                parts.push(data.len().to_string());
+                fetched.extend(data);
+            }
+        }
+    }
+    assert_eq!(parts.len(), 81);
+    assert_eq!(
+        parts[0],
+        format!("{} application/pdf {}", reference.sha256, 20 * MIB)
+    );
+    assert!(parts[1..].iter().all(|part| part == "262144"), "{parts:?}");
+    assert!(fetched == scan, "the fetched document differs");
+}
+
+async fn an_upload_the_client_drops_leaves_no_document_and_no_chunks(backend: Backend) {
+    let clock = TestClock::at("2026-03-02T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let scan = big_pdf(4 * MIB, 11);
+    let (sender, call) = half_upload(app.channel("authority").await, &url, &scan, MIB).await;
+    // The client goes away mid-stream.
+    call.abort();
+    drop(sender);
+    until_stored(&url, (0, 0, 0)).await;
+    // Nothing about it in the ledger either.
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM ledger").await, 0);
+}
+
+async fn an_upload_cut_off_by_kill_9_is_removed_after_the_restart(backend: Backend) {
+    let dir = fresh_folder();
+    let database_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("minegate.db").display()),
+        Backend::Postgres => {
+            let Some(server) = postgres_url() else { return };
+            fresh_postgres_database(&server).await
+        }
+    };
+    // Calls end after 1 s, so an upload unfinished after 2 s is abandoned.
+    let mut gateway = ChildGateway::start(
+        dir.path(),
+        &database_url,
+        &[
+            ("MINEGATE_LIMITS_REQUEST_TIMEOUT_MS", "1000"),
+            ("MINEGATE_LIMITS_ABANDONED_UPLOAD_MS", "2000"),
+        ],
+    )
+    .await;
+    let scan = big_pdf(4 * MIB, 13);
+    let (sender, _call) = half_upload(
+        gateway.channel("authority").await,
+        &database_url,
+        &scan,
+        MIB,
+    )
+    .await;
+    gateway.kill9().await;
+    drop(sender);
+    // The chunks of the cut-off upload are still there underneath.
+    assert_eq!(stored(&database_url).await, (0, 4, 1));
+    gateway.restart().await;
+    // SQLite: removed as the gateway starts; PostgreSQL (replicas may be
+    // mid-upload): by the sweep, once the upload is older than 2 s.
+    until_stored(&database_url, (0, 0, 0)).await;
+    assert_eq!(
+        scalar(&database_url, "SELECT COUNT(*) FROM ledger").await,
+        0
+    );
+    // And the gateway takes the same document whole afterwards.
+    let reference = upload(
+        gateway.channel("authority").await,
+        metadata(
+            DocumentKind::CustomsDeclarationOrTitle,
+            "application/pdf",
+            &scan,
+        ),
+        &scan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reference.sha256, sha256(&scan));
+    assert_eq!(stored(&database_url).await, (1, 16, 0));
+    gateway.signal("TERM").await;
+    assert_eq!(gateway.exit_code().await, Some(0));
+}
+
+/// The violations of a refused upload: (field, description).
+fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("a BadRequest")
+        .field_violations
+        .into_iter()
+        .map(|v| (v.field, v.description))
+        .collect()
+}
+
+async fn a_lie_about_the_bytes_found_part_way_stores_nothing(backend: Backend) {
+    let clock = TestClock::at("2026-03-02T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let channel = app.channel("authority").await;
+    let scan = big_pdf(3 * MIB, 17);
+    let kind = DocumentKind::CustomsDeclarationOrTitle;
+
+    // Declared smaller than it is: refused as soon as it is more.
+    let mut small = metadata(kind, "application/pdf", &scan);
+    small.size_bytes = Some(MIB as u64);
+    let refused = upload(channel.clone(), small, &scan).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [(
+            "metadata.size_bytes".to_owned(),
+            format!("declared {MIB} bytes, received more")
+        )]
+    );
+    // Declared larger: found at the end.
+    let mut large = metadata(kind, "application/pdf", &scan);
+    large.size_bytes = Some((4 * MIB) as u64);
+    let refused = upload(channel.clone(), large, &scan).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [(
+            "metadata.size_bytes".to_owned(),
+            format!("declared {} bytes, received {}", 4 * MIB, 3 * MIB)
+        )]
+    );
+    // Another digest than the bytes'.
+    let mut wrong = metadata(kind, "application/pdf", &scan);
+    let other = sha256(b"other bytes");
+    wrong.sha256 = Some(other.clone());
+    let refused = upload(channel.clone(), wrong, &scan).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [(
+            "metadata.sha256".to_owned(),
+            format!(
+                "declared {other}, but the bytes received hash to {}",
+                sha256(&scan)
+            )
+        )]
+    );
+    // Declared PNG, the first chunk is a PDF: refused at the first chunk.
+    let refused = upload(channel.clone(), metadata(kind, "image/png", &scan), &scan)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [(
+            "metadata.media_type".to_owned(),
+            "declared image/png but the bytes are application/pdf".to_owned()
+        )]
+    );
+    // None of them left a document, a chunk or an entry.
+    until_stored(&url, (0, 0, 0)).await;
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM ledger").await, 0);
+}
+
+async fn identical_uploads_at_once_give_one_document_a_filing_may_use_at_once(backend: Backend) {
+    let clock = TestClock::at("2026-03-02T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let channel = app.channel("authority").await;
+    let scan = big_pdf(2 * MIB, 19);
+    let uploads: Vec<_> = (0..4)
+        .map(|_| {
+            let (channel, scan) = (channel.clone(), scan.clone());
+            tokio::spawn(async move {
+                upload(
+                    channel,
+                    metadata(
+                        DocumentKind::CustomsDeclarationOrTitle,
+                        "application/pdf",
+                        &scan,
+                    ),
+                    &scan,
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut references = Vec::new();
+    for upload in uploads {
+        references.push(upload.await.unwrap());
+    }
+    assert!(
+        references.iter().all(|r| *r == references[0]),
+        "{references:?}"
+    );
+    // One document of 8 chunks, one entry; the other uploads' chunks gone.
+    until_stored(&url, (1, 8, 0)).await;
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT COUNT(*) FROM ledger WHERE kind = 'DOCUMENT_STORED'"
+        )
+        .await,
+        1
+    );
+    // A filing references it at once.
+    let mut documents = fixtures::upload_documents(channel.clone(), "at once").await;
+    documents[0] = references[0].clone();
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 4, 10).unwrap();
+    let receipt = FilingServiceClient::new(channel)
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "at-once",
+            date(today.year(), today.month() as i32, today.day() as i32),
+            &["37.99.0.0/24"],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(receipt.register_number, "KZ-DM-000001");
+}
+
+on_both_backends!(
+    a_20_mib_document_round_trips_through_an_extract_and_fetch,
+    an_upload_the_client_drops_leaves_no_document_and_no_chunks,
+    an_upload_cut_off_by_kill_9_is_removed_after_the_restart,
+    a_lie_about_the_bytes_found_part_way_stores_nothing,
+    identical_uploads_at_once_give_one_document_a_filing_may_use_at_once,
+);
