@@ -435,11 +435,13 @@ fn verify_ledger_every(store: Arc<dyn Store>, metrics: Metrics, every: Duration)
 
 /// The benchmark's baseline server: the same TLS acceptor, access layer and
 /// tonic server as the gateway, with a FilingService that only decodes and
-/// answers (no validation, no storage).
+/// answers (no validation, no storage), and FetchDocument sending back as
+/// many bytes as were uploaded.
 pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
     let tls = SharedServerConfig::load(&config.tls)?;
     let (local_addr, incoming, accept_loop) = listen(config, tls).await?;
     let limit = config.limits.max_message_bytes;
+    let received = crate::service::baseline::Received::default();
     let router = Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
@@ -449,9 +451,18 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
             Metrics::new(),
         ))
         .add_service(
-            FilingServiceServer::new(crate::service::baseline::BaselineFilings)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            FilingServiceServer::new(crate::service::baseline::BaselineFilings {
+                received: received.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            EnergyExtractServiceServer::new(crate::service::baseline::BaselineExtracts {
+                received,
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -20,6 +20,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tonic::transport::Channel;
 
+mod documents;
+
 use super::submit::upload_file;
 use crate::{
     client::ClientTls,
@@ -68,6 +70,8 @@ pub enum Part {
     FanOut,
     /// Inclusion and consistency proofs at a ledger of a million entries.
     Proofs,
+    /// Uploads and fetches of 20 MiB documents, with the baseline, and peak RSS.
+    Documents,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -778,6 +782,18 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             };
             others.push(proofs(dir, backend.name, &url, entries, calls).await?);
         }
+    }
+    if wanted(Part::Documents) {
+        let mut fresh = Vec::new();
+        for backend in &backends {
+            let url = match backend.name {
+                "sqlite" => format!("sqlite://{}", dir.join("documents.db").display()),
+                _ => create_database(args.postgres_url.as_deref().unwrap_or_default()).await?,
+            };
+            fresh.push((backend.name, url));
+        }
+        others.push(String::new());
+        others.extend(documents::run(dir, &fresh, args.quick).await?);
     }
     println!();
     for line in others {

@@ -1,19 +1,44 @@
 //! The benchmark's baseline: a FilingService that only decodes and answers —
 //! no validation, no storage, no ledger — served by the same tonic server
 //! behind the same TLS acceptor and access layer, so that `minegate bench`
-//! can show what the gateway's own work costs.
+//! can show what the gateway's own work costs. Documents likewise: an upload
+//! is received and discarded (only its size is kept), and FetchDocument
+//! sends that many bytes back in the gateway's chunks.
 
-use prost::Message;
-use tonic::{Request, Response, Status, Streaming};
-
-use crate::proto::v1::{
-    DocumentRef, Filing, FilingKind, FilingReceipt, GetFilingRequest, ListRegisterRequest,
-    ListRegisterResponse, QuarterlyReport, StartNotification, TerminationNotice,
-    UploadDocumentRequest, filing_service_server::FilingService,
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
 };
 
+use prost::Message;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    proto::v1::{
+        AcknowledgeExtractRequest, DocumentChunk, DocumentRef, ExtractAcknowledgement,
+        ExtractDelivery, FetchDocumentRequest, Filing, FilingKind, FilingReceipt, GetFilingRequest,
+        ListRegisterRequest, ListRegisterResponse, QuarterlyReport, StartNotification,
+        SubscribeRequest, TerminationNotice, UploadDocumentRequest, document_chunk,
+        energy_extract_service_server::EnergyExtractService, filing_service_server::FilingService,
+        upload_document_request::Part,
+    },
+    store::DOCUMENT_CHUNK_BYTES,
+};
+
+/// Declared digest → size of every document the baseline received.
+pub type Received = Arc<Mutex<HashMap<String, u64>>>;
+
 #[derive(Debug, Default, Clone)]
-pub struct BaselineFilings;
+pub struct BaselineFilings {
+    pub received: Received,
+}
+
+/// The baseline's EnergyExtractService: FetchDocument only.
+#[derive(Debug, Default, Clone)]
+pub struct BaselineExtracts {
+    pub received: Received,
+}
 
 /// A receipt of the gateway's usual size, built from the request alone,
 /// with evidence of the usual size (a receipt's bytes, an entry, twenty
@@ -59,9 +84,32 @@ fn bare(kind: FilingKind, bin_or_iin: &str, key: &str) -> FilingReceipt {
 impl FilingService for BaselineFilings {
     async fn upload_document(
         &self,
-        _request: Request<Streaming<UploadDocumentRequest>>,
+        request: Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<Response<DocumentRef>, Status> {
-        Err(Status::unimplemented("the baseline answers filings only"))
+        let mut stream = request.into_inner();
+        let Some(Ok(UploadDocumentRequest {
+            part: Some(Part::Metadata(metadata)),
+        })) = stream.next().await
+        else {
+            return Err(Status::invalid_argument("metadata first"));
+        };
+        let mut size = 0;
+        while let Some(message) = stream.next().await {
+            if let Some(Part::Chunk(chunk)) = message?.part {
+                size += chunk.len() as u64;
+            }
+        }
+        let sha256 = metadata.sha256.unwrap_or_default();
+        if let Ok(mut received) = self.received.lock() {
+            received.insert(sha256.clone(), size);
+        }
+        Ok(Response::new(DocumentRef {
+            kind: metadata.kind,
+            sha256,
+            media_type: metadata.media_type,
+            size_bytes: size,
+            file_name: metadata.file_name,
+        }))
     }
 
     async fn submit_start_notification(
@@ -114,5 +162,60 @@ impl FilingService for BaselineFilings {
         _request: Request<ListRegisterRequest>,
     ) -> Result<Response<ListRegisterResponse>, Status> {
         Err(Status::unimplemented("the baseline answers filings only"))
+    }
+}
+
+type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EnergyExtractService for BaselineExtracts {
+    type SubscribeStream = Stream<ExtractDelivery>;
+    type FetchDocumentStream = Stream<DocumentChunk>;
+
+    async fn subscribe(
+        &self,
+        _request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("the baseline serves documents only"))
+    }
+
+    async fn acknowledge(
+        &self,
+        _request: Request<AcknowledgeExtractRequest>,
+    ) -> Result<Response<ExtractAcknowledgement>, Status> {
+        Err(Status::unimplemented("the baseline serves documents only"))
+    }
+
+    /// As many bytes as were uploaded under the digest, in the gateway's
+    /// chunks, made as the client takes them.
+    async fn fetch_document(
+        &self,
+        request: Request<FetchDocumentRequest>,
+    ) -> Result<Response<Self::FetchDocumentStream>, Status> {
+        let sha256 = request.into_inner().sha256;
+        let size = self
+            .received
+            .lock()
+            .ok()
+            .and_then(|received| received.get(&sha256).copied())
+            .ok_or_else(|| Status::not_found(format!("no document {sha256}")))?;
+        let metadata = DocumentChunk {
+            part: Some(document_chunk::Part::Metadata(DocumentRef {
+                sha256,
+                media_type: "application/pdf".into(),
+                size_bytes: size,
+                ..Default::default()
+            })),
+        };
+        let chunks = size.div_ceil(DOCUMENT_CHUNK_BYTES as u64);
+        let data = (0..chunks).map(move |i| {
+            let len = (size - i * DOCUMENT_CHUNK_BYTES as u64).min(DOCUMENT_CHUNK_BYTES as u64);
+            Ok(DocumentChunk {
+                part: Some(document_chunk::Part::Data(vec![b'%'; len as usize])),
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            std::iter::once(Ok(metadata)).chain(data),
+        ))))
     }
 }
