@@ -127,12 +127,8 @@ async fn worker(
 
 async fn kill_nine_at_random_moments_loses_nothing(backend: Backend) {
     let dir = fresh_folder();
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("minegate.db").display()),
-        Backend::Postgres => {
-            let Some(server) = postgres_url() else { return };
-            fresh_postgres_database(&server).await
-        }
+    let Some(database_url) = database_for(backend, &dir).await else {
+        return;
     };
     let mut gateway = ChildGateway::start(dir.path(), &database_url, &[]).await;
     let documents = upload_documents(gateway.channel("authority").await, "crash").await;

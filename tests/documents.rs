@@ -72,6 +72,15 @@ async fn upload(
         .map(|r| r.into_inner())
 }
 
+/// A gateway on `backend`, its database URL and a channel as the authority;
+/// `None` when PostgreSQL is not configured.
+async fn gateway(backend: Backend) -> Option<(TestApp, String, Channel)> {
+    let app = spawn_on(backend, TestClock::at("2026-03-02T06:00:00Z")).await?;
+    let url = app.config.database_url.clone();
+    let channel = app.channel("authority").await;
+    Some((app, url, channel))
+}
+
 /// What is stored of documents: (documents, chunks, unfinished uploads).
 async fn stored(url: &str) -> (i64, i64, i64) {
     (
@@ -143,12 +152,9 @@ async fn half_upload(
 }
 
 async fn a_20_mib_document_round_trips_through_an_extract_and_fetch(backend: Backend) {
-    let clock = TestClock::at("2026-03-02T06:00:00Z");
-    let Some(app) = spawn_on(backend, clock).await else {
+    let Some((app, url, channel)) = gateway(backend).await else {
         return;
     };
-    let url = app.config.database_url.clone();
-    let channel = app.channel("authority").await;
     let scan = big_pdf(20 * MIB, 7);
     let reference = upload(
         channel.clone(),
@@ -243,11 +249,9 @@ async fn a_20_mib_document_round_trips_through_an_extract_and_fetch(backend: Bac
 }
 
 async fn an_upload_the_client_drops_leaves_no_document_and_no_chunks(backend: Backend) {
-    let clock = TestClock::at("2026-03-02T06:00:00Z");
-    let Some(app) = spawn_on(backend, clock).await else {
+    let Some((app, url, _)) = gateway(backend).await else {
         return;
     };
-    let url = app.config.database_url.clone();
     let scan = big_pdf(4 * MIB, 11);
     let (sender, call) = half_upload(app.channel("authority").await, &url, &scan, MIB).await;
     // The client goes away mid-stream.
@@ -260,12 +264,8 @@ async fn an_upload_the_client_drops_leaves_no_document_and_no_chunks(backend: Ba
 
 async fn an_upload_cut_off_by_kill_9_is_removed_after_the_restart(backend: Backend) {
     let dir = fresh_folder();
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("minegate.db").display()),
-        Backend::Postgres => {
-            let Some(server) = postgres_url() else { return };
-            fresh_postgres_database(&server).await
-        }
+    let Some(database_url) = database_for(backend, &dir).await else {
+        return;
     };
     // Calls end after 1 s, so an upload unfinished after 2 s is abandoned.
     let mut gateway = ChildGateway::start(
@@ -328,12 +328,9 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
 }
 
 async fn a_lie_about_the_bytes_found_part_way_stores_nothing(backend: Backend) {
-    let clock = TestClock::at("2026-03-02T06:00:00Z");
-    let Some(app) = spawn_on(backend, clock).await else {
+    let Some((_app, url, channel)) = gateway(backend).await else {
         return;
     };
-    let url = app.config.database_url.clone();
-    let channel = app.channel("authority").await;
     let scan = big_pdf(3 * MIB, 17);
     let kind = DocumentKind::CustomsDeclarationOrTitle;
 
@@ -391,12 +388,9 @@ async fn a_lie_about_the_bytes_found_part_way_stores_nothing(backend: Backend) {
 }
 
 async fn identical_uploads_at_once_give_one_document_a_filing_may_use_at_once(backend: Backend) {
-    let clock = TestClock::at("2026-03-02T06:00:00Z");
-    let Some(app) = spawn_on(backend, clock).await else {
+    let Some((_app, url, channel)) = gateway(backend).await else {
         return;
     };
-    let url = app.config.database_url.clone();
-    let channel = app.channel("authority").await;
     let scan = big_pdf(2 * MIB, 19);
     let uploads: Vec<_> = (0..4)
         .map(|_| {

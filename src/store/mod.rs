@@ -1084,7 +1084,20 @@ impl JobQueue {
         .await
     }
 
-    pub(crate) async fn drop_uploads(&self, which: UploadsToDrop) -> Result<u64, StoreError> {
+    /// See [`Store::abandon_upload`].
+    pub(crate) async fn abandon_upload(&self, upload_id: &str) -> Result<(), StoreError> {
+        let which = UploadsToDrop::One(upload_id.to_owned());
+        self.send(|reply| Job::DropUploads(which, reply))
+            .await
+            .map(drop)
+    }
+
+    /// See [`Store::sweep_uploads`].
+    pub(crate) async fn sweep_uploads(
+        &self,
+        started_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let which = UploadsToDrop::StartedBefore(started_before);
         self.send(|reply| Job::DropUploads(which, reply)).await
     }
 

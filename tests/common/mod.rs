@@ -310,6 +310,18 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
+/// A new, empty database for `backend`: a SQLite file in `dir`, or a new
+/// database on the PostgreSQL test server (`None` when none is configured).
+pub async fn database_for(backend: Backend, dir: &TempDir) -> Option<String> {
+    match backend {
+        Backend::Sqlite => Some(format!(
+            "sqlite://{}",
+            dir.path().join("minegate.db").display()
+        )),
+        Backend::Postgres => Some(fresh_postgres_database(&postgres_url()?).await),
+    }
+}
+
 /// A new, empty database on the test server; returns its URL.
 pub async fn fresh_postgres_database(server_url: &str) -> String {
     use sqlx::Connection;

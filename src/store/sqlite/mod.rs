@@ -26,7 +26,6 @@ use super::{
     FindingRow, FormAck, FormAckOutcome, FormPublication, Gauges, JobQueue, NewDocument,
     ObligationQuery, PendingExtract, QueuedAttempts, RegisterQuery, RegisterRow, ReportForForm,
     Signing, Store, StoreError, StoredCheckpoint, StoredFiling, Submission, SubmitOutcome,
-    UploadsToDrop,
 };
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
 use crate::{
@@ -303,16 +302,11 @@ impl Store for SqliteStore {
     }
 
     async fn abandon_upload(&self, upload_id: &str) -> Result<(), StoreError> {
-        self.jobs
-            .drop_uploads(UploadsToDrop::One(upload_id.to_owned()))
-            .await
-            .map(drop)
+        self.jobs.abandon_upload(upload_id).await
     }
 
     async fn sweep_uploads(&self, started_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.jobs
-            .drop_uploads(UploadsToDrop::StartedBefore(started_before))
-            .await
+        self.jobs.sweep_uploads(started_before).await
     }
 
     async fn document_chunk(
