@@ -688,8 +688,12 @@ impl Drop for Upload {
         if self.completed || self.chunks == 0 {
             return;
         }
+        // No runtime (it is shutting down): the sweep removes them later.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let (store, id) = (self.store.clone(), std::mem::take(&mut self.id));
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Err(error) = store.abandon_upload(&id).await {
                 tracing::warn!(upload = id, %error, "an unfinished upload's chunks stay until the sweep");
             }
