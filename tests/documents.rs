@@ -102,8 +102,8 @@ async fn until_stored(url: &str, wanted: (i64, i64, i64)) {
 }
 
 /// Starts an upload of `bytes` through a channel that stays open after
-/// `sent` bytes, waits until the gateway has written two chunks, and gives
-/// back the sender (drop it, or the call, to end it).
+/// `sent` bytes, waits until the gateway has written every whole chunk of
+/// them, and gives back the sender (drop it, or the call, to end it).
 async fn half_upload(
     channel: Channel,
     url: &str,
@@ -136,15 +136,16 @@ async fn half_upload(
         .await
         .unwrap();
     }
-    for _ in 0..200 {
-        if scalar(url, "SELECT COUNT(*) FROM document_chunks").await >= 2 {
+    let written = (sent / (256 * 1024)) as i64;
+    for _ in 0..400 {
+        if scalar(url, "SELECT COUNT(*) FROM document_chunks").await == written {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
         scalar(url, "SELECT COUNT(*) FROM document_chunks").await,
-        (sent / (256 * 1024)) as i64,
+        written,
         "the chunks received so far are in storage"
     );
     assert_eq!(scalar(url, "SELECT COUNT(*) FROM uploads").await, 1);
