@@ -136,6 +136,12 @@ async fn a_backup_under_load_restores_into_a_fresh_folder_and_replays_every_rece
         text(&backed_up.stderr)
     );
     let size = std::fs::metadata(&copy).unwrap().len();
+    // The owner's alone: it holds every filer's details.
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&copy).unwrap().permissions())
+            & 0o777,
+        0o600
+    );
     assert_eq!(
         stdout.lines().next().unwrap(),
         format!("backup written to {} ({size} bytes)", copy.display())

@@ -447,7 +447,84 @@ async fn identical_uploads_at_once_give_one_document_a_filing_may_use_at_once(ba
     assert_eq!(receipt.register_number, "KZ-DM-000001");
 }
 
+async fn the_energy_client_keeps_no_document_whose_bytes_differ_from_its_digest(backend: Backend) {
+    let Some((app, url, channel)) = gateway(backend).await else {
+        return;
+    };
+    let scan = big_pdf(MIB, 23);
+    let reference = upload(
+        channel.clone(),
+        metadata(
+            DocumentKind::CustomsDeclarationOrTitle,
+            "application/pdf",
+            &scan,
+        ),
+        &scan,
+    )
+    .await
+    .unwrap();
+    let mut documents = fixtures::upload_documents(channel.clone(), "tampered").await;
+    documents[0] = reference.clone();
+    FilingServiceClient::new(channel)
+        .submit_start_notification(start_notification(
+            BIN_A,
+            "tampered-1",
+            date(2026, 4, 10),
+            &["37.99.0.0/24"],
+            &documents,
+        ))
+        .await
+        .unwrap();
+    // Someone changes a stored chunk underneath: the gateway now sends other
+    // bytes than the digest the extract names.
+    let zeros = match backend {
+        Backend::Sqlite => "zeroblob(262144)",
+        Backend::Postgres => "decode(repeat('00', 262144), 'hex')",
+    };
+    let changed = execute(
+        &url,
+        &format!(
+            "UPDATE document_chunks SET data = {zeros} WHERE idx = 2 AND upload_id = \
+             (SELECT upload_id FROM documents WHERE size_bytes = 1048576)"
+        ),
+    )
+    .await;
+    assert_eq!(changed, 1);
+
+    let out = tempfile::tempdir().unwrap();
+    let subscribed = as_role(
+        &app,
+        "energy",
+        &[
+            "energy",
+            "subscribe",
+            "--once",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(subscribed.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&subscribed.stderr),
+        format!(
+            "error: document {} arrived with other bytes than its digest names\n",
+            reference.sha256
+        )
+    );
+    // Nothing of it is kept, not even the partial file; the extract is not
+    // acknowledged.
+    let kept: Vec<_> = std::fs::read_dir(out.path().join("documents"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(&reference.sha256))
+        .collect();
+    assert!(kept.is_empty(), "{kept:?}");
+    assert_eq!(scalar(&url, "SELECT COUNT(*) FROM extract_acks").await, 0);
+}
+
 on_both_backends!(
+    the_energy_client_keeps_no_document_whose_bytes_differ_from_its_digest,
     a_20_mib_document_round_trips_through_an_extract_and_fetch,
     an_upload_the_client_drops_leaves_no_document_and_no_chunks,
     an_upload_cut_off_by_kill_9_is_removed_after_the_restart,

@@ -11,6 +11,7 @@
 
 use std::{
     fs::{self, File},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -100,6 +101,9 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
         Ok(())
     })
     .await??;
+    // It holds every filing (names, BIN/IIN, bank details): readable by
+    // its owner only, whatever the umask.
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))?;
     let summary = match verify_and_summarise(&partial).await {
         Ok(summary) => summary,
         Err(error) => {
