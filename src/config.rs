@@ -106,7 +106,7 @@ pub struct Limits {
     pub max_document_bytes: u64,
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams_per_connection: u32,
-    /// Unary calls taking longer are cancelled with DEADLINE_EXCEEDED.
+    /// Calls taking longer are ended, a whole document upload included.
     pub request_timeout_ms: u64,
     /// On SIGINT/SIGTERM, in-flight calls get this long to finish.
     pub shutdown_grace_ms: u64,
