@@ -106,8 +106,11 @@ pub struct Limits {
     pub max_document_bytes: u64,
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams_per_connection: u32,
-    /// Calls taking longer are ended, a whole document upload included.
+    /// Calls taking longer are ended; for a document upload, the longest
+    /// wait for its next message.
     pub request_timeout_ms: u64,
+    /// A document upload taking longer in all is ended.
+    pub max_upload_ms: u64,
     /// On SIGINT/SIGTERM, in-flight calls get this long to finish.
     pub shutdown_grace_ms: u64,
     /// An extract not acknowledged this long after sending is sent again.
@@ -128,7 +131,7 @@ pub struct Limits {
     pub ledger_verify_ms: u64,
     /// An upload unfinished this long after it started is taken as
     /// abandoned (its client or gateway gone) and its chunks removed; more
-    /// than `request_timeout_ms`, which ends every call.
+    /// than `max_upload_ms`, which ends every upload.
     pub abandoned_upload_ms: u64,
 }
 
@@ -175,6 +178,7 @@ impl Default for Config {
                 max_document_bytes: 20 * 1024 * 1024,
                 max_concurrent_streams_per_connection: 64,
                 request_timeout_ms: 30_000,
+                max_upload_ms: 600_000,
                 shutdown_grace_ms: 10_000,
                 ack_deadline_ms: 30_000,
                 max_in_flight: 16,
@@ -182,7 +186,7 @@ impl Default for Config {
                 max_concurrent_calls_per_peer: 128,
                 database_check_ms: 1_000,
                 ledger_verify_ms: 3_600_000,
-                abandoned_upload_ms: 600_000,
+                abandoned_upload_ms: 1_800_000,
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -288,11 +292,16 @@ impl Config {
                 self.metrics.listen
             )));
         }
-        if self.limits.abandoned_upload_ms <= self.limits.request_timeout_ms {
+        if self.limits.max_upload_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_upload_ms must be greater than 0".into(),
+            ));
+        }
+        if self.limits.abandoned_upload_ms <= self.limits.max_upload_ms {
             return Err(ConfigError::Invalid(format!(
-                "limits.abandoned_upload_ms ({}) must be more than limits.request_timeout_ms ({}): \
+                "limits.abandoned_upload_ms ({}) must be more than limits.max_upload_ms ({}): \
                  an upload still in its call would be removed",
-                self.limits.abandoned_upload_ms, self.limits.request_timeout_ms
+                self.limits.abandoned_upload_ms, self.limits.max_upload_ms
             )));
         }
         if self.limits.max_concurrent_streams_per_connection == 0 {

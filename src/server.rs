@@ -25,7 +25,10 @@ use crate::{
         },
     },
     service::{
-        access::AccessLayer, compliance::Compliance, energy::EnergyExtracts, filing::Filings,
+        access::{AccessLayer, CallTimeouts},
+        compliance::Compliance,
+        energy::EnergyExtracts,
+        filing::Filings,
         finance::FinanceForms,
     },
     signing::Signer,
@@ -226,11 +229,11 @@ pub async fn start_with_clock(
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let limit = config.limits.max_message_bytes;
     let router = Server::builder()
-        .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
         .layer(AccessLayer::new(
             config.roles.clone(),
             config.limits.max_concurrent_calls_per_peer,
+            timeouts(config),
             metrics.clone(),
         ))
         .add_service(health_service)
@@ -241,6 +244,7 @@ pub async fn start_with_clock(
                 store.clone(),
                 clock.clone(),
                 config.limits.max_document_bytes,
+                Duration::from_millis(config.limits.request_timeout_ms),
                 metrics.clone(),
             ))
             .max_decoding_message_size(limit)
@@ -323,6 +327,14 @@ pub async fn start_with_clock(
         task,
         store: Some(kept),
     })
+}
+
+/// Each call's time limit, and a document upload's (see [`CallTimeouts`]).
+fn timeouts(config: &Config) -> CallTimeouts {
+    CallTimeouts {
+        call: Duration::from_millis(config.limits.request_timeout_ms),
+        upload: Duration::from_millis(config.limits.max_upload_ms),
+    }
 }
 
 /// The health service name that is NOT_SERVING while the server's or a CA's
@@ -443,11 +455,11 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
     let limit = config.limits.max_message_bytes;
     let received = crate::service::baseline::Received::default();
     let router = Server::builder()
-        .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
         .layer(AccessLayer::new(
             config.roles.clone(),
             config.limits.max_concurrent_calls_per_peer,
+            timeouts(config),
             Metrics::new(),
         ))
         .add_service(

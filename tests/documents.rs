@@ -268,12 +268,12 @@ async fn an_upload_cut_off_by_kill_9_is_removed_after_the_restart(backend: Backe
     let Some(database_url) = database_for(backend, &dir).await else {
         return;
     };
-    // Calls end after 1 s, so an upload unfinished after 2 s is abandoned.
+    // Uploads end after 1 s, so one unfinished after 2 s is abandoned.
     let mut gateway = ChildGateway::start(
         dir.path(),
         &database_url,
         &[
-            ("MINEGATE_LIMITS_REQUEST_TIMEOUT_MS", "1000"),
+            ("MINEGATE_LIMITS_MAX_UPLOAD_MS", "1000"),
             ("MINEGATE_LIMITS_ABANDONED_UPLOAD_MS", "2000"),
         ],
     )
@@ -523,7 +523,99 @@ async fn the_energy_client_keeps_no_document_whose_bytes_differ_from_its_digest(
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM extract_acks").await, 0);
 }
 
+/// Sends `bytes` as an upload in 64 KiB messages, one every `pace`.
+async fn paced_upload(
+    channel: Channel,
+    bytes: Vec<u8>,
+    pace: Duration,
+) -> Result<DocumentRef, tonic::Status> {
+    let (tx, rx) = mpsc::channel(1);
+    let sender = tokio::spawn(async move {
+        let first = UploadDocumentRequest {
+            part: Some(Part::Metadata(metadata(
+                DocumentKind::CustomsDeclarationOrTitle,
+                "application/pdf",
+                &bytes,
+            ))),
+        };
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        for chunk in bytes.chunks(64 * 1024) {
+            tokio::time::sleep(pace).await;
+            let part = UploadDocumentRequest {
+                part: Some(Part::Chunk(chunk.to_vec())),
+            };
+            if tx.send(part).await.is_err() {
+                return;
+            }
+        }
+    });
+    let answer = FilingServiceClient::new(channel)
+        .upload_document(ReceiverStream::new(rx))
+        .await
+        .map(|r| r.into_inner());
+    sender.abort();
+    answer
+}
+
+async fn a_slow_upload_goes_on_while_it_sends_and_ends_when_it_stops_or_runs_over(
+    backend: Backend,
+) {
+    // Each message within 300 ms; an upload within 2 s in all.
+    let Some(app) = spawn_on_with(backend, TestClock::at("2026-03-02T06:00:00Z"), |config| {
+        config.limits.request_timeout_ms = 300;
+        config.limits.max_upload_ms = 2_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let channel = app.channel("authority").await;
+
+    // 1 MiB, a message every 100 ms: 1.6 s in all, over the 300 ms that any
+    // other call gets, and taken.
+    let slow = big_pdf(MIB, 29);
+    let started = std::time::Instant::now();
+    let reference = paced_upload(channel.clone(), slow.clone(), Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1_600));
+    assert_eq!(reference.sha256, sha256(&slow));
+    assert_eq!(stored(&url).await, (1, 4, 0));
+
+    // A client that pauses longer than 300 ms is let go.
+    let paused = paced_upload(
+        channel.clone(),
+        big_pdf(MIB, 31),
+        Duration::from_millis(600),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(paused.code(), Code::DeadlineExceeded, "{paused:?}");
+    assert_eq!(
+        paused.message(),
+        "no part of the document arrived for 300 ms"
+    );
+
+    // 2 MiB at a message every 100 ms would take 3.2 s: ended at 2 s.
+    let long = paced_upload(
+        channel.clone(),
+        big_pdf(2 * MIB, 37),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(long.code(), Code::Cancelled, "{long:?}");
+    assert_eq!(long.message(), "Timeout expired");
+
+    // Neither left anything behind.
+    until_stored(&url, (1, 4, 0)).await;
+}
+
 on_both_backends!(
+    a_slow_upload_goes_on_while_it_sends_and_ends_when_it_stops_or_runs_over,
     the_energy_client_keeps_no_document_whose_bytes_differ_from_its_digest,
     a_20_mib_document_round_trips_through_an_extract_and_fetch,
     an_upload_the_client_drops_leaves_no_document_and_no_chunks,

@@ -150,6 +150,19 @@ impl PeerLimits {
     }
 }
 
+/// How long a call may take. A document upload is a client stream as long
+/// as the document: `upload` bounds it in all, and its handler ends one
+/// whose next message takes longer than `call`. Every other call must be
+/// answered within `call`. (A client's own `grpc-timeout` applies as well.)
+#[derive(Debug, Clone, Copy)]
+pub struct CallTimeouts {
+    pub call: Duration,
+    pub upload: Duration,
+}
+
+/// The one call whose length follows the client's data: UploadDocument.
+const UPLOAD: &str = "/kz.digitalmining.v1.FilingService/UploadDocument";
+
 /// How long a peer refused for too many calls is told to wait.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -161,17 +174,24 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub struct AccessLayer {
     roles: Arc<RoleMap>,
     limits: PeerLimits,
+    timeouts: CallTimeouts,
     metrics: Metrics,
 }
 
 impl AccessLayer {
-    pub fn new(roles: RoleMap, max_calls_per_peer: u32, metrics: Metrics) -> Self {
+    pub fn new(
+        roles: RoleMap,
+        max_calls_per_peer: u32,
+        timeouts: CallTimeouts,
+        metrics: Metrics,
+    ) -> Self {
         AccessLayer {
             roles: Arc::new(roles),
             limits: PeerLimits {
                 limit: max_calls_per_peer,
                 in_use: Arc::default(),
             },
+            timeouts,
             metrics,
         }
     }
@@ -263,10 +283,20 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.layer.metrics.clone();
+        let limit = if method == UPLOAD {
+            self.layer.timeouts.upload
+        } else {
+            self.layer.timeouts.call
+        };
         let call = inner.call(request);
         Box::pin(
             async move {
-                let response = call.await;
+                // Dropping the call on time-out drops its handler (an
+                // upload's chunks go with it).
+                let response = match tokio::time::timeout(limit, call).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(Status::cancelled("Timeout expired").into_http()),
+                };
                 metrics.observe_latency(&method, started.elapsed());
                 // A streamed response keeps the permit until its body ends.
                 response.map(|mut response| {

@@ -4,7 +4,7 @@
 //! before the receipt is returned.
 
 use super::mapping;
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -38,6 +38,8 @@ pub struct Filings {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     max_document_bytes: u64,
+    /// The longest wait for an upload's next message.
+    idle: Duration,
     metrics: Metrics,
     known: KnownDocuments,
 }
@@ -81,12 +83,14 @@ impl Filings {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         max_document_bytes: u64,
+        idle: Duration,
         metrics: Metrics,
     ) -> Self {
         Filings {
             store,
             clock,
             max_document_bytes,
+            idle,
             metrics,
             known: KnownDocuments::default(),
         }
@@ -311,6 +315,25 @@ fn receipt(kind: FilingKind, bin_or_iin: &str, key: &str, accepted: &Accepted) -
     }
 }
 
+impl Filings {
+    /// An upload's next message, waiting at most `idle`: a document may
+    /// take as long as its size needs (up to `limits.max_upload_ms`), but
+    /// a client that stops sending is let go.
+    async fn next_part(
+        &self,
+        stream: &mut Streaming<UploadDocumentRequest>,
+    ) -> Result<Option<Result<UploadDocumentRequest, Status>>, Status> {
+        tokio::time::timeout(self.idle, stream.next())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no part of the document arrived for {} ms",
+                    self.idle.as_millis()
+                ))
+            })
+    }
+}
+
 #[tonic::async_trait]
 impl FilingService for Filings {
     async fn upload_document(
@@ -320,7 +343,7 @@ impl FilingService for Filings {
         let caller = peer(&request)?;
         let mut stream = request.into_inner();
         let mut v = Violations::default();
-        let metadata = match stream.next().await {
+        let metadata = match self.next_part(&mut stream).await? {
             Some(Ok(UploadDocumentRequest {
                 part: Some(Part::Metadata(metadata)),
             })) => metadata,
@@ -379,7 +402,7 @@ impl FilingService for Filings {
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         let mut pending: Vec<u8> = Vec::with_capacity(DOCUMENT_CHUNK_BYTES);
         let mut size: u64 = 0;
-        while let Some(message) = stream.next().await {
+        while let Some(message) = self.next_part(&mut stream).await? {
             let chunk = match message?.part {
                 Some(Part::Chunk(chunk)) => chunk,
                 _ => {
