@@ -17,7 +17,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::store::Store;
+use crate::store::{Gauges, Store};
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -272,118 +272,113 @@ impl Metrics {
             );
         }
         if let Some(up) = database_up {
-            header(
+            single(
                 &mut out,
                 "minegate_database_up",
                 "gauge",
                 "1 if the last database check succeeded.",
+                u8::from(up),
             );
-            let _ = writeln!(out, "minegate_database_up {}", u8::from(up));
         }
         if let Some(verification) = ledger_verification {
-            header(
+            single(
                 &mut out,
                 "minegate_ledger_verification_ok",
                 "gauge",
                 "1 if the last background verification found the ledger intact (hash chain, Merkle tree, signed checkpoints).",
+                u8::from(verification.intact),
             );
-            let _ = writeln!(
-                out,
-                "minegate_ledger_verification_ok {}",
-                u8::from(verification.intact)
-            );
-            header(
+            single(
                 &mut out,
                 "minegate_ledger_verification_timestamp_seconds",
                 "gauge",
                 "When the last background verification of the ledger finished.",
+                format!("{:.3}", verification.finished_at),
             );
-            let _ = writeln!(
-                out,
-                "minegate_ledger_verification_timestamp_seconds {:.3}",
-                verification.finished_at
-            );
-            header(
+            single(
                 &mut out,
                 "minegate_ledger_verified_entries",
                 "gauge",
                 "Entries the last background verification of the ledger read.",
-            );
-            let _ = writeln!(
-                out,
-                "minegate_ledger_verified_entries {}",
-                verification.entries
+                verification.entries,
             );
         }
-        header(
+        single(
             &mut out,
             "minegate_store_scrape_ok",
             "gauge",
             "1 if this scrape could read the counts below from the store.",
+            u8::from(gauges.is_ok()),
         );
-        let _ = writeln!(out, "minegate_store_scrape_ok {}", u8::from(gauges.is_ok()));
         if let Ok(gauges) = gauges {
-            header(
-                &mut out,
-                "minegate_obligations",
-                "gauge",
-                "Obligations (deadlines) by status.",
-            );
-            for (status, n) in &gauges.obligations {
-                let _ = writeln!(
-                    out,
-                    "minegate_obligations{{status=\"{}\"}} {n}",
-                    escape(status)
-                );
-            }
-            header(
-                &mut out,
-                "minegate_obligation_oldest_pending_timestamp_seconds",
-                "gauge",
-                "When the oldest obligation still PENDING arose, by kind (absent: none pending).",
-            );
-            for (kind, micros) in &gauges.oldest_pending {
-                let _ = writeln!(
-                    out,
-                    "minegate_obligation_oldest_pending_timestamp_seconds{{kind=\"{}\"}} {:.3}",
-                    escape(kind),
-                    *micros as f64 / 1e6
-                );
-            }
-            header(
-                &mut out,
-                "minegate_extracts_pending",
-                "gauge",
-                "Extracts an energy subscriber has not acknowledged yet.",
-            );
-            for (subscriber, n) in &gauges.pending_extracts {
-                let _ = writeln!(
-                    out,
-                    "minegate_extracts_pending{{subscriber=\"{}\"}} {n}",
-                    escape(subscriber)
-                );
-            }
-            header(
-                &mut out,
-                "minegate_ledger_entries",
-                "gauge",
-                "Entries in the tamper-evident ledger.",
-            );
-            let _ = writeln!(out, "minegate_ledger_entries {}", gauges.ledger_entries);
-            header(
-                &mut out,
-                "minegate_store_runs_taken_apart_total",
-                "counter",
-                "Runs of submissions or acknowledgements the database refused as a whole, taken again one at a time.",
-            );
-            let _ = writeln!(
-                out,
-                "minegate_store_runs_taken_apart_total {}",
-                gauges.runs_taken_apart
-            );
+            store_counts(&mut out, &gauges);
         }
         out
     }
+}
+
+/// The counts read from the store at this scrape.
+fn store_counts(out: &mut String, gauges: &Gauges) {
+    header(
+        out,
+        "minegate_obligations",
+        "gauge",
+        "Obligations (deadlines) by status.",
+    );
+    for (status, n) in &gauges.obligations {
+        let _ = writeln!(
+            out,
+            "minegate_obligations{{status=\"{}\"}} {n}",
+            escape(status)
+        );
+    }
+    header(
+        out,
+        "minegate_obligation_oldest_pending_timestamp_seconds",
+        "gauge",
+        "When the oldest obligation still PENDING arose, by kind (absent: none pending).",
+    );
+    for (kind, micros) in &gauges.oldest_pending {
+        let _ = writeln!(
+            out,
+            "minegate_obligation_oldest_pending_timestamp_seconds{{kind=\"{}\"}} {:.3}",
+            escape(kind),
+            *micros as f64 / 1e6
+        );
+    }
+    header(
+        out,
+        "minegate_extracts_pending",
+        "gauge",
+        "Extracts an energy subscriber has not acknowledged yet.",
+    );
+    for (subscriber, n) in &gauges.pending_extracts {
+        let _ = writeln!(
+            out,
+            "minegate_extracts_pending{{subscriber=\"{}\"}} {n}",
+            escape(subscriber)
+        );
+    }
+    single(
+        out,
+        "minegate_ledger_entries",
+        "gauge",
+        "Entries in the tamper-evident ledger.",
+        gauges.ledger_entries,
+    );
+    single(
+        out,
+        "minegate_store_runs_taken_apart_total",
+        "counter",
+        "Runs of submissions or acknowledgements the database refused as a whole, taken again one at a time.",
+        gauges.runs_taken_apart,
+    );
+}
+
+/// A metric of one sample, with no labels.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -275,15 +275,13 @@ pub async fn start_with_clock(
     // §6 / §6-1 deadlines are watched: overdue obligations are marked, once.
     let overdue_scan = {
         let (store, clock) = (store.clone(), clock.clone());
-        let every = Duration::from_millis(config.limits.obligation_scan_ms);
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                crate::service::compliance::scan_overdue(&*store, &*clock).await;
-            }
-        })
+        every(
+            Duration::from_millis(config.limits.obligation_scan_ms),
+            move || {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move { crate::service::compliance::scan_overdue(&*store, &*clock).await }
+            },
+        )
     };
 
     let (stop, stopped) = oneshot::channel::<()>();
@@ -387,15 +385,16 @@ fn sweep_uploads_every(
     clock: Arc<dyn Clock>,
     abandoned: Duration,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval((abandoned / 4).max(Duration::from_millis(10)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            let Ok(age) = chrono::Duration::from_std(abandoned) else {
+    let age = chrono::Duration::from_std(abandoned).unwrap_or(chrono::Duration::MAX);
+    every((abandoned / 4).max(Duration::from_millis(10)), move || {
+        // An age past chrono's range: nothing is that old.
+        let started_before = clock.now().checked_sub_signed(age);
+        let store = store.clone();
+        async move {
+            let Some(started_before) = started_before else {
                 return;
             };
-            match store.sweep_uploads(clock.now() - age).await {
+            match store.sweep_uploads(started_before).await {
                 Ok(0) => {}
                 Ok(swept) => tracing::info!(swept, "abandoned uploads removed"),
                 Err(error) => tracing::warn!(%error, "could not sweep abandoned uploads"),
@@ -404,23 +403,42 @@ fn sweep_uploads_every(
     })
 }
 
-/// Verifies the whole ledger every `every`, from the start: hash chain,
+/// Runs `work` now and then every `period` (a late tick is not made up
+/// for), until the task is aborted.
+fn every<F, Fut>(period: Duration, mut work: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            work().await;
+        }
+    })
+}
+
+/// Verifies the whole ledger every `period`, from the start: hash chain,
 /// Merkle tree and signed checkpoints, as `minegate ledger verify` does. The
 /// outcome is the metric `minegate_ledger_verification_ok` (alerted on, see
 /// deploy/prometheus/minegate-rules.yml); a broken ledger is also logged
 /// with the entry where it breaks. A verification the database could not
 /// answer is logged and tried again at the next tick.
-fn verify_ledger_every(store: Arc<dyn Store>, metrics: Metrics, every: Duration) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
+fn verify_ledger_every(
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    period: Duration,
+) -> JoinHandle<()> {
+    every(period, move || {
+        let (store, metrics) = (store.clone(), metrics.clone());
+        async move {
             let report = match crate::store::verify_ledger(&*store).await {
                 Ok(report) => report,
                 Err(error) => {
                     tracing::warn!(%error, "could not verify the ledger; trying again later");
-                    continue;
+                    return;
                 }
             };
             match &report.first_broken {

@@ -81,6 +81,39 @@ async fn gateway(backend: Backend) -> Option<(TestApp, String, Channel)> {
     Some((app, url, channel))
 }
 
+/// Files a start notification whose customs declaration (3.10) is
+/// `document`, with small documents of the other two kinds.
+async fn file_referencing(channel: Channel, document: &DocumentRef, key: &str) {
+    let mut documents = fixtures::upload_documents(channel.clone(), key).await;
+    documents[0] = document.clone();
+    FilingServiceClient::new(channel)
+        .submit_start_notification(start_notification(
+            BIN_A,
+            key,
+            date(2026, 4, 10),
+            &["37.99.0.0/24"],
+            &documents,
+        ))
+        .await
+        .unwrap();
+}
+
+/// `minegate energy subscribe --once --out OUT`, as the energy ministry.
+async fn subscribe_once(app: &TestApp, out: &std::path::Path) -> std::process::Output {
+    as_role(
+        app,
+        "energy",
+        &[
+            "energy",
+            "subscribe",
+            "--once",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await
+}
+
 /// What is stored of documents: (documents, chunks, unfinished uploads).
 async fn stored(url: &str) -> (i64, i64, i64) {
     (
@@ -173,37 +206,25 @@ async fn a_20_mib_document_round_trips_through_an_extract_and_fetch(backend: Bac
     // 80 chunks of 256 KiB, no upload left unfinished.
     assert_eq!(stored(&url).await, (1, 80, 0));
 
-    let mut documents = fixtures::upload_documents(channel.clone(), "big").await;
-    documents[0] = reference.clone();
-    FilingServiceClient::new(channel)
-        .submit_start_notification(start_notification(
-            BIN_A,
-            "big-1",
-            date(2026, 4, 10),
-            &["37.99.0.0/24"],
-            &documents,
-        ))
-        .await
-        .unwrap();
+    file_referencing(channel, &reference, "big-1").await;
 
     // The energy ministry's client writes it to disk as it streams.
     let out = tempfile::tempdir().unwrap();
-    let subscribed = as_role(
-        &app,
-        "energy",
-        &[
-            "energy",
-            "subscribe",
-            "--once",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-    )
-    .await;
+    let subscribed = subscribe_once(&app, out.path()).await;
     assert!(
         subscribed.status.success(),
         "{}",
         String::from_utf8_lossy(&subscribed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&subscribed.stdout).lines().last(),
+        Some(
+            format!(
+                "1 extracts written to {} and acknowledged",
+                out.path().display()
+            )
+            .as_str()
+        )
     );
     let written = std::fs::read(
         out.path()
@@ -463,18 +484,7 @@ async fn the_energy_client_keeps_no_document_whose_bytes_differ_from_its_digest(
     )
     .await
     .unwrap();
-    let mut documents = fixtures::upload_documents(channel.clone(), "tampered").await;
-    documents[0] = reference.clone();
-    FilingServiceClient::new(channel)
-        .submit_start_notification(start_notification(
-            BIN_A,
-            "tampered-1",
-            date(2026, 4, 10),
-            &["37.99.0.0/24"],
-            &documents,
-        ))
-        .await
-        .unwrap();
+    file_referencing(channel, &reference, "tampered-1").await;
     // Someone changes a stored chunk underneath: the gateway now sends other
     // bytes than the digest the extract names.
     let zeros = match backend {
@@ -492,18 +502,7 @@ async fn the_energy_client_keeps_no_document_whose_bytes_differ_from_its_digest(
     assert_eq!(changed, 1);
 
     let out = tempfile::tempdir().unwrap();
-    let subscribed = as_role(
-        &app,
-        "energy",
-        &[
-            "energy",
-            "subscribe",
-            "--once",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-    )
-    .await;
+    let subscribed = subscribe_once(&app, out.path()).await;
     assert_eq!(subscribed.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&subscribed.stderr),

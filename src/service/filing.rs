@@ -316,34 +316,14 @@ fn receipt(kind: FilingKind, bin_or_iin: &str, key: &str, accepted: &Accepted) -
 }
 
 impl Filings {
-    /// An upload's next message, waiting at most `idle`: a document may
-    /// take as long as its size needs (up to `limits.max_upload_ms`), but
-    /// a client that stops sending is let go.
-    async fn next_part(
+    /// An upload's first message, its metadata, checked: every problem at
+    /// once, as for a filing.
+    async fn upload_metadata(
         &self,
         stream: &mut Streaming<UploadDocumentRequest>,
-    ) -> Result<Option<Result<UploadDocumentRequest, Status>>, Status> {
-        tokio::time::timeout(self.idle, stream.next())
-            .await
-            .map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "no part of the document arrived for {} ms",
-                    self.idle.as_millis()
-                ))
-            })
-    }
-}
-
-#[tonic::async_trait]
-impl FilingService for Filings {
-    async fn upload_document(
-        &self,
-        request: Request<Streaming<UploadDocumentRequest>>,
-    ) -> Result<Response<DocumentRef>, Status> {
-        let caller = peer(&request)?;
-        let mut stream = request.into_inner();
+    ) -> Result<(pb::DocumentMetadata, pb::DocumentKind), Status> {
         let mut v = Violations::default();
-        let metadata = match self.next_part(&mut stream).await? {
+        let metadata = match self.next_part(stream).await? {
             Some(Ok(UploadDocumentRequest {
                 part: Some(Part::Metadata(metadata)),
             })) => metadata,
@@ -395,14 +375,25 @@ impl FilingService for Filings {
         if !v.is_empty() {
             return Err(invalid(&v));
         }
+        Ok((metadata, kind))
+    }
 
+    /// The document's bytes, into storage a chunk at a time as they arrive
+    /// and hashed on the way, checked against the metadata as early as each
+    /// check can be made: its digest and size.
+    async fn receive(
+        &self,
+        stream: &mut Streaming<UploadDocumentRequest>,
+        metadata: &pb::DocumentMetadata,
+        upload: &mut Upload,
+    ) -> Result<(Sha256Hex, u64), Status> {
+        let mut v = Violations::default();
         // The bytes go to storage a chunk at a time as they arrive, hashed on
         // the way: memory is a chunk per upload, whatever the document's size.
-        let mut upload = Upload::new(self.store.clone());
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         let mut pending: Vec<u8> = Vec::with_capacity(DOCUMENT_CHUNK_BYTES);
         let mut size: u64 = 0;
-        while let Some(message) = self.next_part(&mut stream).await? {
+        while let Some(message) = self.next_part(stream).await? {
             let chunk = match message?.part {
                 Some(Part::Chunk(chunk)) => chunk,
                 _ => {
@@ -479,6 +470,38 @@ impl FilingService for Filings {
         if !pending.is_empty() {
             upload.write(pending).await.map_err(store_error)?;
         }
+        Ok((sha256, size))
+    }
+
+    /// An upload's next message, waiting at most `idle`: a document may
+    /// take as long as its size needs (up to `limits.max_upload_ms`), but
+    /// a client that stops sending is let go.
+    async fn next_part(
+        &self,
+        stream: &mut Streaming<UploadDocumentRequest>,
+    ) -> Result<Option<Result<UploadDocumentRequest, Status>>, Status> {
+        tokio::time::timeout(self.idle, stream.next())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no part of the document arrived for {} ms",
+                    self.idle.as_millis()
+                ))
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl FilingService for Filings {
+    async fn upload_document(
+        &self,
+        request: Request<Streaming<UploadDocumentRequest>>,
+    ) -> Result<Response<DocumentRef>, Status> {
+        let caller = peer(&request)?;
+        let mut stream = request.into_inner();
+        let (metadata, kind) = self.upload_metadata(&mut stream).await?;
+        let mut upload = Upload::new(self.store.clone());
+        let (sha256, size) = self.receive(&mut stream, &metadata, &mut upload).await?;
         let record = upload
             .complete(sha256.clone(), metadata.media_type.clone(), size)
             .await
