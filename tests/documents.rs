@@ -621,4 +621,128 @@ on_both_backends!(
     an_upload_cut_off_by_kill_9_is_removed_after_the_restart,
     a_lie_about_the_bytes_found_part_way_stores_nothing,
     identical_uploads_at_once_give_one_document_a_filing_may_use_at_once,
+    uploads_cancelled_at_random_moments_never_take_a_stored_documents_bytes,
 );
+
+/// Every document's bytes as stored (its chunks in order), by digest.
+async fn stored_documents(url: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    const SQL: &str = "SELECT d.sha256, c.data FROM documents d \
+                       JOIN document_chunks c ON c.upload_id = d.upload_id \
+                       ORDER BY d.sha256, c.idx";
+    let rows: Vec<(String, Vec<u8>)> = if let Some(path) = sqlite_path(url) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut statement = conn.prepare(SQL).unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    };
+    let mut documents = std::collections::BTreeMap::<String, Vec<u8>>::new();
+    for (sha256, data) in rows {
+        documents.entry(sha256).or_default().extend(data);
+    }
+    documents
+}
+
+/// 240 uploads of 200 KB (60 distinct documents, each sent four times),
+/// 16 at once, half of them cancelled at a moment drawn from 0-15 ms after
+/// the call began: before, during and after the last chunk, and while the
+/// writer makes the document. What the cancelled calls leave must never
+/// take a stored document's bytes.
+async fn uploads_cancelled_at_random_moments_never_take_a_stored_documents_bytes(backend: Backend) {
+    let Some((_app, url, channel)) = gateway(backend).await else {
+        return;
+    };
+    let scans: Vec<Vec<u8>> = (0..60).map(|seed| big_pdf(200 * 1000, seed)).collect();
+    let by_digest: std::collections::BTreeMap<String, &Vec<u8>> =
+        scans.iter().map(|scan| (sha256(scan), scan)).collect();
+    let mut random = 0x5eed_u64;
+    let (mut ok, mut cancelled) = (Vec::new(), 0);
+    for round in 0..15 {
+        let calls: Vec<_> = (0..16)
+            .map(|i| {
+                random = random
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let scan = scans[(round * 16 + i) % scans.len()].clone();
+                let cancel_after = (i % 2 == 0).then_some((random >> 33) % 16);
+                let channel = channel.clone();
+                let call = tokio::spawn(async move {
+                    let metadata = metadata(
+                        DocumentKind::CustomsDeclarationOrTitle,
+                        "application/pdf",
+                        &scan,
+                    );
+                    upload(channel, metadata, &scan).await
+                });
+                (call, cancel_after)
+            })
+            .collect();
+        for (call, cancel_after) in calls {
+            if let Some(ms) = cancel_after {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                call.abort();
+            }
+            match call.await {
+                Ok(Ok(reference)) => ok.push(reference.sha256),
+                Ok(Err(status)) => panic!("an upload was refused: {status:?}"),
+                Err(_) => cancelled += 1,
+            }
+        }
+    }
+    assert!(cancelled > 0 && !ok.is_empty(), "{cancelled} cancelled");
+    // Whatever the cancelled calls left behind is gone ...
+    for _ in 0..200 {
+        if scalar(&url, "SELECT COUNT(*) FROM uploads").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let documents = stored_documents(&url).await;
+    let rows = scalar(&url, "SELECT COUNT(*) FROM documents").await;
+    // ... and every document stored is whole, byte for byte: each one
+    // answered OK, and each one with a DOCUMENT_STORED entry.
+    assert_eq!(
+        documents.len() as i64,
+        rows,
+        "documents with no chunks left"
+    );
+    for (digest, bytes) in &documents {
+        assert!(bytes == by_digest[digest], "document {digest} differs");
+    }
+    for digest in &ok {
+        assert!(
+            documents.contains_key(digest),
+            "{digest} answered OK, not stored"
+        );
+    }
+    let entries = "SELECT COUNT(*) FROM ledger WHERE kind = 'DOCUMENT_STORED'";
+    assert_eq!(scalar(&url, entries).await, rows);
+    // No chunk but the documents' (one each: 200 KB is under a chunk).
+    until_stored(&url, (rows, rows, 0)).await;
+    // A cancelled upload of stored bytes, uploaded again, is the same document.
+    for scan in scans.iter().take(5) {
+        let metadata = metadata(
+            DocumentKind::CustomsDeclarationOrTitle,
+            "application/pdf",
+            scan,
+        );
+        assert_eq!(
+            upload(channel.clone(), metadata, scan)
+                .await
+                .unwrap()
+                .sha256,
+            sha256(scan)
+        );
+    }
+    let documents = stored_documents(&url).await;
+    for scan in scans.iter().take(5) {
+        assert!(documents[&sha256(scan)] == *scan);
+    }
+}

@@ -681,11 +681,17 @@ fn check_media_type(first_bytes: &[u8], declared: &str, v: &mut Violations) {
 /// An upload's chunks in storage. Until [`Upload::complete`] they are no
 /// document; an upload dropped before that (refused, failed, or the client
 /// gone, which drops the handler) has its chunks removed at once. One the
-/// gateway could not remove (it died) goes at the next sweep.
+/// gateway could not remove (it died) goes at the next sweep. Removal takes
+/// only an upload still in progress, so a drop that races the upload's
+/// completion in the writer leaves the document whole.
 struct Upload {
     store: Arc<dyn Store>,
     id: String,
+    /// Chunks written.
     chunks: u64,
+    /// A chunk was handed to the store: it may be there even if its write
+    /// was cut off before answering.
+    started: bool,
     completed: bool,
 }
 
@@ -695,6 +701,7 @@ impl Upload {
             store,
             id: new_upload_id(),
             chunks: 0,
+            started: false,
             completed: false,
         }
     }
@@ -704,6 +711,7 @@ impl Upload {
     }
 
     async fn write(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
+        self.started = true;
         self.store.write_chunk(&self.id, self.chunks, data).await?;
         self.chunks += 1;
         Ok(())
@@ -731,7 +739,7 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if self.completed || self.chunks == 0 {
+        if self.completed || !self.started {
             return;
         }
         // No runtime (it is shutting down): the sweep removes them later.

@@ -37,29 +37,47 @@ pub async fn write_chunk(
     Ok(())
 }
 
+/// Removes uploads still in progress, with their chunks. Only the ids the
+/// statement itself took out of `uploads` lose their chunks: an upload that
+/// completed meanwhile (its call dropped while the writer made it a
+/// document) is no longer there, and its chunks are the document's. A
+/// sweep also removes chunks no upload or document names: written through
+/// the pool by a call dropped after its upload was already removed.
 pub async fn drop_uploads(
     conn: &mut PgConnection,
     which: &UploadsToDrop,
 ) -> Result<u64, StoreError> {
     let ids: Vec<String> = match which {
-        UploadsToDrop::One(id) => vec![id.clone()],
+        UploadsToDrop::One(id) => {
+            sqlx::query_scalar("DELETE FROM uploads WHERE upload_id = $1 RETURNING upload_id")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+        }
         UploadsToDrop::StartedBefore(at) => {
-            sqlx::query_scalar("SELECT upload_id FROM uploads WHERE started_at < $1")
+            sqlx::query_scalar("DELETE FROM uploads WHERE started_at < $1 RETURNING upload_id")
                 .bind(micros(*at))
                 .fetch_all(&mut *conn)
                 .await?
         }
     };
-    let dropped = sqlx::query("DELETE FROM uploads WHERE upload_id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
     sqlx::query("DELETE FROM document_chunks WHERE upload_id = ANY($1)")
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
-    Ok(dropped)
+    if let UploadsToDrop::StartedBefore(_) = which {
+        // A chunk is written only after its upload's row committed, so one
+        // whose upload is gone and which no document names is garbage.
+        sqlx::query(
+            "DELETE FROM document_chunks WHERE upload_id IN ( \
+                 SELECT upload_id FROM document_chunks \
+                 EXCEPT SELECT upload_id FROM uploads \
+                 EXCEPT SELECT upload_id FROM documents WHERE upload_id IS NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(ids.len() as u64)
 }
 
 /// Makes a document of a finished upload, unless the same bytes are stored

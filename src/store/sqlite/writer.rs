@@ -536,23 +536,26 @@ fn write_chunk(
     Ok(())
 }
 
+/// Removes uploads still in progress, with their chunks. Only the ids the
+/// statement itself took out of `uploads` lose their chunks: an upload that
+/// completed meanwhile (its call dropped while the writer made it a
+/// document) is no longer there, and its chunks are the document's.
 fn drop_uploads(conn: &Connection, which: &UploadsToDrop) -> Result<u64, StoreError> {
     let ids: Vec<String> = match which {
-        UploadsToDrop::One(id) => vec![id.clone()],
+        UploadsToDrop::One(id) => conn
+            .prepare_cached("DELETE FROM uploads WHERE upload_id = ?1 RETURNING upload_id")?
+            .query_map([id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?,
         UploadsToDrop::StartedBefore(at) => conn
-            .prepare_cached("SELECT upload_id FROM uploads WHERE started_at < ?1")?
+            .prepare_cached("DELETE FROM uploads WHERE started_at < ?1 RETURNING upload_id")?
             .query_map([micros(*at)], |row| row.get(0))?
             .collect::<Result<_, _>>()?,
     };
-    let mut dropped = 0;
     for id in &ids {
-        dropped += conn
-            .prepare_cached("DELETE FROM uploads WHERE upload_id = ?1")?
-            .execute([id])? as u64;
         conn.prepare_cached("DELETE FROM document_chunks WHERE upload_id = ?1")?
             .execute([id])?;
     }
-    Ok(dropped)
+    Ok(ids.len() as u64)
 }
 
 /// Makes a document of a finished upload, unless the same bytes are stored
