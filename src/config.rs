@@ -97,6 +97,16 @@ pub struct TlsConfig {
     pub expiry_warning_days: u32,
 }
 
+/// The smallest `limits.max_message_bytes` allowed. Every string and list
+/// of a filing is bounded (`service::validate`), so the largest filing, and
+/// each artifact made of one with its evidence (receipt, GetFiling's answer,
+/// extract delivery, acknowledgement), has a known largest size: about
+/// 1.4 MB, a quarterly report at every limit in four-byte characters,
+/// answered by GetFiling (`tests/budget.rs` sends such filings through a
+/// gateway configured at this limit). Form 402 is sent in pages cut to the
+/// limit.
+pub const MIN_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -268,10 +278,12 @@ impl Config {
                 "tls.max_pending_handshakes must be greater than 0".into(),
             ));
         }
-        if self.limits.max_message_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "limits.max_message_bytes must be at least 1024".into(),
-            ));
+        if self.limits.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_message_bytes must be at least {MIN_MESSAGE_BYTES}: the largest \
+                 filing the rules allow, and every artifact made of one, must fit, got {}",
+                self.limits.max_message_bytes
+            )));
         }
         if self.limits.max_in_flight == 0
             || self.limits.ack_deadline_ms == 0

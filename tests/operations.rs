@@ -562,7 +562,7 @@ async fn a_second_ca_added_to_the_bundle_is_trusted_without_a_restart_and_a_brok
 #[tokio::test]
 async fn an_oversized_message_and_a_stalled_call_are_refused_and_change_nothing() {
     let app = spawn_app_with(|config| {
-        config.limits.max_message_bytes = 64 * 1024;
+        config.limits.max_message_bytes = minegate::config::MIN_MESSAGE_BYTES;
         config.limits.request_timeout_ms = 500;
     })
     .await;
@@ -575,7 +575,7 @@ async fn an_oversized_message_and_a_stalled_call_are_refused_and_change_nothing(
         &["37.99.0.0/24"],
         &documents,
     );
-    filing.person.as_mut().unwrap().name = "Ж".repeat(40_000);
+    filing.person.as_mut().unwrap().name = "Ж".repeat(1_100_000);
     let status = FilingServiceClient::new(channel.clone())
         .submit_start_notification(filing)
         .await
@@ -584,7 +584,7 @@ async fn an_oversized_message_and_a_stalled_call_are_refused_and_change_nothing(
     // RESOURCE_EXHAUSTED (it was OUT_OF_RANGE, tonic's own code).
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
-        status.message().ends_with("the limit is: 65536 bytes"),
+        status.message().ends_with("the limit is: 2097152 bytes"),
         "{status:?}"
     );
     assert_eq!(

@@ -17,7 +17,7 @@ use super::{
     ledger::LedgerEvent,
     obligation::{Obligation, ObligationKind, ObligationStatus},
     quantities::Quarter,
-    register::{self, Assessment, FindingDraft, IpConflict, RegisterChange, RegisterState},
+    register::{self, Assessment, FindingDraft, IpConflicts, RegisterChange, RegisterState},
 };
 
 /// Makes a new identifier with a prefix (`fil`, `ext`, `fnd`, `obl`); the
@@ -91,7 +91,7 @@ pub struct SubmissionFacts {
     /// §6-1 whether the quarter's FINANCE_FORM obligation exists already.
     pub finance_obligation_exists: bool,
     /// 3.9 / 4.11 the pool's blocks that overlap ranges of other persons.
-    pub ip_conflicts: Vec<IpConflict>,
+    pub ip_conflicts: IpConflicts,
 }
 
 /// The filing an idempotency key was first used for.
@@ -764,6 +764,7 @@ pub fn overdue(today: NaiveDate, pending: Vec<Obligation>) -> Vec<(Obligation, L
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::register::IpConflict;
     use crate::domain::{
         filing::{
             BankDetails, DocumentRef, IdempotencyKey, Person, QuarterlyReport, StartNotification,
@@ -1088,11 +1089,14 @@ mod tests {
     #[test]
     fn an_unregistered_late_report_with_an_ip_conflict_is_accepted_with_its_findings() {
         let facts = SubmissionFacts {
-            ip_conflicts: vec![IpConflict {
-                cidr: "95.56.0.0/16".into(),
-                other_cidr: "95.56.128.0/17".into(),
-                other_bin_or_iin: "990240000013".into(),
-            }],
+            ip_conflicts: IpConflicts {
+                named: vec![IpConflict {
+                    cidr: "95.56.0.0/16".into(),
+                    other_cidr: "95.56.128.0/17".into(),
+                    other_bin_or_iin: "990240000013".into(),
+                }],
+                more: 0,
+            },
             ..SubmissionFacts::default()
         };
         let acceptance = accept(decide_submission(

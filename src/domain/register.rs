@@ -104,6 +104,29 @@ pub struct IpConflict {
     pub other_bin_or_iin: String,
 }
 
+/// Most IP_POOL_CONFLICT findings a receipt names one by one; the rest are
+/// counted in one more finding, so a receipt stays within its budget however
+/// many others hold the same addresses.
+pub const MAX_NAMED_CONFLICTS: usize = 20;
+
+/// The overlaps of a filing's pool with ranges registered to others: the
+/// first [`MAX_NAMED_CONFLICTS`] in full, and how many more there are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpConflicts {
+    pub named: Vec<IpConflict>,
+    pub more: u64,
+}
+
+impl IpConflicts {
+    pub fn add(&mut self, conflict: IpConflict) {
+        if self.named.len() < MAX_NAMED_CONFLICTS {
+            self.named.push(conflict);
+        } else {
+            self.more += 1;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterChange {
     /// No change to the entry (or no entry).
@@ -135,7 +158,7 @@ pub fn assess(
     filing: &Filing,
     received: NaiveDate,
     entry: Option<&RegisterState>,
-    conflicts: &[IpConflict],
+    conflicts: &IpConflicts,
 ) -> Assessment {
     let mut findings = Vec::new();
     let (due_date, register) = match filing {
@@ -244,7 +267,7 @@ pub fn assess(
             (due, register)
         }
     };
-    for conflict in conflicts {
+    for conflict in &conflicts.named {
         findings.push(FindingDraft {
             kind: FindingKind::IpPoolConflict,
             days: 0,
@@ -252,6 +275,17 @@ pub fn assess(
             detail: format!(
                 "{} overlaps {} registered to {}",
                 conflict.cidr, conflict.other_cidr, conflict.other_bin_or_iin
+            ),
+        });
+    }
+    if conflicts.more > 0 {
+        findings.push(FindingDraft {
+            kind: FindingKind::IpPoolConflict,
+            days: 0,
+            quarter: filing.quarter(),
+            detail: format!(
+                "and {} more overlaps with ranges registered to others (the first {MAX_NAMED_CONFLICTS} are named)",
+                conflicts.more
             ),
         });
     }
@@ -344,7 +378,7 @@ mod tests {
             &termination("2026-06-25"),
             d("2026-07-05"),
             Some(&planned),
-            &[],
+            &IpConflicts::default(),
         );
         assert_eq!(
             a,
@@ -359,7 +393,12 @@ mod tests {
 
     #[test]
     fn late_termination_from_an_unregistered_filer_raises_both_findings() {
-        let a = assess(&termination("2026-06-25"), d("2026-07-08"), None, &[]);
+        let a = assess(
+            &termination("2026-06-25"),
+            d("2026-07-08"),
+            None,
+            &IpConflicts::default(),
+        );
         assert_eq!(a.days_late, 3);
         assert_eq!(a.register, RegisterChange::Unchanged);
         assert_eq!(

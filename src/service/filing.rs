@@ -140,6 +140,8 @@ impl Filings {
         let message = request.into_inner();
         let today = deadlines::local_date(self.clock.now());
         let filing = validate(&message, today).map_err(|v| invalid(&v))?;
+        let body = message.encode_to_vec();
+        super::validate::filing_size(body.len()).map_err(|v| invalid(&v))?;
 
         let wanted: Vec<Sha256Hex> = filing.document_digests().into_iter().cloned().collect();
         let (mut stored, unknown) = self.known.split(&wanted);
@@ -162,7 +164,6 @@ impl Filings {
             return Err(invalid(&missing));
         }
 
-        let body = message.encode_to_vec();
         let kind = filing.kind();
         let bin_or_iin = filing.id().to_string();
         let key = filing.idempotency_key().as_str().to_owned();

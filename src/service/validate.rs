@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 use crate::{
     domain::{
         Sha256Hex,
+        document::ACCEPTED_MEDIA_TYPES,
         filing::{
             ActivityKind, BankDetails, DataCentre, DocumentKind, DocumentRef, Filing,
             IdempotencyKey, Person, QuarterlyReport, StartNotification, TerminationNotice,
@@ -43,15 +44,49 @@ impl Violations {
     }
 }
 
-const MAX_NAME: usize = 300;
-const MAX_ADDRESS: usize = 500;
-const MAX_LIST: usize = 1000;
+// Every string and list of a filing is bounded, so that every artifact made
+// from it (receipt, extract, form 402 page, each with its evidence) fits in
+// the smallest message the gateway may be configured for: see
+// `crate::service::budget` and its test of filings at every limit.
+pub const MAX_NAME: usize = 300;
+pub const MAX_ADDRESS: usize = 500;
+/// Phone numbers, e-mail addresses (3.4).
+pub const MAX_CONTACTS: usize = 10;
+/// Document references (3.10, 3.12, 3.13 / 4.12, 4.14, 4.15).
+pub const MAX_DOCUMENTS: usize = 100;
+/// Data processing centres (3.11 / 4.13).
+pub const MAX_DATA_CENTRES: usize = 200;
+/// IP pool entries (3.9 / 4.11) and equipment lines (4.6, 4.7).
+pub const MAX_LIST: usize = 1000;
+/// A document's file name, as UploadDocument holds it.
+pub const MAX_FILE_NAME: usize = 255;
+
+/// The most a filing may take encoded, whatever pads its values: its
+/// receipt and evidence fit beside it in GetFiling's answer at the smallest
+/// message limit the gateway allows.
+pub const MAX_FILING_BYTES: usize = crate::config::MIN_MESSAGE_BYTES - 256 * 1024;
+
+/// Refuses a filing larger, encoded, than [`MAX_FILING_BYTES`]: the fields
+/// are each bounded, but spaces around values are not counted in them.
+pub fn filing_size(encoded: usize) -> Result<(), Violations> {
+    if encoded <= MAX_FILING_BYTES {
+        return Ok(());
+    }
+    let mut v = Violations::default();
+    v.add(
+        "",
+        format!(
+            "the filing is {encoded} bytes encoded; a filing may be at most {MAX_FILING_BYTES}"
+        ),
+    );
+    Err(v)
+}
 
 fn text(value: &str, max: usize, what: &str) -> Result<String, String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         Err(format!("{what} is required"))
-    } else if trimmed.chars().count() > max {
+    } else if value.chars().count() > max {
         Err(format!("{what} is longer than {max} characters"))
     } else if trimmed.chars().any(char::is_control) {
         Err(format!("{what} contains control characters"))
@@ -81,9 +116,9 @@ fn activity(value: i32) -> Result<ActivityKind, String> {
     }
 }
 
-fn too_many<T>(list: &[T], field: &str, v: &mut Violations) -> bool {
-    if list.len() > MAX_LIST {
-        v.add(field, format!("at most {MAX_LIST} entries"));
+fn too_many<T>(list: &[T], max: usize, field: &str, v: &mut Violations) -> bool {
+    if list.len() > max {
+        v.add(field, format!("at most {max} entries, got {}", list.len()));
         true
     } else {
         false
@@ -109,7 +144,7 @@ fn person(value: Option<&pb::Person>, v: &mut Violations) -> Option<Person> {
             "person.contacts.phones",
             "at least one phone number is required (3.4)",
         );
-    } else if !too_many(&contacts.phones, "person.contacts.phones", v) {
+    } else if !too_many(&contacts.phones, MAX_CONTACTS, "person.contacts.phones", v) {
         for (i, phone) in contacts.phones.iter().enumerate() {
             phones.extend(v.check(format!("person.contacts.phones[{i}]"), Phone::parse(phone)));
         }
@@ -119,7 +154,7 @@ fn person(value: Option<&pb::Person>, v: &mut Violations) -> Option<Person> {
             "person.contacts.emails",
             "at least one e-mail address is required (3.4)",
         );
-    } else if !too_many(&contacts.emails, "person.contacts.emails", v) {
+    } else if !too_many(&contacts.emails, MAX_CONTACTS, "person.contacts.emails", v) {
         for (i, email) in contacts.emails.iter().enumerate() {
             emails.extend(v.check(format!("person.contacts.emails[{i}]"), Email::parse(email)));
         }
@@ -161,7 +196,7 @@ fn ip_pool(entries: &[String], paragraph: &str, v: &mut Violations) -> Option<Ip
         );
         return None;
     }
-    if too_many(entries, "ip_pool", v) {
+    if too_many(entries, MAX_LIST, "ip_pool", v) {
         return None;
     }
     match IpPool::parse(entries) {
@@ -176,7 +211,7 @@ fn ip_pool(entries: &[String], paragraph: &str, v: &mut Violations) -> Option<Ip
 }
 
 fn documents(refs: &[pb::DocumentRef], v: &mut Violations) -> Option<Vec<DocumentRef>> {
-    if too_many(refs, "documents", v) {
+    if too_many(refs, MAX_DOCUMENTS, "documents", v) {
         return None;
     }
     let mut out = Vec::new();
@@ -196,6 +231,25 @@ fn documents(refs: &[pb::DocumentRef], v: &mut Violations) -> Option<Vec<Documen
             format!("documents[{i}].sha256"),
             Sha256Hex::parse(&r.sha256),
         );
+        // Said by the filer, carried to the extract: held to UploadDocument's rules.
+        if !r.media_type.is_empty() && !ACCEPTED_MEDIA_TYPES.contains(&r.media_type.as_str()) {
+            v.add(
+                format!("documents[{i}].media_type"),
+                format!(
+                    "must be empty or one of {}",
+                    ACCEPTED_MEDIA_TYPES.join(", ")
+                ),
+            );
+            complete = false;
+        }
+        if r.file_name.chars().count() > MAX_FILE_NAME || r.file_name.chars().any(char::is_control)
+        {
+            v.add(
+                format!("documents[{i}].file_name"),
+                format!("must be at most {MAX_FILE_NAME} characters, without control characters"),
+            );
+            complete = false;
+        }
         match (kind, sha256) {
             (Some(kind), Some(sha256)) => out.push(DocumentRef { kind, sha256 }),
             _ => complete = false,
@@ -232,7 +286,7 @@ fn data_centres(
         );
         return None;
     }
-    if too_many(sites, "data_centres", v) {
+    if too_many(sites, MAX_DATA_CENTRES, "data_centres", v) {
         return None;
     }
     let mut out = Vec::new();
@@ -374,7 +428,7 @@ pub fn quarterly_report(m: &pb::QuarterlyReport, today: NaiveDate) -> Result<Fil
             "equipment",
             "at least one line of equipment is required (4.6, 4.7)",
         );
-    } else if !too_many(&m.equipment, "equipment", &mut v) {
+    } else if !too_many(&m.equipment, MAX_LIST, "equipment", &mut v) {
         for (i, line) in m.equipment.iter().enumerate() {
             match EquipmentLine::new(&line.model, line.count) {
                 Ok(line) => equipment.push(line),

@@ -23,7 +23,7 @@ use crate::{
         ip::IpRange,
         ledger::{Head, LedgerEvent},
         quantities::Quarter,
-        register::{IpConflict, RegisterState, RegisterStatus},
+        register::{IpConflict, IpConflicts, RegisterState, RegisterStatus},
     },
     store::{
         AckBuilder, Incoming, PendingExtract, Recorded, StoreError, SubmitOutcome, micros, new_id,
@@ -156,7 +156,7 @@ async fn submission_facts(
 
 fn submission_fact(
     row: &sqlx::postgres::PgRow,
-    ip_conflicts: Vec<IpConflict>,
+    ip_conflicts: IpConflicts,
 ) -> Result<SubmissionFacts, StoreError> {
     let earlier = match (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?) {
         (Some(filing_id), Some(request_sha256), Some(receipt)) => Some(EarlierFiling {
@@ -205,7 +205,7 @@ fn submission_fact(
 async fn ip_conflicts(
     conn: &mut PgConnection,
     run: &[Incoming],
-) -> Result<Vec<Vec<IpConflict>>, StoreError> {
+) -> Result<Vec<IpConflicts>, StoreError> {
     let mut blocks = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (job, incoming) in run.iter().enumerate() {
         let filing = &incoming.submission.filing;
@@ -221,7 +221,7 @@ async fn ip_conflicts(
             blocks.3.push(block.cidr.clone());
         }
     }
-    let mut conflicts = vec![Vec::new(); run.len()];
+    let mut conflicts = vec![IpConflicts::default(); run.len()];
     if blocks.0.is_empty() {
         return Ok(conflicts);
     }
@@ -239,7 +239,7 @@ async fn ip_conflicts(
             .and_then(|i| i.submission.filing.ip_pool())
             .and_then(|pool| pool.blocks().get(n as usize))
             .ok_or_else(|| StoreError::Corrupt("an IP look-up's tag".into()))?;
-        conflicts[job as usize].push(IpConflict {
+        conflicts[job as usize].add(IpConflict {
             cidr: block.cidr.clone(),
             other_cidr,
             other_bin_or_iin,

@@ -14,7 +14,7 @@ use crate::{
         ledger::Head,
         obligation::{Obligation, ObligationKind, ObligationStatus},
         quantities::Quarter,
-        register::{IpConflict, RegisterState, RegisterStatus},
+        register::{IpConflict, IpConflicts, RegisterState, RegisterStatus},
     },
     store::{StoreError, Submission, parse_date, parse_name, quarter_of},
 };
@@ -164,9 +164,9 @@ fn finance_obligation_exists(conn: &Connection, quarter: Quarter) -> Result<bool
 /// kind starts at that address masked to its own prefix length, and only
 /// the lengths stored ranges have (`ip_prefix_lengths`) are looked up. Each
 /// look-up is one index seek; the table is never scanned.
-fn ip_conflicts(conn: &Connection, filing: &Filing) -> Result<Vec<IpConflict>, StoreError> {
+fn ip_conflicts(conn: &Connection, filing: &Filing) -> Result<IpConflicts, StoreError> {
     let Some(pool) = filing.ip_pool() else {
-        return Ok(Vec::new());
+        return Ok(IpConflicts::default());
     };
     let bin = filing.id().as_str();
     let prefixes = conn
@@ -181,7 +181,7 @@ fn ip_conflicts(conn: &Connection, filing: &Filing) -> Result<Vec<IpConflict>, S
         "SELECT bin_or_iin, cidr FROM ip_ranges \
          WHERE range_start = ?1 AND range_end >= ?2 AND bin_or_iin <> ?3",
     )?;
-    let mut conflicts = Vec::new();
+    let mut conflicts = IpConflicts::default();
     for block in pool.blocks() {
         let (start, end) = (block.range.start_bytes(), block.range.end_bytes());
         let mut found: Vec<(String, String)> = inside
@@ -199,11 +199,9 @@ fn ip_conflicts(conn: &Connection, filing: &Filing) -> Result<Vec<IpConflict>, S
         }
         found.sort();
         found.dedup();
-        conflicts.extend(
-            found
-                .into_iter()
-                .map(|(other_bin, other_cidr)| conflict(block, other_bin, other_cidr)),
-        );
+        for (other_bin, other_cidr) in found {
+            conflicts.add(conflict(block, other_bin, other_cidr));
+        }
     }
     Ok(conflicts)
 }

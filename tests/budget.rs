@@ -1,0 +1,369 @@
+//! Every artifact fits what delivers it, by construction: each string and
+//! list of a filing is bounded, and `limits.max_message_bytes` may not be
+//! set below `MIN_MESSAGE_BYTES`. Filings at every limit (four-byte
+//! characters throughout) go through a gateway configured at that smallest
+//! limit, and every artifact made of them comes back to clients that decode
+//! no more than it: receipt, replay, GetFiling, the extract with its
+//! evidence, the acknowledgement. Filings past a limit are refused with the
+//! field and reason, and store nothing. Both backends.
+
+#[macro_use]
+mod common;
+
+use common::{
+    fixtures::{self, BIN_A, date, generated_bin, start_notification},
+    *,
+};
+use minegate::{
+    config::MIN_MESSAGE_BYTES,
+    proto::v1::{
+        AcknowledgeExtractRequest, Contacts, DataCentre, DocumentRef, EquipmentLine, FilingReceipt,
+        GetFilingRequest, QuarterlyReport, StartNotification, SubscribeRequest,
+        energy_extract_service_client::EnergyExtractServiceClient,
+        filing_service_client::FilingServiceClient,
+    },
+};
+use prost::Message;
+use tonic::{Code, transport::Channel};
+use tonic_types::StatusExt;
+
+on_both_backends!(
+    filings_at_every_limit_give_artifacts_that_fit_the_smallest_message_limit,
+    a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_findings,
+    filings_past_a_limit_are_refused_with_the_field_and_store_nothing,
+);
+
+/// A character of four bytes in UTF-8: the most a character can take.
+const WIDE: &str = "𝔸";
+
+fn wide(chars: usize) -> String {
+    WIDE.repeat(chars)
+}
+
+/// 1000 IPv6 addresses written out in full (43 characters each).
+fn full_pool() -> Vec<String> {
+    (0..1000)
+        .map(|i| format!("2a03:e2c0:0000:0000:0000:0000:0000:{i:04x}/128"))
+        .collect()
+}
+
+/// A start notification with every string and list at its limit.
+fn start_at_every_limit(bin: &str, key: &str, documents: &[DocumentRef]) -> StartNotification {
+    let mut start = start_notification(bin, key, date(2026, 6, 1), &[], documents);
+    let person = start.person.as_mut().unwrap();
+    person.name = wide(300);
+    person.legal_address = wide(500);
+    let email = format!(
+        "{}@{}.{}.{}.kz",
+        "a".repeat(64),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(58)
+    );
+    assert_eq!(email.len(), 254);
+    person.contacts = Some(Contacts {
+        phones: vec!["+77012345678".into(); 10],
+        emails: vec![email; 10],
+    });
+    start.bank.as_mut().unwrap().bank_name = wide(300);
+    start.ip_pool = full_pool();
+    start.documents = (0..100)
+        .map(|i| DocumentRef {
+            file_name: wide(255),
+            ..documents[i % documents.len()].clone()
+        })
+        .collect();
+    start.data_centres = vec![
+        DataCentre {
+            address: wide(500),
+            kato_code: Some("552210000".into()),
+            consumption_wh: None,
+        };
+        200
+    ];
+    start.idempotency_key = "k".repeat(128);
+    start
+}
+
+/// A quarterly report for 2026 Q1 with every string and list at its limit.
+fn report_at_every_limit(documents: &[DocumentRef]) -> QuarterlyReport {
+    let start = start_at_every_limit(BIN_A, "unused", documents);
+    let mut report = fixtures::quarterly_report(BIN_A, "", 2026, 1, 200 * 5_000_000, &[], &[]);
+    report.person = start.person;
+    report.ip_pool = start.ip_pool;
+    report.documents = start.documents;
+    report.data_centres = start
+        .data_centres
+        .into_iter()
+        .map(|site| DataCentre {
+            consumption_wh: Some(5_000_000),
+            ..site
+        })
+        .collect();
+    report.equipment = vec![
+        EquipmentLine {
+            model: wide(200),
+            count: 4_000_000_000,
+        };
+        1000
+    ];
+    report.idempotency_key = "q".repeat(128);
+    report
+}
+
+fn filings(channel: Channel) -> FilingServiceClient<Channel> {
+    FilingServiceClient::new(channel)
+        .max_decoding_message_size(MIN_MESSAGE_BYTES)
+        .max_encoding_message_size(MIN_MESSAGE_BYTES)
+}
+
+async fn gateway(backend: Backend) -> Option<TestApp> {
+    spawn_on_with(backend, TestClock::at("2026-04-02T06:00:00Z"), |config| {
+        config.limits.max_message_bytes = MIN_MESSAGE_BYTES;
+    })
+    .await
+}
+
+fn encoded<M: Message>(message: &M) -> usize {
+    message.encoded_len()
+}
+
+async fn filings_at_every_limit_give_artifacts_that_fit_the_smallest_message_limit(
+    backend: Backend,
+) {
+    let Some(app) = gateway(backend).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "limits").await;
+    let start = start_at_every_limit(BIN_A, "start-at-every-limit", &documents);
+    let report = report_at_every_limit(&documents);
+    assert!(encoded(&start) > 500_000, "{}", encoded(&start));
+    assert!(encoded(&report) > 1_300_000, "{}", encoded(&report));
+
+    let mut client = filings(authority);
+    let mut receipts: Vec<FilingReceipt> = Vec::new();
+    receipts.push(
+        client
+            .submit_start_notification(start.clone())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    receipts.push(
+        client
+            .submit_quarterly_report(report.clone())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(receipts[0].register_number, "KZ-DM-000001");
+    assert_eq!(receipts[1].revision, 1);
+    // A replay and GetFiling hand the same receipt back; GetFiling with the
+    // whole filing beside it.
+    let replayed = client
+        .submit_quarterly_report(report.clone())
+        .await
+        .unwrap();
+    assert_eq!(replayed.get_ref().filing_id, receipts[1].filing_id);
+    for receipt in &receipts {
+        let filing = client
+            .get_filing(GetFilingRequest {
+                filing_id: receipt.filing_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            encoded(&filing) <= MIN_MESSAGE_BYTES,
+            "{}",
+            encoded(&filing)
+        );
+        assert_eq!(
+            filing.receipt.as_ref().unwrap().filing_id,
+            receipt.filing_id
+        );
+    }
+
+    // Both extracts, with their evidence, reach a subscriber that decodes
+    // no more than the limit, and each is acknowledged.
+    let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await)
+        .max_decoding_message_size(MIN_MESSAGE_BYTES);
+    let mut stream = energy
+        .subscribe(SubscribeRequest {
+            until_caught_up: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut delivered = Vec::new();
+    while let Some(delivery) = stream.message().await.unwrap() {
+        assert!(
+            encoded(&delivery) <= MIN_MESSAGE_BYTES,
+            "{}",
+            encoded(&delivery)
+        );
+        let extract = delivery.extract.unwrap();
+        assert_eq!(extract.data_centres.len(), 200);
+        assert_eq!(extract.customs_declaration_or_title.len(), 34);
+        assert_eq!(extract.name, wide(300));
+        let ack = energy
+            .acknowledge(AcknowledgeExtractRequest {
+                extract_id: extract.extract_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ack.deadline_met);
+        delivered.push(extract.source_filing_id);
+        if delivered.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        delivered,
+        [receipts[0].filing_id.clone(), receipts[1].filing_id.clone()]
+    );
+}
+
+async fn a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_findings(
+    backend: Backend,
+) {
+    let Some(app) = gateway(backend).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "shared pool").await;
+    let mut client = filings(authority);
+    let pool = full_pool();
+    let pool: Vec<&str> = pool.iter().map(String::as_str).collect();
+    let mut last = None;
+    for n in 0..12 {
+        let filing = start_notification(
+            &generated_bin(n),
+            &format!("shared-{n}"),
+            date(2026, 6, 1),
+            &pool,
+            &documents,
+        );
+        last = Some((
+            filing.clone(),
+            client
+                .submit_start_notification(filing)
+                .await
+                .unwrap()
+                .into_inner(),
+        ));
+    }
+    let (filing, receipt) = last.unwrap();
+    // 11 × 1000 overlaps: 20 named, the other 10,980 counted in one finding.
+    assert_eq!(receipt.findings.len(), 21);
+    assert_eq!(
+        receipt.findings[0].detail,
+        format!(
+            "2a03:e2c0::/128 overlaps 2a03:e2c0::/128 registered to {}",
+            generated_bin(0)
+        )
+    );
+    assert_eq!(
+        receipt.findings[20].detail,
+        "and 10980 more overlaps with ranges registered to others (the first 20 are named)"
+    );
+    assert!(encoded(&receipt) < 64 * 1024, "{}", encoded(&receipt));
+    let replayed = client.submit_start_notification(filing).await.unwrap();
+    assert_eq!(replayed.into_inner(), receipt);
+    let stored = client
+        .get_filing(GetFilingRequest {
+            filing_id: receipt.filing_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.receipt.unwrap().findings.len(), 21);
+    let conflicts = "SELECT COUNT(*) FROM findings WHERE kind = 'IP_POOL_CONFLICT'";
+    // Every filer after the first overlaps 1000 or more: 21 findings each.
+    assert_eq!(scalar(&app.config.database_url, conflicts).await, 11 * 21);
+}
+
+fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("a BadRequest")
+        .field_violations
+        .into_iter()
+        .map(|v| (v.field, v.description))
+        .collect()
+}
+
+async fn filings_past_a_limit_are_refused_with_the_field_and_store_nothing(backend: Backend) {
+    let Some(app) = gateway(backend).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "past").await;
+    let mut client = filings(authority);
+    let mut start = start_at_every_limit(BIN_A, "past-every-limit", &documents);
+    start
+        .person
+        .as_mut()
+        .unwrap()
+        .contacts
+        .as_mut()
+        .unwrap()
+        .phones
+        .push("+77012345678".into());
+    start.documents[0].file_name = wide(256);
+    start.documents[1].media_type = "text/html".into();
+    start.data_centres.push(start.data_centres[0].clone());
+    // Spaces around a value count toward its limit.
+    start.person.as_mut().unwrap().name = format!("{}{}", wide(300), " ".repeat(1000));
+    let refused = client.submit_start_notification(start).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [
+            (
+                "person.name",
+                "the name (3.1) is longer than 300 characters"
+            ),
+            ("person.contacts.phones", "at most 10 entries, got 11"),
+            (
+                "documents[0].file_name",
+                "must be at most 255 characters, without control characters"
+            ),
+            (
+                "documents[1].media_type",
+                "must be empty or one of application/pdf, image/png, image/jpeg, application/xml"
+            ),
+            ("data_centres", "at most 200 entries, got 201"),
+        ]
+        .map(|(field, reason)| (field.to_owned(), reason.to_owned()))
+    );
+    // Spaces around IP pool entries, uncounted by each field's limit, are
+    // counted in the whole filing's.
+    let mut padded = start_notification(BIN_A, "padded", date(2026, 6, 1), &[], &documents);
+    padded.ip_pool = full_pool()
+        .into_iter()
+        .map(|entry| format!("{entry}{}", " ".repeat(1900)))
+        .collect();
+    let size = encoded(&padded);
+    let refused = client.submit_start_notification(padded).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [(
+            String::new(),
+            format!("the filing is {size} bytes encoded; a filing may be at most 1835008")
+        )]
+    );
+    let url = &app.config.database_url;
+    assert_eq!(scalar(url, "SELECT COUNT(*) FROM filings").await, 0);
+    assert_eq!(
+        scalar(
+            url,
+            "SELECT COUNT(*) FROM ledger WHERE kind <> 'DOCUMENT_STORED'"
+        )
+        .await,
+        0
+    );
+}
