@@ -268,9 +268,10 @@ impl Config {
                 "tls.max_pending_handshakes must be greater than 0".into(),
             ));
         }
-        if self.limits.max_message_bytes < 1024 {
+        // A form 402 page keeps FORM_PAGE_RESERVE bytes for its evidence.
+        if self.limits.max_message_bytes < 65536 {
             return Err(ConfigError::Invalid(
-                "limits.max_message_bytes must be at least 1024".into(),
+                "limits.max_message_bytes must be at least 65536".into(),
             ));
         }
         if self.limits.max_in_flight == 0

@@ -368,6 +368,7 @@ pub fn quarterly_report(m: &pb::QuarterlyReport, today: NaiveDate) -> Result<Fil
             None
         }
     };
+    let consumption = v.check("consumption_wh", WattHours::in_a_quarter(m.consumption_wh));
     let mut equipment = Vec::new();
     if m.equipment.is_empty() {
         v.add(
@@ -398,7 +399,7 @@ pub fn quarterly_report(m: &pb::QuarterlyReport, today: NaiveDate) -> Result<Fil
         Some(Filing::Quarterly(QuarterlyReport {
             person: person?,
             quarter: quarter?,
-            consumption: WattHours(m.consumption_wh),
+            consumption: consumption?,
             equipment,
             jobs: m.jobs,
             investment_rest_of_year: rest_of_year?,
