@@ -37,7 +37,7 @@ pub enum FormFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum FinanceCommand {
-    /// Pull form 402 for a quarter, verify it, write it, acknowledge it.
+    /// Pull form 402 for a quarter (page by page if large), verify it, write it, acknowledge it.
     Pull {
         #[arg(long)]
         year: i32,
