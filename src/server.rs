@@ -262,7 +262,7 @@ pub async fn start_with_clock(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            FinanceServiceServer::new(FinanceForms::new(store.clone()))
+            FinanceServiceServer::new(FinanceForms::new(store.clone(), clock.clone(), limit))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )

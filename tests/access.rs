@@ -226,6 +226,7 @@ async fn identity_falls_back_to_the_subject_common_name() {
         .pull_quarterly_form(PullQuarterlyFormRequest {
             year: 2026,
             quarter: 1,
+            ..Default::default()
         })
         .await
         .expect("a CN-only identity mapped to finance may pull")

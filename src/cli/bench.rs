@@ -563,6 +563,7 @@ async fn form_402(
         .pull_quarterly_form(PullQuarterlyFormRequest {
             year: 2026,
             quarter: 1,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -573,6 +574,7 @@ async fn form_402(
         .pull_quarterly_form(PullQuarterlyFormRequest {
             year: 2026,
             quarter: 1,
+            ..Default::default()
         })
         .await?;
     let again = started.elapsed();

@@ -15,6 +15,8 @@ use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
 use prost::Message;
 
+use tonic::transport::Channel;
+
 use super::{ClientArgs, energy::write_durably, witness::Witness};
 use crate::{
     client::ClientTls,
@@ -35,7 +37,7 @@ pub enum FormFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum FinanceCommand {
-    /// Pull form 402 for a quarter, verify it, write it, acknowledge it.
+    /// Pull form 402 for a quarter (page by page if large), verify it, write it, acknowledge it.
     Pull {
         #[arg(long)]
         year: i32,
@@ -97,6 +99,75 @@ pub fn to_csv(form: &TaxDataForm) -> String {
     out
 }
 
+async fn pull_page(
+    finance: &mut FinanceServiceClient<Channel>,
+    request: PullQuarterlyFormRequest,
+) -> anyhow::Result<TaxDataForm> {
+    Ok(finance
+        .pull_quarterly_form(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+        .into_inner())
+}
+
+/// Form 402 for a quarter as one message: a form that fits one comes whole;
+/// a larger one page by page, of the revision the first page names, and
+/// the pages' slices are joined into the body and its evidence's artifact,
+/// for the digest and the evidence to be checked as of a whole form.
+pub async fn pull_form(
+    finance: &mut FinanceServiceClient<Channel>,
+    year: i32,
+    quarter: i32,
+) -> anyhow::Result<TaxDataForm> {
+    let mut request = PullQuarterlyFormRequest {
+        year,
+        quarter,
+        revision: 0,
+        page: 1,
+    };
+    let mut last = pull_page(finance, request).await?;
+    let Some(first) = last.page.clone() else {
+        return Ok(last);
+    };
+    let digest = last.body_sha256.clone();
+    let mut body = Vec::with_capacity(usize::try_from(first.body_bytes)?);
+    request.revision = first.revision;
+    loop {
+        let page = last.page.take().unwrap_or_default();
+        let of_the_same_form = (
+            page.count,
+            page.body_bytes,
+            page.revision,
+            &last.body_sha256,
+        ) == (first.count, first.body_bytes, first.revision, &digest);
+        if !of_the_same_form || page.offset != body.len() as u64 {
+            bail!(
+                "page {} of form 402 does not follow the pages before it",
+                page.index
+            );
+        }
+        body.extend_from_slice(&page.body_part);
+        if page.index >= first.count {
+            break;
+        }
+        request.page = page.index + 1;
+        last = pull_page(finance, request).await?;
+    }
+    if body.len() as u64 != first.body_bytes {
+        bail!(
+            "the pages of form 402 hold {} bytes, not the {} they announce",
+            body.len(),
+            first.body_bytes
+        );
+    }
+    let mut evidence = last.evidence.take().unwrap_or_default();
+    evidence.artifact = body;
+    Ok(TaxDataForm {
+        evidence: Some(evidence),
+        ..last
+    })
+}
+
 /// Pulls, verifies, writes `out`, acknowledges.
 pub async fn pull(
     tls: &ClientTls,
@@ -108,11 +179,7 @@ pub async fn pull(
     let channel = tls.connect().await?;
     let mut witness = Witness::connect(channel.clone(), Witness::beside(out, false)).await?;
     let mut finance = FinanceServiceClient::new(channel);
-    let mut form = finance
-        .pull_quarterly_form(PullQuarterlyFormRequest { year, quarter })
-        .await
-        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
-        .into_inner();
+    let mut form = pull_form(&mut finance, year, quarter).await?;
     witness
         .verify(ArtifactKind::FormBody, form.evidence.as_ref())
         .await

@@ -16,7 +16,7 @@ use super::{
     ip::IpBlock,
     ledger::LedgerEvent,
     obligation::{Obligation, ObligationKind, ObligationStatus},
-    quantities::Quarter,
+    quantities::{FIRST_FORM_QUARTER, Quarter},
     register::{self, Assessment, FindingDraft, IpConflicts, RegisterChange, RegisterState},
 };
 
@@ -371,7 +371,9 @@ fn extract_and_obligations(
                 .collect(),
         }
     });
+    // §6-1 a quarter before form 402's first has no form, so no obligation.
     if let Some(quarter) = filing.quarter()
+        && quarter >= FIRST_FORM_QUARTER
         && !facts.finance_obligation_exists
     {
         obligations.push(Obligation::new(

@@ -8,6 +8,25 @@ pub const FIRST_YEAR: i32 = 2020;
 /// A year beyond any plausible filing; guards against typos like 20266.
 pub const LAST_YEAR: i32 = 2100;
 
+/// §6-1 the first quarter that can have form 402: the first tax period of
+/// the digital mining fee (Tax Code, from 1 January 2022). Form 402 was
+/// approved on 13 April 2022 and §6-1 added by order No. 146/НҚ of 29 April
+/// 2022; quarters before it have no form.
+pub const FIRST_FORM_QUARTER: Quarter = Quarter {
+    year: 2022,
+    quarter: 1,
+};
+
+/// 4.5 the most electricity one report may state for its quarter: 10 TWh,
+/// a 4.6 GW load running the whole quarter, more than the country's largest
+/// power plant makes. It keeps a quarter's total in 64 bits until more than
+/// 1,844,674 payers report for it.
+pub const MAX_QUARTER_WH: u64 = 10_000_000_000_000;
+
+/// 3.6 the most capacity a start notification may ask: 10 GW, about half
+/// the country's installed capacity (it is stored as a signed 64-bit number).
+pub const MAX_POWER_KW: u64 = 10_000_000;
+
 /// A calendar quarter: §4 reporting period, §6-1 tax period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Quarter {
@@ -43,6 +62,42 @@ impl Quarter {
             year: date.year(),
             quarter: (date.month() - 1) / 3 + 1,
         }
+    }
+
+    /// The quarter after this one (past [`LAST_YEAR`] too).
+    pub fn next(self) -> Quarter {
+        match self.quarter {
+            4 => Quarter {
+                year: self.year + 1,
+                quarter: 1,
+            },
+            q => Quarter {
+                year: self.year,
+                quarter: q + 1,
+            },
+        }
+    }
+
+    /// Whether the quarter is over on `today` (a civil date in Almaty).
+    pub fn has_ended(self, today: chrono::NaiveDate) -> bool {
+        today >= self.next().first_day()
+    }
+
+    /// §6-1 whether form 402 can exist for the quarter on `today`: from
+    /// [`FIRST_FORM_QUARTER`], once the quarter has ended.
+    pub fn can_have_form(self, today: chrono::NaiveDate) -> Result<Quarter, String> {
+        if self < FIRST_FORM_QUARTER {
+            return Err(format!(
+                "{self} is before {FIRST_FORM_QUARTER}, the first quarter of form 402 (§6-1)"
+            ));
+        }
+        if !self.has_ended(today) {
+            return Err(format!(
+                "{self} has not ended; its form 402 can be pulled from {}",
+                self.next().first_day()
+            ));
+        }
+        Ok(self)
     }
 
     /// The first day of the quarter.
@@ -81,6 +136,16 @@ impl Tiyn {
 pub struct WattHours(pub u64);
 
 impl WattHours {
+    /// 4.5 a quarter's consumption, at most [`MAX_QUARTER_WH`].
+    pub fn in_a_quarter(wh: u64) -> Result<WattHours, String> {
+        if wh > MAX_QUARTER_WH {
+            return Err(format!(
+                "{wh} Wh is more than {MAX_QUARTER_WH} Wh (10 TWh), the most one report may state for a quarter (4.5)"
+            ));
+        }
+        Ok(WattHours(wh))
+    }
+
     /// Exact decimal kWh, e.g. 1234567 Wh → "1234.567".
     pub fn kwh_text(self) -> String {
         let (whole, frac) = (self.0 / 1000, self.0 % 1000);
@@ -102,6 +167,10 @@ impl Kilowatts {
     pub fn new(value: u64) -> Result<Kilowatts, String> {
         if value == 0 {
             Err("the required capacity must be more than 0 kW".into())
+        } else if value > MAX_POWER_KW {
+            Err(format!(
+                "{value} kW is more than {MAX_POWER_KW} kW (10 GW), the most a capacity request may ask (3.6)"
+            ))
         } else {
             Ok(Kilowatts(value))
         }
@@ -144,6 +213,29 @@ impl EquipmentLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_402_exists_from_2022_q1_once_the_quarter_has_ended() {
+        let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+        let q = |y, q| Quarter::new(y, q).unwrap();
+        assert_eq!(
+            q(2021, 4).can_have_form(day("2026-05-02")),
+            Err("2021 Q4 is before 2022 Q1, the first quarter of form 402 (§6-1)".into())
+        );
+        assert_eq!(q(2022, 1).can_have_form(day("2022-04-01")), Ok(q(2022, 1)));
+        assert_eq!(
+            q(2026, 4).can_have_form(day("2026-12-31")),
+            Err("2026 Q4 has not ended; its form 402 can be pulled from 2027-01-01".into())
+        );
+        assert_eq!(q(2026, 4).can_have_form(day("2027-01-01")), Ok(q(2026, 4)));
+        assert_eq!(
+            q(2100, 4).next(),
+            Quarter {
+                year: 2101,
+                quarter: 1
+            }
+        );
+    }
 
     #[test]
     fn quarters() {

@@ -397,7 +397,11 @@ pub fn quarterly_report(m: &pb::QuarterlyReport, today: NaiveDate) -> Result<Fil
                 } else {
                     Quarter::new(quarter.year(), quarter.quarter() + 1).ok()
                 };
-                match next.map(Quarter::first_day) {
+                // The last quarter of the range has no next one: it ends with its year.
+                let ends = next
+                    .map(Quarter::first_day)
+                    .or_else(|| NaiveDate::from_ymd_opt(quarter.year() + 1, 1, 1));
+                match ends {
                     Some(ends) if today < ends => {
                         v.add(
                             "quarter",
@@ -422,6 +426,7 @@ pub fn quarterly_report(m: &pb::QuarterlyReport, today: NaiveDate) -> Result<Fil
             None
         }
     };
+    let consumption = v.check("consumption_wh", WattHours::in_a_quarter(m.consumption_wh));
     let mut equipment = Vec::new();
     if m.equipment.is_empty() {
         v.add(
@@ -452,7 +457,7 @@ pub fn quarterly_report(m: &pb::QuarterlyReport, today: NaiveDate) -> Result<Fil
         Some(Filing::Quarterly(QuarterlyReport {
             person: person?,
             quarter: quarter?,
-            consumption: WattHours(m.consumption_wh),
+            consumption: consumption?,
             equipment,
             jobs: m.jobs,
             investment_rest_of_year: rest_of_year?,

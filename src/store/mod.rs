@@ -528,7 +528,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<FetchedDocument>, StoreError>;
     /// The latest revision of every quarterly report of `quarter`, by BIN/IIN.
     async fn reports_for_form(&self, quarter: Quarter) -> Result<Vec<ReportForForm>, StoreError>;
-    /// Publishes a new revision unless the content is unchanged; returns the form.
+    /// The stored form (without evidence) of a revision of a quarter's form 402.
+    async fn form_revision(
+        &self,
+        quarter: Quarter,
+        revision: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Publishes a new revision unless the content is unchanged (then writes
+    /// nothing); returns the form.
     async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError>;
     async fn acknowledge_form(&self, ack: FormAck) -> Result<FormAckOutcome, StoreError>;
     async fn obligations(&self, query: &ObligationQuery) -> Result<Vec<Obligation>, StoreError>;

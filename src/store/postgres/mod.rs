@@ -347,6 +347,14 @@ impl Store for PgStore {
         reads::reports_for_form(&self.pool, quarter).await
     }
 
+    async fn form_revision(
+        &self,
+        quarter: Quarter,
+        revision: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        reads::form_revision(&self.pool, quarter, revision).await
+    }
+
     async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError> {
         self.jobs.publish_form(publication).await
     }

@@ -305,6 +305,22 @@ pub async fn reports_for_form(
         .collect()
 }
 
+/// The stored form of revision `revision` of `quarter`'s form 402.
+pub async fn form_revision(
+    pool: &PgPool,
+    quarter: Quarter,
+    revision: u32,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT form FROM form_revisions WHERE year = $1 AND quarter = $2 AND revision = $3",
+    )
+    .bind(i64::from(quarter.year()))
+    .bind(i64::from(quarter.quarter()))
+    .bind(i64::from(revision))
+    .fetch_optional(pool)
+    .await?)
+}
+
 pub async fn obligations(
     pool: &PgPool,
     query: &ObligationQuery,

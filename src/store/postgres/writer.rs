@@ -377,46 +377,43 @@ async fn publish_form(
         content_sha256,
         form,
     });
-    let mut events = Vec::new();
-    let (revision, form) = match decisions::decide_form(quarter, &content_sha256, latest, now) {
-        FormDecision::Unchanged { revision, form } => (revision, form),
-        FormDecision::Publish(facts) => {
-            let revision = facts.revision;
-            let (body_sha256, form) = build(&facts);
-            sqlx::query(
-                "INSERT INTO form_revisions (year, quarter, revision, content_sha256, \
-                 body_sha256, compiled_at, form) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(year)
-            .bind(q)
-            .bind(i64::from(revision))
-            .bind(&content_sha256)
-            .bind(&body_sha256)
-            .bind(micros(now))
-            .bind(&form)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) \
-                 SELECT $1, $2, $3, filing_id FROM UNNEST($4::text[]) AS u(filing_id)",
-            )
-            .bind(year)
-            .bind(q)
-            .bind(i64::from(revision))
-            .bind(&filing_ids)
-            .execute(&mut *conn)
-            .await?;
-            events.push(LedgerEvent::FormRevisionPublished {
-                quarter,
-                revision,
-                body_sha256,
-                reports: filing_ids.len(),
-            });
-            (revision, form)
-        }
+    // A pull is a read: only new content writes (the revision and its entry).
+    let facts = match decisions::decide_form(quarter, &content_sha256, latest, now) {
+        FormDecision::Unchanged { form, .. } => return Ok(form),
+        FormDecision::Publish(facts) => facts,
     };
-    events.push(LedgerEvent::FormPulled { quarter, revision });
-    runs::append(conn, &events, now).await?;
+    let revision = facts.revision;
+    let (body_sha256, form) = build(&facts);
+    sqlx::query(
+        "INSERT INTO form_revisions (year, quarter, revision, content_sha256, \
+         body_sha256, compiled_at, form) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(year)
+    .bind(q)
+    .bind(i64::from(revision))
+    .bind(&content_sha256)
+    .bind(&body_sha256)
+    .bind(micros(now))
+    .bind(&form)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) \
+         SELECT $1, $2, $3, filing_id FROM UNNEST($4::text[]) AS u(filing_id)",
+    )
+    .bind(year)
+    .bind(q)
+    .bind(i64::from(revision))
+    .bind(&filing_ids)
+    .execute(&mut *conn)
+    .await?;
+    let published = LedgerEvent::FormRevisionPublished {
+        quarter,
+        revision,
+        body_sha256,
+        reports: filing_ids.len(),
+    };
+    runs::append(conn, &[published], now).await?;
     Ok(form)
 }
 

@@ -416,6 +416,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn form_revision(
+        &self,
+        quarter: Quarter,
+        revision: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |conn| reads::form_revision(conn, quarter, revision))
+            .await
+    }
+
     async fn publish_form(&self, publication: FormPublication) -> Result<Vec<u8>, StoreError> {
         self.jobs.publish_form(publication).await
     }

@@ -317,6 +317,23 @@ pub fn reports_for_form(
         .collect::<Result<_, _>>()?)
 }
 
+/// The stored form of revision `revision` of `quarter`'s form 402.
+pub fn form_revision(
+    conn: &Connection,
+    quarter: Quarter,
+    revision: u32,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT form FROM form_revisions WHERE year = ?1 AND quarter = ?2 AND revision = ?3",
+        )?
+        .query_row(
+            params![quarter.year(), quarter.quarter(), revision],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
 pub fn obligations(
     conn: &Connection,
     query: &ObligationQuery,

@@ -694,48 +694,45 @@ fn publish_form(
         build,
     } = publication;
     let latest = facts::latest_revision(conn, quarter)?;
-    let (revision, form, mut events) =
-        match decisions::decide_form(quarter, &content_sha256, latest, now) {
-            FormDecision::Unchanged { revision, form } => (revision, form, Vec::new()),
-            FormDecision::Publish(facts) => {
-                let revision = facts.revision;
-                let (body_sha256, form) = build(&facts);
-                conn.prepare_cached(
-                    "INSERT INTO form_revisions (year, quarter, revision, content_sha256, \
-                 body_sha256, compiled_at, form) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    quarter.year(),
-                    quarter.quarter(),
-                    revision,
-                    content_sha256,
-                    body_sha256,
-                    micros(now),
-                    form
-                ])?;
-                let mut report = conn.prepare_cached(
-                    "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for filing_id in &filing_ids {
-                    report.execute(params![
-                        quarter.year(),
-                        quarter.quarter(),
-                        revision,
-                        filing_id
-                    ])?;
-                }
-                let published = LedgerEvent::FormRevisionPublished {
-                    quarter,
-                    revision,
-                    body_sha256,
-                    reports: filing_ids.len(),
-                };
-                (revision, form, vec![published])
-            }
-        };
-    events.push(LedgerEvent::FormPulled { quarter, revision });
-    append_ledger(conn, &events, now)?;
+    // A pull is a read: only new content writes (the revision and its entry).
+    let facts = match decisions::decide_form(quarter, &content_sha256, latest, now) {
+        FormDecision::Unchanged { form, .. } => return Ok(form),
+        FormDecision::Publish(facts) => facts,
+    };
+    let revision = facts.revision;
+    let (body_sha256, form) = build(&facts);
+    conn.prepare_cached(
+        "INSERT INTO form_revisions (year, quarter, revision, content_sha256, \
+         body_sha256, compiled_at, form) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        quarter.year(),
+        quarter.quarter(),
+        revision,
+        content_sha256,
+        body_sha256,
+        micros(now),
+        form
+    ])?;
+    let mut report = conn.prepare_cached(
+        "INSERT INTO form_revision_reports (year, quarter, revision, filing_id) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for filing_id in &filing_ids {
+        report.execute(params![
+            quarter.year(),
+            quarter.quarter(),
+            revision,
+            filing_id
+        ])?;
+    }
+    let published = LedgerEvent::FormRevisionPublished {
+        quarter,
+        revision,
+        body_sha256,
+        reports: filing_ids.len(),
+    };
+    append_ledger(conn, &[published], now)?;
     Ok(form)
 }
 
