@@ -4,9 +4,15 @@
 //! form and acknowledgement of the commit. The key is made on first start at
 //! the configured path. Every key that ever signed here is kept in the
 //! database's key history ([`KeyRecord`]) and published by `GetSigningKeys`,
-//! so evidence signed before a rotation still verifies.
+//! so evidence signed before a rotation still verifies. A writer that
+//! finds its key retired by a rotation takes the key now at its file
+//! ([`successor`]), and signs nothing until the history admits that one.
 
-use std::{io::Write, path::Path, time::SystemTime};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
 
 use chrono::{DateTime, Utc};
 use ring::{
@@ -40,6 +46,18 @@ pub enum SigningError {
         "this database's ledger is named {history:?} in its key history, but signing.origin is {configured:?}"
     )]
     OriginChanged { history: String, configured: String },
+    #[error(
+        "the signing key {key_id} was retired at {retired_at} (`minegate signing rotate`) and \
+         the key at {path} is {found}: put the key that replaced it there (copy it from where \
+         the rotation ran); no checkpoint is signed until then"
+    )]
+    NoSuccessor {
+        key_id: String,
+        retired_at: DateTime<Utc>,
+        path: String,
+        /// What the history says of the key found at `path`.
+        found: String,
+    },
 }
 
 /// The gateway's signing key, and the name (the log's origin) it signs as.
@@ -48,20 +66,30 @@ pub struct Signer {
     key_id: String,
     origin: String,
     created_at: DateTime<Utc>,
+    /// The file it was loaded from, read again after a rotation.
+    path: PathBuf,
 }
 
 impl Signer {
     /// Loads the PKCS#8 key at `path`, or makes one there (owner-only) if
     /// the file does not exist. It signs as `origin`.
     pub fn load_or_create(path: &Path, origin: &str) -> Result<Signer, SigningError> {
+        if !path.exists() {
+            write_new_key(path, None).map_err(|reason| SigningError::Key {
+                path: path.display().to_string(),
+                reason,
+            })?;
+            tracing::warn!(path = %path.display(), "made a new gateway signing key");
+        }
+        Signer::load(path, origin)
+    }
+
+    /// Loads the PKCS#8 key at `path`, which must exist. It signs as `origin`.
+    pub fn load(path: &Path, origin: &str) -> Result<Signer, SigningError> {
         let error = |reason: String| SigningError::Key {
             path: path.display().to_string(),
             reason,
         };
-        if !path.exists() {
-            write_new_key(path).map_err(error)?;
-            tracing::warn!(path = %path.display(), "made a new gateway signing key");
-        }
         let pkcs8 = std::fs::read(path).map_err(|e| error(e.to_string()))?;
         let key = Ed25519KeyPair::from_pkcs8(&pkcs8)
             .map_err(|e| error(format!("not an Ed25519 PKCS#8 key: {e}")))?;
@@ -74,7 +102,13 @@ impl Signer {
             key,
             origin: origin.to_owned(),
             created_at,
+            path: path.to_owned(),
         })
+    }
+
+    /// The key at this key's file now: after a rotation, the new one.
+    pub fn reload(&self) -> Result<Signer, SigningError> {
+        Signer::load(&self.path, &self.origin)
     }
 
     pub fn key_id(&self) -> &str {
@@ -103,9 +137,11 @@ impl Signer {
     }
 }
 
-/// Writes a new Ed25519 key (PKCS#8) at `path`, owner-only, synced; never
-/// over an existing file.
-pub fn write_new_key(path: &Path) -> Result<(), String> {
+/// Writes a new Ed25519 key (PKCS#8) at `path`, owner-only (mode 0600
+/// whatever the umask), synced; never over an existing file. With `owner`
+/// (uid, gid) the file is given to them before the key is written: a
+/// rotation run as root makes a key the service's user can read.
+pub fn write_new_key(path: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| "no system randomness".to_owned())?;
     if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
@@ -119,6 +155,18 @@ pub fn write_new_key(path: &Path) -> Result<(), String> {
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(|e| format!("cannot give it to uid {uid} gid {gid}: {e}"))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = owner;
     file.write_all(pkcs8.as_ref())
         .and_then(|()| file.sync_all())
         .map_err(|e| e.to_string())
@@ -208,6 +256,54 @@ pub fn admit(
     }
 }
 
+/// What a key history says of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The history does not have it.
+    Unknown,
+    /// The history has it, not retired.
+    Valid,
+    Retired(DateTime<Utc>),
+}
+
+impl Standing {
+    /// From the key's `retired_at` column (µs), if it has a row.
+    pub(crate) fn of(row: Option<Option<i64>>) -> Result<Standing, crate::store::StoreError> {
+        Ok(match row {
+            None => Standing::Unknown,
+            Some(None) => Standing::Valid,
+            Some(Some(at)) => Standing::Retired(crate::store::from_micros(at)?),
+        })
+    }
+}
+
+/// The key a writer signs with once the history says its key `current`
+/// was retired at `retired_at`: `found`, the key now at its file, if the
+/// history has it valid (a rotation put it there); else none, and the
+/// writer signs nothing until it is there (a replica whose file was not
+/// copied yet).
+pub fn successor(
+    current: &Signer,
+    retired_at: DateTime<Utc>,
+    found: Signer,
+    standing: Standing,
+) -> Result<Signer, SigningError> {
+    let found_is = match standing {
+        Standing::Valid => return Ok(found),
+        Standing::Retired(_) if found.key_id == current.key_id => {
+            format!("still that key ({})", found.key_id)
+        }
+        Standing::Retired(at) => format!("{}, retired at {at} too", found.key_id,),
+        Standing::Unknown => format!("{}, which the key history does not know", found.key_id),
+    };
+    Err(SigningError::NoSuccessor {
+        key_id: current.key_id.clone(),
+        retired_at,
+        path: current.path.display().to_string(),
+        found: found_is,
+    })
+}
+
 /// A key id: the first 16 hex characters of the public key's SHA-256.
 fn key_id(public_key: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, public_key).as_ref())[..16].to_owned()
@@ -279,5 +375,73 @@ mod tests {
             Err(SigningError::OriginChanged { history, configured })
                 if history == "minegate" && configured == "other"
         ));
+    }
+
+    #[test]
+    fn a_retired_key_is_succeeded_only_by_a_key_the_history_has_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.key");
+        let old = Signer::load_or_create(&path, "minegate").unwrap();
+        let retired_at: DateTime<Utc> = "2030-01-05T06:00:00Z".parse().unwrap();
+        let refusal = |found: Signer, standing| {
+            successor(&old, retired_at, found, standing)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let because = |found: &str| {
+            format!(
+                "the signing key {} was retired at 2030-01-05 06:00:00 UTC \
+                 (`minegate signing rotate`) and the key at {} is {found}: put the key that \
+                 replaced it there (copy it from where the rotation ran); no checkpoint is \
+                 signed until then",
+                old.key_id(),
+                path.display()
+            )
+        };
+        let same = old.reload().unwrap();
+        assert_eq!(
+            refusal(same, Standing::Retired(retired_at)),
+            because(&format!("still that key ({})", old.key_id()))
+        );
+        std::fs::remove_file(&path).unwrap();
+        write_new_key(&path, None).unwrap();
+        let unknown = old.reload().unwrap();
+        let unknown_id = unknown.key_id().to_owned();
+        assert_eq!(
+            refusal(unknown, Standing::Unknown),
+            because(&format!(
+                "{unknown_id}, which the key history does not know"
+            ))
+        );
+        let also_retired = old.reload().unwrap();
+        assert_eq!(
+            refusal(also_retired, Standing::Retired(retired_at)),
+            because(&format!(
+                "{unknown_id}, retired at 2030-01-05 06:00:00 UTC too"
+            ))
+        );
+        let next = successor(&old, retired_at, old.reload().unwrap(), Standing::Valid).unwrap();
+        assert_eq!(next.key_id(), unknown_id);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_key_is_owner_only_whatever_the_umask_and_given_to_the_owner_named() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.key");
+        let mine = std::fs::metadata(dir.path()).unwrap();
+        write_new_key(&path, Some((mine.uid(), mine.gid()))).unwrap();
+        let made = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (made.uid(), made.gid(), made.permissions().mode() & 0o7777),
+            (mine.uid(), mine.gid(), 0o600)
+        );
+        assert_eq!(
+            write_new_key(&path, None).unwrap_err(),
+            "File exists (os error 17)",
+            "never over an existing file"
+        );
     }
 }

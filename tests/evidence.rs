@@ -2,7 +2,9 @@
 //! kind verifies through the ministries' command-line clients, which keep
 //! the last checkpoint they saw; tampering of each kind is detected and
 //! named; a key rotation leaves earlier evidence verifiable; a replica
-//! with a key the history does not know refuses to start.
+//! with a key the history does not know refuses to start; a rotation
+//! while the gateway runs takes effect at its next commit, and a
+//! checkpoint signed by a key after its retirement is named.
 
 #[macro_use]
 mod common;
@@ -22,11 +24,14 @@ use minegate::{
     },
     server,
     signing::Signer,
+    store::{self, StoredCheckpoint},
 };
 
 on_both_backends!(
     every_artifact_verifies_through_the_clis_and_tampering_is_named,
     after_a_rotation_earlier_evidence_verifies_and_unknown_keys_are_refused,
+    a_rotation_while_the_gateway_runs_takes_effect_at_its_next_commit,
+    a_gateway_whose_key_file_still_holds_the_retired_key_signs_nothing_until_it_has_the_new_one,
 );
 
 async fn keys(app: &TestApp, role: &str) -> Vec<SigningKey> {
@@ -374,4 +379,277 @@ async fn restart(
         config,
         dir: dir.clone(),
     }
+}
+
+/// A start notification for `bin` (pool 37.OCTET.0.0/16) with its
+/// documents, as the authority files it.
+async fn file_start(app: &TestApp, bin: &str, key: &str, octet: u32) -> FilingReceipt {
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), key).await;
+    FilingServiceClient::new(authority)
+        .submit_start_notification(start_notification(
+            bin,
+            key,
+            date(2030, 2, 10),
+            &[&format!("37.{octet}.0.0/16")],
+            &documents,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `minegate signing rotate` for the gateway configured by `config`, as
+/// its operator runs it beside the gateway (the system's clock).
+async fn rotate(config: &minegate::config::Config) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .args(["signing", "rotate"])
+        .env("MINEGATE_DATABASE_URL", &config.database_url)
+        .env("MINEGATE_SIGNING_KEY", &config.signing.key)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap()
+}
+
+/// `minegate ledger verify` on the gateway's database: (exit code, stdout).
+async fn ledger_verify(config: &minegate::config::Config) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .args(["ledger", "verify"])
+        .env("MINEGATE_DATABASE_URL", &config.database_url)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    (output.status.code(), text(&output.stdout))
+}
+
+/// Every stored checkpoint, read as the verifier reads them.
+async fn stored_checkpoints(config: &minegate::config::Config) -> Vec<StoredCheckpoint> {
+    let clock = TestClock::at("2030-01-01T00:00:00Z");
+    let store = store::open(&config.database_url, clock, store::Signing::ReadOnly)
+        .await
+        .unwrap();
+    let checkpoints = store.checkpoints(0, 1_000).await.unwrap();
+    store.close().await;
+    checkpoints
+}
+
+/// The key id whose verifier key opens `note`, of `keys`.
+fn signed_by(note: &str, keys: &[SigningKey]) -> String {
+    keys.iter()
+        .find(|key| note::open(note, &key.note_verifier_key).is_ok())
+        .map(|key| key.key_id.clone())
+        .unwrap_or_default()
+}
+
+fn time(at: &pbjson_types::Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(at.seconds, at.nanos as u32).unwrap()
+}
+
+async fn a_rotation_while_the_gateway_runs_takes_effect_at_its_next_commit(backend: Backend) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Ahead of the system's clock, which the rotation reads: the key is
+    // retired at the latest checkpoint's time instead, never before it.
+    let clock = TestClock::at("2030-01-05T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock.clone()).await else {
+        return;
+    };
+    let before = file_start(&app, BIN_A, "before", 101).await;
+    let old_id = keys(&app, "operator").await[0].key_id.clone();
+
+    // The key file belongs to the service's user; the rotation runs as
+    // root (where the tests run as root; else as that same user).
+    let path = app.config.signing.key.clone();
+    let owner = match std::os::unix::fs::chown(&path, Some(65534), Some(65534)) {
+        Ok(()) => (65534, 65534),
+        Err(_) => {
+            let metadata = std::fs::metadata(&path).unwrap();
+            (metadata.uid(), metadata.gid())
+        }
+    };
+    let rotated = rotate(&app.config).await;
+    assert_eq!(rotated.status.code(), Some(0), "{}", text(&rotated.stderr));
+    let keys = keys(&app, "operator").await;
+    let new_id = keys[1].key_id.clone();
+    let shown = path.display();
+    assert_eq!(
+        text(&rotated.stdout),
+        format!(
+            "signing key {old_id} retired (kept at {shown}.retired-{old_id}); key {new_id} now \
+             at {shown}\ngateways using {shown} sign with it from their next commit; copy it to \
+             every replica on another machine (each fails its writes until it has it)\n"
+        )
+    );
+    let metadata = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (
+            metadata.uid(),
+            metadata.gid(),
+            metadata.permissions().mode() & 0o7777
+        ),
+        (owner.0, owner.1, 0o600)
+    );
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.key_id.clone(), k.retired_at.as_ref().map(time)))
+            .collect::<Vec<_>>(),
+        [
+            (
+                old_id.clone(),
+                Some("2030-01-05T06:00:00Z".parse().unwrap())
+            ),
+            (new_id.clone(), None)
+        ]
+    );
+
+    // The running gateway signs its next commits with the new key.
+    clock.set("2030-01-05T06:05:00Z");
+    let after = file_start(&app, BIN_B, "after", 102).await;
+    let old = verify(ArtifactKind::Receipt, before.evidence.as_ref(), &keys).unwrap();
+    assert_eq!(old.key_id, old_id);
+    let new = verify(ArtifactKind::Receipt, after.evidence.as_ref(), &keys).unwrap();
+    assert_eq!(new.key_id, new_id);
+    let checkpoints = stored_checkpoints(&app.config).await;
+    let retired_at: chrono::DateTime<chrono::Utc> = "2030-01-05T06:00:00Z".parse().unwrap();
+    let by_key = |id: &str, after_retirement: bool| {
+        checkpoints
+            .iter()
+            .filter(|c| (c.signed_at > retired_at) == after_retirement)
+            .filter(|c| signed_by(&c.note, &keys) == id)
+            .count()
+    };
+    // Upload: two documents (one commit each, at most), then the filing.
+    let (after_rotation, total) = (
+        checkpoints
+            .iter()
+            .filter(|c| c.signed_at > retired_at)
+            .count(),
+        checkpoints.len(),
+    );
+    assert!(after_rotation >= 2, "{after_rotation} checkpoints after");
+    assert_eq!(by_key(&new_id, true), after_rotation);
+    assert_eq!(by_key(&old_id, true), 0);
+    assert_eq!(by_key(&old_id, false), total - after_rotation);
+    let entries = scalar(&app.config.database_url, "SELECT count(*) FROM ledger").await;
+    let (code, report) = ledger_verify(&app.config).await;
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.starts_with(&format!("ledger intact: {entries} entries, head ")),
+        "{report}"
+    );
+    assert!(
+        report.ends_with(&format!(
+            "; Merkle tree recomputed, {total} signed checkpoints verified\n"
+        )),
+        "{report}"
+    );
+
+    // Forged: the latest checkpoint signed again by the retired key, kept
+    // beside the new one. Named by the command line and the RPC.
+    let latest = checkpoints.last().unwrap();
+    let retired_key = Signer::load(
+        &std::path::PathBuf::from(format!("{shown}.retired-{old_id}")),
+        &app.config.signing.origin,
+    )
+    .unwrap();
+    let body = note::open(&latest.note, &keys[1].note_verifier_key).unwrap();
+    let forged = retired_key.sign_checkpoint(&Checkpoint::parse(&body).unwrap());
+    let edited = execute(
+        &app.config.database_url,
+        &format!(
+            "UPDATE checkpoints SET note = '{forged}' WHERE size = {}",
+            latest.size
+        ),
+    )
+    .await;
+    assert_eq!(edited, 1);
+    let named = format!(
+        "the checkpoint of {} entries was signed at 2030-01-05T06:05:00.000000Z by key \
+         {old_id}, retired at 2030-01-05T06:00:00.000000Z",
+        latest.size
+    );
+    let (code, report) = ledger_verify(&app.config).await;
+    assert_eq!(
+        (code, report),
+        (
+            Some(1),
+            format!("ledger BROKEN at entry {}: {named}\n", latest.size)
+        )
+    );
+    let verification = ComplianceServiceClient::new(app.channel("operator").await)
+        .verify_ledger(VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            verification.intact,
+            verification.first_broken_entry,
+            verification.reason
+        ),
+        (false, Some(latest.size), named)
+    );
+    app.gateway.shutdown().await.unwrap();
+}
+
+async fn a_gateway_whose_key_file_still_holds_the_retired_key_signs_nothing_until_it_has_the_new_one(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2030-01-05T06:00:00Z");
+    let Some(app) = spawn_on(backend, clock.clone()).await else {
+        return;
+    };
+    file_start(&app, BIN_A, "before", 101).await;
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "retried").await;
+    let path = app.config.signing.key.clone();
+    let old_key = std::fs::read(&path).unwrap();
+    let rotated = rotate(&app.config).await;
+    assert_eq!(rotated.status.code(), Some(0), "{}", text(&rotated.stderr));
+    let keys = keys(&app, "operator").await;
+    let (old_id, new_id) = (keys[0].key_id.clone(), keys[1].key_id.clone());
+
+    // As on a replica on another machine the new key was not copied to.
+    let new_key = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &old_key).unwrap();
+    let checkpoints = stored_checkpoints(&app.config).await.len();
+    clock.set("2030-01-05T06:05:00Z");
+    let filing = start_notification(
+        BIN_B,
+        "retried",
+        date(2030, 2, 10),
+        &["37.102.0.0/16"],
+        &documents,
+    );
+    let mut filings = FilingServiceClient::new(authority);
+    let refused = filings
+        .submit_start_notification(filing.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            tonic::Code::Unavailable,
+            "the database is unavailable; retry later"
+        )
+    );
+    assert_eq!(stored_checkpoints(&app.config).await.len(), checkpoints);
+    let registered = "SELECT count(*) FROM filings";
+    assert_eq!(scalar(&app.config.database_url, registered).await, 1);
+
+    // Once the new key is there, the retried filing is signed with it.
+    std::fs::write(&path, &new_key).unwrap();
+    let after = filings
+        .submit_start_notification(filing)
+        .await
+        .unwrap()
+        .into_inner();
+    let new = verify(ArtifactKind::Receipt, after.evidence.as_ref(), &keys).unwrap();
+    assert_eq!(new.key_id, new_id);
+    assert_ne!(new.key_id, old_id);
+    assert_eq!(scalar(&app.config.database_url, registered).await, 2);
+    let (code, report) = ledger_verify(&app.config).await;
+    assert_eq!(code, Some(0), "{report}");
+    app.gateway.shutdown().await.unwrap();
 }

@@ -115,6 +115,8 @@ impl Signing {
 pub struct StoredCheckpoint {
     pub size: u64,
     pub note: String,
+    /// When the writer signed it (its clock, inside the commit).
+    pub signed_at: DateTime<Utc>,
 }
 
 /// What ties an artifact to the log: its entry, the entry's leaf index, an
@@ -570,12 +572,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<LeafEvidence>, StoreError>;
     /// Every key that signed here, oldest first.
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Adds a key to the history; with `retire_at`, retires every other.
-    async fn add_signing_key(
-        &self,
-        key: KeyRecord,
-        retire_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError>;
+    /// Adds a key to the history; with `retire`, retires every other, at
+    /// an instant taken inside the transaction and never before the
+    /// latest checkpoint's (see `minegate signing rotate`).
+    async fn add_signing_key(&self, key: KeyRecord, retire: bool) -> Result<(), StoreError>;
 }
 
 /// Opens the store named by `url`, creating and migrating the database as
@@ -691,7 +691,8 @@ pub(crate) fn recording<'e>(
 /// With it, the Merkle tree: every entry's leaf and every node it completes
 /// is recomputed and compared with the stored hash, and every stored
 /// checkpoint's root is compared with the recomputed root of its size and
-/// its signature checked against the key history. The first entry at
+/// its signature checked against the key history (by a key not retired
+/// before the checkpoint's time). The first entry at
 /// which any of these fails is reported (for a checkpoint, the entry that
 /// ends its tree).
 pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, StoreError> {
@@ -781,22 +782,32 @@ pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, St
 }
 
 /// Whether a stored checkpoint is of the recomputed tree and signed by a
-/// key of the history.
+/// key of the history, no later than that key's retirement.
 fn check_checkpoint(
     stored: &StoredCheckpoint,
     tree: &tree::Frontier,
     keys: &[KeyRecord],
 ) -> Result<(), String> {
     use crate::evidence::note;
-    let text = keys
+    let (key, text) = keys
         .iter()
-        .find_map(|key| note::open(&stored.note, &key.verifier_key()).ok())
+        .find_map(|key| Some((key, note::open(&stored.note, &key.verifier_key()).ok()?)))
         .ok_or_else(|| {
             format!(
                 "the checkpoint of {} entries is not signed by a key of the history",
                 stored.size
             )
         })?;
+    if let Some(retired_at) = key.retired_at.filter(|at| *at < stored.signed_at) {
+        let time = |at: DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        return Err(format!(
+            "the checkpoint of {} entries was signed at {} by key {}, retired at {}",
+            stored.size,
+            time(stored.signed_at),
+            key.key_id,
+            time(retired_at)
+        ));
+    }
     let checkpoint = note::Checkpoint::parse(&text).map_err(|error| error.to_string())?;
     if checkpoint.size != tree.size() || checkpoint.root != tree.root() {
         return Err(format!(
@@ -886,7 +897,9 @@ pub(crate) enum Job {
     ),
     AddKey {
         key: KeyRecord,
-        retire_at: Option<DateTime<Utc>>,
+        /// A rotation: every other key is retired, at the instant the
+        /// writer takes inside the transaction (under the write lock).
+        retire: bool,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Ends the writer after the jobs queued before it ([`Store::close`]).
@@ -1177,14 +1190,9 @@ impl JobQueue {
     pub(crate) async fn add_signing_key(
         &self,
         key: KeyRecord,
-        retire_at: Option<DateTime<Utc>>,
+        retire: bool,
     ) -> Result<(), StoreError> {
-        self.send(|reply| Job::AddKey {
-            key,
-            retire_at,
-            reply,
-        })
-        .await
+        self.send(|reply| Job::AddKey { key, retire, reply }).await
     }
 
     /// Stops the writer once the jobs queued before have committed, and

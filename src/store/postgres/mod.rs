@@ -116,7 +116,7 @@ impl PgStore {
             if keys::admit(&history, &signer.record(), *add_unknown_key)? == Admission::Add {
                 tree::add_signing_key(&mut tx, &signer.record(), None).await?;
             }
-            tree::seal(&mut tx, signer, clock.now()).await?;
+            tree::seal(&mut tx, &mut signer.clone(), clock.now()).await?;
             tx.commit().await?;
         }
 
@@ -207,12 +207,8 @@ impl Store for PgStore {
         tree::signing_keys(&self.pool).await
     }
 
-    async fn add_signing_key(
-        &self,
-        key: KeyRecord,
-        retire_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        self.jobs.add_signing_key(key, retire_at).await
+    async fn add_signing_key(&self, key: KeyRecord, retire: bool) -> Result<(), StoreError> {
+        self.jobs.add_signing_key(key, retire).await
     }
 
     fn backend(&self) -> &'static str {

@@ -3,7 +3,7 @@
 //! and evidence need. Node look-ups are one statement for all of a proof's
 //! nodes, whatever their number.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -16,10 +16,10 @@ use crate::{
         note::Checkpoint,
         tree::{self, Frontier, NodeId},
     },
-    signing::{KeyRecord, Signer},
+    signing::{self, KeyRecord, Signer, Standing},
     store::{
-        LeafEvidence, Sealed, StoreError, StoredCheckpoint, micros, missing_node, proof_from,
-        recording,
+        LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, micros, missing_node,
+        proof_from, recording,
     },
 };
 
@@ -46,7 +46,7 @@ pub fn entry((seq, kind, subject, recorded_at, payload, prev_hash, hash): EntryR
 /// `store::sqlite::tree::seal`). The caller holds the write lock.
 pub async fn seal(
     conn: &mut PgConnection,
-    signer: &Signer,
+    signer: &mut Arc<Signer>,
     now: DateTime<Utc>,
 ) -> Result<Option<Sealed>, StoreError> {
     let size: Option<i64> = sqlx::query_scalar("SELECT max(size) FROM checkpoints")
@@ -59,6 +59,7 @@ pub async fn seal(
     if head.unwrap_or(0) as u64 <= size && signed_before {
         return Ok(None);
     }
+    current_key(&mut *conn, signer).await?;
     let ids = Frontier::ids(size);
     let hashes = nodes(&mut *conn, &ids)
         .await?
@@ -136,9 +137,41 @@ pub async fn seal(
         checkpoint: StoredCheckpoint {
             size: checkpoint.size,
             note,
+            signed_at: now,
         },
         nodes: kept,
     }))
+}
+
+/// Keeps `signer` a key the history has valid, under the write lock a
+/// rotation's transaction takes too (see the SQLite twin,
+/// `store::sqlite::tree::current_key`). The key file is read here, on the
+/// runtime: a few hundred bytes, once per rotation (or per commit while a
+/// replica waits for its copy).
+async fn current_key(conn: &mut PgConnection, signer: &mut Arc<Signer>) -> Result<(), StoreError> {
+    let Standing::Retired(retired_at) = standing(&mut *conn, signer.key_id()).await? else {
+        return Ok(());
+    };
+    let found = signer.reload()?;
+    let found_standing = standing(&mut *conn, found.key_id()).await?;
+    let next = signing::successor(signer, retired_at, found, found_standing)?;
+    tracing::warn!(
+        retired = signer.key_id(),
+        key = next.key_id(),
+        "the signing key was retired by a rotation; signing with the key that replaced it"
+    );
+    *signer = Arc::new(next);
+    Ok(())
+}
+
+/// What the history says of `key_id`: one look-up by its primary key.
+async fn standing(conn: &mut PgConnection, key_id: &str) -> Result<Standing, StoreError> {
+    let row: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT retired_at FROM signing_keys WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(conn)
+            .await?;
+    Standing::of(row)
 }
 
 /// The stored hashes of `ids`, in order, in one statement.
@@ -171,14 +204,19 @@ pub async fn nodes<'c>(
 }
 
 pub async fn latest(pool: &PgPool) -> Result<Option<StoredCheckpoint>, StoreError> {
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+    let row: Option<(i64, String, i64)> =
+        sqlx::query_as("SELECT size, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1")
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(size, note)| StoredCheckpoint {
+    row.map(checkpoint).transpose()
+}
+
+fn checkpoint((size, note, signed_at): (i64, String, i64)) -> Result<StoredCheckpoint, StoreError> {
+    Ok(StoredCheckpoint {
         size: size as u64,
         note,
-    }))
+        signed_at: from_micros(signed_at)?,
+    })
 }
 
 pub async fn checkpoints(
@@ -186,19 +224,14 @@ pub async fn checkpoints(
     after_size: u64,
     limit: u32,
 ) -> Result<Vec<StoredCheckpoint>, StoreError> {
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT size, note FROM checkpoints WHERE size > $1 ORDER BY size LIMIT $2")
-            .bind(after_size as i64)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(size, note)| StoredCheckpoint {
-            size: size as u64,
-            note,
-        })
-        .collect())
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT size, note, signed_at FROM checkpoints WHERE size > $1 ORDER BY size LIMIT $2",
+    )
+    .bind(after_size as i64)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(checkpoint).collect()
 }
 
 async fn entries_about(
@@ -248,6 +281,8 @@ pub async fn signing_keys<'c>(
     rows.into_iter().map(KeyRecord::from_row).collect()
 }
 
+/// See the SQLite twin, `store::sqlite::tree::add_signing_key`: a key is
+/// never retired before a checkpoint it signed.
 pub async fn add_signing_key(
     conn: &mut PgConnection,
     key: &KeyRecord,
@@ -255,7 +290,9 @@ pub async fn add_signing_key(
 ) -> Result<(), StoreError> {
     if let Some(at) = retire_at {
         sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND key_id <> $2",
+            "UPDATE signing_keys \
+             SET retired_at = greatest($1, (SELECT coalesce(max(signed_at), 0) FROM checkpoints)) \
+             WHERE retired_at IS NULL AND key_id <> $2",
         )
         .bind(micros(at))
         .bind(&key.key_id)

@@ -51,15 +51,15 @@ pub struct Writer {
     pub clock: Arc<dyn Clock>,
     pub changes: watch::Sender<Change>,
     pub taken_apart: Arc<AtomicU64>,
-    /// Signs the checkpoint each transaction ends with; `None` when the
-    /// store was opened only to read.
+    /// Signs the checkpoint each transaction ends with (replaced after a
+    /// rotation); `None` when the store was opened only to read.
     pub signer: Option<Arc<Signer>>,
 }
 
 impl Writer {
     /// Takes jobs until the store is closed ([`Job::Stop`]) or every sender
     /// is gone.
-    pub async fn run(self, mut jobs: mpsc::Receiver<Job>) {
+    pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(first) = jobs.recv().await {
             let (batch, stop) = take_batch(first, &mut jobs);
             if !batch.is_empty() {
@@ -73,7 +73,7 @@ impl Writer {
 
     /// One transaction for `jobs`: a `match` with one arm per kind of job,
     /// which is why it is longer than a screen.
-    async fn commit_batch(&self, jobs: Vec<Job>) {
+    async fn commit_batch(&mut self, jobs: Vec<Job>) {
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
             Err(error) => return fail_all(jobs, &error.to_string()),
@@ -175,22 +175,19 @@ impl Writer {
                     reply,
                     in_savepoint(&mut tx, async |conn| mark_overdue(conn, now, today).await).await,
                 )),
-                Job::AddKey {
-                    key,
-                    retire_at,
-                    reply,
-                } => finishers.push(finisher(
+                Job::AddKey { key, retire, reply } => finishers.push(finisher(
                     reply,
                     in_savepoint(&mut tx, async |conn| {
-                        super::tree::add_signing_key(conn, &key, retire_at).await
+                        super::tree::add_signing_key(conn, &key, retire.then_some(now)).await
                     })
                     .await,
                 )),
                 Job::Stop => {}
             }
         }
-        // The checkpoint that covers the batch, signed once.
-        let sealed = match &self.signer {
+        // The checkpoint that covers the batch, signed once, with the key
+        // the history has valid now (a rotation may have replaced it).
+        let sealed = match &mut self.signer {
             Some(signer) => super::tree::seal(&mut tx, signer, self.clock.now()).await,
             None => Ok(None),
         };

@@ -119,7 +119,7 @@ impl SqliteStore {
                 if keys::admit(&history, &signer.record(), *add_unknown_key)? == Admission::Add {
                     tree::add_signing_key(&tx, &signer.record(), None)?;
                 }
-                tree::seal(&tx, signer, now)?;
+                tree::seal(&tx, &mut signer.clone(), now)?;
                 tx.commit()?;
             }
             Ok(conn)
@@ -263,12 +263,8 @@ impl Store for SqliteStore {
         self.read(tree::signing_keys).await
     }
 
-    async fn add_signing_key(
-        &self,
-        key: KeyRecord,
-        retire_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        self.jobs.add_signing_key(key, retire_at).await
+    async fn add_signing_key(&self, key: KeyRecord, retire: bool) -> Result<(), StoreError> {
+        self.jobs.add_signing_key(key, retire).await
     }
 
     fn backend(&self) -> &'static str {

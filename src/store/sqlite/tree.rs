@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use super::{facts, reads};
 use crate::{
@@ -14,10 +14,10 @@ use crate::{
         note::Checkpoint,
         tree::{self, Frontier, NodeId},
     },
-    signing::{KeyRecord, Signer},
+    signing::{self, KeyRecord, Signer, Standing},
     store::{
-        LeafEvidence, Sealed, StoreError, StoredCheckpoint, micros, missing_node, proof_from,
-        recording,
+        LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, micros, missing_node,
+        proof_from, recording,
     },
 };
 
@@ -31,9 +31,11 @@ const PAGE: u32 = 10_000;
 /// on a new database (so there is always a checkpoint to witness). How it
 /// was sealed, if a checkpoint was signed (with the nodes to prove what it
 /// appended, unless that was more than a page: a whole ledger caught up).
+/// `signer` is replaced by its successor if a rotation retired it
+/// ([`current_key`]).
 pub fn seal(
     conn: &Connection,
-    signer: &Signer,
+    signer: &mut Arc<Signer>,
     now: DateTime<Utc>,
 ) -> Result<Option<Sealed>, StoreError> {
     let latest = latest(conn)?;
@@ -42,6 +44,7 @@ pub fn seal(
     if head <= size && latest.is_some() {
         return Ok(None);
     }
+    current_key(conn, signer)?;
     let ids = Frontier::ids(size);
     let hashes = nodes(conn, &ids)?
         .into_iter()
@@ -100,9 +103,41 @@ pub fn seal(
         checkpoint: StoredCheckpoint {
             size: checkpoint.size,
             note,
+            signed_at: now,
         },
         nodes: kept,
     }))
+}
+
+/// Keeps `signer` a key the history has valid: read in the commit's
+/// transaction, which holds the write lock a rotation's transaction takes
+/// too, so no checkpoint is signed by a key after its retirement. Retired
+/// (by `minegate signing rotate`, from any process), the key at its file
+/// takes over if the history has it valid; else the commit fails, and the
+/// next one tries again.
+fn current_key(conn: &Connection, signer: &mut Arc<Signer>) -> Result<(), StoreError> {
+    let Standing::Retired(retired_at) = standing(conn, signer.key_id())? else {
+        return Ok(());
+    };
+    let found = signer.reload()?;
+    let found_standing = standing(conn, found.key_id())?;
+    let next = signing::successor(signer, retired_at, found, found_standing)?;
+    tracing::warn!(
+        retired = signer.key_id(),
+        key = next.key_id(),
+        "the signing key was retired by a rotation; signing with the key that replaced it"
+    );
+    *signer = Arc::new(next);
+    Ok(())
+}
+
+/// What the history says of `key_id`: one look-up by its primary key.
+fn standing(conn: &Connection, key_id: &str) -> Result<Standing, StoreError> {
+    let row: Option<Option<i64>> = conn
+        .prepare_cached("SELECT retired_at FROM signing_keys WHERE key_id = ?1")?
+        .query_row([key_id], |row| row.get(0))
+        .optional()?;
+    Standing::of(row)
 }
 
 /// The next page of (seq, leaf hash) after `size` leaves. Entries written
@@ -141,7 +176,7 @@ fn hash32(bytes: Vec<u8>) -> Result<Hash, StoreError> {
 /// The latest checkpoint, if any.
 pub fn latest(conn: &Connection) -> Result<Option<StoredCheckpoint>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")?
+        .prepare_cached("SELECT size, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1")?
         .query_row([], checkpoint_row)
         .optional()?)
 }
@@ -154,16 +189,24 @@ pub fn checkpoints(
 ) -> Result<Vec<StoredCheckpoint>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT size, note FROM checkpoints WHERE size > ?1 ORDER BY size LIMIT ?2",
+            "SELECT size, note, signed_at FROM checkpoints WHERE size > ?1 ORDER BY size LIMIT ?2",
         )?
         .query_map(params![after_size as i64, limit], checkpoint_row)?
         .collect::<Result<_, _>>()?)
 }
 
 fn checkpoint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    let signed_at = row.get::<_, i64>(2)?;
     Ok(StoredCheckpoint {
         size: row.get::<_, i64>(0)? as u64,
         note: row.get(1)?,
+        signed_at: from_micros(signed_at).map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Integer,
+                error.into(),
+            )
+        })?,
     })
 }
 
@@ -242,8 +285,11 @@ pub fn signing_keys(conn: &Connection) -> Result<Vec<KeyRecord>, StoreError> {
     rows.into_iter().map(KeyRecord::from_row).collect()
 }
 
-/// Adds `key` to the history; with `retire_at`, every other key still
-/// valid is retired at that instant (a rotation).
+/// Adds `key` to the history; with `retire_at` (a rotation, its instant
+/// taken in this transaction), every other key still valid is retired
+/// then, or at the latest checkpoint's time if that is later (another
+/// process's clock ahead): never before a checkpoint it signed. Reading
+/// every checkpoint's time is a scan, once per rotation.
 pub fn add_signing_key(
     conn: &Connection,
     key: &KeyRecord,
@@ -251,7 +297,9 @@ pub fn add_signing_key(
 ) -> Result<(), StoreError> {
     if let Some(at) = retire_at {
         conn.prepare_cached(
-            "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL AND key_id <> ?2",
+            "UPDATE signing_keys \
+             SET retired_at = max(?1, (SELECT coalesce(max(signed_at), 0) FROM checkpoints)) \
+             WHERE retired_at IS NULL AND key_id <> ?2",
         )?
         .execute(params![micros(at), key.key_id])?;
     }

@@ -39,14 +39,14 @@ use crate::{
 pub fn run(
     mut conn: Connection,
     clock: Arc<dyn Clock>,
-    signer: Option<Arc<Signer>>,
+    mut signer: Option<Arc<Signer>>,
     mut jobs: mpsc::Receiver<Job>,
     changes: watch::Sender<Change>,
 ) {
     while let Some(first) = jobs.blocking_recv() {
         let (batch, stop) = take_batch(first, &mut jobs);
         if !batch.is_empty() {
-            commit_batch(&mut conn, &*clock, signer.as_deref(), &changes, batch);
+            commit_batch(&mut conn, &*clock, signer.as_mut(), &changes, batch);
         }
         if stop {
             return refuse_the_rest(&mut jobs);
@@ -62,7 +62,7 @@ pub fn run(
 fn commit_batch(
     conn: &mut Connection,
     clock: &dyn Clock,
-    signer: Option<&Signer>,
+    signer: Option<&mut Arc<Signer>>,
     changes: &watch::Sender<Change>,
     jobs: Vec<Job>,
 ) {
@@ -142,13 +142,11 @@ fn commit_batch(
                 reply,
                 in_savepoint(&mut tx, |conn| mark_overdue(conn, now, today)),
             ),
-            Job::AddKey {
-                key,
-                retire_at,
+            Job::AddKey { key, retire, reply } => finisher(
                 reply,
-            } => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| tree::add_signing_key(conn, &key, retire_at)),
+                in_savepoint(&mut tx, |conn| {
+                    tree::add_signing_key(conn, &key, retire.then_some(now))
+                }),
             ),
             Job::Stop => continue,
         });
