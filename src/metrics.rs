@@ -59,6 +59,8 @@ struct Counters {
     certificate_days: BTreeMap<String, i64>,
     /// ("ok" | "failed") → TLS configuration reloads.
     tls_reloads: BTreeMap<String, u64>,
+    /// §6 extracts that could not be sent (recorded EXTRACT_SEND_FAILED).
+    extract_send_failures: u64,
     database_up: Option<bool>,
     /// The last background verification of the ledger.
     ledger_verification: Option<LedgerVerification>,
@@ -136,6 +138,11 @@ impl Metrics {
         self.with(|c| *c.tls_reloads.entry(outcome.to_owned()).or_default() += 1);
     }
 
+    /// An extract could not be sent to a subscriber.
+    pub fn extract_send_failed(&self) {
+        self.with(|c| c.extract_send_failures += 1);
+    }
+
     pub fn set_database_up(&self, up: bool) {
         self.with(|c| c.database_up = Some(up));
     }
@@ -158,6 +165,7 @@ impl Metrics {
                 c.refused.clone(),
                 c.certificate_days.clone(),
                 c.tls_reloads.clone(),
+                c.extract_send_failures,
                 c.database_up,
                 c.ledger_verification,
             )
@@ -169,6 +177,7 @@ impl Metrics {
             refused,
             certificate_days,
             tls_reloads,
+            extract_send_failures,
             database_up,
             ledger_verification,
         ) = counters;
@@ -271,6 +280,13 @@ impl Metrics {
                 "minegate_tls_reloads_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
+        single(
+            &mut out,
+            "minegate_extract_send_failures_total",
+            "counter",
+            "Extracts that could not be sent (larger than a message may be); each is EXTRACT_SEND_FAILED in the ledger.",
+            extract_send_failures,
+        );
         if let Some(up) = database_up {
             single(
                 &mut out,

@@ -256,6 +256,8 @@ pub async fn start_with_clock(
                 clock.clone(),
                 Duration::from_millis(config.limits.ack_deadline_ms),
                 config.limits.max_in_flight,
+                limit,
+                metrics.clone(),
                 stopping_rx,
             ))
             .max_decoding_message_size(limit)

@@ -36,7 +36,7 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let Some(checked) = promtool(&["check", "rules", RULES]) else {
         return;
     };
-    assert!(checked.contains("SUCCESS: 12 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 13 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", RULE_TESTS]).expect("promtool was found");
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
@@ -52,7 +52,7 @@ fn every_alert_is_unit_tested_and_has_a_runbook_section() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 12, "{alerts:?}");
+    assert_eq!(alerts.len(), 13, "{alerts:?}");
     for alert in alerts {
         assert!(
             tests.contains(&format!("alertname: {alert}\n")),
@@ -97,6 +97,7 @@ async fn every_metric_the_rules_use_is_exported_by_the_gateway() {
             "minegate_calls_refused_total",
             "minegate_certificate_days_left",
             "minegate_database_up",
+            "minegate_extract_send_failures_total",
             "minegate_filings_total",
             "minegate_ledger_verification_ok",
             "minegate_ledger_verification_timestamp_seconds",

@@ -31,6 +31,7 @@ on_both_backends!(
     filings_at_every_limit_give_artifacts_that_fit_the_smallest_message_limit,
     a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_findings,
     filings_past_a_limit_are_refused_with_the_field_and_store_nothing,
+    an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_behind_it,
 );
 
 /// A character of four bytes in UTF-8: the most a character can take.
@@ -366,4 +367,152 @@ async fn filings_past_a_limit_are_refused_with_the_field_and_store_nothing(backe
         .await,
         0
     );
+}
+
+/// Writes `bytes` over the extract `extract_id`'s stored body, underneath
+/// the gateway (as an extract made by an earlier release, before filings
+/// were bounded, would be).
+async fn replace_extract_body(url: &str, extract_id: &str, bytes: &[u8]) {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let literal = if sqlite_path(url).is_some() {
+        format!("X'{hex}'")
+    } else {
+        format!("decode('{hex}', 'hex')")
+    };
+    let sql = format!("UPDATE extracts SET body = {literal} WHERE extract_id = '{extract_id}'");
+    assert_eq!(execute(url, &sql).await, 1);
+}
+
+async fn an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_behind_it(
+    backend: Backend,
+) {
+    let Some(app) = spawn_on(backend, TestClock::at("2026-04-02T06:00:00Z")).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "poison").await;
+    let mut client = FilingServiceClient::new(authority);
+    let mut filing_ids = Vec::new();
+    for n in 0..3 {
+        let pool = format!("37.{}.0.0/16", 10 + n);
+        let filing = start_notification(
+            &generated_bin(n),
+            &format!("poison-{n}"),
+            date(2026, 6, 1),
+            &[&pool],
+            &documents,
+        );
+        filing_ids.push(
+            client
+                .submit_start_notification(filing)
+                .await
+                .unwrap()
+                .into_inner()
+                .filing_id,
+        );
+    }
+    // The first filing's extract made 5 MB, as an earlier release could.
+    let first = |sql: &str| sql.replace("FILING", &filing_ids[0]);
+    let poisoned: String = {
+        let sql = first("SELECT extract_id FROM extracts WHERE filing_id = 'FILING'");
+        text_of(&url, &sql).await
+    };
+    let mut extract = minegate::proto::v1::EnergyExtract {
+        extract_id: poisoned.clone(),
+        name: "x".repeat(5 * 1024 * 1024),
+        ..Default::default()
+    };
+    extract.bin_or_iin = generated_bin(0);
+    replace_extract_body(&url, &poisoned, &extract.encode_to_vec()).await;
+
+    // A subscriber that takes one at a time gets the two behind it.
+    let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await);
+    let mut stream = energy
+        .subscribe(SubscribeRequest {
+            max_in_flight: 1,
+            until_caught_up: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut delivered = Vec::new();
+    while let Some(delivery) = stream.message().await.unwrap() {
+        let extract = delivery.extract.unwrap();
+        energy
+            .acknowledge(AcknowledgeExtractRequest {
+                extract_id: extract.extract_id.clone(),
+            })
+            .await
+            .unwrap();
+        delivered.push(extract.source_filing_id);
+    }
+    assert_eq!(delivered, filing_ids[1..]);
+
+    // The ledger says what happened: two sent, one failed with the reason.
+    let count = |kind: &str, subject: &str| {
+        format!("SELECT COUNT(*) FROM ledger WHERE kind = '{kind}' AND subject = '{subject}'")
+    };
+    assert_eq!(scalar(&url, &count("EXTRACT_SENT", &poisoned)).await, 0);
+    assert_eq!(
+        scalar(&url, &count("EXTRACT_SEND_FAILED", &poisoned)).await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'"
+        )
+        .await,
+        2
+    );
+    let payload = text_of(
+        &url,
+        &format!("SELECT payload FROM ledger WHERE kind = 'EXTRACT_SEND_FAILED' AND subject = '{poisoned}'"),
+    )
+    .await;
+    assert!(
+        payload.contains("more than one message may be (4194304 bytes, limits.max_message_bytes)"),
+        "{payload}"
+    );
+    // Never delivered, it cannot be acknowledged; its obligation stays open.
+    let refused = energy
+        .acknowledge(AcknowledgeExtractRequest {
+            extract_id: poisoned.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message().to_owned()),
+        (
+            Code::NotFound,
+            format!("no extract {poisoned:?} has been sent to this subscriber")
+        )
+    );
+    let open =
+        first("SELECT COUNT(*) FROM obligations WHERE filing_id = 'FILING' AND status = 'PENDING'");
+    assert_eq!(scalar(&url, &open).await, 1);
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT COUNT(*) FROM obligations WHERE status = 'FULFILLED'"
+        )
+        .await,
+        2
+    );
+}
+
+/// One text value read underneath the gateway.
+async fn text_of(url: &str, sql: &str) -> String {
+    if let Some(path) = sqlite_path(url) {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(sql, [], |row| row.get(0))
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        value
+    }
 }

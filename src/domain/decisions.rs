@@ -617,6 +617,16 @@ impl Sending {
             attempt: self.attempt,
         }
     }
+
+    /// The record of an attempt that sent nothing: no attempt number is
+    /// taken, and the extract stays pending.
+    pub fn failure(extract_id: &str, subscriber: &str, reason: &str) -> LedgerEvent {
+        LedgerEvent::ExtractSendFailed {
+            extract_id: extract_id.to_owned(),
+            subscriber: subscriber.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
 }
 
 /// What a form revision's builder is told.

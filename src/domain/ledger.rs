@@ -52,6 +52,14 @@ pub enum LedgerEvent {
         subscriber: String,
         attempt: u32,
     },
+    /// §6 an extract could not be sent to a subscriber: nothing left the
+    /// gateway (e.g. the extract with its evidence is larger than a message
+    /// may be). The extract stays pending and its obligation open.
+    ExtractSendFailed {
+        extract_id: String,
+        subscriber: String,
+        reason: String,
+    },
     /// §6 a subscriber acknowledged an extract (the first time).
     ExtractAcknowledged {
         extract_id: String,
@@ -108,6 +116,7 @@ impl LedgerEvent {
             LedgerEvent::FilingAccepted { .. } => Self::FILING_ACCEPTED,
             LedgerEvent::ExtractCreated { .. } => Self::EXTRACT_CREATED,
             LedgerEvent::ExtractSent { .. } => "EXTRACT_SENT",
+            LedgerEvent::ExtractSendFailed { .. } => "EXTRACT_SEND_FAILED",
             LedgerEvent::ExtractAcknowledged { .. } => Self::EXTRACT_ACKNOWLEDGED,
             LedgerEvent::ObligationFulfilled { .. } => "OBLIGATION_FULFILLED",
             LedgerEvent::ObligationOverdue { .. } => "OBLIGATION_OVERDUE",
@@ -126,6 +135,7 @@ impl LedgerEvent {
             LedgerEvent::FilingAccepted { filing_id, .. } => filing_id.clone(),
             LedgerEvent::ExtractCreated { extract_id, .. }
             | LedgerEvent::ExtractSent { extract_id, .. }
+            | LedgerEvent::ExtractSendFailed { extract_id, .. }
             | LedgerEvent::ExtractAcknowledged { extract_id, .. } => extract_id.clone(),
             LedgerEvent::ObligationFulfilled { obligation_id, .. }
             | LedgerEvent::ObligationOverdue { obligation_id, .. } => obligation_id.clone(),
@@ -201,6 +211,15 @@ impl LedgerEvent {
                 "extract_id": extract_id,
                 "subscriber": subscriber,
                 "attempt": attempt,
+            }),
+            LedgerEvent::ExtractSendFailed {
+                extract_id,
+                subscriber,
+                reason,
+            } => json!({
+                "extract_id": extract_id,
+                "reason": reason,
+                "subscriber": subscriber,
             }),
             LedgerEvent::ExtractAcknowledged {
                 extract_id,

@@ -47,6 +47,9 @@ pub struct EnergyExtracts {
     clock: Arc<dyn Clock>,
     ack_deadline: Duration,
     default_in_flight: u32,
+    /// `limits.max_message_bytes`: a delivery larger is not sent.
+    max_message_bytes: usize,
+    metrics: crate::metrics::Metrics,
     /// Becomes true when the gateway stops: every stream then ends cleanly.
     stopping: watch::Receiver<bool>,
 }
@@ -57,6 +60,8 @@ impl EnergyExtracts {
         clock: Arc<dyn Clock>,
         ack_deadline: Duration,
         default_in_flight: u32,
+        max_message_bytes: usize,
+        metrics: crate::metrics::Metrics,
         stopping: watch::Receiver<bool>,
     ) -> Self {
         EnergyExtracts {
@@ -66,6 +71,8 @@ impl EnergyExtracts {
             clock,
             ack_deadline,
             default_in_flight,
+            max_message_bytes,
+            metrics,
             stopping,
         }
     }
@@ -194,8 +201,11 @@ struct Sent {
     /// numbers can go out without reading. `None`: the next change must be
     /// read (the last read was cut at its limit, or the window filled).
     known: Option<i64>,
-    /// The records of sendings, queued before the extracts went out.
+    /// The records of sendings, queued once the extracts were handed over.
     records: Records,
+    /// Extracts this stream could not send (recorded as failed once): read
+    /// past, so they hold up none behind them.
+    unsendable: std::collections::HashSet<String>,
 }
 
 impl Sent {
@@ -207,6 +217,7 @@ impl Sent {
             floor: 0,
             known: None,
             records: Records::default(),
+            unsendable: Default::default(),
         }
     }
 
@@ -227,6 +238,8 @@ struct Feed {
     clock: Arc<dyn Clock>,
     subscriber: String,
     max_in_flight: usize,
+    max_message_bytes: usize,
+    metrics: crate::metrics::Metrics,
     ack_deadline: Duration,
     until_caught_up: bool,
 }
@@ -335,6 +348,21 @@ async fn fill(
     sent: &mut Sent,
     stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
 ) -> Result<(), Option<Status>> {
+    loop {
+        let unsendable = sent.unsendable.len();
+        fill_once(feed, sent, stream).await?;
+        if sent.unsendable.len() == unsendable {
+            return Ok(());
+        }
+        // What could not be sent took room it does not hold: read past it.
+    }
+}
+
+async fn fill_once(
+    feed: &Feed,
+    sent: &mut Sent,
+    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
+) -> Result<(), Option<Status>> {
     let Feed {
         store,
         subscriber,
@@ -364,7 +392,7 @@ async fn fill(
         sent.known = None;
         return Ok(());
     }
-    let limit = sent.in_flight.len() + room;
+    let limit = sent.in_flight.len() + room + sent.unsendable.len();
     let pending = store
         .pending_extracts(subscriber, sent.floor, limit as u32)
         .await
@@ -382,7 +410,9 @@ async fn fill(
     sent.attempts.retain(|_, (seq, _)| *seq >= floor);
     let mut to_send: Vec<&PendingExtract> = pending
         .iter()
-        .filter(|p| !sent.in_flight.contains_key(&p.extract_id))
+        .filter(|p| {
+            !sent.in_flight.contains_key(&p.extract_id) && !sent.unsendable.contains(&p.extract_id)
+        })
         .collect();
     // A read that was not cut short saw everything pending: if there is
     // room for all of it, all of it is in flight once sent.
@@ -425,9 +455,12 @@ async fn send_fresh(
     Ok(true)
 }
 
-/// Sends `extracts`. Their sending is recorded by one writer job, queued
-/// before they go out (so it commits before any acknowledgement of them)
-/// and not waited for: `sent.records` hears how it went.
+/// Sends `extracts`, each only if it fits in one message. What was handed
+/// to the stream is recorded as sent and what could not be sent as a failed
+/// attempt with the reason, by one writer job queued after the handing over
+/// and not waited for: `sent.records` hears how it went. Until it commits,
+/// the sendings count as unrecorded: an acknowledgement or a FetchDocument
+/// that comes first waits for them.
 async fn send(
     feed: &Feed,
     sent: &mut Sent,
@@ -443,55 +476,111 @@ async fn send(
         subscriber,
         ..
     } = feed;
-    let ids: Vec<String> = extracts.iter().map(|p| p.extract_id.clone()).collect();
     let sent_at = clock.now();
-    let queued: QueuedAttempts = store
-        .queue_attempts(ids, subscriber, sent_at)
-        .await
-        .map_err(|e| Some(store_error(e)))?;
     let guard = feed.unrecorded.add(subscriber);
-    sent.records.0.spawn(async move {
-        let recorded = queued.await;
-        drop(guard);
-        recorded
-    });
+    let (mut handed, mut failed, mut ended) = (Vec::new(), Vec::new(), Ok(()));
     for extract in extracts {
-        let mut body = EnergyExtract::decode(extract.body.as_slice())
-            .map_err(|_| Some(Status::internal("a stored extract is unreadable")))?;
-        body.evidence = Some(match &extract.evidence {
-            // Proven by the writer that made it, from its commit's checkpoint.
-            Some(evidence) => super::to_pb_evidence((**evidence).clone(), extract.body.clone()),
-            None => super::evidence(
-                &**store,
-                ArtifactKind::Extract,
-                &extract.extract_id,
-                extract.body.clone(),
-            )
-            .await
-            .map_err(Some)?,
-        });
-        // The records of this stream's earlier sendings may not have
-        // committed yet: its own count is at least as far.
-        let earlier = sent
-            .attempts
-            .get(&extract.extract_id)
-            .map_or(0, |(_, n)| *n);
-        let attempt = extract.attempts.max(earlier).saturating_add(1);
-        tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
-        let delivery = ExtractDelivery {
-            extract: Some(body),
-            attempt,
-            sent_at: Some(timestamp(sent_at)),
+        let delivery = match delivery(feed, sent, extract, sent_at).await {
+            Ok(delivery) => delivery,
+            Err(status) => {
+                ended = Err(Some(status));
+                break;
+            }
         };
-        if stream.send(Ok(delivery)).await.is_err() {
-            return Err(None);
+        let size = delivery.encoded_len();
+        if size > feed.max_message_bytes {
+            let reason = format!(
+                "the extract with its evidence is {size} bytes, more than one message may be \
+                 ({} bytes, limits.max_message_bytes)",
+                feed.max_message_bytes
+            );
+            tracing::error!(%subscriber, extract_id = %extract.extract_id, %reason, "extract not sent");
+            feed.metrics.extract_send_failed();
+            sent.unsendable.insert(extract.extract_id.clone());
+            failed.push((extract.extract_id.clone(), reason));
+            continue;
         }
+        if stream.send(Ok(delivery)).await.is_err() {
+            ended = Err(None);
+            break;
+        }
+        let attempt = delivery_attempt(sent, extract);
+        tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
         sent.attempts
             .insert(extract.extract_id.clone(), (extract.seq, attempt));
         sent.in_flight
             .insert(extract.extract_id.clone(), (extract.seq, Instant::now()));
+        handed.push(extract.extract_id.clone());
     }
-    Ok(())
+    if !handed.is_empty() || !failed.is_empty() {
+        let queued: QueuedAttempts = store
+            .queue_attempts(handed, failed, subscriber, sent_at)
+            .await
+            .map_err(|e| Some(store_error(e)))?;
+        sent.records.0.spawn(async move {
+            let recorded = queued.await;
+            drop(guard);
+            recorded
+        });
+    }
+    ended
+}
+
+/// The attempt number of the next sending of `extract` on this stream: the
+/// records of its earlier sendings may not have committed yet, and its own
+/// count is at least as far.
+fn delivery_attempt(sent: &Sent, extract: &PendingExtract) -> u32 {
+    let earlier = sent
+        .attempts
+        .get(&extract.extract_id)
+        .map_or(0, |(_, n)| *n);
+    extract.attempts.max(earlier).saturating_add(1)
+}
+
+/// The message that sends `extract`, with its evidence.
+async fn delivery(
+    feed: &Feed,
+    sent: &Sent,
+    extract: &PendingExtract,
+    sent_at: chrono::DateTime<chrono::Utc>,
+) -> Result<ExtractDelivery, Status> {
+    let mut body = EnergyExtract::decode(extract.body.as_slice())
+        .map_err(|_| Status::internal("a stored extract is unreadable"))?;
+    body.evidence = Some(match &extract.evidence {
+        // Proven by the writer that made it, from its commit's checkpoint.
+        Some(evidence) => super::to_pb_evidence((**evidence).clone(), extract.body.clone()),
+        None => {
+            super::evidence(
+                &*feed.store,
+                ArtifactKind::Extract,
+                &extract.extract_id,
+                extract.body.clone(),
+            )
+            .await?
+        }
+    });
+    Ok(ExtractDelivery {
+        extract: Some(body),
+        attempt: delivery_attempt(sent, extract),
+        sent_at: Some(timestamp(sent_at)),
+    })
+}
+
+/// The acknowledgement receipt of `extract_id` by `subscriber`, made once
+/// the writer knows when and what was due.
+fn ack_builder(extract_id: &str, subscriber: &str) -> crate::store::AckBuilder {
+    let (id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+    Box::new(move |facts: &AckFacts| {
+        ExtractAcknowledgement {
+            extract_id: id.clone(),
+            subscriber: subscriber.clone(),
+            acknowledged_at: Some(timestamp(facts.acknowledged_at)),
+            due_date: Some(to_pb_date(facts.due_date)),
+            deadline_met: deadlines::local_date(facts.acknowledged_at) <= facts.due_date,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    })
 }
 
 #[tonic::async_trait]
@@ -518,6 +607,8 @@ impl EnergyExtractService for EnergyExtracts {
             clock: self.clock.clone(),
             subscriber: caller.identity,
             max_in_flight,
+            max_message_bytes: self.max_message_bytes,
+            metrics: self.metrics.clone(),
             ack_deadline: self.ack_deadline,
             until_caught_up,
         };
@@ -536,28 +627,25 @@ impl EnergyExtractService for EnergyExtracts {
             v.add("extract_id", "is required");
             return Err(invalid(&v));
         }
-        let (id, subscriber) = (extract_id.clone(), caller.identity.clone());
-        let build = Box::new(move |facts: &AckFacts| {
-            ExtractAcknowledgement {
-                extract_id: id.clone(),
-                subscriber: subscriber.clone(),
-                acknowledged_at: Some(timestamp(facts.acknowledged_at)),
-                due_date: Some(to_pb_date(facts.due_date)),
-                deadline_met: deadlines::local_date(facts.acknowledged_at) <= facts.due_date,
-                ..Default::default()
-            }
-            .encode_to_vec()
-        });
-        let receipt = self
-            .store
-            .acknowledge_extract(&extract_id, &caller.identity, build)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no extract {extract_id:?} has been sent to this subscriber"
-                ))
-            })?;
+        let subscriber = &caller.identity;
+        let acknowledge = || {
+            self.store.acknowledge_extract(
+                &extract_id,
+                subscriber,
+                ack_builder(&extract_id, subscriber),
+            )
+        };
+        let mut receipt = acknowledge().await.map_err(store_error)?;
+        if receipt.is_none() && self.unrecorded.count(subscriber) > 0 {
+            // Handed to this subscriber's stream, its record not committed yet.
+            self.unrecorded.wait(subscriber, UNRECORDED_WAIT).await;
+            receipt = acknowledge().await.map_err(store_error)?;
+        }
+        let receipt = receipt.ok_or_else(|| {
+            Status::not_found(format!(
+                "no extract {extract_id:?} has been sent to this subscriber"
+            ))
+        })?;
         let mut ack = ExtractAcknowledgement::decode(receipt.bytes.as_slice())
             .map_err(|_| Status::internal("a stored acknowledgement is unreadable"))?;
         ack.evidence = Some(

@@ -505,13 +505,14 @@ pub trait Store: Send + Sync + 'static {
         extract_ids: &[String],
     ) -> Result<Vec<String>, StoreError>;
     /// Queues one writer job that records a sending of each of `extract_ids`
-    /// to `subscriber` at `sent_at`, and returns as soon as it is queued, not
-    /// committed: the writer commits jobs in the order they were queued, so
-    /// the record commits before any acknowledgement of what is sent after
-    /// this returns. The receiver answers once it committed (or failed).
+    /// (handed to `subscriber`'s stream) and a failed attempt of each of
+    /// `failed` (id, why nothing was sent) at `sent_at`, and returns as soon
+    /// as it is queued, not committed. The receiver answers once it
+    /// committed (or failed).
     async fn queue_attempts(
         &self,
         extract_ids: Vec<String>,
+        failed: Vec<(String, String)>,
         subscriber: &str,
         sent_at: DateTime<Utc>,
     ) -> Result<QueuedAttempts, StoreError>;
@@ -873,6 +874,8 @@ pub(crate) enum Job {
     DropUploads(UploadsToDrop, oneshot::Sender<Result<u64, StoreError>>),
     Attempts {
         extract_ids: Vec<String>,
+        /// Extracts not sent, each with the reason.
+        failed: Vec<(String, String)>,
         subscriber: String,
         sent_at: DateTime<Utc>,
         reply: oneshot::Sender<Result<Vec<u32>, StoreError>>,
@@ -1132,6 +1135,7 @@ impl JobQueue {
     pub(crate) async fn queue_attempts(
         &self,
         extract_ids: Vec<String>,
+        failed: Vec<(String, String)>,
         subscriber: &str,
         sent_at: DateTime<Utc>,
     ) -> Result<QueuedAttempts, StoreError> {
@@ -1140,6 +1144,7 @@ impl JobQueue {
         self.writer
             .send(Job::Attempts {
                 extract_ids,
+                failed,
                 subscriber,
                 sent_at,
                 reply,

@@ -312,11 +312,12 @@ impl Store for PgStore {
     async fn queue_attempts(
         &self,
         extract_ids: Vec<String>,
+        failed: Vec<(String, String)>,
         subscriber: &str,
         sent_at: DateTime<Utc>,
     ) -> Result<QueuedAttempts, StoreError> {
         self.jobs
-            .queue_attempts(extract_ids, subscriber, sent_at)
+            .queue_attempts(extract_ids, failed, subscriber, sent_at)
             .await
     }
 

@@ -974,6 +974,7 @@ pub async fn sendings(
     conn: &mut PgConnection,
     sent_at: DateTime<Utc>,
     extract_ids: &[String],
+    failed: &[(String, String)],
     subscriber: &str,
 ) -> Result<Vec<u32>, StoreError> {
     let earlier: Vec<i64> = sqlx::query_scalar(SENDINGS_FACTS)
@@ -990,6 +991,9 @@ pub async fn sendings(
     let mut ledger = LedgerRows::default();
     for sending in &sendings {
         ledger.push(head.append(&sending.event(), sent_at));
+    }
+    for (id, reason) in failed {
+        ledger.push(head.append(&Sending::failure(id, subscriber, reason), sent_at));
     }
     ledger
         .bind(sqlx::query(SENDINGS_WRITES))

@@ -121,12 +121,13 @@ impl Writer {
                 }
                 Job::Attempts {
                     extract_ids,
+                    failed,
                     subscriber,
                     sent_at,
                     reply,
                 } => {
                     let result = in_savepoint(&mut tx, async |conn| {
-                        runs::sendings(conn, sent_at, &extract_ids, &subscriber).await
+                        runs::sendings(conn, sent_at, &extract_ids, &failed, &subscriber).await
                     })
                     .await;
                     finishers.push(finisher(reply, result));

@@ -110,13 +110,14 @@ fn commit_batch(
             ),
             Job::Attempts {
                 extract_ids,
+                failed,
                 subscriber,
                 sent_at,
                 reply,
             } => finisher(
                 reply,
                 in_savepoint(&mut tx, |conn| {
-                    record_sendings(conn, sent_at, &extract_ids, &subscriber)
+                    record_sendings(conn, sent_at, &extract_ids, &failed, &subscriber)
                 }),
             ),
             Job::AckExtract {
@@ -624,6 +625,7 @@ fn record_sendings(
     conn: &Connection,
     sent_at: DateTime<Utc>,
     extract_ids: &[String],
+    failed: &[(String, String)],
     subscriber: &str,
 ) -> Result<Vec<u32>, StoreError> {
     let earlier = facts::sendings(conn, extract_ids, subscriber)?;
@@ -644,7 +646,12 @@ fn record_sendings(
             micros(sent_at)
         ])?;
     }
-    let events: Vec<LedgerEvent> = sendings.iter().map(Sending::event).collect();
+    let mut events: Vec<LedgerEvent> = sendings.iter().map(Sending::event).collect();
+    events.extend(
+        failed
+            .iter()
+            .map(|(id, reason)| Sending::failure(id, subscriber, reason)),
+    );
     append_ledger(conn, &events, sent_at)?;
     Ok(sendings.iter().map(|s| s.attempt).collect())
 }
