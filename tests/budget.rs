@@ -393,8 +393,8 @@ async fn an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_be
     let authority = app.channel("authority").await;
     let documents = fixtures::upload_documents(authority.clone(), "poison").await;
     let mut client = FilingServiceClient::new(authority);
-    let mut filing_ids = Vec::new();
-    for n in 0..3 {
+    let (mut filing_ids, mut extract_ids) = (Vec::new(), Vec::new());
+    for n in 0..4 {
         let pool = format!("37.{}.0.0/16", 10 + n);
         let filing = start_notification(
             &generated_bin(n),
@@ -403,30 +403,28 @@ async fn an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_be
             &[&pool],
             &documents,
         );
-        filing_ids.push(
-            client
-                .submit_start_notification(filing)
-                .await
-                .unwrap()
-                .into_inner()
-                .filing_id,
-        );
+        let filing_id = client
+            .submit_start_notification(filing)
+            .await
+            .unwrap()
+            .into_inner()
+            .filing_id;
+        let sql = format!("SELECT extract_id FROM extracts WHERE filing_id = '{filing_id}'");
+        extract_ids.push(text_of(&url, &sql).await);
+        filing_ids.push(filing_id);
     }
-    // The first filing's extract made 5 MB, as an earlier release could.
-    let first = |sql: &str| sql.replace("FILING", &filing_ids[0]);
-    let poisoned: String = {
-        let sql = first("SELECT extract_id FROM extracts WHERE filing_id = 'FILING'");
-        text_of(&url, &sql).await
-    };
-    let mut extract = minegate::proto::v1::EnergyExtract {
-        extract_id: poisoned.clone(),
+    // The first extract made 5 MB, as an earlier release could; the third's
+    // stored bytes damaged.
+    let (large, damaged) = (extract_ids[0].clone(), extract_ids[2].clone());
+    let extract = minegate::proto::v1::EnergyExtract {
+        extract_id: large.clone(),
         name: "x".repeat(5 * 1024 * 1024),
         ..Default::default()
     };
-    extract.bin_or_iin = generated_bin(0);
-    replace_extract_body(&url, &poisoned, &extract.encode_to_vec()).await;
+    replace_extract_body(&url, &large, &extract.encode_to_vec()).await;
+    replace_extract_body(&url, &damaged, &[0xff; 16]).await;
 
-    // A subscriber that takes one at a time gets the two behind it.
+    // A subscriber that takes one at a time gets the two others.
     let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await);
     let mut stream = energy
         .subscribe(SubscribeRequest {
@@ -447,59 +445,87 @@ async fn an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_be
             .unwrap();
         delivered.push(extract.source_filing_id);
     }
-    assert_eq!(delivered, filing_ids[1..]);
+    assert_eq!(delivered, [filing_ids[1].clone(), filing_ids[3].clone()]);
 
-    // The ledger says what happened: two sent, one failed with the reason.
-    let count = |kind: &str, subject: &str| {
-        format!("SELECT COUNT(*) FROM ledger WHERE kind = '{kind}' AND subject = '{subject}'")
+    // The ledger says what happened: two sent, two failed with the reason.
+    let kinds = "SELECT kind || ' ' || subject FROM ledger \
+                 WHERE kind IN ('EXTRACT_SENT', 'EXTRACT_SEND_FAILED') ORDER BY seq";
+    assert_eq!(
+        texts_of(&url, kinds).await,
+        [
+            format!("EXTRACT_SEND_FAILED {large}"),
+            format!("EXTRACT_SENT {}", extract_ids[1]),
+            format!("EXTRACT_SEND_FAILED {damaged}"),
+            format!("EXTRACT_SENT {}", extract_ids[3]),
+        ]
+    );
+    let payload = |id: &str| {
+        format!(
+            "SELECT payload FROM ledger WHERE kind = 'EXTRACT_SEND_FAILED' AND subject = '{id}'"
+        )
     };
-    assert_eq!(scalar(&url, &count("EXTRACT_SENT", &poisoned)).await, 0);
-    assert_eq!(
-        scalar(&url, &count("EXTRACT_SEND_FAILED", &poisoned)).await,
-        1
-    );
-    assert_eq!(
-        scalar(
-            &url,
-            "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'"
-        )
-        .await,
-        2
-    );
-    let payload = text_of(
-        &url,
-        &format!("SELECT payload FROM ledger WHERE kind = 'EXTRACT_SEND_FAILED' AND subject = '{poisoned}'"),
-    )
-    .await;
+    let too_large = text_of(&url, &payload(&large)).await;
     assert!(
-        payload.contains("more than one message may be (4194304 bytes, limits.max_message_bytes)"),
-        "{payload}"
+        too_large.starts_with(&format!(
+            "{{\"extract_id\":\"{large}\",\"reason\":\"the extract with its evidence is "
+        )) && too_large.ends_with(
+            " bytes, more than one message may be (4194304 bytes, limits.max_message_bytes)\",\
+             \"subscriber\":\"urn:minegate:energy\"}"
+        ),
+        "{too_large}"
     );
-    // Never delivered, it cannot be acknowledged; its obligation stays open.
-    let refused = energy
-        .acknowledge(AcknowledgeExtractRequest {
-            extract_id: poisoned.clone(),
-        })
-        .await
-        .unwrap_err();
     assert_eq!(
-        (refused.code(), refused.message().to_owned()),
-        (
-            Code::NotFound,
-            format!("no extract {poisoned:?} has been sent to this subscriber")
+        text_of(&url, &payload(&damaged)).await,
+        format!(
+            "{{\"extract_id\":\"{damaged}\",\"reason\":\"the stored extract is unreadable\",\
+             \"subscriber\":\"urn:minegate:energy\"}}"
         )
     );
-    let open =
-        first("SELECT COUNT(*) FROM obligations WHERE filing_id = 'FILING' AND status = 'PENDING'");
-    assert_eq!(scalar(&url, &open).await, 1);
+    // Never delivered, neither can be acknowledged; their obligations stay open.
+    for id in [&large, &damaged] {
+        let refused = energy
+            .acknowledge(AcknowledgeExtractRequest {
+                extract_id: id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message().to_owned()),
+            (
+                Code::NotFound,
+                format!("no extract {id:?} has been sent to this subscriber")
+            )
+        );
+    }
+    let status = "SELECT status FROM obligations WHERE kind = 'ENERGY_EXTRACT' ORDER BY seq";
     assert_eq!(
-        scalar(
-            &url,
-            "SELECT COUNT(*) FROM obligations WHERE status = 'FULFILLED'"
-        )
-        .await,
-        2
+        texts_of(&url, status).await,
+        ["PENDING", "FULFILLED", "PENDING", "FULFILLED"]
     );
+    // The operators see it: one failure each, counted and alerted on.
+    let (_, metrics) = http_get(app.gateway.metrics_addr().unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("\nminegate_extract_send_failures_total 2\n"),
+        "{metrics}"
+    );
+}
+
+/// The text values of a column, read underneath the gateway.
+async fn texts_of(url: &str, sql: &str) -> Vec<String> {
+    if let Some(path) = sqlite_path(url) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut statement = conn.prepare(sql).unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let values = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        values
+    }
 }
 
 /// One text value read underneath the gateway.

@@ -480,26 +480,33 @@ async fn send(
     let guard = feed.unrecorded.add(subscriber);
     let (mut handed, mut failed, mut ended) = (Vec::new(), Vec::new(), Ok(()));
     for extract in extracts {
-        let delivery = match delivery(feed, sent, extract, sent_at).await {
-            Ok(delivery) => delivery,
+        let unsendable = match delivery(feed, sent, extract, sent_at).await {
+            Ok(delivery) if delivery.encoded_len() <= feed.max_message_bytes => Ok(delivery),
+            Ok(delivery) => Err(format!(
+                "the extract with its evidence is {} bytes, more than one message may be \
+                 ({} bytes, limits.max_message_bytes)",
+                delivery.encoded_len(),
+                feed.max_message_bytes
+            )),
+            // Its stored bytes are damaged: no later read will do better.
+            Err(status) if status.code() == tonic::Code::DataLoss => {
+                Err(status.message().to_owned())
+            }
             Err(status) => {
                 ended = Err(Some(status));
                 break;
             }
         };
-        let size = delivery.encoded_len();
-        if size > feed.max_message_bytes {
-            let reason = format!(
-                "the extract with its evidence is {size} bytes, more than one message may be \
-                 ({} bytes, limits.max_message_bytes)",
-                feed.max_message_bytes
-            );
-            tracing::error!(%subscriber, extract_id = %extract.extract_id, %reason, "extract not sent");
-            feed.metrics.extract_send_failed();
-            sent.unsendable.insert(extract.extract_id.clone());
-            failed.push((extract.extract_id.clone(), reason));
-            continue;
-        }
+        let delivery = match unsendable {
+            Ok(delivery) => delivery,
+            Err(reason) => {
+                tracing::error!(%subscriber, extract_id = %extract.extract_id, %reason, "extract not sent");
+                feed.metrics.extract_send_failed();
+                sent.unsendable.insert(extract.extract_id.clone());
+                failed.push((extract.extract_id.clone(), reason));
+                continue;
+            }
+        };
         if stream.send(Ok(delivery)).await.is_err() {
             ended = Err(None);
             break;
@@ -545,7 +552,7 @@ async fn delivery(
     sent_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<ExtractDelivery, Status> {
     let mut body = EnergyExtract::decode(extract.body.as_slice())
-        .map_err(|_| Status::internal("a stored extract is unreadable"))?;
+        .map_err(|_| Status::data_loss("the stored extract is unreadable"))?;
     body.evidence = Some(match &extract.evidence {
         // Proven by the writer that made it, from its commit's checkpoint.
         Some(evidence) => super::to_pb_evidence((**evidence).clone(), extract.body.clone()),
