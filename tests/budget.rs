@@ -25,7 +25,6 @@ use minegate::{
 };
 use prost::Message;
 use tonic::{Code, transport::Channel};
-use tonic_types::StatusExt;
 
 on_both_backends!(
     filings_at_every_limit_give_artifacts_that_fit_the_smallest_message_limit,
@@ -285,17 +284,6 @@ async fn a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_finding
     let conflicts = "SELECT COUNT(*) FROM findings WHERE kind = 'IP_POOL_CONFLICT'";
     // Every filer after the first overlaps 1000 or more: 21 findings each.
     assert_eq!(scalar(&app.config.database_url, conflicts).await, 11 * 21);
-}
-
-fn violations(status: &tonic::Status) -> Vec<(String, String)> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    status
-        .get_details_bad_request()
-        .expect("a BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| (v.field, v.description))
-        .collect()
 }
 
 async fn filings_past_a_limit_are_refused_with_the_field_and_store_nothing(backend: Backend) {

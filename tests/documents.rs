@@ -23,7 +23,6 @@ use minegate::proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, transport::Channel};
-use tonic_types::StatusExt;
 
 const MIB: usize = 1024 * 1024;
 
@@ -335,18 +334,6 @@ async fn an_upload_cut_off_by_kill_9_is_removed_after_the_restart(backend: Backe
     assert_eq!(stored(&database_url).await, (1, 16, 0));
     gateway.signal("TERM").await;
     assert_eq!(gateway.exit_code().await, Some(0));
-}
-
-/// The violations of a refused upload: (field, description).
-fn violations(status: &tonic::Status) -> Vec<(String, String)> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    status
-        .get_details_bad_request()
-        .expect("a BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| (v.field, v.description))
-        .collect()
 }
 
 async fn a_lie_about_the_bytes_found_part_way_stores_nothing(backend: Backend) {

@@ -4,7 +4,9 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, TestClock, execute, fixtures::*, scalar, spawn_on, spawn_on_with};
+use common::{
+    Backend, TestClock, execute, fixtures::*, scalar, spawn_on, spawn_on_with, violations,
+};
 use minegate::proto::v1::{
     ActivityKind, DocumentKind, DocumentMetadata, FilingKind, FilingReceipt, FindingKind,
     GetFilingRequest, ListRegisterRequest, Quarter, RegisterStatus, UploadDocumentRequest,
@@ -18,7 +20,6 @@ use minegate::{
 };
 use prost::Message;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 on_both_backends!(
     each_kind_of_filing_is_accepted_registered_and_read_back,
@@ -39,16 +40,6 @@ fn ts(rfc3339: &str) -> Option<pbjson_types::Timestamp> {
         seconds: at.timestamp(),
         nanos: 0,
     })
-}
-
-fn violations(status: &tonic::Status) -> Vec<(String, String)> {
-    status
-        .get_details_bad_request()
-        .expect("a google.rpc.BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| (v.field, v.description))
-        .collect()
 }
 
 async fn each_kind_of_filing_is_accepted_registered_and_read_back(backend: Backend) {

@@ -8,7 +8,7 @@ mod common;
 
 use prost::Message as _;
 
-use common::{Backend, TestApp, TestClock, fixtures::*, scalar, spawn_on};
+use common::{Backend, TestApp, TestClock, fixtures::*, scalar, spawn_on, violations};
 use minegate::{
     cli::finance::{FormFormat, pull},
     domain::Sha256Hex,
@@ -20,7 +20,6 @@ use minegate::{
     },
 };
 use tonic::Code;
-use tonic_types::StatusExt as _;
 
 on_both_backends!(
     a_large_quarters_form_comes_in_pages_under_the_limit_that_join_to_its_digest_and_evidence,
@@ -37,16 +36,6 @@ async fn keys(app: &TestApp) -> Vec<SigningKey> {
         .unwrap()
         .into_inner()
         .keys
-}
-
-fn violations(status: &tonic::Status) -> Vec<(String, String)> {
-    status
-        .get_details_bad_request()
-        .expect("a google.rpc.BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| (v.field, v.description))
-        .collect()
 }
 
 /// Ledger entries and checkpoints, by kind, as the database holds them.
