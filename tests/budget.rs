@@ -31,6 +31,7 @@ on_both_backends!(
     a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_findings,
     filings_past_a_limit_are_refused_with_the_field_and_store_nothing,
     an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_behind_it,
+    extracts_a_subscriber_does_not_read_are_not_recorded_as_sent,
 );
 
 /// A character of four bytes in UTF-8: the most a character can take.
@@ -529,4 +530,72 @@ async fn text_of(url: &str, sql: &str) -> String {
         pool.close().await;
         value
     }
+}
+
+/// A channel as the energy ministry whose HTTP/2 windows stay at 64 KiB
+/// until the application reads.
+async fn narrow_energy_channel(app: &TestApp) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let dir = app.pki_dir();
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .identity(Identity::from_pem(read("energy.pem"), read("energy.key")))
+        .domain_name("localhost");
+    Endpoint::from_shared(format!("https://{}", app.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn extracts_a_subscriber_does_not_read_are_not_recorded_as_sent(backend: Backend) {
+    let Some(app) = gateway(backend).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "unread").await;
+    let mut client = filings(authority);
+    for n in 0..6 {
+        let mut start = start_at_every_limit(&generated_bin(n), "", &documents);
+        start.idempotency_key = format!("unread-{n}");
+        client.submit_start_notification(start).await.unwrap();
+    }
+    // Six extracts of about 800 KB each; the subscriber reads none of them.
+    let mut energy = EnergyExtractServiceClient::new(narrow_energy_channel(&app).await)
+        .max_decoding_message_size(MIN_MESSAGE_BYTES);
+    let mut stream = energy
+        .subscribe(SubscribeRequest {
+            max_in_flight: 6,
+            until_caught_up: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let sent = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'";
+    let unread = scalar(&url, sent).await;
+    // The transport took two: one it is sending (64 KiB of it went), one
+    // encoded behind it; the other four wait in the stream, unrecorded.
+    assert_eq!(unread, 2, "only what the transport took is recorded");
+    // Read, each is recorded as the transport takes it, and acknowledged.
+    // Acknowledged on a connection of their own: the narrow one's window is
+    // full of the next extract while this one is acknowledged.
+    let mut acks = EnergyExtractServiceClient::new(app.channel("energy").await);
+    for _ in 0..6 {
+        let extract = stream.message().await.unwrap().unwrap().extract.unwrap();
+        acks.acknowledge(AcknowledgeExtractRequest {
+            extract_id: extract.extract_id,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(scalar(&url, sent).await, 6);
+    let acknowledged = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_ACKNOWLEDGED'";
+    assert_eq!(scalar(&url, acknowledged).await, 6);
 }
