@@ -346,6 +346,58 @@ async fn filings_past_a_limit_are_refused_with_the_field_and_store_nothing(backe
             format!("the filing is {size} bytes encoded; a filing may be at most 1835008")
         )]
     );
+    // A reference's size and media type, when given, are the document's.
+    let mut misdescribed =
+        start_notification(BIN_A, "misdescribed", date(2026, 6, 1), &[], &documents);
+    misdescribed.ip_pool = vec!["37.99.0.0/24".into()];
+    misdescribed.documents[0].size_bytes = 1;
+    misdescribed.documents[1].media_type = "application/pdf".into();
+    let refused = client
+        .submit_start_notification(misdescribed)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [
+            (
+                "documents[0].size_bytes".to_owned(),
+                format!(
+                    "the document with this digest is {} bytes",
+                    documents[0].size_bytes
+                )
+            ),
+            (
+                "documents[1].media_type".to_owned(),
+                "the document with this digest is image/png".to_owned()
+            ),
+        ]
+    );
+    // Dates outside the regime's years are typing errors.
+    let ancient = fixtures::termination(BIN_A, "ancient", date(1, 1, 1));
+    let refused = client.submit_termination_notice(ancient).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [(
+            "activity_end_date".to_owned(),
+            "the date the activity ended must be in the years 2020 to 2100, got 0001-01-01"
+                .to_owned()
+        )]
+    );
+    let far = start_notification(
+        BIN_A,
+        "far",
+        date(9999, 5, 2),
+        &["37.99.0.0/24"],
+        &documents,
+    );
+    let refused = client.submit_start_notification(far).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [(
+            "planned_start_date".to_owned(),
+            "the planned start date must be in the years 2020 to 2100, got 9999-05-02".to_owned()
+        )]
+    );
     let url = &app.config.database_url;
     assert_eq!(scalar(url, "SELECT COUNT(*) FROM filings").await, 0);
     assert_eq!(

@@ -153,10 +153,27 @@ impl Filings {
         let mut missing = Violations::default();
         for (i, document) in field_of_documents.iter().enumerate() {
             let digest = document.sha256.to_ascii_lowercase();
-            if !stored.iter().any(|s| s.sha256.as_str() == digest) {
+            let Some(record) = stored.iter().find(|s| s.sha256.as_str() == digest) else {
                 missing.add(
                     format!("documents[{i}].sha256"),
                     "no uploaded document has this digest; upload it first with UploadDocument",
+                );
+                continue;
+            };
+            // Optional in a reference; when given, they are the document's.
+            if document.size_bytes != 0 && document.size_bytes != record.size_bytes {
+                missing.add(
+                    format!("documents[{i}].size_bytes"),
+                    format!(
+                        "the document with this digest is {} bytes",
+                        record.size_bytes
+                    ),
+                );
+            }
+            if !document.media_type.is_empty() && document.media_type != record.media_type {
+                missing.add(
+                    format!("documents[{i}].media_type"),
+                    format!("the document with this digest is {}", record.media_type),
                 );
             }
         }

@@ -96,7 +96,15 @@ fn text(value: &str, max: usize, what: &str) -> Result<String, String> {
 }
 
 fn date(value: Option<&pb::Date>, what: &str) -> Result<NaiveDate, String> {
+    use crate::domain::quantities::{FIRST_YEAR, LAST_YEAR};
     let d = value.ok_or_else(|| format!("{what} is required"))?;
+    // The regime's years, as for quarters: a date outside is a typing error.
+    if !(FIRST_YEAR..=LAST_YEAR).contains(&d.year) {
+        return Err(format!(
+            "{what} must be in the years {FIRST_YEAR} to {LAST_YEAR}, got {:04}-{:02}-{:02}",
+            d.year, d.month, d.day
+        ));
+    }
     u32::try_from(d.month)
         .ok()
         .zip(u32::try_from(d.day).ok())
