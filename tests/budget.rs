@@ -18,8 +18,8 @@ use minegate::{
     config::MIN_MESSAGE_BYTES,
     proto::v1::{
         AcknowledgeExtractRequest, Contacts, DataCentre, DocumentRef, EquipmentLine, FilingReceipt,
-        GetFilingRequest, QuarterlyReport, StartNotification, SubscribeRequest,
-        energy_extract_service_client::EnergyExtractServiceClient,
+        GetFilingRequest, ListRegisterRequest, QuarterlyReport, StartNotification,
+        SubscribeRequest, energy_extract_service_client::EnergyExtractServiceClient,
         filing_service_client::FilingServiceClient,
     },
 };
@@ -32,6 +32,7 @@ on_both_backends!(
     filings_past_a_limit_are_refused_with_the_field_and_store_nothing,
     an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_behind_it,
     extracts_a_subscriber_does_not_read_are_not_recorded_as_sent,
+    a_register_page_stops_where_one_more_entry_would_not_fit,
 );
 
 /// A character of four bytes in UTF-8: the most a character can take.
@@ -650,4 +651,66 @@ async fn extracts_a_subscriber_does_not_read_are_not_recorded_as_sent(backend: B
     assert_eq!(scalar(&url, sent).await, 6);
     let acknowledged = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_ACKNOWLEDGED'";
     assert_eq!(scalar(&url, acknowledged).await, 6);
+}
+
+async fn a_register_page_stops_where_one_more_entry_would_not_fit(backend: Backend) {
+    let Some(app) = gateway(backend).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "register").await;
+    let mut client = filings(authority);
+    for n in 0..400u32 {
+        let pool = format!("37.{}.{}.0/24", 1 + n / 256, n % 256);
+        let mut start = start_notification(
+            &generated_bin(n),
+            &format!("register-{n}"),
+            date(2026, 6, 1),
+            &[&pool],
+            &documents,
+        );
+        let person = start.person.as_mut().unwrap();
+        person.name = wide(300);
+        person.legal_address = wide(500);
+        client.submit_start_notification(start).await.unwrap();
+    }
+    // 400 entries of about 3.3 KB at page size 1000: two pages, the first
+    // cut where one more would pass half the smallest message.
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_register(ListRegisterRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            encoded(&page) <= MIN_MESSAGE_BYTES / 2 + 64,
+            "{}",
+            encoded(&page)
+        );
+        token = page.next_page_token.clone();
+        pages.push(page.entries);
+        if token.is_empty() {
+            break;
+        }
+    }
+    // Each entry counted with 4 bytes for its tag and length.
+    let entry_size = encoded(&pages[0][0]) + 4;
+    let first = (MIN_MESSAGE_BYTES / 2) / entry_size;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [first, 400 - first]
+    );
+    let numbers: Vec<String> = pages
+        .concat()
+        .into_iter()
+        .map(|e| e.register_number)
+        .collect();
+    let expected: Vec<String> = (1..=400).map(|n| format!("KZ-DM-{n:06}")).collect();
+    assert_eq!(numbers, expected);
 }

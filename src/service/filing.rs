@@ -652,8 +652,9 @@ impl FilingService for Filings {
             })
             .await
             .map_err(store_error)?;
-        let next_page_token = next_page(&mut rows, limit, |r| r.seq);
-        let entries = rows
+        let mut next_page_token = next_page(&mut rows, limit, |r| r.seq);
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let mut entries: Vec<pb::RegisterEntry> = rows
             .into_iter()
             .map(|row| pb::RegisterEntry {
                 register_number: row.register_number,
@@ -673,6 +674,7 @@ impl FilingService for Filings {
                 activity_end_date: row.activity_end_date.map(to_pb_date),
             })
             .collect();
+        super::fit_page(&mut entries, &seqs, &mut next_page_token);
         Ok(Response::new(ListRegisterResponse {
             entries,
             next_page_token,

@@ -148,6 +148,30 @@ pub fn next_page<T>(rows: &mut Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> S
     }
 }
 
+/// Most bytes of entries one page of a list answers with: half the
+/// smallest message the gateway may be configured for.
+pub const PAGE_BYTES: usize = crate::config::MIN_MESSAGE_BYTES / 2;
+
+/// Cuts a page (`entries`, with their sequence numbers `seqs`) where one
+/// more entry would pass [`PAGE_BYTES`], whatever `page_size` allowed; the
+/// page token then names the last entry kept. One entry always fits.
+pub fn fit_page<T: prost::Message>(entries: &mut Vec<T>, seqs: &[i64], token: &mut String) {
+    let mut size = 0;
+    let fits = entries
+        .iter()
+        .take_while(|entry| {
+            // Each entry's tag and length prefix: at most 4 more bytes.
+            size += entry.encoded_len() + 4;
+            size <= PAGE_BYTES
+        })
+        .count()
+        .max(1);
+    if fits < entries.len() {
+        entries.truncate(fits);
+        *token = seqs[fits - 1].to_string();
+    }
+}
+
 /// The evidence that `artifact` (its bytes as stored, as the ledger's
 /// digest covers them) is in the ledger: the entry of `kind` about
 /// `subject`, its inclusion proof and the latest signed checkpoint.
