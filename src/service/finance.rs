@@ -36,10 +36,16 @@ use crate::{
 /// the body and the limit only, not on the evidence of the moment.
 pub const FORM_PAGE_RESERVE: usize = 16 * 1024;
 
+/// Pulls served at once. A pull holds its quarter's whole form a few times
+/// over (read, decoded, its body encoded), whichever page it answers, so
+/// pulls beyond these wait their turn instead of multiplying that.
+const PULLS_AT_ONCE: usize = 2;
+
 pub struct FinanceForms {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     max_message_bytes: usize,
+    pulls: tokio::sync::Semaphore,
 }
 
 impl FinanceForms {
@@ -48,6 +54,7 @@ impl FinanceForms {
             store,
             clock,
             max_message_bytes,
+            pulls: tokio::sync::Semaphore::new(PULLS_AT_ONCE),
         }
     }
 
@@ -246,6 +253,11 @@ impl FinanceService for FinanceForms {
         let wanted = request.into_inner();
         let today = deadlines::local_date(self.clock.now());
         let quarter = form_quarter(wanted.year, wanted.quarter, today)?;
+        let _turn = self
+            .pulls
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the gateway is stopping"))?;
         let stored = match (wanted.revision, wanted.page) {
             (0, 0 | 1) => self.current(quarter).await?,
             (0, page) => {
