@@ -18,8 +18,9 @@ use minegate::{
     config::MIN_MESSAGE_BYTES,
     proto::v1::{
         AcknowledgeExtractRequest, Contacts, DataCentre, DocumentRef, EquipmentLine, FilingReceipt,
-        GetFilingRequest, ListRegisterRequest, QuarterlyReport, StartNotification,
-        SubscribeRequest, energy_extract_service_client::EnergyExtractServiceClient,
+        GetDeliveryStatusRequest, GetFilingRequest, ListRegisterRequest, QuarterlyReport,
+        StartNotification, SubscribeRequest, compliance_service_client::ComplianceServiceClient,
+        energy_extract_service_client::EnergyExtractServiceClient,
         filing_service_client::FilingServiceClient,
     },
 };
@@ -31,8 +32,8 @@ on_both_backends!(
     a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_findings,
     filings_past_a_limit_are_refused_with_the_field_and_store_nothing,
     an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_behind_it,
-    extracts_a_subscriber_does_not_read_are_not_recorded_as_sent,
     a_register_page_stops_where_one_more_entry_would_not_fit,
+    delivery_status_lists_the_latest_1000_sendings_and_counts_the_rest,
 );
 
 /// A character of four bytes in UTF-8: the most a character can take.
@@ -585,74 +586,6 @@ async fn text_of(url: &str, sql: &str) -> String {
     }
 }
 
-/// A channel as the energy ministry whose HTTP/2 windows stay at 64 KiB
-/// until the application reads.
-async fn narrow_energy_channel(app: &TestApp) -> Channel {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let dir = app.pki_dir();
-    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.pem")))
-        .identity(Identity::from_pem(read("energy.pem"), read("energy.key")))
-        .domain_name("localhost");
-    Endpoint::from_shared(format!("https://{}", app.addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn extracts_a_subscriber_does_not_read_are_not_recorded_as_sent(backend: Backend) {
-    let Some(app) = gateway(backend).await else {
-        return;
-    };
-    let url = app.config.database_url.clone();
-    let authority = app.channel("authority").await;
-    let documents = fixtures::upload_documents(authority.clone(), "unread").await;
-    let mut client = filings(authority);
-    for n in 0..6 {
-        let mut start = start_at_every_limit(&generated_bin(n), "", &documents);
-        start.idempotency_key = format!("unread-{n}");
-        client.submit_start_notification(start).await.unwrap();
-    }
-    // Six extracts of about 800 KB each; the subscriber reads none of them.
-    let mut energy = EnergyExtractServiceClient::new(narrow_energy_channel(&app).await)
-        .max_decoding_message_size(MIN_MESSAGE_BYTES);
-    let mut stream = energy
-        .subscribe(SubscribeRequest {
-            max_in_flight: 6,
-            until_caught_up: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let sent = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'";
-    let unread = scalar(&url, sent).await;
-    // The transport took two: one it is sending (64 KiB of it went), one
-    // encoded behind it; the other four wait in the stream, unrecorded.
-    assert_eq!(unread, 2, "only what the transport took is recorded");
-    // Read, each is recorded as the transport takes it, and acknowledged.
-    // Acknowledged on a connection of their own: the narrow one's window is
-    // full of the next extract while this one is acknowledged.
-    let mut acks = EnergyExtractServiceClient::new(app.channel("energy").await);
-    for _ in 0..6 {
-        let extract = stream.message().await.unwrap().unwrap().extract.unwrap();
-        acks.acknowledge(AcknowledgeExtractRequest {
-            extract_id: extract.extract_id,
-        })
-        .await
-        .unwrap();
-    }
-    assert_eq!(scalar(&url, sent).await, 6);
-    let acknowledged = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_ACKNOWLEDGED'";
-    assert_eq!(scalar(&url, acknowledged).await, 6);
-}
-
 async fn a_register_page_stops_where_one_more_entry_would_not_fit(backend: Backend) {
     let Some(app) = gateway(backend).await else {
         return;
@@ -713,4 +646,55 @@ async fn a_register_page_stops_where_one_more_entry_would_not_fit(backend: Backe
         .collect();
     let expected: Vec<String> = (1..=400).map(|n| format!("KZ-DM-{n:06}")).collect();
     assert_eq!(numbers, expected);
+}
+
+async fn delivery_status_lists_the_latest_1000_sendings_and_counts_the_rest(backend: Backend) {
+    let Some(app) = gateway(backend).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "attempts").await;
+    let mut client = filings(authority.clone());
+    let start = start_notification(
+        BIN_A,
+        "attempts",
+        date(2026, 6, 1),
+        &["37.99.0.0/24"],
+        &documents,
+    );
+    let filing_id = client
+        .submit_start_notification(start)
+        .await
+        .unwrap()
+        .into_inner()
+        .filing_id;
+    // 1,200 sendings, as a subscriber reconnecting without acknowledging
+    // leaves them, planted underneath.
+    let extract_id = text_of(
+        &url,
+        &format!("SELECT extract_id FROM extracts WHERE filing_id = '{filing_id}'"),
+    )
+    .await;
+    let rows: Vec<String> = (1..=1200)
+        .map(|n| {
+            format!(
+                "('{extract_id}', 'urn:minegate:energy', {n}, {})",
+                1_780_000_000_000_000i64 + n
+            )
+        })
+        .collect();
+    let insert = format!(
+        "INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) VALUES {}",
+        rows.join(", ")
+    );
+    assert_eq!(execute(&url, &insert).await, 1200);
+    let status = ComplianceServiceClient::new(authority)
+        .get_delivery_status(GetDeliveryStatusRequest { filing_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.earlier_attempts_not_listed, 200);
+    let listed: Vec<u32> = status.attempts.iter().map(|a| a.attempt).collect();
+    assert_eq!(listed, (201..=1200).collect::<Vec<u32>>());
 }

@@ -108,6 +108,9 @@ impl Compliance {
     }
 }
 
+/// Most sendings GetDeliveryStatus lists (about 40 bytes each).
+const MAX_ATTEMPTS_LISTED: usize = 1000;
+
 #[tonic::async_trait]
 impl ComplianceService for Compliance {
     async fn list_obligations(
@@ -261,12 +264,17 @@ impl ComplianceService for Compliance {
             .await
             .map_err(store_error)?
             .ok_or_else(|| Status::not_found(format!("no filing {filing_id:?}")))?;
+        // The latest sendings only, so the answer fits in a message however
+        // often a subscriber reconnected.
+        let not_listed = record.attempts.len().saturating_sub(MAX_ATTEMPTS_LISTED);
         Ok(Response::new(DeliveryStatus {
             filing_id,
             extract_id: record.extract_id.unwrap_or_default(),
+            earlier_attempts_not_listed: not_listed as u32,
             attempts: record
                 .attempts
                 .into_iter()
+                .skip(not_listed)
                 .map(|(subscriber, attempt, sent_at)| DeliveryAttempt {
                     subscriber,
                     attempt,

@@ -162,65 +162,6 @@ impl AckBoard {
     }
 }
 
-/// What a Subscribe stream's feed hands to the transport: a delivery (or
-/// the status that ends the stream), and for a delivery what records it
-/// once the transport takes it.
-type Outbox = mpsc::Sender<(Result<ExtractDelivery, Status>, Option<Taken>)>;
-
-/// The record of one sending, made when the transport takes the delivery
-/// from the stream (tonic polls it when HTTP/2 has room to send it), so the
-/// ledger's EXTRACT_SENT is never written for one that sat unsent behind a
-/// subscriber that does not read. Dropped untaken (the stream gone), it
-/// records nothing. Until its record commits it counts as unrecorded.
-struct Taken {
-    store: Arc<dyn Store>,
-    extract_id: String,
-    subscriber: String,
-    sent_at: chrono::DateTime<chrono::Utc>,
-    guard: UnrecordedGuard,
-}
-
-impl Taken {
-    /// Queues the record and settles it once committed; a record that fails
-    /// leaves the extract unacknowledgeable until it is sent again.
-    fn record(self) {
-        tokio::spawn(async move {
-            let Taken {
-                store,
-                extract_id,
-                subscriber,
-                sent_at,
-                guard,
-            } = self;
-            let recorded = match store
-                .queue_attempts(vec![extract_id.clone()], Vec::new(), &subscriber, sent_at)
-                .await
-            {
-                Ok(queued) => queued.await.unwrap_or(Err(StoreError::WriterStopped)),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = recorded {
-                tracing::warn!(%subscriber, %extract_id, %error, "the sending of an extract was not recorded");
-            }
-            drop(guard);
-        });
-    }
-}
-
-/// The response stream of a Subscribe call: each delivery's record is made
-/// as the transport takes it.
-fn transport(
-    receiver: mpsc::Receiver<(Result<ExtractDelivery, Status>, Option<Taken>)>,
-) -> super::ResponseStream<ExtractDelivery> {
-    use tokio_stream::StreamExt as _;
-    Box::pin(ReceiverStream::new(receiver).map(|(item, taken)| {
-        if let Some(taken) = taken {
-            taken.record();
-        }
-        item
-    }))
-}
-
 /// One outstanding record; dropping it (committed, failed, or the stream
 /// gone) settles it.
 struct UnrecordedGuard {
@@ -308,7 +249,11 @@ struct Feed {
 /// overdue, when its window was full, when it missed a change or a change
 /// does not say what it made, and every [`POLL`]; a change of this process
 /// that hands on its extracts needs no read.
-async fn deliver(feed: Feed, stream: Outbox, mut stopping: watch::Receiver<bool>) {
+async fn deliver(
+    feed: Feed,
+    stream: mpsc::Sender<Result<ExtractDelivery, Status>>,
+    mut stopping: watch::Receiver<bool>,
+) {
     let Feed {
         ref store,
         ref subscriber,
@@ -361,7 +306,7 @@ async fn deliver(feed: Feed, stream: Outbox, mut stopping: watch::Receiver<bool>
                     // What this stream sent may not be acknowledgeable: the
                     // subscriber reconnects and gets it again.
                     tracing::warn!(%subscriber, %error, "the sending of extracts was not recorded: stream ended");
-                    let _ = stream.send((Err(store_error(error)), None)).await;
+                    let _ = stream.send(Err(store_error(error))).await;
                     return;
                 }
                 read = false;
@@ -388,9 +333,9 @@ async fn deliver(feed: Feed, stream: Outbox, mut stopping: watch::Receiver<bool>
 }
 
 /// Ends a stream: with `status` if there is one (`None`: the subscriber went away).
-async fn end(stream: &Outbox, status: Option<Status>) {
+async fn end(stream: &mpsc::Sender<Result<ExtractDelivery, Status>>, status: Option<Status>) {
     if let Some(status) = status {
-        let _ = stream.send((Err(status), None)).await;
+        let _ = stream.send(Err(status)).await;
     }
 }
 
@@ -398,7 +343,11 @@ async fn end(stream: &Outbox, status: Option<Status>) {
 /// and sends it, up to the in-flight limit. `Err(None)`: the subscriber
 /// went away. `floor` rises past what is acknowledged, so the pending query
 /// does not walk the whole history each time.
-async fn fill(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), Option<Status>> {
+async fn fill(
+    feed: &Feed,
+    sent: &mut Sent,
+    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
+) -> Result<(), Option<Status>> {
     loop {
         let unsendable = sent.unsendable.len();
         fill_once(feed, sent, stream).await?;
@@ -409,7 +358,11 @@ async fn fill(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), Optio
     }
 }
 
-async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), Option<Status>> {
+async fn fill_once(
+    feed: &Feed,
+    sent: &mut Sent,
+    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
+) -> Result<(), Option<Status>> {
     let Feed {
         store,
         subscriber,
@@ -482,7 +435,7 @@ async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), 
 async fn send_fresh(
     feed: &Feed,
     sent: &mut Sent,
-    stream: &Outbox,
+    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
     extracts: &[PendingExtract],
 ) -> Result<bool, Option<Status>> {
     let Some(known) = sent.known else {
@@ -502,16 +455,16 @@ async fn send_fresh(
     Ok(true)
 }
 
-/// Sends `extracts`, each only if it fits in one message. Each one handed
-/// over is recorded as sent once the transport takes it ([`Taken`]); one
-/// that cannot be sent is recorded as a failed attempt with the reason, by a
-/// writer job not waited for: `sent.records` hears how it went. Until a
-/// record commits, the sending counts as unrecorded: an acknowledgement or
-/// a FetchDocument that comes first waits for it.
+/// Sends `extracts`, each only if it can go in one message. The record of
+/// the sendings (EXTRACT_SENT for each to be handed to the stream, and
+/// EXTRACT_SEND_FAILED with the reason for each that cannot be sent) is
+/// one writer job queued before they go out, so it commits before any
+/// acknowledgement of them, and not waited for: `sent.records` hears how it
+/// went.
 async fn send(
     feed: &Feed,
     sent: &mut Sent,
-    stream: &Outbox,
+    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
     extracts: Vec<&PendingExtract>,
 ) -> Result<(), Option<Status>> {
     if extracts.is_empty() {
@@ -524,66 +477,60 @@ async fn send(
         ..
     } = feed;
     let sent_at = clock.now();
-    let (mut failed, mut ended) = (Vec::new(), Ok(()));
+    let (mut sendable, mut failed) = (Vec::new(), Vec::new());
     for extract in extracts {
-        let unsendable = match delivery(feed, sent, extract, sent_at).await {
-            Ok(delivery) if delivery.encoded_len() <= feed.max_message_bytes => Ok(delivery),
-            Ok(delivery) => Err(format!(
-                "the extract with its evidence is {} bytes, more than one message may be \
-                 ({} bytes, limits.max_message_bytes)",
-                delivery.encoded_len(),
-                feed.max_message_bytes
+        match delivery(feed, sent, extract, sent_at).await {
+            Ok(delivery) if delivery.encoded_len() <= feed.max_message_bytes => {
+                sendable.push((extract, delivery));
+            }
+            Ok(delivery) => failed.push((
+                extract,
+                format!(
+                    "the extract with its evidence is {} bytes, more than one message may be \
+                     ({} bytes, limits.max_message_bytes)",
+                    delivery.encoded_len(),
+                    feed.max_message_bytes
+                ),
             )),
             // Its stored bytes are damaged: no later read will do better.
             Err(status) if status.code() == tonic::Code::DataLoss => {
-                Err(status.message().to_owned())
+                failed.push((extract, status.message().to_owned()));
             }
-            Err(status) => {
-                ended = Err(Some(status));
-                break;
-            }
-        };
-        let delivery = match unsendable {
-            Ok(delivery) => delivery,
-            Err(reason) => {
-                tracing::error!(%subscriber, extract_id = %extract.extract_id, %reason, "extract not sent");
-                feed.metrics.extract_send_failed();
-                sent.unsendable.insert(extract.extract_id.clone());
-                failed.push((extract.extract_id.clone(), reason));
-                continue;
-            }
-        };
-        let taken = Taken {
-            store: store.clone(),
-            extract_id: extract.extract_id.clone(),
-            subscriber: subscriber.clone(),
-            sent_at,
-            guard: feed.unrecorded.add(subscriber),
-        };
-        if stream.send((Ok(delivery), Some(taken))).await.is_err() {
-            ended = Err(None);
-            break;
+            Err(status) => return Err(Some(status)),
+        }
+    }
+    for (extract, reason) in &failed {
+        tracing::error!(%subscriber, extract_id = %extract.extract_id, %reason, "extract not sent");
+        feed.metrics.extract_send_failed();
+        sent.unsendable.insert(extract.extract_id.clone());
+    }
+    let ids = sendable.iter().map(|(e, _)| e.extract_id.clone()).collect();
+    let failed = failed
+        .into_iter()
+        .map(|(e, reason)| (e.extract_id.clone(), reason))
+        .collect();
+    let queued: QueuedAttempts = store
+        .queue_attempts(ids, failed, subscriber, sent_at)
+        .await
+        .map_err(|e| Some(store_error(e)))?;
+    let guard = feed.unrecorded.add(subscriber);
+    sent.records.0.spawn(async move {
+        let recorded = queued.await;
+        drop(guard);
+        recorded
+    });
+    for (extract, delivery) in sendable {
+        if stream.send(Ok(delivery)).await.is_err() {
+            return Err(None);
         }
         let attempt = delivery_attempt(sent, extract);
-        tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract handed to the transport");
+        tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
         sent.attempts
             .insert(extract.extract_id.clone(), (extract.seq, attempt));
         sent.in_flight
             .insert(extract.extract_id.clone(), (extract.seq, Instant::now()));
     }
-    if !failed.is_empty() {
-        let guard = feed.unrecorded.add(subscriber);
-        let queued: QueuedAttempts = store
-            .queue_attempts(Vec::new(), failed, subscriber, sent_at)
-            .await
-            .map_err(|e| Some(store_error(e)))?;
-        sent.records.0.spawn(async move {
-            let recorded = queued.await;
-            drop(guard);
-            recorded
-        });
-    }
-    ended
+    Ok(())
 }
 
 /// The attempt number of the next sending of `extract` on this stream: the
@@ -673,7 +620,7 @@ impl EnergyExtractService for EnergyExtracts {
             until_caught_up,
         };
         tokio::spawn(deliver(feed, sender, self.stopping.clone()));
-        Ok(Response::new(transport(receiver)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn acknowledge(
