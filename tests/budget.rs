@@ -141,8 +141,8 @@ async fn filings_at_every_limit_give_artifacts_that_fit_the_smallest_message_lim
     let documents = fixtures::upload_documents(authority.clone(), "limits").await;
     let start = start_at_every_limit(BIN_A, "start-at-every-limit", &documents);
     let report = report_at_every_limit(&documents);
-    assert!(encoded(&start) > 500_000, "{}", encoded(&start));
-    assert!(encoded(&report) > 1_300_000, "{}", encoded(&report));
+    // At every limit: 567 KB and 1.38 MB, well past what a test filing is.
+    assert_eq!((encoded(&start), encoded(&report)), (566_830, 1_378_597));
 
     let mut client = filings(authority);
     let mut receipts: Vec<FilingReceipt> = Vec::new();
@@ -273,7 +273,8 @@ async fn a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_finding
         receipt.findings[20].detail,
         "and 10980 more overlaps with ranges registered to others (the first 20 are named)"
     );
-    assert!(encoded(&receipt) < 64 * 1024, "{}", encoded(&receipt));
+    // 8.9 KB with its evidence, against 2 MiB (over 4 MB before the cap).
+    assert_eq!(encoded(&receipt), 8_881);
     let replayed = client.submit_start_notification(filing).await.unwrap();
     assert_eq!(replayed.into_inner(), receipt);
     let stored = client

@@ -279,22 +279,7 @@ async fn after_a_rotation_earlier_evidence_verifies_and_unknown_keys_are_refused
     let Some(app) = spawn_on(backend, clock.clone()).await else {
         return;
     };
-    let file = async |app: &TestApp, bin: &str, key: &str, octet: u32| -> FilingReceipt {
-        let authority = app.channel("authority").await;
-        let documents = upload_documents(authority.clone(), key).await;
-        FilingServiceClient::new(authority)
-            .submit_start_notification(start_notification(
-                bin,
-                key,
-                date(2026, 2, 10),
-                &[&format!("37.{octet}.0.0/16")],
-                &documents,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-    };
-    let before = file(&app, BIN_A, "before", 101).await;
+    let before = file_start(&app, BIN_A, "before", 101, date(2026, 2, 10)).await;
     let TestApp {
         gateway,
         mut config,
@@ -316,7 +301,7 @@ async fn after_a_rotation_earlier_evidence_verifies_and_unknown_keys_are_refused
 
     config.listen = "127.0.0.1:0".parse().unwrap();
     let app = restart(&config, &dir, clock.clone()).await;
-    let after = file(&app, BIN_B, "after", 102).await;
+    let after = file_start(&app, BIN_B, "after", 102, date(2026, 2, 10)).await;
     let keys = keys(&app, "finance").await;
     assert_eq!(keys.len(), 2);
     assert!(keys[0].retired_at.is_some() && keys[1].retired_at.is_none());
@@ -381,16 +366,22 @@ async fn restart(
     }
 }
 
-/// A start notification for `bin` (pool 37.OCTET.0.0/16) with its
-/// documents, as the authority files it.
-async fn file_start(app: &TestApp, bin: &str, key: &str, octet: u32) -> FilingReceipt {
+/// A start notification for `bin` (pool 37.OCTET.0.0/16, planned to start
+/// on `planned_start`) with its documents, as the authority files it.
+async fn file_start(
+    app: &TestApp,
+    bin: &str,
+    key: &str,
+    octet: u32,
+    planned_start: Option<minegate::proto::v1::Date>,
+) -> FilingReceipt {
     let authority = app.channel("authority").await;
     let documents = upload_documents(authority.clone(), key).await;
     FilingServiceClient::new(authority)
         .submit_start_notification(start_notification(
             bin,
             key,
-            date(2030, 2, 10),
+            planned_start,
             &[&format!("37.{octet}.0.0/16")],
             &documents,
         ))
@@ -455,7 +446,7 @@ async fn a_rotation_while_the_gateway_runs_takes_effect_at_its_next_commit(backe
     let Some(app) = spawn_on(backend, clock.clone()).await else {
         return;
     };
-    let before = file_start(&app, BIN_A, "before", 101).await;
+    let before = file_start(&app, BIN_A, "before", 101, date(2030, 2, 10)).await;
     let old_id = keys(&app, "operator").await[0].key_id.clone();
 
     // The key file belongs to the service's user; the rotation runs as
@@ -505,7 +496,7 @@ async fn a_rotation_while_the_gateway_runs_takes_effect_at_its_next_commit(backe
 
     // The running gateway signs its next commits with the new key.
     clock.set("2030-01-05T06:05:00Z");
-    let after = file_start(&app, BIN_B, "after", 102).await;
+    let after = file_start(&app, BIN_B, "after", 102, date(2030, 2, 10)).await;
     let old = verify(ArtifactKind::Receipt, before.evidence.as_ref(), &keys).unwrap();
     assert_eq!(old.key_id, old_id);
     let new = verify(ArtifactKind::Receipt, after.evidence.as_ref(), &keys).unwrap();
@@ -600,7 +591,7 @@ async fn a_gateway_whose_key_file_still_holds_the_retired_key_signs_nothing_unti
     let Some(app) = spawn_on(backend, clock.clone()).await else {
         return;
     };
-    file_start(&app, BIN_A, "before", 101).await;
+    file_start(&app, BIN_A, "before", 101, date(2030, 2, 10)).await;
     let authority = app.channel("authority").await;
     let documents = upload_documents(authority.clone(), "retried").await;
     let path = app.config.signing.key.clone();

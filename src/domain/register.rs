@@ -267,34 +267,41 @@ pub fn assess(
             (due, register)
         }
     };
-    for conflict in &conflicts.named {
-        findings.push(FindingDraft {
-            kind: FindingKind::IpPoolConflict,
-            days: 0,
-            quarter: filing.quarter(),
-            detail: format!(
-                "{} overlaps {} registered to {}",
-                conflict.cidr, conflict.other_cidr, conflict.other_bin_or_iin
-            ),
-        });
-    }
-    if conflicts.more > 0 {
-        findings.push(FindingDraft {
-            kind: FindingKind::IpPoolConflict,
-            days: 0,
-            quarter: filing.quarter(),
-            detail: format!(
-                "and {} more overlaps with ranges registered to others (the first {MAX_NAMED_CONFLICTS} are named)",
-                conflicts.more
-            ),
-        });
-    }
+    findings.extend(conflict_findings(filing, conflicts));
     Assessment {
         due_date,
         days_late: deadlines::days_late(received, due_date),
         findings,
         register,
     }
+}
+
+/// 3.9 / 4.11 one IP_POOL_CONFLICT finding per overlap named, and one that
+/// counts the rest.
+fn conflict_findings(filing: &Filing, conflicts: &IpConflicts) -> Vec<FindingDraft> {
+    let finding = |detail| FindingDraft {
+        kind: FindingKind::IpPoolConflict,
+        days: 0,
+        quarter: filing.quarter(),
+        detail,
+    };
+    let mut findings: Vec<FindingDraft> = conflicts
+        .named
+        .iter()
+        .map(|c| {
+            finding(format!(
+                "{} overlaps {} registered to {}",
+                c.cidr, c.other_cidr, c.other_bin_or_iin
+            ))
+        })
+        .collect();
+    if conflicts.more > 0 {
+        findings.push(finding(format!(
+            "and {} more overlaps with ranges registered to others (the first {MAX_NAMED_CONFLICTS} are named)",
+            conflicts.more
+        )));
+    }
+    findings
 }
 
 /// §4 the quarters an OPERATING or PLANNED entry should have reported by

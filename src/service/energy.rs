@@ -520,10 +520,10 @@ async fn send(
         recorded
     });
     for (extract, delivery) in sendable {
+        let attempt = delivery.attempt;
         if stream.send(Ok(delivery)).await.is_err() {
             return Err(None);
         }
-        let attempt = delivery_attempt(sent, extract);
         tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
         sent.attempts
             .insert(extract.extract_id.clone(), (extract.seq, attempt));
@@ -531,17 +531,6 @@ async fn send(
             .insert(extract.extract_id.clone(), (extract.seq, Instant::now()));
     }
     Ok(())
-}
-
-/// The attempt number of the next sending of `extract` on this stream: the
-/// records of its earlier sendings may not have committed yet, and its own
-/// count is at least as far.
-fn delivery_attempt(sent: &Sent, extract: &PendingExtract) -> u32 {
-    let earlier = sent
-        .attempts
-        .get(&extract.extract_id)
-        .map_or(0, |(_, n)| *n);
-    extract.attempts.max(earlier).saturating_add(1)
 }
 
 /// The message that sends `extract`, with its evidence.
@@ -566,9 +555,15 @@ async fn delivery(
             .await?
         }
     });
+    // The records of its earlier sendings on this stream may not have
+    // committed yet: the stream's own count is at least as far.
+    let earlier = sent
+        .attempts
+        .get(&extract.extract_id)
+        .map_or(0, |(_, n)| *n);
     Ok(ExtractDelivery {
         extract: Some(body),
-        attempt: delivery_attempt(sent, extract),
+        attempt: extract.attempts.max(earlier).saturating_add(1),
         sent_at: Some(timestamp(sent_at)),
     })
 }
