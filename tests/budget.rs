@@ -32,6 +32,7 @@ on_both_backends!(
     a_pool_shared_with_eleven_others_gives_a_receipt_of_21_conflict_findings,
     filings_past_a_limit_are_refused_with_the_field_and_store_nothing,
     an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_behind_it,
+    extracts_a_subscriber_does_not_read_are_not_recorded_as_sent,
     a_register_page_stops_where_one_more_entry_would_not_fit,
     delivery_status_lists_the_latest_1000_sendings_and_counts_the_rest,
 );
@@ -495,7 +496,7 @@ async fn an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_be
     let kinds = "SELECT kind || ' ' || subject FROM ledger \
                  WHERE kind IN ('EXTRACT_SENT', 'EXTRACT_SEND_FAILED') ORDER BY seq";
     assert_eq!(
-        texts_of(&url, kinds).await,
+        texts(&url, kinds).await,
         [
             format!("EXTRACT_SEND_FAILED {large}"),
             format!("EXTRACT_SENT {}", extract_ids[1]),
@@ -543,7 +544,7 @@ async fn an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_be
     }
     let status = "SELECT status FROM obligations WHERE kind = 'ENERGY_EXTRACT' ORDER BY seq";
     assert_eq!(
-        texts_of(&url, status).await,
+        texts(&url, status).await,
         ["PENDING", "FULFILLED", "PENDING", "FULFILLED"]
     );
     // The operators see it: one failure each, counted and alerted on.
@@ -552,24 +553,6 @@ async fn an_extract_too_large_to_send_is_recorded_as_failed_and_holds_up_none_be
         metrics.contains("\nminegate_extract_send_failures_total 2\n"),
         "{metrics}"
     );
-}
-
-/// The text values of a column, read underneath the gateway.
-async fn texts_of(url: &str, sql: &str) -> Vec<String> {
-    if let Some(path) = sqlite_path(url) {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        let mut statement = conn.prepare(sql).unwrap();
-        statement
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        let values = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
-        pool.close().await;
-        values
-    }
 }
 
 /// One text value read underneath the gateway.
@@ -585,6 +568,74 @@ async fn text_of(url: &str, sql: &str) -> String {
         pool.close().await;
         value
     }
+}
+
+/// A channel as the energy ministry whose HTTP/2 windows stay at 64 KiB
+/// until the application reads.
+async fn narrow_energy_channel(app: &TestApp) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let dir = app.pki_dir();
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .identity(Identity::from_pem(read("energy.pem"), read("energy.key")))
+        .domain_name("localhost");
+    Endpoint::from_shared(format!("https://{}", app.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn extracts_a_subscriber_does_not_read_are_not_recorded_as_sent(backend: Backend) {
+    let Some(app) = gateway(backend).await else {
+        return;
+    };
+    let url = app.config.database_url.clone();
+    let authority = app.channel("authority").await;
+    let documents = fixtures::upload_documents(authority.clone(), "unread").await;
+    let mut client = filings(authority);
+    for n in 0..6 {
+        let mut start = start_at_every_limit(&generated_bin(n), "", &documents);
+        start.idempotency_key = format!("unread-{n}");
+        client.submit_start_notification(start).await.unwrap();
+    }
+    // Six extracts of about 800 KB each; the subscriber reads none of them.
+    let mut energy = EnergyExtractServiceClient::new(narrow_energy_channel(&app).await)
+        .max_decoding_message_size(MIN_MESSAGE_BYTES);
+    let mut stream = energy
+        .subscribe(SubscribeRequest {
+            max_in_flight: 6,
+            until_caught_up: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let sent = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'";
+    let unread = scalar(&url, sent).await;
+    // The transport took two: one it is sending (64 KiB of it went), one
+    // encoded behind it; the other four wait in the stream, unrecorded.
+    assert_eq!(unread, 2, "only what the transport took is recorded");
+    // Read, each is recorded as the transport takes it, and acknowledged.
+    // Acknowledged on a connection of their own: the narrow one's window is
+    // full of the next extract while this one is acknowledged.
+    let mut acks = EnergyExtractServiceClient::new(app.channel("energy").await);
+    for _ in 0..6 {
+        let extract = stream.message().await.unwrap().unwrap().extract.unwrap();
+        acks.acknowledge(AcknowledgeExtractRequest {
+            extract_id: extract.extract_id,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(scalar(&url, sent).await, 6);
+    let acknowledged = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_ACKNOWLEDGED'";
+    assert_eq!(scalar(&url, acknowledged).await, 6);
 }
 
 async fn a_register_page_stops_where_one_more_entry_would_not_fit(backend: Backend) {

@@ -8,7 +8,7 @@ mod common;
 use prost::Message as _;
 use std::time::Duration;
 
-use common::{Backend, TestApp, TestClock, fixtures::*, scalar, spawn_on_with};
+use common::{Backend, TestApp, TestClock, fixtures::*, scalar, spawn_on_with, texts};
 use minegate::{
     evidence::verify::{ArtifactKind, verify},
     proto::v1::{
@@ -988,6 +988,65 @@ async fn two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each
     assert_eq!(
         (verification.entries_checked, verification.first_broken),
         (87, None)
+    );
+
+    // Sendings queued together, as streams taking deliveries at once queue
+    // them, are recorded in one batch (one run on PostgreSQL): an extract
+    // sent twice in it counts both, a failed one takes no number.
+    let (energy, backup) = ("urn:minegate:energy", "urn:minegate:energy-backup");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-03-20T06:00:01Z")
+        .unwrap()
+        .to_utc();
+    let (first, second) = (ids[0][0].clone(), ids[0][1].clone());
+    let sendings = [
+        (vec![first.clone(), second.clone()], vec![], energy),
+        (vec![first.clone()], vec![], energy),
+        (
+            vec![],
+            vec![(second.clone(), "too large".to_owned())],
+            backup,
+        ),
+        (vec![first.clone()], vec![], backup),
+    ];
+    let mut queued = Vec::new();
+    for (sent, failed, subscriber) in sendings {
+        queued.push(
+            store
+                .queue_attempts(sent, failed, subscriber, at)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut numbers = Vec::new();
+    for answer in queued {
+        numbers.push(answer.await.unwrap().unwrap());
+    }
+    assert_eq!(numbers, vec![vec![2, 2], vec![3], vec![], vec![2]]);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'").await,
+        28
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SEND_FAILED'").await,
+        1
+    );
+    let attempts = texts(
+        url,
+        &format!(
+            "SELECT subscriber || ' ' || attempt FROM extract_attempts \
+             WHERE extract_id = '{first}' ORDER BY subscriber, attempt"
+        ),
+    )
+    .await;
+    assert_eq!(
+        attempts,
+        [
+            "urn:minegate:energy 1",
+            "urn:minegate:energy 2",
+            "urn:minegate:energy 3",
+            "urn:minegate:energy-backup 1",
+            "urn:minegate:energy-backup 2",
+        ]
     );
     store.close().await;
 }

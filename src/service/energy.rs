@@ -6,15 +6,18 @@
 //! the subscriber reconnects. Each subscriber identity is its own consumer.
 
 use super::mapping;
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use prost::Message;
 use tokio::{
-    sync::{mpsc, watch},
-    task::JoinSet,
+    sync::{Notify, mpsc, watch},
     time::Instant,
 };
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -75,20 +78,6 @@ impl EnergyExtracts {
             metrics,
             stopping,
         }
-    }
-}
-
-/// A stream's queued attempt records, each one's result as it commits.
-/// When the stream ends they are left to finish, not cancelled: until a
-/// record commits, its sending counts as unrecorded for the next stream.
-#[derive(Default)]
-struct Records(
-    JoinSet<Result<Result<Vec<u32>, StoreError>, tokio::sync::oneshot::error::RecvError>>,
-);
-
-impl Drop for Records {
-    fn drop(&mut self) {
-        self.0.detach_all();
     }
 }
 
@@ -162,6 +151,112 @@ impl AckBoard {
     }
 }
 
+/// What a Subscribe stream's feed hands to the transport: a delivery with
+/// what records it once the transport takes it, or the status that ends
+/// the stream.
+enum Outgoing {
+    Delivery(Box<ExtractDelivery>, Taken),
+    End(Status),
+}
+
+type Outbox = mpsc::Sender<Outgoing>;
+
+/// The response stream of a Subscribe call. tonic takes the next delivery
+/// only when HTTP/2 has room to send it, so a delivery is recorded as sent
+/// only once the transport has it: one that waits behind a subscriber that
+/// does not read is recorded by nothing, and dropped with the stream.
+fn transport(outbox: mpsc::Receiver<Outgoing>) -> ResponseStream<ExtractDelivery> {
+    Box::pin(ReceiverStream::new(outbox).map(|outgoing| match outgoing {
+        Outgoing::Delivery(mut delivery, taken) => {
+            taken.record(&mut delivery);
+            Ok(*delivery)
+        }
+        Outgoing::End(status) => Err(status),
+    }))
+}
+
+/// Records the sendings of one Subscribe stream as the transport takes
+/// them, and tells its feed.
+struct Recorder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    unrecorded: Arc<Unrecorded>,
+    subscriber: String,
+    /// Records that failed: the feed ends the stream, and the subscriber
+    /// reconnects and gets what they were for again.
+    failures: mpsc::UnboundedSender<StoreError>,
+    /// Each take: the feed counts an acknowledgement's deadline from it.
+    taken: Notify,
+}
+
+impl Recorder {
+    /// Waits in the background for a record to be queued and to commit;
+    /// until then the sending counts as unrecorded (`guard`). When the
+    /// stream ends first the record is left to finish, not cancelled.
+    fn settle(
+        self: &Arc<Self>,
+        queued: impl Future<Output = Result<QueuedAttempts, StoreError>> + Send + 'static,
+        guard: UnrecordedGuard,
+    ) {
+        let recorder = self.clone();
+        tokio::spawn(async move {
+            let recorded = match queued.await {
+                Ok(queued) => queued.await.unwrap_or(Err(StoreError::WriterStopped)),
+                Err(error) => Err(error),
+            };
+            drop(guard);
+            if let Err(error) = recorded {
+                let _ = recorder.failures.send(error);
+            }
+        });
+    }
+}
+
+/// The sending of one delivery, recorded when the transport takes it.
+struct Taken {
+    recorder: Arc<Recorder>,
+    extract_id: String,
+    /// When the transport took it, for the feed.
+    at: Arc<OnceLock<Instant>>,
+}
+
+impl Taken {
+    /// Stamps the delivery with the instant of taking and queues its
+    /// EXTRACT_SENT record at once, before its bytes leave: the writer takes
+    /// jobs in order, so the record commits before any acknowledgement of
+    /// it. With the writer's queue full it waits for room in the
+    /// background, and an acknowledgement that comes first waits for it.
+    fn record(self, delivery: &mut ExtractDelivery) {
+        let recorder = &self.recorder;
+        let subscriber = &recorder.subscriber;
+        let sent_at = recorder.clock.now();
+        delivery.sent_at = Some(timestamp(sent_at));
+        let _ = self.at.set(Instant::now());
+        let guard = recorder.unrecorded.add(subscriber);
+        let queued = recorder
+            .store
+            .try_queue_sending(&self.extract_id, subscriber, sent_at);
+        let (store, id, who) = (
+            recorder.store.clone(),
+            self.extract_id.clone(),
+            subscriber.clone(),
+        );
+        let queued = async move {
+            match queued? {
+                Some(queued) => Ok(queued),
+                None => {
+                    store
+                        .queue_attempts(vec![id], Vec::new(), &who, sent_at)
+                        .await
+                }
+            }
+        };
+        recorder.settle(queued, guard);
+        recorder.taken.notify_one();
+        tracing::info!(%subscriber, extract_id = %self.extract_id, attempt = delivery.attempt, "extract sent");
+    }
+}
+
 /// One outstanding record; dropping it (committed, failed, or the stream
 /// gone) settles it.
 struct UnrecordedGuard {
@@ -193,7 +288,9 @@ impl Drop for UnrecordedGuard {
 struct Sent {
     /// This subscriber's acknowledgements through this process.
     acks: mpsc::UnboundedReceiver<String>,
-    in_flight: HashMap<String, (i64, Instant)>,
+    /// Handed to the transport: id → sequence number, when it was taken
+    /// (unset while it waits to be; the deadline runs from the taking).
+    in_flight: HashMap<String, (i64, Arc<OnceLock<Instant>>)>,
     attempts: HashMap<String, (i64, u32)>,
     floor: i64,
     /// `Some(n)`: every extract pending for this subscriber up to sequence
@@ -201,8 +298,6 @@ struct Sent {
     /// numbers can go out without reading. `None`: the next change must be
     /// read (the last read was cut at its limit, or the window filled).
     known: Option<i64>,
-    /// The records of sendings, queued once the extracts were handed over.
-    records: Records,
     /// Extracts this stream could not send (recorded as failed once): read
     /// past, so they hold up none behind them.
     unsendable: std::collections::HashSet<String>,
@@ -216,7 +311,6 @@ impl Sent {
             attempts: HashMap::new(),
             floor: 0,
             known: None,
-            records: Records::default(),
             unsendable: Default::default(),
         }
     }
@@ -233,6 +327,7 @@ impl Sent {
 /// One Subscribe stream's subscriber and settings.
 struct Feed {
     unrecorded: Arc<Unrecorded>,
+    recorder: Arc<Recorder>,
     board: Arc<AckBoard>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -251,7 +346,8 @@ struct Feed {
 /// that hands on its extracts needs no read.
 async fn deliver(
     feed: Feed,
-    stream: mpsc::Sender<Result<ExtractDelivery, Status>>,
+    stream: Outbox,
+    mut failures: mpsc::UnboundedReceiver<StoreError>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let Feed {
@@ -282,9 +378,9 @@ async fn deliver(
         let expiry = sent
             .in_flight
             .values()
-            .map(|(_, sent)| *sent)
+            .filter_map(|(_, taken)| taken.get().copied())
             .min()
-            .map(|sent| sent + ack_deadline);
+            .map(|taken| taken + ack_deadline);
         let wake = expiry.map_or(last_read + POLL, |at| at.min(last_read + POLL));
         if until_caught_up && sent.in_flight.is_empty() {
             tracing::info!(%subscriber, "caught up: stream ended");
@@ -296,21 +392,14 @@ async fn deliver(
         }
         tokio::select! {
             () = stream.closed() => return,
-            Some(recorded) = sent.records.0.join_next(), if !sent.records.0.is_empty() => {
-                let error = match recorded {
-                    Ok(Ok(Ok(_))) => None,
-                    Ok(Ok(Err(error))) => Some(error),
-                    Ok(Err(_)) | Err(_) => Some(StoreError::WriterStopped),
-                };
-                if let Some(error) = error {
-                    // What this stream sent may not be acknowledgeable: the
-                    // subscriber reconnects and gets it again.
-                    tracing::warn!(%subscriber, %error, "the sending of extracts was not recorded: stream ended");
-                    let _ = stream.send(Err(store_error(error))).await;
-                    return;
-                }
-                read = false;
+            Some(error) = failures.recv() => {
+                // What this stream sent may not be acknowledgeable: the
+                // subscriber reconnects and gets it again.
+                tracing::warn!(%subscriber, %error, "the sending of an extract was not recorded: stream ended");
+                return end(&stream, Some(store_error(error))).await;
             }
+            // Its deadline now runs: wake for it.
+            () = feed.recorder.taken.notified() => read = false,
             _ = stopping.changed() => {}
             changed = changes.changed() => {
                 if changed.is_err() {
@@ -333,9 +422,9 @@ async fn deliver(
 }
 
 /// Ends a stream: with `status` if there is one (`None`: the subscriber went away).
-async fn end(stream: &mpsc::Sender<Result<ExtractDelivery, Status>>, status: Option<Status>) {
+async fn end(stream: &Outbox, status: Option<Status>) {
     if let Some(status) = status {
-        let _ = stream.send(Err(status)).await;
+        let _ = stream.send(Outgoing::End(status)).await;
     }
 }
 
@@ -343,11 +432,7 @@ async fn end(stream: &mpsc::Sender<Result<ExtractDelivery, Status>>, status: Opt
 /// and sends it, up to the in-flight limit. `Err(None)`: the subscriber
 /// went away. `floor` rises past what is acknowledged, so the pending query
 /// does not walk the whole history each time.
-async fn fill(
-    feed: &Feed,
-    sent: &mut Sent,
-    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
-) -> Result<(), Option<Status>> {
+async fn fill(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), Option<Status>> {
     loop {
         let unsendable = sent.unsendable.len();
         fill_once(feed, sent, stream).await?;
@@ -358,11 +443,7 @@ async fn fill(
     }
 }
 
-async fn fill_once(
-    feed: &Feed,
-    sent: &mut Sent,
-    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
-) -> Result<(), Option<Status>> {
+async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), Option<Status>> {
     let Feed {
         store,
         subscriber,
@@ -385,8 +466,12 @@ async fn fill_once(
         }
     }
     let now = Instant::now();
-    sent.in_flight
-        .retain(|_, (_, sent)| now.duration_since(*sent) < ack_deadline);
+    // One the transport has not taken yet waits, however long.
+    sent.in_flight.retain(|_, (_, taken)| {
+        taken
+            .get()
+            .is_none_or(|at| now.duration_since(*at) < ack_deadline)
+    });
     let room = max_in_flight.saturating_sub(sent.in_flight.len());
     if room == 0 {
         sent.known = None;
@@ -435,7 +520,7 @@ async fn fill_once(
 async fn send_fresh(
     feed: &Feed,
     sent: &mut Sent,
-    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
+    stream: &Outbox,
     extracts: &[PendingExtract],
 ) -> Result<bool, Option<Status>> {
     let Some(known) = sent.known else {
@@ -455,36 +540,31 @@ async fn send_fresh(
     Ok(true)
 }
 
-/// Sends `extracts`, each only if it can go in one message. The record of
-/// the sendings (EXTRACT_SENT for each to be handed to the stream, and
-/// EXTRACT_SEND_FAILED with the reason for each that cannot be sent) is
-/// one writer job queued before they go out, so it commits before any
-/// acknowledgement of them, and not waited for: `sent.records` hears how it
-/// went.
+/// The longest `sent_at` a delivery can carry. A delivery's size is
+/// checked with it in place of the instant of taking, stamped later.
+const LONGEST_STAMP: pbjson_types::Timestamp = pbjson_types::Timestamp {
+    seconds: i64::MAX,
+    nanos: 999_999_999,
+};
+
+/// Sends `extracts`, each only if it can go in one message: one handed
+/// over is recorded as sent once the transport takes it ([`Taken`]). Each
+/// that cannot be sent is recorded at once as a failed attempt with the
+/// reason (EXTRACT_SEND_FAILED), and read past from then on.
 async fn send(
     feed: &Feed,
     sent: &mut Sent,
-    stream: &mpsc::Sender<Result<ExtractDelivery, Status>>,
+    stream: &Outbox,
     extracts: Vec<&PendingExtract>,
 ) -> Result<(), Option<Status>> {
-    if extracts.is_empty() {
-        return Ok(());
-    }
-    let Feed {
-        store,
-        clock,
-        subscriber,
-        ..
-    } = feed;
-    let sent_at = clock.now();
     let (mut sendable, mut failed) = (Vec::new(), Vec::new());
     for extract in extracts {
-        match delivery(feed, sent, extract, sent_at).await {
+        match delivery(feed, sent, extract).await {
             Ok(delivery) if delivery.encoded_len() <= feed.max_message_bytes => {
                 sendable.push((extract, delivery));
             }
             Ok(delivery) => failed.push((
-                extract,
+                extract.extract_id.clone(),
                 format!(
                     "the extract with its evidence is {} bytes, more than one message may be \
                      ({} bytes, limits.max_message_bytes)",
@@ -494,51 +574,71 @@ async fn send(
             )),
             // Its stored bytes are damaged: no later read will do better.
             Err(status) if status.code() == tonic::Code::DataLoss => {
-                failed.push((extract, status.message().to_owned()));
+                failed.push((extract.extract_id.clone(), status.message().to_owned()));
             }
             Err(status) => return Err(Some(status)),
         }
     }
-    for (extract, reason) in &failed {
-        tracing::error!(%subscriber, extract_id = %extract.extract_id, %reason, "extract not sent");
-        feed.metrics.extract_send_failed();
-        sent.unsendable.insert(extract.extract_id.clone());
-    }
-    let ids = sendable.iter().map(|(e, _)| e.extract_id.clone()).collect();
-    let failed = failed
-        .into_iter()
-        .map(|(e, reason)| (e.extract_id.clone(), reason))
-        .collect();
-    let queued: QueuedAttempts = store
-        .queue_attempts(ids, failed, subscriber, sent_at)
-        .await
-        .map_err(|e| Some(store_error(e)))?;
-    let guard = feed.unrecorded.add(subscriber);
-    sent.records.0.spawn(async move {
-        let recorded = queued.await;
-        drop(guard);
-        recorded
-    });
+    record_failures(feed, sent, failed).await?;
     for (extract, delivery) in sendable {
+        let at = Arc::new(OnceLock::new());
+        let taken = Taken {
+            recorder: feed.recorder.clone(),
+            extract_id: extract.extract_id.clone(),
+            at: at.clone(),
+        };
         let attempt = delivery.attempt;
-        if stream.send(Ok(delivery)).await.is_err() {
+        if stream
+            .send(Outgoing::Delivery(Box::new(delivery), taken))
+            .await
+            .is_err()
+        {
             return Err(None);
         }
-        tracing::info!(%subscriber, extract_id = %extract.extract_id, attempt, "extract sent");
         sent.attempts
             .insert(extract.extract_id.clone(), (extract.seq, attempt));
         sent.in_flight
-            .insert(extract.extract_id.clone(), (extract.seq, Instant::now()));
+            .insert(extract.extract_id.clone(), (extract.seq, at));
     }
     Ok(())
 }
 
-/// The message that sends `extract`, with its evidence.
+/// Records each of `failed` (id, reason) as a failed attempt, by one writer
+/// job not waited for, and reads past them from now on.
+async fn record_failures(
+    feed: &Feed,
+    sent: &mut Sent,
+    failed: Vec<(String, String)>,
+) -> Result<(), Option<Status>> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let Feed {
+        store,
+        clock,
+        subscriber,
+        ..
+    } = feed;
+    for (extract_id, reason) in &failed {
+        tracing::error!(%subscriber, %extract_id, %reason, "extract not sent");
+        feed.metrics.extract_send_failed();
+        sent.unsendable.insert(extract_id.clone());
+    }
+    let queued = store
+        .queue_attempts(Vec::new(), failed, subscriber, clock.now())
+        .await
+        .map_err(|e| Some(store_error(e)))?;
+    let guard = feed.unrecorded.add(subscriber);
+    feed.recorder.settle(async { Ok(queued) }, guard);
+    Ok(())
+}
+
+/// The message that sends `extract`, with its evidence, stamped with the
+/// longest instant until the transport takes it.
 async fn delivery(
     feed: &Feed,
     sent: &Sent,
     extract: &PendingExtract,
-    sent_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<ExtractDelivery, Status> {
     let mut body = EnergyExtract::decode(extract.body.as_slice())
         .map_err(|_| Status::data_loss("the stored extract is unreadable"))?;
@@ -564,7 +664,7 @@ async fn delivery(
     Ok(ExtractDelivery {
         extract: Some(body),
         attempt: extract.attempts.max(earlier).saturating_add(1),
-        sent_at: Some(timestamp(sent_at)),
+        sent_at: Some(LONGEST_STAMP),
     })
 }
 
@@ -600,10 +700,20 @@ impl EnergyExtractService for EnergyExtracts {
             n => n.min(MAX_IN_FLIGHT),
         } as usize;
         let (sender, receiver) = mpsc::channel(max_in_flight);
+        let (failed, failures) = mpsc::unbounded_channel();
         let until_caught_up = request.get_ref().until_caught_up;
         tracing::info!(subscriber = %caller.identity, max_in_flight, until_caught_up, "subscriber connected");
+        let recorder = Arc::new(Recorder {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            unrecorded: self.unrecorded.clone(),
+            subscriber: caller.identity.clone(),
+            failures: failed,
+            taken: Notify::new(),
+        });
         let feed = Feed {
             unrecorded: self.unrecorded.clone(),
+            recorder,
             board: self.board.clone(),
             store: self.store.clone(),
             clock: self.clock.clone(),
@@ -614,8 +724,8 @@ impl EnergyExtractService for EnergyExtracts {
             ack_deadline: self.ack_deadline,
             until_caught_up,
         };
-        tokio::spawn(deliver(feed, sender, self.stopping.clone()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        tokio::spawn(deliver(feed, sender, failures, self.stopping.clone()));
+        Ok(Response::new(transport(receiver)))
     }
 
     async fn acknowledge(

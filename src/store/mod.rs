@@ -516,6 +516,16 @@ pub trait Store: Send + Sync + 'static {
         subscriber: &str,
         sent_at: DateTime<Utc>,
     ) -> Result<QueuedAttempts, StoreError>;
+    /// [`Store::queue_attempts`] for one sending, without waiting: `None`
+    /// if the writer's queue is full (the caller queues it the waiting way).
+    /// For a transport taking a delivery: a record queued before the bytes
+    /// leave commits before any acknowledgement of them.
+    fn try_queue_sending(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<Option<QueuedAttempts>, StoreError>;
     /// Acknowledges an extract sent to `subscriber`; `None` if it was never sent to them.
     async fn acknowledge_extract(
         &self,
@@ -1152,6 +1162,28 @@ impl JobQueue {
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         Ok(answer)
+    }
+
+    /// See [`Store::try_queue_sending`].
+    pub(crate) fn try_queue_sending(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<Option<QueuedAttempts>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Attempts {
+            extract_ids: vec![extract_id.to_owned()],
+            failed: Vec::new(),
+            subscriber: subscriber.to_owned(),
+            sent_at,
+            reply,
+        };
+        match self.writer.try_send(job) {
+            Ok(()) => Ok(Some(answer)),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::WriterStopped),
+        }
     }
 
     pub(crate) async fn acknowledge_extract(

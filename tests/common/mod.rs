@@ -413,6 +413,24 @@ pub async fn scalar(database_url: &str, sql: &str) -> i64 {
     }
 }
 
+/// The text values of a column, read underneath the gateway.
+pub async fn texts(url: &str, sql: &str) -> Vec<String> {
+    if let Some(path) = sqlite_path(url) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut statement = conn.prepare(sql).unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let values = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        values
+    }
+}
+
 /// Runs one statement against the gateway's own database, underneath it.
 pub async fn execute(database_url: &str, sql: &str) -> u64 {
     if let Some(path) = sqlite_path(database_url) {

@@ -7,7 +7,7 @@
 //! them writes ([`Independent`]), so deciding them from one snapshot gives
 //! what deciding them one after another would.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
@@ -958,8 +958,9 @@ pub async fn acknowledgements(
 
 const SENDINGS_FACTS: &str = "\
 SELECT COALESCE((SELECT MAX(attempt) FROM extract_attempts t \
-                 WHERE t.extract_id = i.extract_id AND t.subscriber = $2), 0) \
-FROM UNNEST($1::text[]) WITH ORDINALITY AS i(extract_id, n) ORDER BY i.n";
+                 WHERE t.extract_id = i.extract_id AND t.subscriber = i.subscriber), 0) \
+FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS i(extract_id, subscriber, n) \
+ORDER BY i.n";
 
 const SENDINGS_WRITES: &str = "\
 WITH logged AS ( \
@@ -967,48 +968,73 @@ WITH logged AS ( \
   SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
                        $6::text[], $7::text[])) \
 INSERT INTO extract_attempts (extract_id, subscriber, attempt, sent_at) \
-SELECT extract_id, $8::text, attempt, $9::bigint FROM UNNEST($10::text[], $11::bigint[]) AS u(extract_id, attempt)";
+SELECT * FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::bigint[])";
 
-/// Records one sending of each of `extract_ids` to `subscriber`.
+/// One job's sendings to record: see [`crate::store::Job::Attempts`].
+pub struct SendingJob {
+    pub extract_ids: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub subscriber: String,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Records a run of jobs' sendings (each one's attempt numbers, in order)
+/// in three statements, however many streams queued them.
 pub async fn sendings(
     conn: &mut PgConnection,
-    sent_at: DateTime<Utc>,
-    extract_ids: &[String],
-    failed: &[(String, String)],
-    subscriber: &str,
-) -> Result<Vec<u32>, StoreError> {
-    let earlier: Vec<i64> = sqlx::query_scalar(SENDINGS_FACTS)
-        .bind(extract_ids)
-        .bind(subscriber)
+    run: &[SendingJob],
+) -> Result<Vec<Vec<u32>>, StoreError> {
+    let pairs: Vec<(&str, &str)> = run
+        .iter()
+        .flat_map(|job| {
+            job.extract_ids
+                .iter()
+                .map(|id| (id.as_str(), job.subscriber.as_str()))
+        })
+        .collect();
+    let (ids, subscribers): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
+    let stored: Vec<i64> = sqlx::query_scalar(SENDINGS_FACTS)
+        .bind(&ids)
+        .bind(&subscribers)
         .fetch_all(&mut *conn)
         .await?;
     let mut head = ledger::head(conn).await?;
-    let sendings: Vec<Sending> = extract_ids
-        .iter()
-        .zip(earlier)
-        .map(|(id, earlier)| Sending::after(id, subscriber, earlier as u32))
-        .collect();
     let mut ledger = LedgerRows::default();
-    for sending in &sendings {
-        ledger.push(head.append(&sending.event(), sent_at));
-    }
-    for (id, reason) in failed {
-        ledger.push(head.append(&Sending::failure(id, subscriber, reason), sent_at));
+    // The latest attempt of each pair: one may be sent twice in a run.
+    let mut latest: HashMap<(&str, &str), u32> = pairs
+        .iter()
+        .copied()
+        .zip(stored.iter().map(|n| *n as u32))
+        .collect();
+    let (mut attempts, mut sent_at) = (Vec::with_capacity(ids.len()), Vec::new());
+    let mut answers = Vec::with_capacity(run.len());
+    for job in run {
+        let mut numbers = Vec::with_capacity(job.extract_ids.len());
+        for id in &job.extract_ids {
+            let earlier = latest
+                .entry((id.as_str(), job.subscriber.as_str()))
+                .or_default();
+            let sending = Sending::after(id, &job.subscriber, *earlier);
+            *earlier = sending.attempt;
+            ledger.push(head.append(&sending.event(), job.sent_at));
+            attempts.push(i64::from(sending.attempt));
+            sent_at.push(micros(job.sent_at));
+            numbers.push(sending.attempt);
+        }
+        for (id, reason) in &job.failed {
+            ledger.push(head.append(&Sending::failure(id, &job.subscriber, reason), job.sent_at));
+        }
+        answers.push(numbers);
     }
     ledger
         .bind(sqlx::query(SENDINGS_WRITES))
-        .bind(subscriber)
-        .bind(micros(sent_at))
-        .bind(extract_ids)
-        .bind(
-            sendings
-                .iter()
-                .map(|s| i64::from(s.attempt))
-                .collect::<Vec<_>>(),
-        )
+        .bind(&ids)
+        .bind(&subscribers)
+        .bind(attempts)
+        .bind(sent_at)
         .execute(conn)
         .await?;
-    Ok(sendings.iter().map(|s| s.attempt).collect())
+    Ok(answers)
 }
 
 /// Appends `events` after the head, on their own.

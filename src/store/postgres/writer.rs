@@ -90,6 +90,13 @@ impl Writer {
         // under the write lock, they follow the order of commits across
         // replicas, so a stream here may send them without reading.
         let mut fresh = Vec::new();
+        // Every sending of the batch first, in one run: each is of an
+        // extract an earlier commit made, and a later job of the batch (an
+        // acknowledgement of it) may need its record.
+        let (sendings, jobs): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|job| matches!(job, Job::Attempts { .. }));
+        self.sendings(&mut tx, sendings, &mut finishers).await;
         let mut jobs = jobs.into_iter().peekable();
         while let Some(job) = jobs.next() {
             let now = self.clock.now();
@@ -119,19 +126,10 @@ impl Writer {
                         finishers.push(finisher(reply, result));
                     }
                 }
-                Job::Attempts {
-                    extract_ids,
-                    failed,
-                    subscriber,
-                    sent_at,
-                    reply,
-                } => {
-                    let result = in_savepoint(&mut tx, async |conn| {
-                        runs::sendings(conn, sent_at, &extract_ids, &failed, &subscriber).await
-                    })
-                    .await;
-                    finishers.push(finisher(reply, result));
-                }
+                // Taken out of the batch above.
+                Job::Attempts { reply, .. } => drop(reply.send(Err(StoreError::Corrupt(
+                    "a sending left in its batch".into(),
+                )))),
                 Job::Chunk {
                     upload_id,
                     index,
@@ -263,6 +261,55 @@ impl Writer {
                 }
                 results
             }
+        }
+    }
+
+    /// The batch's sendings ([`Job::Attempts`]) as one run in one
+    /// savepoint; if it fails, each alone.
+    async fn sendings(
+        &self,
+        conn: &mut PgConnection,
+        jobs: Vec<Job>,
+        finishers: &mut Vec<Finisher>,
+    ) {
+        let (mut run, mut replies) = (Vec::new(), Vec::new());
+        for job in jobs {
+            if let Job::Attempts {
+                extract_ids,
+                failed,
+                subscriber,
+                sent_at,
+                reply,
+            } = job
+            {
+                run.push(runs::SendingJob {
+                    extract_ids,
+                    failed,
+                    subscriber,
+                    sent_at,
+                });
+                replies.push(reply);
+            }
+        }
+        if run.is_empty() {
+            return;
+        }
+        let results = match in_savepoint(conn, async |c| runs::sendings(c, &run).await).await {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(error) if run.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                self.taken_apart(&error, run.len(), "sendings");
+                let mut results = Vec::with_capacity(run.len());
+                for one in &run {
+                    let alone = std::slice::from_ref(one);
+                    let result = in_savepoint(conn, async |c| runs::sendings(c, alone).await).await;
+                    results.push(result.and_then(only));
+                }
+                results
+            }
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            finishers.push(finisher(reply, result));
         }
     }
 

@@ -387,6 +387,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn try_queue_sending(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+        sent_at: DateTime<Utc>,
+    ) -> Result<Option<QueuedAttempts>, StoreError> {
+        self.jobs.try_queue_sending(extract_id, subscriber, sent_at)
+    }
+
     async fn acknowledge_extract(
         &self,
         extract_id: &str,
