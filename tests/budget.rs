@@ -324,7 +324,7 @@ async fn filings_past_a_limit_are_refused_with_the_field_and_store_nothing(backe
             ("person.contacts.phones", "at most 10 entries, got 11"),
             (
                 "documents[0].file_name",
-                "must be at most 255 characters, without control characters"
+                "must be at most 255 characters, without control or bidirectional formatting characters"
             ),
             (
                 "documents[1].media_type",
@@ -334,21 +334,33 @@ async fn filings_past_a_limit_are_refused_with_the_field_and_store_nothing(backe
         ]
         .map(|(field, reason)| (field.to_owned(), reason.to_owned()))
     );
-    // Spaces around IP pool entries, uncounted by each field's limit, are
-    // counted in the whole filing's.
+    // Spaces around an IP pool entry count toward its limit; characters
+    // that reorder what is shown are refused in text and file names.
     let mut padded = start_notification(BIN_A, "padded", date(2026, 6, 1), &[], &documents);
-    padded.ip_pool = full_pool()
-        .into_iter()
-        .map(|entry| format!("{entry}{}", " ".repeat(1900)))
-        .collect();
-    let size = encoded(&padded);
+    padded.ip_pool = vec![
+        format!("37.99.0.0/24{}", " ".repeat(89)),
+        format!("37.99.1.0/24{}", " ".repeat(88)),
+    ];
+    padded.person.as_mut().unwrap().name = "ТОО \u{202E}ниатйаМ".into();
+    padded.documents[0].file_name = "report\u{202E}fdp.exe".into();
     let refused = client.submit_start_notification(padded).await.unwrap_err();
     assert_eq!(
         violations(&refused),
-        [(
-            String::new(),
-            format!("the filing is {size} bytes encoded; a filing may be at most 1835008")
-        )]
+        [
+            (
+                "person.name",
+                "the name (3.1) contains bidirectional formatting characters (U+202E and the like)"
+            ),
+            (
+                "ip_pool[0]",
+                "is longer than 100 characters (spaces included)"
+            ),
+            (
+                "documents[0].file_name",
+                "must be at most 255 characters, without control or bidirectional formatting characters"
+            ),
+        ]
+        .map(|(field, reason)| (field.to_owned(), reason.to_owned()))
     );
     // A reference's size and media type, when given, are the document's.
     let mut misdescribed =

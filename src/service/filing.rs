@@ -371,13 +371,8 @@ impl Filings {
                 ),
             );
         }
-        if metadata.file_name.chars().count() > 255
-            || metadata.file_name.chars().any(char::is_control)
-        {
-            v.add(
-                "metadata.file_name",
-                "must be at most 255 characters, without control characters",
-            );
+        if !super::validate::file_name_ok(&metadata.file_name) {
+            v.add("metadata.file_name", super::validate::FILE_NAME_RULE);
         }
         if let Some(size) = metadata.size_bytes
             && size > self.max_document_bytes

@@ -60,6 +60,27 @@ pub const MAX_DATA_CENTRES: usize = 200;
 pub const MAX_LIST: usize = 1000;
 /// A document's file name, as UploadDocument holds it.
 pub const MAX_FILE_NAME: usize = 255;
+/// One IP pool entry, spaces around it included: the longest range written
+/// out ("<IPv6>-<IPv6>") is 79 characters.
+pub const MAX_IP_ENTRY: usize = 100;
+
+/// Characters that reorder the text around them when shown (U+202E turns
+/// "a\u{202E}fdp.exe" into "aexe.pdf"): refused in text and file names,
+/// as control characters are.
+pub fn bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A file name fit to show: at most [`MAX_FILE_NAME`] characters, none of
+/// them control or bidirectional formatting characters.
+pub fn file_name_ok(name: &str) -> bool {
+    name.chars().count() <= MAX_FILE_NAME
+        && !name.chars().any(|c| c.is_control() || bidi_control(c))
+}
+
+/// Why a file name is refused.
+pub const FILE_NAME_RULE: &str =
+    "must be at most 255 characters, without control or bidirectional formatting characters";
 
 /// The most a filing may take encoded, whatever pads its values: its
 /// receipt and evidence fit beside it in GetFiling's answer at the smallest
@@ -90,6 +111,10 @@ fn text(value: &str, max: usize, what: &str) -> Result<String, String> {
         Err(format!("{what} is longer than {max} characters"))
     } else if trimmed.chars().any(char::is_control) {
         Err(format!("{what} contains control characters"))
+    } else if trimmed.chars().any(bidi_control) {
+        Err(format!(
+            "{what} contains bidirectional formatting characters (U+202E and the like)"
+        ))
     } else {
         Ok(trimmed.to_owned())
     }
@@ -207,6 +232,17 @@ fn ip_pool(entries: &[String], paragraph: &str, v: &mut Violations) -> Option<Ip
     if too_many(entries, MAX_LIST, "ip_pool", v) {
         return None;
     }
+    let mut fit = true;
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.chars().count() > MAX_IP_ENTRY {
+            let reason = format!("is longer than {MAX_IP_ENTRY} characters (spaces included)");
+            v.add(format!("ip_pool[{i}]"), reason);
+            fit = false;
+        }
+    }
+    if !fit {
+        return None;
+    }
     match IpPool::parse(entries) {
         Ok(pool) => Some(pool),
         Err(problems) => {
@@ -250,12 +286,8 @@ fn documents(refs: &[pb::DocumentRef], v: &mut Violations) -> Option<Vec<Documen
             );
             complete = false;
         }
-        if r.file_name.chars().count() > MAX_FILE_NAME || r.file_name.chars().any(char::is_control)
-        {
-            v.add(
-                format!("documents[{i}].file_name"),
-                format!("must be at most {MAX_FILE_NAME} characters, without control characters"),
-            );
+        if !file_name_ok(&r.file_name) {
+            v.add(format!("documents[{i}].file_name"), FILE_NAME_RULE);
             complete = false;
         }
         match (kind, sha256) {
@@ -515,5 +547,38 @@ fn finish(filing: Option<Filing>, v: Violations) -> Result<Filing, Violations> {
     match filing {
         Some(filing) if v.is_empty() => Ok(filing),
         _ => Err(v),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// No filing within every field's limit reaches it (the largest, a
+    /// quarterly report, is 1.38 MB): it holds whatever a later field adds.
+    #[test]
+    fn a_filing_may_be_at_most_1835008_bytes_encoded() {
+        assert_eq!(MAX_FILING_BYTES, 1_835_008);
+        assert!(filing_size(1_835_008).is_ok());
+        let refused = filing_size(1_835_009).unwrap_err();
+        assert_eq!(
+            refused.0,
+            [(
+                String::new(),
+                "the filing is 1835009 bytes encoded; a filing may be at most 1835008".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn file_names_refuse_control_and_reordering_characters() {
+        assert!(file_name_ok(&"𝔸".repeat(255)));
+        assert!(!file_name_ok(&"a".repeat(256)));
+        assert!(file_name_ok("отчёт 2026.pdf"));
+        for c in [
+            '\u{7}', '\u{85}', '\u{202E}', '\u{2066}', '\u{200F}', '\u{061C}',
+        ] {
+            assert!(!file_name_ok(&format!("a{c}b.pdf")), "{c:?}");
+        }
     }
 }
