@@ -1139,6 +1139,7 @@ async fn a_commit_hands_on_the_extracts_it_made_as_a_read_would_give_them() {
     let documents = upload_documents(authority.clone(), "H").await;
     let mut filings = FilingServiceClient::new(authority);
     let mut handed_on = Vec::new();
+    let first = changes.borrow_and_update().count;
     for (n, bin) in [BIN_A, BIN_B].into_iter().enumerate() {
         let before = changes.borrow_and_update().count;
         let key = format!("h{n}");
@@ -1151,14 +1152,21 @@ async fn a_commit_hands_on_the_extracts_it_made_as_a_read_would_give_them() {
         .await;
         // The change moves before the receipt is answered.
         let change = changes.borrow_and_update().clone();
-        assert_eq!(
-            (change.count, change.complete, change.extracts.len()),
-            (before + 1, true, 1)
-        );
-        handed_on.extend(change.extracts.iter().cloned());
+        let made = change.made_since(before).expect("known here");
+        assert_eq!((change.count, made.len()), (before + 1, 1));
+        handed_on.extend(made.into_iter().cloned());
     }
+    // A stream that looked last before both finds both, in order.
+    let change = changes.borrow_and_update().clone();
+    let made: Vec<i64> = change
+        .made_since(first)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(made, [1, 2]);
     let pending = store
-        .pending_extracts("urn:minegate:energy", 0, 10)
+        .pending_extracts("urn:minegate:energy", 0, 10, &[])
         .await
         .unwrap();
     assert_eq!(

@@ -40,6 +40,10 @@ const MAX_IN_FLIGHT: u32 = 1024;
 /// extracts, a stream reads again this often (an acknowledgement through
 /// another replica, a missed notification).
 const POLL: Duration = Duration::from_secs(5);
+/// A stream whose window is full asks the database at most this often
+/// which of its extracts were acknowledged through another replica (this
+/// replica's acknowledgements it hears at once).
+const FULL_WINDOW_ASK: Duration = Duration::from_secs(1);
 /// Longest a FetchDocument waits for the records of sendings to commit.
 const UNRECORDED_WAIT: Duration = Duration::from_secs(5);
 
@@ -300,7 +304,9 @@ struct Sent {
     known: Option<i64>,
     /// Extracts this stream could not send (recorded as failed once): read
     /// past, so they hold up none behind them.
-    unsendable: std::collections::HashSet<String>,
+    unsendable: HashMap<String, i64>,
+    /// When a full window last asked the database what was acknowledged.
+    asked_when_full: Option<Instant>,
 }
 
 impl Sent {
@@ -312,15 +318,20 @@ impl Sent {
             floor: 0,
             known: None,
             unsendable: Default::default(),
+            asked_when_full: None,
         }
     }
 
     /// Forgets what this subscriber acknowledged through this process.
     fn take_acks(&mut self) {
         while let Ok(id) = self.acks.try_recv() {
-            self.in_flight.remove(&id);
-            self.attempts.remove(&id);
+            self.forget(&id);
         }
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.in_flight.remove(id);
+        self.attempts.remove(id);
     }
 }
 
@@ -341,9 +352,10 @@ struct Feed {
 
 /// Feeds one Subscribe stream until the subscriber goes away. It reads
 /// what is pending when it starts, when an extract's acknowledgement is
-/// overdue, when its window was full, when it missed a change or a change
-/// does not say what it made, and every [`POLL`]; a change of this process
-/// that hands on its extracts needs no read.
+/// overdue, when its window was full, when a change it has not looked at
+/// is no longer kept or does not say what it made (another replica's), and
+/// every [`POLL`]; changes of this process hand on their extracts with no
+/// read.
 async fn deliver(
     feed: Feed,
     stream: Outbox,
@@ -400,17 +412,24 @@ async fn deliver(
             }
             // Its deadline now runs: wake for it.
             () = feed.recorder.taken.notified() => read = false,
+            // Acknowledged through this replica: a full window has room.
+            Some(id) = sent.acks.recv() => {
+                let full = sent.in_flight.len() >= feed.max_in_flight;
+                sent.forget(&id);
+                read = full;
+            }
             _ = stopping.changed() => {}
             changed = changes.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 let change = changes.borrow_and_update().clone();
-                // The very next change, and it says what it made: no read.
-                let next = change.count == seen + 1 && change.complete;
+                // What the changes since the last look made, if known here:
+                // no read.
+                let made = change.made_since(seen);
                 seen = change.count;
-                if next {
-                    match send_fresh(&feed, &mut sent, &stream, &change.extracts).await {
+                if let Some(made) = made {
+                    match send_fresh(&feed, &mut sent, &stream, made).await {
                         Ok(sent_all) => read = !sent_all,
                         Err(status) => return end(&stream, status).await,
                     }
@@ -453,8 +472,12 @@ async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), 
     } = feed;
     let (max_in_flight, ack_deadline) = (*max_in_flight, *ack_deadline);
     sent.take_acks();
-    if sent.in_flight.len() >= max_in_flight {
+    let asked_lately = sent
+        .asked_when_full
+        .is_some_and(|at| at.elapsed() < FULL_WINDOW_ASK);
+    if sent.in_flight.len() >= max_in_flight && !asked_lately {
         // The window is full: some may have been acknowledged elsewhere.
+        sent.asked_when_full = Some(Instant::now());
         let ids: Vec<String> = sent.in_flight.keys().cloned().collect();
         for id in store
             .acknowledged(subscriber, &ids)
@@ -477,9 +500,15 @@ async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), 
         sent.known = None;
         return Ok(());
     }
-    let limit = sent.in_flight.len() + room + sent.unsendable.len();
+    // Only what this stream has not sent yet is read.
+    let skip: Vec<i64> = sent
+        .in_flight
+        .values()
+        .map(|(seq, _)| *seq)
+        .chain(sent.unsendable.values().copied())
+        .collect();
     let pending = store
-        .pending_extracts(subscriber, sent.floor, limit as u32)
+        .pending_extracts(subscriber, sent.floor, room as u32, &skip)
         .await
         .map_err(|e| Some(store_error(e)))?;
     // Below the oldest extract still pending or in flight, all are acknowledged.
@@ -493,15 +522,9 @@ async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), 
     }
     let floor = sent.floor;
     sent.attempts.retain(|_, (seq, _)| *seq >= floor);
-    let mut to_send: Vec<&PendingExtract> = pending
-        .iter()
-        .filter(|p| {
-            !sent.in_flight.contains_key(&p.extract_id) && !sent.unsendable.contains(&p.extract_id)
-        })
-        .collect();
-    // A read that was not cut short saw everything pending: if there is
-    // room for all of it, all of it is in flight once sent.
-    sent.known = (pending.len() < limit && to_send.len() <= room).then(|| {
+    // A read that was not cut short saw everything pending: all of it is
+    // in flight once sent.
+    sent.known = (pending.len() < room).then(|| {
         pending
             .iter()
             .map(|p| p.seq)
@@ -510,7 +533,7 @@ async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), 
             .max()
             .unwrap_or(0)
     });
-    to_send.truncate(room);
+    let to_send: Vec<&PendingExtract> = pending.iter().collect();
     send(feed, sent, stream, to_send).await
 }
 
@@ -521,14 +544,14 @@ async fn send_fresh(
     feed: &Feed,
     sent: &mut Sent,
     stream: &Outbox,
-    extracts: &[PendingExtract],
+    extracts: Vec<&PendingExtract>,
 ) -> Result<bool, Option<Status>> {
     let Some(known) = sent.known else {
         return Ok(false);
     };
     sent.take_acks();
     let fresh: Vec<&PendingExtract> = extracts
-        .iter()
+        .into_iter()
         .filter(|e| e.seq > known && !sent.in_flight.contains_key(&e.extract_id))
         .collect();
     if sent.in_flight.len() + fresh.len() > feed.max_in_flight {
@@ -564,7 +587,7 @@ async fn send(
                 sendable.push((extract, delivery));
             }
             Ok(delivery) => failed.push((
-                extract.extract_id.clone(),
+                extract,
                 format!(
                     "the extract with its evidence is {} bytes, more than one message may be \
                      ({} bytes, limits.max_message_bytes)",
@@ -574,7 +597,7 @@ async fn send(
             )),
             // Its stored bytes are damaged: no later read will do better.
             Err(status) if status.code() == tonic::Code::DataLoss => {
-                failed.push((extract.extract_id.clone(), status.message().to_owned()));
+                failed.push((extract, status.message().to_owned()));
             }
             Err(status) => return Err(Some(status)),
         }
@@ -603,12 +626,12 @@ async fn send(
     Ok(())
 }
 
-/// Records each of `failed` (id, reason) as a failed attempt, by one writer
-/// job not waited for, and reads past them from now on.
+/// Records each of `failed` (with the reason) as a failed attempt, by one
+/// writer job not waited for, and reads past them from now on.
 async fn record_failures(
     feed: &Feed,
     sent: &mut Sent,
-    failed: Vec<(String, String)>,
+    failed: Vec<(&PendingExtract, String)>,
 ) -> Result<(), Option<Status>> {
     if failed.is_empty() {
         return Ok(());
@@ -619,11 +642,16 @@ async fn record_failures(
         subscriber,
         ..
     } = feed;
-    for (extract_id, reason) in &failed {
-        tracing::error!(%subscriber, %extract_id, %reason, "extract not sent");
+    for (extract, reason) in &failed {
+        tracing::error!(%subscriber, extract_id = %extract.extract_id, %reason, "extract not sent");
         feed.metrics.extract_send_failed();
-        sent.unsendable.insert(extract_id.clone());
+        sent.unsendable
+            .insert(extract.extract_id.clone(), extract.seq);
     }
+    let failed = failed
+        .into_iter()
+        .map(|(extract, reason)| (extract.extract_id.clone(), reason))
+        .collect();
     let queued = store
         .queue_attempts(Vec::new(), failed, subscriber, clock.now())
         .await

@@ -13,7 +13,7 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::Arc;
+use std::{collections::VecDeque, sync::Arc};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -255,28 +255,68 @@ impl Sealed {
     }
 }
 
-/// The last committed change the store knows of.
+/// The changes the store knows of: how many, and what the latest made.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
     /// Counts the changes: this process's commits and, on PostgreSQL, the
-    /// other replicas' notices. A watcher that sees it move by more than
-    /// one has missed some.
+    /// other replicas' notices.
     pub count: u64,
-    /// The extracts this change made, committed, when `complete`.
-    pub extracts: Arc<[PendingExtract]>,
-    /// `extracts` is every extract this change made (false: not known here,
-    /// a watcher must read them).
-    pub complete: bool,
+    /// The latest changes, oldest first, each with the extracts it made,
+    /// committed (`None`: not known here, a watcher must read them). A
+    /// watcher woken less often than changes come finds the ones it
+    /// missed here instead of reading them, while they are kept.
+    recent: Arc<VecDeque<Made>>,
 }
 
+/// What one change made, committed: `None` if not known here.
+type Made = Option<Arc<[PendingExtract]>>;
+
+/// How many changes [`Change`] keeps, and how many bytes of extracts.
+const RECENT_CHANGES: usize = 64;
+const RECENT_BYTES: usize = 8 << 20;
+
 impl Change {
+    /// A commit of this process that made `extracts`.
+    pub(crate) fn committed(&mut self, extracts: Vec<PendingExtract>) {
+        self.push(Some(extracts.into()));
+    }
+
     /// A change made elsewhere (another replica): what it made is not known here.
     pub(crate) fn elsewhere(&mut self) {
-        *self = Change {
-            count: self.count + 1,
-            extracts: Arc::new([]),
-            complete: false,
+        self.push(None);
+    }
+
+    fn push(&mut self, made: Made) {
+        self.count += 1;
+        let recent = Arc::make_mut(&mut self.recent);
+        recent.push_back(made);
+        let bytes = |made: &Made| {
+            made.iter()
+                .flat_map(|e| e.iter())
+                .map(|e| e.body.len())
+                .sum::<usize>()
         };
+        let mut kept: usize = recent.iter().map(bytes).sum();
+        while recent.len() > RECENT_CHANGES || (kept > RECENT_BYTES && recent.len() > 1) {
+            if let Some(oldest) = recent.pop_front() {
+                kept -= bytes(&oldest);
+            }
+        }
+    }
+
+    /// Every extract the changes after the `seen`th made, if each of them
+    /// is known here; `None`: they must be read.
+    pub fn made_since(&self, seen: u64) -> Option<Vec<&PendingExtract>> {
+        let missed = self.count.checked_sub(seen)?;
+        let first = self
+            .recent
+            .len()
+            .checked_sub(usize::try_from(missed).ok()?)?;
+        let mut made = Vec::new();
+        for change in self.recent.range(first..) {
+            made.extend(change.as_deref()?);
+        }
+        Some(made)
     }
 }
 
@@ -491,12 +531,15 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> tokio::sync::watch::Receiver<Change>;
     /// Extracts `subscriber` has not acknowledged, oldest first, from
     /// sequence number `from_seq` on (a caller that knows every earlier one
-    /// is acknowledged skips them; acknowledgements are never undone).
+    /// is acknowledged skips them; acknowledgements are never undone),
+    /// passing by those numbered in `skip` (a stream's in flight: it needs
+    /// only what it has not sent).
     async fn pending_extracts(
         &self,
         subscriber: &str,
         from_seq: i64,
         limit: u32,
+        skip: &[i64],
     ) -> Result<Vec<PendingExtract>, StoreError>;
     /// Those of `extract_ids` that `subscriber` has acknowledged.
     async fn acknowledged(
@@ -1347,4 +1390,59 @@ pub(crate) fn obligation_from_row(
         fulfilled_at: fulfilled_at.map(from_micros).transpose()?,
         created_at: from_micros(created_at)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract(seq: i64, bytes: usize) -> PendingExtract {
+        PendingExtract {
+            seq,
+            extract_id: format!("x-{seq}"),
+            body: vec![0; bytes],
+            attempts: 0,
+            entry: None,
+            evidence: None,
+        }
+    }
+
+    fn seqs(made: Option<Vec<&PendingExtract>>) -> Option<Vec<i64>> {
+        made.map(|made| made.iter().map(|e| e.seq).collect())
+    }
+
+    #[test]
+    fn a_watcher_finds_what_the_changes_it_missed_made_while_they_are_kept() {
+        let mut change = Change::default();
+        change.committed(vec![extract(1, 10), extract(2, 10)]);
+        change.committed(Vec::new());
+        change.committed(vec![extract(3, 10)]);
+        assert_eq!(seqs(change.made_since(0)), Some(vec![1, 2, 3]));
+        assert_eq!(seqs(change.made_since(2)), Some(vec![3]));
+        assert_eq!(seqs(change.made_since(3)), Some(vec![]));
+        // Seen more than there are: not this store's count.
+        assert_eq!(seqs(change.made_since(4)), None);
+        // Another replica's change: what it made must be read.
+        change.elsewhere();
+        change.committed(vec![extract(5, 10)]);
+        assert_eq!(seqs(change.made_since(3)), None);
+        assert_eq!(seqs(change.made_since(4)), Some(vec![5]));
+        // Only the latest 64 changes are kept.
+        for seq in 6..=69 {
+            change.committed(vec![extract(seq, 10)]);
+        }
+        assert_eq!(change.count, 69);
+        assert_eq!(seqs(change.made_since(4)), None);
+        assert_eq!(seqs(change.made_since(5)).map(|s| s.len()), Some(64));
+        // And no more than 8 MiB of extracts, however few changes: the
+        // latest is kept whatever its size.
+        change.committed(vec![extract(70, 5 << 20)]);
+        change.committed(vec![extract(71, 5 << 20)]);
+        assert_eq!(seqs(change.made_since(70)), Some(vec![71]));
+        assert_eq!(seqs(change.made_since(69)), None);
+        change.committed(vec![extract(72, 9 << 20)]);
+        assert_eq!(seqs(change.made_since(72)), Some(vec![]));
+        assert_eq!(seqs(change.made_since(71)), Some(vec![72]));
+        assert_eq!(seqs(change.made_since(70)), None);
+    }
 }

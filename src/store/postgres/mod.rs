@@ -297,8 +297,9 @@ impl Store for PgStore {
         subscriber: &str,
         from_seq: i64,
         limit: u32,
+        skip: &[i64],
     ) -> Result<Vec<PendingExtract>, StoreError> {
-        reads::pending_extracts(&self.pool, subscriber, from_seq, limit).await
+        reads::pending_extracts(&self.pool, subscriber, from_seq, limit, skip).await
     }
 
     async fn acknowledged(

@@ -198,18 +198,20 @@ pub async fn pending_extracts(
     subscriber: &str,
     from_seq: i64,
     limit: u32,
+    skip: &[i64],
 ) -> Result<Vec<PendingExtract>, StoreError> {
     let rows: Vec<(i64, String, Vec<u8>, i64)> = sqlx::query_as(
         "SELECT e.seq, e.extract_id, e.body, \
          (SELECT COUNT(*) FROM extract_attempts t WHERE t.extract_id = e.extract_id \
           AND t.subscriber = $2) \
-         FROM extracts e WHERE e.seq >= $1 AND NOT EXISTS \
+         FROM extracts e WHERE e.seq >= $1 AND NOT (e.seq = ANY($4::bigint[])) AND NOT EXISTS \
          (SELECT 1 FROM extract_acks a WHERE a.extract_id = e.extract_id AND a.subscriber = $2) \
          ORDER BY e.seq LIMIT $3",
     )
     .bind(from_seq)
     .bind(subscriber)
     .bind(i64::from(limit))
+    .bind(skip)
     .fetch_all(pool)
     .await?;
     rows.into_iter()

@@ -840,6 +840,10 @@ pub struct AckJob {
     pub build: AckBuilder,
 }
 
+/// An extract's obligations are found by `obligations_by_extract` alone:
+/// the `OFFSET 0` keeps the planner from joining the kind's index as well,
+/// which read every energy obligation ever made for each acknowledgement
+/// (0.4 ms of 0.8 at 10,000 obligations, growing with the register).
 const ACK_FACTS: &str = "\
 SELECT a.receipt, e.due_date, o.obligation_id, o.due_date, \
        (SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1), \
@@ -848,9 +852,10 @@ FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS i(extract_id, subscriber,
 LEFT JOIN extract_acks a ON a.extract_id = i.extract_id AND a.subscriber = i.subscriber \
 LEFT JOIN extracts e ON e.extract_id = i.extract_id AND EXISTS (SELECT 1 FROM extract_attempts t \
      WHERE t.extract_id = i.extract_id AND t.subscriber = i.subscriber) \
-LEFT JOIN LATERAL (SELECT obligation_id, due_date FROM obligations \
-     WHERE kind = 'ENERGY_EXTRACT' AND fulfilled_at IS NULL AND extract_id = i.extract_id \
-     ORDER BY seq LIMIT 1) o ON true \
+LEFT JOIN LATERAL (SELECT obligation_id, due_date FROM \
+     (SELECT obligation_id, due_date, kind, fulfilled_at, seq FROM obligations \
+      WHERE extract_id = i.extract_id OFFSET 0) x \
+     WHERE kind = 'ENERGY_EXTRACT' AND fulfilled_at IS NULL ORDER BY seq LIMIT 1) o ON true \
 ORDER BY i.n";
 
 const ACK_WRITES: &str = "\

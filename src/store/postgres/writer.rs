@@ -198,13 +198,7 @@ impl Writer {
             sealed.prove_extracts(&mut fresh);
         }
         if committed.is_ok() {
-            self.changes.send_modify(|change| {
-                *change = Change {
-                    count: change.count + 1,
-                    extracts: fresh.into(),
-                    complete: true,
-                }
-            });
+            self.changes.send_modify(|change| change.committed(fresh));
         }
         for finish in finishers {
             finish(&committed, sealed.as_ref());

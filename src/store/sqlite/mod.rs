@@ -359,9 +359,11 @@ impl Store for SqliteStore {
         subscriber: &str,
         from_seq: i64,
         limit: u32,
+        skip: &[i64],
     ) -> Result<Vec<PendingExtract>, StoreError> {
         let subscriber = subscriber.to_owned();
-        self.read(move |conn| reads::pending_extracts(conn, &subscriber, from_seq, limit))
+        let skip: std::collections::HashSet<i64> = skip.iter().copied().collect();
+        self.read(move |conn| reads::pending_extracts(conn, &subscriber, from_seq, limit, &skip))
             .await
     }
 

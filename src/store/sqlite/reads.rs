@@ -210,27 +210,36 @@ pub fn pending_extracts(
     subscriber: &str,
     from_seq: i64,
     limit: u32,
+    skip: &std::collections::HashSet<i64>,
 ) -> Result<Vec<PendingExtract>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT e.seq, e.extract_id, e.body, \
-             (SELECT COUNT(*) FROM extract_attempts t WHERE t.extract_id = e.extract_id \
-              AND t.subscriber = ?2) \
-             FROM extracts e WHERE e.seq >= ?1 AND NOT EXISTS \
-             (SELECT 1 FROM extract_acks a WHERE a.extract_id = e.extract_id AND a.subscriber = ?2) \
-             ORDER BY e.seq LIMIT ?3",
-        )?
-        .query_map(params![from_seq, subscriber, limit], |row| {
-            Ok(PendingExtract {
-                seq: row.get(0)?,
-                extract_id: row.get(1)?,
-                body: row.get(2)?,
-                attempts: row.get(3)?,
-                entry: None,
-                evidence: None,
-            })
-        })?
-        .collect::<Result<_, _>>()?)
+    let mut select = conn.prepare_cached(
+        "SELECT e.seq, e.extract_id, e.body, \
+         (SELECT COUNT(*) FROM extract_attempts t WHERE t.extract_id = e.extract_id \
+          AND t.subscriber = ?2) \
+         FROM extracts e WHERE e.seq >= ?1 AND NOT EXISTS \
+         (SELECT 1 FROM extract_acks a WHERE a.extract_id = e.extract_id AND a.subscriber = ?2) \
+         ORDER BY e.seq",
+    )?;
+    let mut rows = select.query(params![from_seq, subscriber])?;
+    let mut pending = Vec::new();
+    // Stepped one row at a time: a skipped row's body is never read.
+    while pending.len() < limit as usize
+        && let Some(row) = rows.next()?
+    {
+        let seq: i64 = row.get(0)?;
+        if skip.contains(&seq) {
+            continue;
+        }
+        pending.push(PendingExtract {
+            seq,
+            extract_id: row.get(1)?,
+            body: row.get(2)?,
+            attempts: row.get(3)?,
+            entry: None,
+            evidence: None,
+        });
+    }
+    Ok(pending)
 }
 
 pub fn acknowledged(

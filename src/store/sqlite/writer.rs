@@ -164,13 +164,7 @@ fn commit_batch(
         sealed.prove_extracts(&mut fresh);
     }
     if committed.is_ok() {
-        changes.send_modify(|change| {
-            *change = Change {
-                count: change.count + 1,
-                extracts: fresh.into(),
-                complete: true,
-            }
-        });
+        changes.send_modify(|change| change.committed(fresh));
     }
     for finish in finishers {
         finish(&committed, sealed.as_ref());
