@@ -45,6 +45,17 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
 impl ClientTls {
     /// Opens the channel; the TLS handshake happens here.
     pub async fn connect(&self) -> Result<Channel, ClientError> {
+        self.endpoint()?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                server: self.server.clone(),
+                source,
+            })
+    }
+
+    /// The endpoint [`ClientTls::connect`] opens, to set more on it first.
+    pub fn endpoint(&self) -> Result<Endpoint, ClientError> {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&self.ca)?))
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
@@ -58,9 +69,6 @@ impl ClientTls {
         Endpoint::from_shared(self.server.clone())
             .map_err(connect_error)?
             .tls_config(tls)
-            .map_err(connect_error)?
-            .connect()
-            .await
             .map_err(connect_error)
     }
 }

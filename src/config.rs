@@ -97,6 +97,9 @@ pub struct TlsConfig {
     pub expiry_warning_days: u32,
 }
 
+/// The largest `limits.max_in_flight`.
+pub const MAX_IN_FLIGHT: u32 = 1024;
+
 /// The smallest `limits.max_message_bytes` allowed. Every string and list
 /// of a filing is bounded (`service::validate`), so the largest filing, and
 /// each artifact made of one with its evidence (receipt, GetFiling's answer,
@@ -125,7 +128,8 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
     /// An extract not acknowledged this long after sending is sent again.
     pub ack_deadline_ms: u64,
-    /// Unacknowledged extracts on one Subscribe stream, unless the subscriber asks for fewer.
+    /// The most unacknowledged extracts on one Subscribe stream: a
+    /// subscriber may ask for fewer, not more. At most [`MAX_IN_FLIGHT`].
     pub max_in_flight: u32,
     /// How often obligations past their due date are marked OVERDUE.
     pub obligation_scan_ms: u64,
@@ -292,6 +296,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "limits.max_in_flight, limits.ack_deadline_ms and limits.obligation_scan_ms must be greater than 0".into(),
             ));
+        }
+        if self.limits.max_in_flight > MAX_IN_FLIGHT {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_in_flight must be at most {MAX_IN_FLIGHT}"
+            )));
         }
         if self.limits.max_concurrent_calls_per_peer == 0 || self.limits.database_check_ms == 0 {
             return Err(ConfigError::Invalid(

@@ -35,6 +35,7 @@ on_both_backends!(
     passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_report_is_found,
     two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each_obligation_once,
     a_connected_subscriber_gets_new_extracts_as_they_commit_within_its_window,
+    a_subscriber_asking_for_more_in_flight_than_the_server_allows_gets_the_servers_limit,
 );
 
 async fn keys(app: &TestApp) -> Vec<SigningKey> {
@@ -1202,4 +1203,63 @@ async fn a_commit_hands_on_the_extracts_it_made_as_a_read_would_give_them() {
         .collect();
     assert_eq!(bins, vec![BIN_A, BIN_B]);
     app.gateway.shutdown().await.unwrap();
+}
+
+/// `limits.max_in_flight` is a ceiling: a subscriber asking for 1,024 gets
+/// the server's three, and one more only for each acknowledgement.
+async fn a_subscriber_asking_for_more_in_flight_than_the_server_allows_gets_the_servers_limit(
+    backend: Backend,
+) {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock, |config| {
+        config.limits.max_in_flight = 3;
+        config.limits.ack_deadline_ms = 60_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "C").await;
+    let mut filings = FilingServiceClient::new(authority);
+    for n in 0..5usize {
+        let (bin, key) = (generated_bin(200 + n as u32), format!("c{n}"));
+        file_start(
+            &mut filings,
+            (&bin, &key, 150 + n),
+            date(2026, 6, 1),
+            &documents,
+        )
+        .await;
+    }
+    let mut stream = subscribe(&app, "energy", 1024).await;
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        received.push(next(&mut stream).await.extract.unwrap().extract_id);
+    }
+    assert!(
+        quiet(&mut stream).await,
+        "three in flight, the server's limit"
+    );
+    let mut energy = EnergyExtractServiceClient::new(app.channel("energy").await);
+    energy
+        .acknowledge(AcknowledgeExtractRequest {
+            extract_id: received[0].clone(),
+        })
+        .await
+        .unwrap();
+    received.push(next(&mut stream).await.extract.unwrap().extract_id);
+    assert!(
+        quiet(&mut stream).await,
+        "one acknowledgement, room for one"
+    );
+    let sent = "SELECT COUNT(*) FROM ledger WHERE kind = 'EXTRACT_SENT'";
+    assert_eq!(scalar(&app.config.database_url, sent).await, 4);
+}
+
+/// Nothing more arrives on `stream` within half a second.
+async fn quiet(stream: &mut Streaming<ExtractDelivery>) -> bool {
+    tokio::time::timeout(Duration::from_millis(500), stream.message())
+        .await
+        .is_err()
 }

@@ -21,6 +21,7 @@ use clap::Args;
 use tonic::transport::Channel;
 
 mod documents;
+mod windows;
 
 use super::submit::upload_file;
 use crate::{
@@ -72,6 +73,8 @@ pub enum Part {
     Proofs,
     /// Uploads and fetches of 20 MiB documents, with the baseline, and peak RSS.
     Documents,
+    /// Subscribers that never read, against the default limits: peak RSS.
+    Windows,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -120,7 +123,33 @@ fn free_port() -> anyhow::Result<u16> {
 const ROLES: &str = "urn:minegate:authority=authority,urn:minegate:energy=energy,\
 urn:minegate:energy-backup=energy,urn:minegate:finance=finance,urn:minegate:operator=operator";
 
+/// The limits the bench's gateways run with, over the defaults.
+const BENCH_LIMITS: &[(&str, &str)] = &[
+    // 256 MiB: the submit load's largest messages are far smaller.
+    ("MINEGATE_LIMITS_MAX_MESSAGE_BYTES", "268435456"),
+    (
+        "MINEGATE_LIMITS_MAX_CONCURRENT_STREAMS_PER_CONNECTION",
+        "256",
+    ),
+    // The open-loop fan-out load may have more calls waiting than a
+    // production peer limit allows; the bench measures speed, not admission.
+    ("MINEGATE_LIMITS_MAX_CONCURRENT_CALLS_PER_PEER", "4096"),
+    // The fan-out's subscribers ask for 1,024 in flight.
+    ("MINEGATE_LIMITS_MAX_IN_FLIGHT", "1024"),
+];
+
 fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Result<Server> {
+    start_server_with(dir, database_url, baseline, BENCH_LIMITS)
+}
+
+/// A child `minegate serve` on `database_url`, with `limits` (environment
+/// variables) over the default configuration.
+fn start_server_with(
+    dir: &Path,
+    database_url: &str,
+    baseline: bool,
+    limits: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let port = free_port()?;
     let pki = dir.join("certs");
     let mut command = Command::new(std::env::current_exe()?);
@@ -137,17 +166,7 @@ fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Resul
             &dir.join("signing.key"),
         ))
         .env("MINEGATE_ROLES", ROLES)
-        .env(
-            "MINEGATE_LIMITS_MAX_MESSAGE_BYTES",
-            (256u64 << 20).to_string(),
-        )
-        .env(
-            "MINEGATE_LIMITS_MAX_CONCURRENT_STREAMS_PER_CONNECTION",
-            "256",
-        )
-        // The open-loop fan-out load may have more calls waiting than a
-        // production peer limit allows; the bench measures speed, not admission.
-        .env("MINEGATE_LIMITS_MAX_CONCURRENT_CALLS_PER_PEER", "4096")
+        .envs(limits.iter().copied())
         .env("MINEGATE_LOG_FILTER", "error")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -796,6 +815,10 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         }
         others.push(String::new());
         others.extend(documents::run(dir, &fresh, args.quick).await?);
+    }
+    if wanted(Part::Windows) {
+        others.push(String::new());
+        others.extend(windows::run(dir, args.quick).await?);
     }
     println!();
     for line in others {

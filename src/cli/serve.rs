@@ -21,6 +21,10 @@ pub struct ServeArgs {
 
 pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.signing.add_unknown_key |= args.add_signing_key;
+    // Heard from before the port opens: a signal while starting (an
+    // orchestrator that gives up on a slow start) stops it cleanly too.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let gateway = if args.baseline {
         server::start_baseline(&config).await?
     } else {
@@ -40,8 +44,6 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%identity, %role, "identity mapped");
     }
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
         _ = interrupt.recv() => tracing::info!("SIGINT received"),

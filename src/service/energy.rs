@@ -34,8 +34,10 @@ use crate::{
     store::{AckFacts, Clock, PendingExtract, QueuedAttempts, Store, StoreError},
 };
 
-/// Most in flight a subscriber may ask for.
-const MAX_IN_FLIGHT: u32 = 1024;
+/// Deliveries a stream holds for the transport beyond the one it is
+/// handing over: a subscriber that does not read holds up this many (and
+/// the one HTTP/2 buffers), whatever its window of unacknowledged extracts.
+const QUEUED_PER_STREAM: usize = 2;
 /// However quiet the database or however well changes hand on their
 /// extracts, a stream reads again this often (an acknowledgement through
 /// another replica, a missed notification).
@@ -53,7 +55,8 @@ pub struct EnergyExtracts {
     board: Arc<AckBoard>,
     clock: Arc<dyn Clock>,
     ack_deadline: Duration,
-    default_in_flight: u32,
+    /// `limits.max_in_flight`: the most a subscriber may have in flight.
+    max_in_flight: u32,
     /// `limits.max_message_bytes`: a delivery larger is not sent.
     max_message_bytes: usize,
     metrics: crate::metrics::Metrics,
@@ -66,7 +69,7 @@ impl EnergyExtracts {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         ack_deadline: Duration,
-        default_in_flight: u32,
+        max_in_flight: u32,
         max_message_bytes: usize,
         metrics: crate::metrics::Metrics,
         stopping: watch::Receiver<bool>,
@@ -77,7 +80,7 @@ impl EnergyExtracts {
             board: Arc::default(),
             clock,
             ack_deadline,
-            default_in_flight,
+            max_in_flight,
             max_message_bytes,
             metrics,
             stopping,
@@ -130,13 +133,18 @@ impl Unrecorded {
 /// Acknowledgements taken by this process, passed to every stream of the
 /// subscriber that made them: a stream frees its window without asking the
 /// database. (It still asks when its window is full: an acknowledgement may
-/// have come through another replica.)
+/// have come through another replica.) Each stream hears at most
+/// [`BOARD_QUEUE`] not yet taken; one more is dropped for it, and it finds
+/// that acknowledgement in the database once its window is full.
 #[derive(Default)]
-struct AckBoard(std::sync::Mutex<HashMap<String, Vec<mpsc::UnboundedSender<String>>>>);
+struct AckBoard(std::sync::Mutex<HashMap<String, Vec<mpsc::Sender<String>>>>);
+
+/// Acknowledgements a stream may have waiting on the board.
+const BOARD_QUEUE: usize = 1024;
 
 impl AckBoard {
-    fn listen(&self, subscriber: &str) -> mpsc::UnboundedReceiver<String> {
-        let (sender, receiver) = mpsc::unbounded_channel();
+    fn listen(&self, subscriber: &str) -> mpsc::Receiver<String> {
+        let (sender, receiver) = mpsc::channel(BOARD_QUEUE);
         let mut streams = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let list = streams.entry(subscriber.to_owned()).or_default();
         list.retain(|s| !s.is_closed());
@@ -145,9 +153,15 @@ impl AckBoard {
     }
 
     fn acknowledged(&self, subscriber: &str, extract_id: &str) {
+        use mpsc::error::TrySendError;
         let mut streams = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = streams.get_mut(subscriber) {
-            list.retain(|s| s.send(extract_id.to_owned()).is_ok());
+            list.retain(|s| {
+                !matches!(
+                    s.try_send(extract_id.to_owned()),
+                    Err(TrySendError::Closed(_))
+                )
+            });
             if list.is_empty() {
                 streams.remove(subscriber);
             }
@@ -188,7 +202,7 @@ struct Recorder {
     subscriber: String,
     /// Records that failed: the feed ends the stream, and the subscriber
     /// reconnects and gets what they were for again.
-    failures: mpsc::UnboundedSender<StoreError>,
+    failures: mpsc::Sender<StoreError>,
     /// Each take: the feed counts an acknowledgement's deadline from it.
     taken: Notify,
 }
@@ -210,7 +224,7 @@ impl Recorder {
             };
             drop(guard);
             if let Err(error) = recorded {
-                let _ = recorder.failures.send(error);
+                let _ = recorder.failures.try_send(error);
             }
         });
     }
@@ -291,7 +305,7 @@ impl Drop for UnrecordedGuard {
 /// far it knows what is pending.
 struct Sent {
     /// This subscriber's acknowledgements through this process.
-    acks: mpsc::UnboundedReceiver<String>,
+    acks: mpsc::Receiver<String>,
     /// Handed to the transport: id → sequence number, when it was taken
     /// (unset while it waits to be; the deadline runs from the taking).
     in_flight: HashMap<String, (i64, Arc<OnceLock<Instant>>)>,
@@ -310,7 +324,7 @@ struct Sent {
 }
 
 impl Sent {
-    fn new(acks: mpsc::UnboundedReceiver<String>) -> Self {
+    fn new(acks: mpsc::Receiver<String>) -> Self {
         Sent {
             acks,
             in_flight: HashMap::new(),
@@ -359,7 +373,7 @@ struct Feed {
 async fn deliver(
     feed: Feed,
     stream: Outbox,
-    mut failures: mpsc::UnboundedReceiver<StoreError>,
+    mut failures: mpsc::Receiver<StoreError>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let Feed {
@@ -724,11 +738,12 @@ impl EnergyExtractService for EnergyExtracts {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = peer(&request)?;
         let max_in_flight = match request.get_ref().max_in_flight {
-            0 => self.default_in_flight,
-            n => n.min(MAX_IN_FLIGHT),
+            0 => self.max_in_flight,
+            n => n.min(self.max_in_flight),
         } as usize;
-        let (sender, receiver) = mpsc::channel(max_in_flight);
-        let (failed, failures) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(QUEUED_PER_STREAM.min(max_in_flight));
+        // One failed record ends the stream: one is all it needs to hear.
+        let (failed, failures) = mpsc::channel(1);
         let until_caught_up = request.get_ref().until_caught_up;
         tracing::info!(subscriber = %caller.identity, max_in_flight, until_caught_up, "subscriber connected");
         let recorder = Arc::new(Recorder {
