@@ -576,6 +576,9 @@ pub trait Store: Send + Sync + 'static {
         subscriber: &str,
         build: AckBuilder,
     ) -> Result<Option<Recorded>, StoreError>;
+    /// Whether extract `extract_id` was ever sent to `subscriber`.
+    async fn extract_sent_to(&self, extract_id: &str, subscriber: &str)
+    -> Result<bool, StoreError>;
     /// A document referenced by an extract that was sent to `subscriber`.
     async fn document_for(
         &self,

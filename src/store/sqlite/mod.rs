@@ -409,6 +409,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn extract_sent_to(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+    ) -> Result<bool, StoreError> {
+        let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+        self.read(move |conn| reads::extract_sent_to(conn, &extract_id, &subscriber))
+            .await
+    }
+
     async fn document_for(
         &self,
         sha256: &str,
