@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod evidence;
+pub mod files;
 pub mod metrics;
 pub mod proto;
 pub mod server;

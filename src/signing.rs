@@ -145,7 +145,7 @@ pub fn write_new_key(path: &Path, owner: Option<(u32, u32)>) -> Result<(), Strin
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| "no system randomness".to_owned())?;
     if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(|e| e.to_string())?;
+        crate::files::create_private_folder(folder).map_err(|e| e.to_string())?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -11,7 +11,6 @@
 
 use std::{
     fs::{self, File},
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -23,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::{
     config::Config,
+    files,
     store::{self, SystemClock, sqlite::database_path},
 };
 
@@ -89,6 +89,11 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
     }
     let partial = beside(&args.to, "partial")?;
     remove_if_present(&partial)?;
+    // It holds every filing (names, BIN/IIN, bank details): made empty and
+    // owner-only first (VACUUM INTO fills an empty file), so no moment
+    // finds the copy readable by others, whatever the umask.
+    files::create_private_file(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
     let copy = partial.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let conn = Connection::open_with_flags(
@@ -101,9 +106,6 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
         Ok(())
     })
     .await??;
-    // It holds every filing (names, BIN/IIN, bank details): readable by
-    // its owner only, whatever the umask.
-    fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))?;
     let summary = match verify_and_summarise(&partial).await {
         Ok(summary) => summary,
         Err(error) => {
@@ -141,12 +143,17 @@ pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitC
         bail!("there is no backup at {}", args.from.display());
     }
     if let Some(folder) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+        files::create_private_folder(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
     }
     let partial = beside(&target, "partial")?;
     remove_if_present(&partial)?;
-    fs::copy(&args.from, &partial)
-        .with_context(|| format!("copying {} to {}", args.from.display(), partial.display()))?;
+    // Owner-only whatever the backup's own mode (fs::copy would keep it).
+    let copied = files::create_private_file(&partial).and_then(|mut to| {
+        std::io::copy(&mut File::open(&args.from)?, &mut to)?;
+        to.sync_all()
+    });
+    copied.with_context(|| format!("copying {} to {}", args.from.display(), partial.display()))?;
     let summary = match verify_and_summarise(&partial).await {
         Ok(summary) => summary,
         Err(error) => {

@@ -4,7 +4,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use clap::Args;
 
-use crate::{config::Config, server};
+use crate::{config::Config, files, server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -33,7 +33,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         listen = %gateway.local_addr(),
         working_dir = %std::env::current_dir().unwrap_or_default().display(),
-        database = %config.database_url,
+        database = %files::redacted_url(&config.database_url),
         ca_bundle = %config.tls.ca_bundle.display(),
         crls = ?config.tls.crls,
         cert = %config.tls.cert.display(),

@@ -78,6 +78,8 @@ pub enum EvidenceError {
     UnknownKey { known: String },
     #[error("the checkpoint: {0}")]
     Checkpoint(NoteError),
+    #[error("the proof is for the tree of {proof}, the checkpoint's tree has {checkpoint}")]
+    OtherTree { proof: u64, checkpoint: u64 },
     #[error("a proof hash is {0} bytes, not 32")]
     BadHash(usize),
     #[error("the inclusion proof of leaf {index} in the tree of {size}: {error}")]
@@ -170,6 +172,35 @@ pub fn verify(
     )
     .map_err(|error| EvidenceError::Inclusion { index, size, error })?;
     Ok(verified)
+}
+
+/// Checks a `GetInclusionProof` answer against a checkpoint already
+/// opened: the leaf hash (recomputed from the entry, when the answer has
+/// one) and the proof lead to the checkpoint's root. A ministry that is
+/// given the leaf hash alone checks inclusion just the same.
+pub fn verify_inclusion_proof(
+    answer: &pb::InclusionProof,
+    checkpoint: &Verified,
+) -> Result<(), EvidenceError> {
+    let (index, size) = (answer.leaf_index, checkpoint.checkpoint.size);
+    let inclusion = |error| EvidenceError::Inclusion { index, size, error };
+    if answer.tree_size != size {
+        return Err(EvidenceError::OtherTree {
+            proof: answer.tree_size,
+            checkpoint: size,
+        });
+    }
+    let leaf: Hash = answer
+        .leaf_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| EvidenceError::BadHash(answer.leaf_hash.len()))?;
+    if !answer.entry.is_empty() && merkle::leaf_hash(&answer.entry) != leaf {
+        return Err(EvidenceError::BadEntry("the entry is not the leaf's data"));
+    }
+    let proof = hashes(&answer.hashes)?;
+    merkle::verify_inclusion(index, size, &leaf, &proof, &checkpoint.checkpoint.root)
+        .map_err(inclusion)
 }
 
 /// Checks that the log of `old` is a prefix of the log of `new` by

@@ -45,7 +45,8 @@ const ACCESS_TABLE: &[(&str, Option<&str>, &[Role])] = &[
     ),
     ("kz.digitalmining.v1.FinanceService", None, &[Role::Finance]),
     // The ministries verify evidence themselves: every role may read the
-    // public signing keys, checkpoints and proofs (hashes only).
+    // public signing keys, checkpoints and proofs (hashes; the entries
+    // behind them only as `entry_disclosure` allows).
     (
         "kz.digitalmining.v1.ComplianceService",
         Some("GetSigningKeys"),
@@ -121,6 +122,49 @@ pub fn authorize(
             "role {} ({}) may not call {service}/{method}",
             peer.role, peer.identity
         )))
+    }
+}
+
+/// How much of a ledger entry a caller of GetInclusionProof is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryDisclosure {
+    /// The entry's bytes.
+    Entry,
+    /// The entry's bytes if the extract it records was sent to the caller
+    /// (the store knows; the entry does not say).
+    EntryIfExtractSentToCaller(String),
+    /// Only the leaf hash, which is all an inclusion or consistency check needs.
+    LeafHashOnly,
+}
+
+/// What `peer` may read of the entry `kind`/`subject`/`payload`. The
+/// ministries see only the records of what was delivered to them: every
+/// FILING_ACCEPTED entry names its filer's BIN or IIN (an individual's IIN
+/// gives birth date and sex), which §6 and §6-1 give them only inside the
+/// extracts and forms they receive, and one energy system's deliveries are
+/// not another's business. The authority and the operators keep the whole
+/// ledger (they verify it).
+pub fn entry_disclosure(peer: &Peer, kind: &str, subject: &str, payload: &str) -> EntryDisclosure {
+    let names_caller = || {
+        serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|p| p.get("subscriber")?.as_str().map(|s| s == peer.identity))
+            .unwrap_or(false)
+    };
+    match (peer.role, kind) {
+        (Role::Authority | Role::Operator, _) => EntryDisclosure::Entry,
+        (Role::Energy, "EXTRACT_CREATED") => {
+            EntryDisclosure::EntryIfExtractSentToCaller(subject.to_owned())
+        }
+        (Role::Energy, "EXTRACT_SENT" | "EXTRACT_ACKNOWLEDGED") if names_caller() => {
+            EntryDisclosure::Entry
+        }
+        // Form 402 goes to the finance ministry as a body: its
+        // acknowledgements and (earlier releases') pulls name no identity.
+        (Role::Finance, "FORM_REVISION_PUBLISHED" | "FORM_ACKNOWLEDGED" | "FORM_PULLED") => {
+            EntryDisclosure::Entry
+        }
+        (Role::Energy | Role::Finance, _) => EntryDisclosure::LeafHashOnly,
     }
 }
 
@@ -426,6 +470,51 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_ministries_read_only_the_entries_of_what_was_delivered_to_them() {
+        use EntryDisclosure::*;
+        let peer = |role: Role| Peer {
+            identity: role.dev_identity(),
+            role,
+        };
+        let mine = r#"{"attempt":1,"extract_id":"ext-1","subscriber":"urn:minegate:energy"}"#;
+        let theirs =
+            r#"{"attempt":1,"extract_id":"ext-1","subscriber":"urn:minegate:energy-backup"}"#;
+        let accepted = r#"{"bin_or_iin":"940140000385","filing_id":"fil-1"}"#;
+        let cases: &[(Role, &str, &str, EntryDisclosure)] = &[
+            (Role::Energy, "FILING_ACCEPTED", accepted, LeafHashOnly),
+            (Role::Finance, "FILING_ACCEPTED", accepted, LeafHashOnly),
+            (Role::Authority, "FILING_ACCEPTED", accepted, Entry),
+            (Role::Operator, "FILING_ACCEPTED", accepted, Entry),
+            (
+                Role::Energy,
+                "EXTRACT_CREATED",
+                "{}",
+                EntryIfExtractSentToCaller("ext-1".into()),
+            ),
+            (Role::Finance, "EXTRACT_CREATED", "{}", LeafHashOnly),
+            (Role::Energy, "EXTRACT_SENT", mine, Entry),
+            (Role::Energy, "EXTRACT_SENT", theirs, LeafHashOnly),
+            (Role::Energy, "EXTRACT_ACKNOWLEDGED", mine, Entry),
+            (Role::Energy, "EXTRACT_ACKNOWLEDGED", theirs, LeafHashOnly),
+            (Role::Energy, "EXTRACT_SEND_FAILED", mine, LeafHashOnly),
+            (Role::Energy, "FORM_ACKNOWLEDGED", "{}", LeafHashOnly),
+            (Role::Finance, "FORM_REVISION_PUBLISHED", "{}", Entry),
+            (Role::Finance, "FORM_ACKNOWLEDGED", "{}", Entry),
+            (Role::Finance, "FORM_PULLED", "{}", Entry),
+            (Role::Finance, "EXTRACT_ACKNOWLEDGED", mine, LeafHashOnly),
+            (Role::Finance, "OBLIGATION_FULFILLED", "{}", LeafHashOnly),
+            (Role::Energy, "DOCUMENT_STORED", "{}", LeafHashOnly),
+        ];
+        for (role, kind, payload, expected) in cases {
+            assert_eq!(
+                &entry_disclosure(&peer(*role), kind, "ext-1", payload),
+                expected,
+                "{role} reading {kind} {payload}"
+            );
         }
     }
 

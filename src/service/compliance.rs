@@ -8,15 +8,18 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
+    access::{EntryDisclosure, entry_disclosure},
     enum_filter, invalid, next_page, obligation_pb, paging, peer, store_error, timestamp,
     validate::Violations,
 };
 use crate::{
     domain::{
         deadlines,
+        ledger::LedgerEntry,
         quantities::Quarter,
         register::{FindingKind, missing_quarterly_reports},
     },
+    evidence::merkle,
     proto::v1::{
         self as pb, DeliveryAcknowledgement, DeliveryAttempt, DeliveryStatus, FormRevisionRef,
         GetDeliveryStatusRequest, GetSigningKeysRequest, LedgerVerification, ListFindingsRequest,
@@ -25,6 +28,7 @@ use crate::{
     },
     signing::KeyRecord,
     store::{self, Clock, FindingQuery, ObligationQuery, RegisterQuery, Store},
+    tls::Peer,
 };
 
 pub struct Compliance {
@@ -45,6 +49,19 @@ impl Compliance {
             .await
             .map_err(store_error)?
             .map_or(0, |c| c.size))
+    }
+
+    /// Whether `caller` may read `entry` ([`entry_disclosure`]).
+    async fn may_read(&self, caller: &Peer, entry: &LedgerEntry) -> Result<bool, Status> {
+        match entry_disclosure(caller, &entry.kind, &entry.subject, &entry.payload) {
+            EntryDisclosure::Entry => Ok(true),
+            EntryDisclosure::LeafHashOnly => Ok(false),
+            EntryDisclosure::EntryIfExtractSentToCaller(extract_id) => self
+                .store
+                .extract_sent_to(&extract_id, &caller.identity)
+                .await
+                .map_err(store_error),
+        }
     }
 
     /// Every MISSING_QUARTERLY_REPORT finding as of today, by register order.
@@ -338,7 +355,7 @@ impl ComplianceService for Compliance {
         &self,
         request: Request<pb::GetInclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
-        peer(&request)?;
+        let caller = peer(&request)?;
         let wanted = request.into_inner();
         let latest = self.latest_size().await?;
         let mut v = Violations::default();
@@ -370,11 +387,14 @@ impl ComplianceService for Compliance {
             .next()
             .filter(|e| e.seq == seq)
             .ok_or_else(|| Status::internal(format!("ledger entry {seq} is missing")))?;
+        let data = entry.leaf().1.into_bytes();
+        let shown = self.may_read(&caller, &entry).await?;
         Ok(Response::new(pb::InclusionProof {
             leaf_index: wanted.leaf_index,
             tree_size: wanted.tree_size,
             hashes: hashes.iter().map(|h| h.to_vec()).collect(),
-            entry: entry.leaf().1.into_bytes(),
+            leaf_hash: merkle::leaf_hash(&data).to_vec(),
+            entry: if shown { data } else { Vec::new() },
         }))
     }
 

@@ -58,7 +58,7 @@ impl Clock for SystemClock {
 pub enum StoreError {
     #[error("database_url {0:?}: expected sqlite://PATH or postgres://…")]
     UnknownScheme(String),
-    #[error("cannot create the folder for {path}: {source}")]
+    #[error("cannot create {path} or its folder: {source}")]
     Folder {
         path: String,
         source: std::io::Error,
@@ -576,6 +576,9 @@ pub trait Store: Send + Sync + 'static {
         subscriber: &str,
         build: AckBuilder,
     ) -> Result<Option<Recorded>, StoreError>;
+    /// Whether extract `extract_id` was ever sent to `subscriber`.
+    async fn extract_sent_to(&self, extract_id: &str, subscriber: &str)
+    -> Result<bool, StoreError>;
     /// A document referenced by an extract that was sent to `subscriber`.
     async fn document_for(
         &self,
@@ -650,7 +653,7 @@ pub async fn open(
             postgres::PgStore::open(url, clock, signing).await?,
         ))
     } else {
-        Err(StoreError::UnknownScheme(url.to_owned()))
+        Err(StoreError::UnknownScheme(crate::files::redacted_url(url)))
     }
 }
 

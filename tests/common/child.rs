@@ -23,6 +23,8 @@ pub struct ChildGateway {
     pub env: Vec<(String, String)>,
     /// Each start writes its log to `dir/gateway-N.log`.
     pub starts: u32,
+    /// The umask it runs under (`022`), when not the test's own.
+    pub umask: Option<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -37,12 +39,24 @@ impl ChildGateway {
     /// Starts `minegate serve` on `database_url` with the PKI in `dir/pki`,
     /// extra `MINEGATE_*` variables in `env`, and waits until it serves.
     pub async fn start(dir: &Path, database_url: &str, env: &[(&str, &str)]) -> ChildGateway {
+        Self::start_under_umask(dir, database_url, env, None).await
+    }
+
+    /// [`ChildGateway::start`] with the process's umask set to `umask`
+    /// (octal, as sh's `umask` takes it) before it starts.
+    pub async fn start_under_umask(
+        dir: &Path,
+        database_url: &str,
+        env: &[(&str, &str)],
+        umask: Option<&str>,
+    ) -> ChildGateway {
         let port = free_port();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = launch(dir, port, database_url, &env, 1);
+        let umask = umask.map(str::to_owned);
+        let child = launch(dir, port, database_url, &env, umask.as_deref(), 1);
         let mut gateway = ChildGateway {
             child,
             port,
@@ -50,6 +64,7 @@ impl ChildGateway {
             database_url: database_url.to_owned(),
             env,
             starts: 1,
+            umask,
         };
         gateway.wait_serving().await;
         gateway
@@ -137,9 +152,28 @@ impl ChildGateway {
             self.port,
             &self.database_url,
             &self.env,
+            self.umask.as_deref(),
             self.starts,
         );
         self.wait_serving().await;
+    }
+}
+
+/// A command running the gateway's binary, through `sh -c 'umask U; exec …'`
+/// when a umask is asked for (the process's umask is inherited by what it
+/// runs, and the tests' own is whatever the machine's is).
+pub fn under_umask(umask: Option<&str>) -> Command {
+    let binary = env!("CARGO_BIN_EXE_minegate");
+    match umask {
+        None => Command::new(binary),
+        Some(umask) => {
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+                .arg(binary);
+            command
+        }
     }
 }
 
@@ -147,10 +181,17 @@ fn log_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("gateway-{n}.log"))
 }
 
-fn launch(dir: &Path, port: u16, database_url: &str, env: &[(String, String)], n: u32) -> Child {
+fn launch(
+    dir: &Path,
+    port: u16,
+    database_url: &str,
+    env: &[(String, String)],
+    umask: Option<&str>,
+    n: u32,
+) -> Child {
     let pki = dir.join("pki");
     let log = std::fs::File::create(log_path(dir, n)).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_minegate"));
+    let mut command = under_umask(umask);
     command
         .arg("serve")
         .current_dir(dir)

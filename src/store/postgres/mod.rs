@@ -342,6 +342,14 @@ impl Store for PgStore {
             .await
     }
 
+    async fn extract_sent_to(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+    ) -> Result<bool, StoreError> {
+        reads::extract_sent_to(&self.pool, extract_id, subscriber).await
+    }
+
     async fn document_for(
         &self,
         sha256: &str,

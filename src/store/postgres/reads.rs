@@ -243,6 +243,20 @@ pub async fn acknowledged(
     .await?)
 }
 
+pub async fn extract_sent_to(
+    pool: &PgPool,
+    extract_id: &str,
+    subscriber: &str,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM extract_attempts WHERE extract_id = $1 AND subscriber = $2)",
+    )
+    .bind(extract_id)
+    .bind(subscriber)
+    .fetch_one(pool)
+    .await?)
+}
+
 pub async fn document_for(
     pool: &PgPool,
     sha256: &str,

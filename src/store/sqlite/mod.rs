@@ -30,6 +30,7 @@ use super::{
 use crate::domain::{Sha256Hex, ledger::LedgerEntry, obligation::Obligation, quantities::Quarter};
 use crate::{
     evidence::{merkle::Hash, tree::NodeId},
+    files,
     signing::{self as keys, Admission, KeyRecord},
 };
 
@@ -67,6 +68,53 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Makes the database's folder (0700) and an empty database file (0600)
+/// if they are missing, so SQLite's `-wal` and `-shm`, which take the
+/// database file's mode, are owner-only too; takes other users' access off
+/// a database and journal files an earlier release left readable.
+fn private_files(path: &Path) -> Result<(), StoreError> {
+    let folder_error = |source| StoreError::Folder {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(folder) = path.parent() {
+        files::create_private_folder(folder).map_err(folder_error)?;
+    }
+    match files::create_private_file(path) {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(folder_error(error)),
+    }
+    for file in [
+        path.to_owned(),
+        suffixed(path, "-wal"),
+        suffixed(path, "-shm"),
+    ] {
+        match files::make_private(&file) {
+            Ok(true) => tracing::warn!(
+                file = %file.display(),
+                "the database file was readable by other users; it is now its owner's only"
+            ),
+            Ok(false) => {}
+            // Not its owner (a tool run by another user that reads it): the
+            // owner's gateway tightens it when it starts.
+            Err(error) => tracing::warn!(
+                file = %file.display(),
+                %error,
+                "cannot make the database file its owner's only"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` added to its file name (`minegate.db-wal`).
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) and migrates `sqlite://PATH` (or
     /// `sqlite:PATH`), and starts the writer thread.
@@ -76,14 +124,7 @@ impl SqliteStore {
         signing: Signing,
     ) -> Result<SqliteStore, StoreError> {
         let path = database_path(url)?;
-        if let Some(folder) = path.parent()
-            && !folder.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
+        private_files(&path)?;
         let opened = path.clone();
         let signer = signing.signer();
         let now = clock.now();
@@ -406,6 +447,16 @@ impl Store for SqliteStore {
     ) -> Result<Option<super::Recorded>, StoreError> {
         self.jobs
             .acknowledge_extract(extract_id, subscriber, build)
+            .await
+    }
+
+    async fn extract_sent_to(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+    ) -> Result<bool, StoreError> {
+        let (extract_id, subscriber) = (extract_id.to_owned(), subscriber.to_owned());
+        self.read(move |conn| reads::extract_sent_to(conn, &extract_id, &subscriber))
             .await
     }
 

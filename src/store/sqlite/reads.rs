@@ -258,6 +258,18 @@ pub fn acknowledged(
     Ok(acknowledged)
 }
 
+pub fn extract_sent_to(
+    conn: &Connection,
+    extract_id: &str,
+    subscriber: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM extract_attempts WHERE extract_id = ?1 AND subscriber = ?2)",
+        )?
+        .query_row([extract_id, subscriber], |row| row.get(0))?)
+}
+
 pub fn document_for(
     conn: &Connection,
     sha256: &str,

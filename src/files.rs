@@ -1,0 +1,140 @@
+//! The gateway's files are its owner's only, whatever the umask: the
+//! database and its `-wal` and `-shm` hold every filer's IBAN, phone and
+//! IIN, backups hold the same, and keys are keys. SQLite gives a new
+//! database its default mode less the umask (0644 under the usual 022),
+//! and its `-wal` and `-shm` the database file's mode, so the database
+//! file is made 0600 before SQLite opens it.
+
+use std::{
+    fs::{self, DirBuilder, File, OpenOptions, Permissions},
+    io,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
+
+/// Creates `folder` and its missing parents, each one it makes mode 0700.
+/// A folder that exists is left as it is: its mode is the operator's (the
+/// Debian package's data folder is 0750, group minegate).
+pub fn create_private_folder(folder: &Path) -> io::Result<()> {
+    if folder.as_os_str().is_empty() || folder.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = folder.parent() {
+        create_private_folder(parent)?;
+    }
+    match DirBuilder::new().mode(0o700).create(folder) {
+        // The umask may have taken bits the mode asked for.
+        Ok(()) => fs::set_permissions(folder, Permissions::from_mode(0o700)),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && folder.is_dir() => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates `path`, which must not exist, mode 0600.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Takes the group's and others' permissions off `path` if it exists and
+/// has any; whether it had to.
+pub fn make_private(path: &Path) -> io::Result<bool> {
+    let mode = match fs::metadata(path) {
+        Ok(metadata) => metadata.permissions().mode() & 0o7777,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(path, Permissions::from_mode(mode & 0o700))?;
+    Ok(true)
+}
+
+/// `url` with its password, if any, replaced by `***`: the userinfo's
+/// (`postgres://user:secret@host/db`) and any query parameter whose name
+/// has `password` in it (`?password=secret`, `sslpassword=`). For logs
+/// and errors, which must never carry a secret.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}{}", redacted_query(tail))
+}
+
+fn redacted_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let (query, fragment) = query
+        .split_once('#')
+        .map_or((query, None), |(q, f)| (q, Some(f)));
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+    format!("{path}?{}{fragment}", pairs.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_loses_its_passwords_and_keeps_the_rest() {
+        let cases = [
+            (
+                "postgres://minegate:s3cr%40t@db.example.kz:5432/minegate",
+                "postgres://minegate:***@db.example.kz:5432/minegate",
+            ),
+            (
+                "postgresql://u:p:q@h/db?sslmode=require&password=x&sslpassword=y#f",
+                "postgresql://u:***@h/db?sslmode=require&password=***&sslpassword=***#f",
+            ),
+            ("postgres://minegate@h/db", "postgres://minegate@h/db"),
+            ("postgres://h/db?user=u", "postgres://h/db?user=u"),
+            ("sqlite://data/minegate.db", "sqlite://data/minegate.db"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn files_and_folders_made_are_owner_only_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("a/b");
+        create_private_folder(&folder).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode(&dir.path().join("a")), mode(&folder)), (0o700, 0o700));
+        let file = folder.join("f");
+        create_private_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
+        assert!(make_private(&file).unwrap());
+        assert_eq!(mode(&file), 0o600);
+        assert!(!make_private(&file).unwrap());
+        assert!(!make_private(&folder.join("none")).unwrap());
+    }
+}
