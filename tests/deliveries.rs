@@ -36,6 +36,7 @@ on_both_backends!(
     two_subscribers_fetching_at_once_and_acknowledging_together_fulfil_each_obligation_once,
     a_connected_subscriber_gets_new_extracts_as_they_commit_within_its_window,
     a_subscriber_asking_for_more_in_flight_than_the_server_allows_gets_the_servers_limit,
+    missing_reports_page_through_the_register_within_and_across_filers,
 );
 
 async fn keys(app: &TestApp) -> Vec<SigningKey> {
@@ -1262,4 +1263,74 @@ async fn quiet(stream: &mut Streaming<ExtractDelivery>) -> bool {
     tokio::time::timeout(Duration::from_millis(500), stream.message())
         .await
         .is_err()
+}
+
+/// MISSING_QUARTERLY_REPORT findings are computed a register page at a
+/// time: a page may end inside one filer's findings or between filers, and
+/// the next begins exactly there.
+async fn missing_reports_page_through_the_register_within_and_across_filers(backend: Backend) {
+    let clock = TestClock::at("2026-01-05T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock.clone(), |_| {}).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "M").await;
+    let mut filings = FilingServiceClient::new(authority);
+    for (n, bin) in [BIN_A, BIN_B, BIN_C].into_iter().enumerate() {
+        let pool = format!("95.{}.0.0/16", 60 + n);
+        let start = start_notification(
+            bin,
+            &format!("m{n}"),
+            date(2026, 2, 10),
+            &[&pool],
+            &documents,
+        );
+        filings.submit_start_notification(start).await.unwrap();
+    }
+    // Q1, Q2 and Q3 of 2026 are due by 10 October; B reported Q2.
+    clock.set("2026-10-11T06:00:00Z");
+    let report = quarterly_report(
+        BIN_B,
+        "b-q2",
+        2026,
+        2,
+        1_000_000,
+        &["95.61.0.0/16"],
+        &documents,
+    );
+    filings.submit_quarterly_report(report).await.unwrap();
+    let mut compliance = ComplianceServiceClient::new(app.channel("operator").await);
+    let mut page = async |bin: &str, size: u32, token: String| {
+        let page = compliance
+            .list_findings(ListFindingsRequest {
+                kind: FindingKind::MissingQuarterlyReport as i32,
+                bin_or_iin: bin.to_owned(),
+                page_size: size,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<String> = page.findings.iter().map(|f| f.finding_id.clone()).collect();
+        (ids, page.next_page_token)
+    };
+    let id = |bin: &str, quarter: u32| format!("missing-{bin}-2026Q{quarter}");
+    let (first, token) = page("", 3, String::new()).await;
+    assert_eq!(first, [id(BIN_A, 1), id(BIN_A, 2), id(BIN_A, 3)]);
+    assert_eq!(token, "m1.0");
+    let (second, token) = page("", 3, token).await;
+    assert_eq!(second, [id(BIN_B, 1), id(BIN_B, 3), id(BIN_C, 1)]);
+    assert_eq!(token, "m2.1");
+    let (third, token) = page("", 3, token).await;
+    assert_eq!(third, [id(BIN_C, 2), id(BIN_C, 3)]);
+    assert_eq!(token, "");
+    // One filer's, two at a time.
+    let (first, token) = page(BIN_C, 2, String::new()).await;
+    assert_eq!(
+        (first, token.as_str()),
+        (vec![id(BIN_C, 1), id(BIN_C, 2)], "m0.2")
+    );
+    let (rest, token) = page(BIN_C, 2, token).await;
+    assert_eq!((rest, token.as_str()), (vec![id(BIN_C, 3)], ""));
+    app.gateway.shutdown().await.unwrap();
 }

@@ -64,65 +64,116 @@ impl Compliance {
         }
     }
 
-    /// Every MISSING_QUARTERLY_REPORT finding as of today, by register order.
-    async fn missing_reports(&self, bin_or_iin: Option<&str>) -> Result<Vec<pb::Finding>, Status> {
+    /// MISSING_QUARTERLY_REPORT findings as of today, in register order,
+    /// from `from` on, at most `room`; and where the next page starts, if
+    /// any is left. The register is read a page at a time from `from`, and
+    /// the reported quarters only of each page's filers.
+    async fn missing_reports(
+        &self,
+        bin_or_iin: Option<&str>,
+        mut from: MissingFrom,
+        room: usize,
+    ) -> Result<(Vec<pb::Finding>, Option<MissingFrom>), Status> {
         let now = self.clock.now();
-        let today = deadlines::local_date(now);
-        let reported = self.store.reported_quarters().await.map_err(store_error)?;
         let mut findings = Vec::new();
-        let mut after_seq = 0;
         loop {
             let page = self
                 .store
                 .register(&RegisterQuery {
-                    after_seq,
-                    limit: 1000,
+                    after_seq: from.after_seq,
+                    limit: 200,
+                    bin_or_iin: bin_or_iin.map(str::to_owned),
                     ..Default::default()
                 })
                 .await
                 .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after_seq = last.seq;
-            for entry in page
-                .iter()
-                .filter(|e| bin_or_iin.is_none_or(|b| b == e.bin_or_iin))
-            {
-                let quarters: Vec<Quarter> = reported
-                    .iter()
-                    .filter(|(b, ..)| *b == entry.bin_or_iin)
-                    .filter_map(|(_, y, q)| Quarter::new(*y, *q).ok())
-                    .collect();
-                for (quarter, due, days) in missing_quarterly_reports(
-                    entry.status,
-                    entry.planned_start_date,
-                    &quarters,
-                    today,
-                ) {
-                    findings.push(pb::Finding {
-                        finding_id: format!(
-                            "missing-{}-{}Q{}",
-                            entry.bin_or_iin,
-                            quarter.year(),
-                            quarter.quarter()
-                        ),
-                        kind: pb::FindingKind::MissingQuarterlyReport as i32,
-                        bin_or_iin: entry.bin_or_iin.clone(),
-                        filing_id: String::new(),
-                        days,
-                        quarter: Some(pb::Quarter {
-                            year: quarter.year(),
-                            quarter: quarter.quarter() as i32,
-                        }),
-                        detail: format!(
-                            "no quarterly report for {quarter}, due {due}: {days} days overdue"
-                        ),
-                        detected_at: Some(timestamp(now)),
-                    });
+            if page.is_empty() {
+                return Ok((findings, None));
+            }
+            let bins: Vec<String> = page.iter().map(|e| e.bin_or_iin.clone()).collect();
+            let reported = self
+                .store
+                .reported_quarters(&bins)
+                .await
+                .map_err(store_error)?;
+            for entry in &page {
+                let all = missing_for(entry, &reported, now);
+                let rest = all.get(from.skip..).unwrap_or_default();
+                // Full already, and this entry has more: the next page starts here.
+                if findings.len() == room && !rest.is_empty() {
+                    return Ok((findings, Some(from)));
                 }
+                let fit = rest.len().min(room - findings.len());
+                findings.extend_from_slice(&rest[..fit]);
+                if fit < rest.len() {
+                    from.skip += fit;
+                    return Ok((findings, Some(from)));
+                }
+                from = MissingFrom {
+                    after_seq: entry.seq,
+                    skip: 0,
+                };
             }
         }
-        Ok(findings)
     }
+}
+
+/// Where a page of MISSING_QUARTERLY_REPORT findings starts: after the
+/// register entry `after_seq`, past the first `skip` findings of the next
+/// entry that has any. Its token is `m<after_seq>.<skip>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MissingFrom {
+    after_seq: i64,
+    skip: usize,
+}
+
+impl MissingFrom {
+    fn token(self) -> String {
+        format!("m{}.{}", self.after_seq, self.skip)
+    }
+
+    fn parse(token: &str) -> Option<MissingFrom> {
+        let (after_seq, skip) = token.split_once('.')?;
+        Some(MissingFrom {
+            after_seq: after_seq.parse().ok()?,
+            skip: skip.parse().ok()?,
+        })
+    }
+}
+
+/// The MISSING_QUARTERLY_REPORT findings of one register entry as of `now`.
+fn missing_for(
+    entry: &crate::store::RegisterRow,
+    reported: &[(String, i32, u32)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<pb::Finding> {
+    let quarters: Vec<Quarter> = reported
+        .iter()
+        .filter(|(b, ..)| *b == entry.bin_or_iin)
+        .filter_map(|(_, y, q)| Quarter::new(*y, *q).ok())
+        .collect();
+    let today = deadlines::local_date(now);
+    missing_quarterly_reports(entry.status, entry.planned_start_date, &quarters, today)
+        .into_iter()
+        .map(|(quarter, due, days)| pb::Finding {
+            finding_id: format!(
+                "missing-{}-{}Q{}",
+                entry.bin_or_iin,
+                quarter.year(),
+                quarter.quarter()
+            ),
+            kind: pb::FindingKind::MissingQuarterlyReport as i32,
+            bin_or_iin: entry.bin_or_iin.clone(),
+            filing_id: String::new(),
+            days,
+            quarter: Some(pb::Quarter {
+                year: quarter.year(),
+                quarter: quarter.quarter() as i32,
+            }),
+            detail: format!("no quarterly report for {quarter}, due {due}: {days} days overdue"),
+            detected_at: Some(timestamp(now)),
+        })
+        .collect()
 }
 
 /// Most sendings GetDeliveryStatus lists (about 40 bytes each).
@@ -197,18 +248,18 @@ impl ComplianceService for Compliance {
         let (limit, _) = paging(query.page_size, "", &mut v);
         let limit = limit as usize;
         let kind = enum_filter("kind", query.kind, mapping::finding_kind_from, &mut v);
-        // Tokens: "s<seq>" while paging stored findings, "m<offset>" in the computed ones.
-        let (mut after_seq, mut missing_offset) = (0i64, None);
+        // Tokens: "s<seq>" while paging stored findings, "m…" in the computed ones.
+        let (mut after_seq, mut missing_from) = (0i64, None);
         if let Some(rest) = query.page_token.strip_prefix('s') {
             after_seq = rest.parse().unwrap_or_else(|_| {
                 v.add("page_token", "not a token from a previous response");
                 0
             });
         } else if let Some(rest) = query.page_token.strip_prefix('m') {
-            missing_offset = Some(rest.parse::<usize>().unwrap_or_else(|_| {
+            missing_from = MissingFrom::parse(rest);
+            if missing_from.is_none() {
                 v.add("page_token", "not a token from a previous response");
-                0
-            }));
+            }
         } else if !query.page_token.is_empty() {
             v.add("page_token", "not a token from a previous response");
         }
@@ -218,7 +269,7 @@ impl ComplianceService for Compliance {
         let bin = (!query.bin_or_iin.is_empty()).then_some(query.bin_or_iin.as_str());
         let mut findings = Vec::new();
         let mut next_page_token = String::new();
-        if missing_offset.is_none() && kind != Some(FindingKind::MissingQuarterlyReport) {
+        if missing_from.is_none() && kind != Some(FindingKind::MissingQuarterlyReport) {
             let rows = self
                 .store
                 .findings(&FindingQuery {
@@ -247,21 +298,19 @@ impl ComplianceService for Compliance {
             if rows.len() > limit {
                 next_page_token = format!("s{}", rows[limit - 1].seq);
             } else if kind.is_none() {
-                missing_offset = Some(0);
+                missing_from = Some(MissingFrom::default());
             }
         }
-        if kind == Some(FindingKind::MissingQuarterlyReport) && missing_offset.is_none() {
-            missing_offset = Some(0);
+        if kind == Some(FindingKind::MissingQuarterlyReport) && missing_from.is_none() {
+            missing_from = Some(MissingFrom::default());
         }
-        if let Some(offset) = missing_offset
+        if let Some(from) = missing_from
             && next_page_token.is_empty()
         {
-            let missing = self.missing_reports(bin).await?;
             let room = limit - findings.len();
-            findings.extend(missing.iter().skip(offset).take(room).cloned());
-            if missing.len() > offset + room {
-                next_page_token = format!("m{}", offset + room);
-            }
+            let (missing, next) = self.missing_reports(bin, from, room).await?;
+            findings.extend(missing);
+            next_page_token = next.map(MissingFrom::token).unwrap_or_default();
         }
         Ok(Response::new(ListFindingsResponse {
             findings,

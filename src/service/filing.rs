@@ -644,6 +644,7 @@ impl FilingService for Filings {
                 limit: limit + 1,
                 status,
                 activity,
+                bin_or_iin: None,
             })
             .await
             .map_err(store_error)?;

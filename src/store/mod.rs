@@ -455,6 +455,8 @@ pub struct RegisterQuery {
     pub limit: u32,
     pub status: Option<RegisterStatus>,
     pub activity: Option<ActivityKind>,
+    /// One filer's entry only.
+    pub bin_or_iin: Option<String>,
 }
 
 /// One entry of the register.
@@ -602,7 +604,11 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_overdue(&self, today: NaiveDate) -> Result<Vec<Obligation>, StoreError>;
     async fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRow>, StoreError>;
     /// (BIN/IIN, year, quarter) of every quarterly report received.
-    async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError>;
+    /// The quarters each of `bins` has filed a report for.
+    async fn reported_quarters(
+        &self,
+        bins: &[String],
+    ) -> Result<Vec<(String, i32, u32)>, StoreError>;
     async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
 
     // The Merkle tree log (see `crate::evidence`).

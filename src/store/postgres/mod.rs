@@ -390,8 +390,11 @@ impl Store for PgStore {
         reads::findings(&self.pool, query).await
     }
 
-    async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError> {
-        reads::reported_quarters(&self.pool).await
+    async fn reported_quarters(
+        &self,
+        bins: &[String],
+    ) -> Result<Vec<(String, i32, u32)>, StoreError> {
+        reads::reported_quarters(&self.pool, bins).await
     }
 
     async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {

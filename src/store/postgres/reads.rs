@@ -143,12 +143,13 @@ pub async fn register(
          registered_at, start_filing_id, planned_start_date, required_power_kw, last_year, \
          last_quarter, activity_end_date FROM register \
          WHERE seq > $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR activity_kind = $3) \
-         ORDER BY seq LIMIT $4",
+         AND ($5 = '' OR bin_or_iin = $5) ORDER BY seq LIMIT $4",
     )
     .bind(query.after_seq)
     .bind(query.status.map_or("", RegisterStatus::as_str))
     .bind(query.activity.map_or("", ActivityKind::as_str))
     .bind(i64::from(query.limit))
+    .bind(query.bin_or_iin.as_deref().unwrap_or(""))
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -386,12 +387,18 @@ pub async fn findings(pool: &PgPool, query: &FindingQuery) -> Result<Vec<Finding
         .collect()
 }
 
-pub async fn reported_quarters(pool: &PgPool) -> Result<Vec<(String, i32, u32)>, StoreError> {
-    let rows: Vec<(String, i64, i64)> =
-        sqlx::query_as("SELECT DISTINCT bin_or_iin, year, quarter FROM filings WHERE kind = $1")
-            .bind(FilingKind::QuarterlyReport.as_str())
-            .fetch_all(pool)
-            .await?;
+pub async fn reported_quarters(
+    pool: &PgPool,
+    bins: &[String],
+) -> Result<Vec<(String, i32, u32)>, StoreError> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT DISTINCT bin_or_iin, year, quarter FROM filings \
+         WHERE bin_or_iin = ANY($2::text[]) AND kind = $1",
+    )
+    .bind(FilingKind::QuarterlyReport.as_str())
+    .bind(bins)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(b, y, q)| (b, y as i32, q as u32))

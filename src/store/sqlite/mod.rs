@@ -507,8 +507,13 @@ impl Store for SqliteStore {
         self.read(move |conn| reads::findings(conn, &query)).await
     }
 
-    async fn reported_quarters(&self) -> Result<Vec<(String, i32, u32)>, StoreError> {
-        self.read(reads::reported_quarters).await
+    async fn reported_quarters(
+        &self,
+        bins: &[String],
+    ) -> Result<Vec<(String, i32, u32)>, StoreError> {
+        let bins = bins.to_vec();
+        self.read(move |conn| reads::reported_quarters(conn, &bins))
+            .await
     }
 
     async fn delivery(&self, filing_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {

@@ -133,14 +133,15 @@ pub fn register(conn: &Connection, query: &RegisterQuery) -> Result<Vec<Register
          registered_at, start_filing_id, planned_start_date, required_power_kw, last_year, \
          last_quarter, activity_end_date FROM register \
          WHERE seq > ?1 AND (?2 = '' OR status = ?2) AND (?3 = '' OR activity_kind = ?3) \
-         ORDER BY seq LIMIT ?4",
+         AND (?5 = '' OR bin_or_iin = ?5) ORDER BY seq LIMIT ?4",
     )?
     .query_map(
         params![
             query.after_seq,
             query.status.map_or("", RegisterStatus::as_str),
             query.activity.map_or("", ActivityKind::as_str),
-            query.limit
+            query.limit,
+            query.bin_or_iin.as_deref().unwrap_or("")
         ],
         |row| Ok(register_row(row)),
     )?
@@ -415,13 +416,24 @@ fn finding_row(row: &Row<'_>) -> Result<FindingRow, StoreError> {
     })
 }
 
-pub fn reported_quarters(conn: &Connection) -> Result<Vec<(String, i32, u32)>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT DISTINCT bin_or_iin, year, quarter FROM filings WHERE kind = ?1")?
-        .query_map([FilingKind::QuarterlyReport.as_str()], |row| {
+pub fn reported_quarters(
+    conn: &Connection,
+    bins: &[String],
+) -> Result<Vec<(String, i32, u32)>, StoreError> {
+    let mut select = conn.prepare_cached(
+        "SELECT DISTINCT bin_or_iin, year, quarter FROM filings \
+         WHERE bin_or_iin = ?2 AND kind = ?1",
+    )?;
+    let mut quarters = Vec::new();
+    for bin in bins {
+        let rows = select.query_map(params![FilingKind::QuarterlyReport.as_str(), bin], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?)
+        })?;
+        for row in rows {
+            quarters.push(row?);
+        }
+    }
+    Ok(quarters)
 }
 
 /// How a filing was delivered: its extract's sendings and acknowledgements,
