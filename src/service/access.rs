@@ -2,9 +2,12 @@
 //! It maps the connection's certificate identity to a role through the
 //! configuration, checks the role against the table below (default deny),
 //! and hands the handler a typed `Peer`. Health and reflection are open to
-//! any caller with a valid certificate.
+//! any caller with a valid certificate. A path the gateway does not serve is
+//! UNIMPLEMENTED here, and every metric names such a call `unknown`: the
+//! path is the client's to choose (see `methods`).
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     future::Future,
     pin::Pin,
@@ -19,6 +22,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::methods::KnownMethods;
 use crate::{
     metrics::Metrics,
     tls::{Peer, PeerInfo, Role},
@@ -176,6 +180,7 @@ pub struct AccessLayer {
     limits: PeerLimits,
     timeouts: CallTimeouts,
     metrics: Metrics,
+    methods: Arc<KnownMethods>,
 }
 
 impl AccessLayer {
@@ -193,7 +198,20 @@ impl AccessLayer {
             },
             timeouts,
             metrics,
+            methods: Arc::new(KnownMethods::served()),
         }
+    }
+}
+
+/// The longest part of a client's path a log line or an answer repeats.
+const SHOWN_PATH_CHARS: usize = 128;
+
+/// A path as logs and answers show it: the client chose it, and HTTP/2
+/// lets it run to kilobytes, so only its first [`SHOWN_PATH_CHARS`].
+fn shown(path: &str) -> Cow<'_, str> {
+    match path.char_indices().nth(SHOWN_PATH_CHARS) {
+        None => Cow::Borrowed(path),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &path[..cut])),
     }
 }
 
@@ -234,11 +252,12 @@ where
             .extensions()
             .get::<PeerInfo>()
             .and_then(|info| info.identity.clone());
-        let method = request.uri().path().to_owned();
+        let path = request.uri().path().to_owned();
+        let method = self.layer.methods.label(&path).to_owned();
         let refuse = |status: Status, reason: &str, metrics: &Metrics| {
             tracing::warn!(
                 identity = identity.as_deref().unwrap_or("-"),
-                method,
+                method = %shown(&path),
                 code = ?status.code(),
                 reason = status.message(),
                 "call refused"
@@ -247,7 +266,7 @@ where
             let response: Self::Future = Box::pin(std::future::ready(Ok(status.into_http())));
             response
         };
-        let peer = match authorize(&method, identity.as_deref(), &self.layer.roles) {
+        let peer = match authorize(&path, identity.as_deref(), &self.layer.roles) {
             Ok(peer) => peer,
             Err(status) => {
                 let reason = match status.code() {
@@ -257,6 +276,12 @@ where
                 return refuse(status, reason, &self.layer.metrics);
             }
         };
+        // Answered here, before the peer limit, as no handler will run.
+        if !self.layer.methods.contains(&path) {
+            let status =
+                Status::unimplemented(format!("this gateway has no method {}", shown(&path)));
+            return refuse(status, "unimplemented", &self.layer.metrics);
+        }
         let key: Arc<str> = identity.clone().unwrap_or_else(|| Arc::from("-"));
         let Some(permit) = self.layer.limits.try_acquire(&key) else {
             let status = Status::with_error_details(
@@ -283,7 +308,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.layer.metrics.clone();
-        let limit = if method == UPLOAD {
+        let limit = if path == UPLOAD {
             self.layer.timeouts.upload
         } else {
             self.layer.timeouts.call

@@ -9,6 +9,7 @@ pub mod energy;
 pub mod filing;
 pub mod finance;
 pub mod mapping;
+pub mod methods;
 pub mod validate;
 
 use std::pin::Pin;
