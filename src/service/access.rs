@@ -325,7 +325,7 @@ where
                 metrics.observe_latency(&method, started.elapsed());
                 // A streamed response keeps the permit until its body ends.
                 response.map(|mut response| {
-                    too_large_is_resource_exhausted(response.headers_mut());
+                    codec_refusals_as_grpc_codes(response.headers_mut());
                     if let Some(code) = response
                         .headers()
                         .get("grpc-status")
@@ -351,6 +351,14 @@ where
     }
 }
 
+/// tonic's codec refuses some requests with a code gRPC's status code table
+/// gives to another cause; each is corrected where the status is carried:
+/// in the headers of a trailers-only answer, else in the trailers.
+fn codec_refusals_as_grpc_codes(headers: &mut http::HeaderMap) {
+    too_large_is_resource_exhausted(headers);
+    malformed_is_invalid_argument(headers);
+}
+
 /// tonic refuses a message over `limits.max_message_bytes` with
 /// OUT_OF_RANGE; gRPC's status code table gives RESOURCE_EXHAUSTED for a
 /// message larger than the limit (OUT_OF_RANGE is for a value past a
@@ -371,6 +379,39 @@ fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
     }
 }
 
+/// The start of a `prost::DecodeError` as tonic's codec reports it (with
+/// INTERNAL), percent-encoded as in `grpc-message`.
+const DECODE_ERROR: &str = "failed%20to%20decode%20Protobuf%20message";
+
+/// A request whose bytes are not the method's protobuf message is the
+/// caller's mistake: INVALID_ARGUMENT, saying so before prost's reason.
+/// (tonic-prost's decoder answers INTERNAL, for health and reflection as
+/// for ours; our own code never reports a decode error with that text, its
+/// stored rows being "unreadable".) Only the server's answers pass here, so
+/// a client's own decoding of a broken answer stays INTERNAL.
+fn malformed_is_invalid_argument(headers: &mut http::HeaderMap) {
+    let internal = headers.get("grpc-status").is_some_and(|v| v == "13");
+    let Some(message) = headers
+        .get("grpc-message")
+        .filter(|m| m.as_bytes().starts_with(DECODE_ERROR.as_bytes()))
+    else {
+        return;
+    };
+    if !internal {
+        return;
+    }
+    let prefix =
+        "the%20request%20is%20not%20a%20valid%20protobuf%20message%20for%20this%20method:%20";
+    let explained = [prefix.as_bytes(), message.as_bytes()].concat();
+    if let Ok(explained) = http::HeaderValue::from_bytes(&explained) {
+        headers.insert("grpc-message", explained);
+    }
+    headers.insert(
+        "grpc-status",
+        http::HeaderValue::from(Code::InvalidArgument as i32),
+    );
+}
+
 /// A response body that holds its call's permit until it is dropped.
 struct HoldPermit {
     body: Body,
@@ -389,7 +430,7 @@ impl http_body::Body for HoldPermit {
             .poll_frame(cx)
             .map_ok(|mut frame| {
                 if let Some(trailers) = frame.trailers_mut() {
-                    too_large_is_resource_exhausted(trailers);
+                    codec_refusals_as_grpc_codes(trailers);
                 }
                 frame
             })
