@@ -2,9 +2,12 @@
 //! It maps the connection's certificate identity to a role through the
 //! configuration, checks the role against the table below (default deny),
 //! and hands the handler a typed `Peer`. Health and reflection are open to
-//! any caller with a valid certificate.
+//! any caller with a valid certificate. A path the gateway does not serve is
+//! UNIMPLEMENTED here, and every metric names such a call `unknown`: the
+//! path is the client's to choose (see `methods`).
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     future::Future,
     pin::Pin,
@@ -19,6 +22,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::methods::KnownMethods;
 use crate::{
     metrics::Metrics,
     tls::{Peer, PeerInfo, Role},
@@ -220,6 +224,7 @@ pub struct AccessLayer {
     limits: PeerLimits,
     timeouts: CallTimeouts,
     metrics: Metrics,
+    methods: Arc<KnownMethods>,
 }
 
 impl AccessLayer {
@@ -237,7 +242,20 @@ impl AccessLayer {
             },
             timeouts,
             metrics,
+            methods: Arc::new(KnownMethods::served()),
         }
+    }
+}
+
+/// The longest part of a client's path a log line or an answer repeats.
+const SHOWN_PATH_CHARS: usize = 128;
+
+/// A path as logs and answers show it: the client chose it, and HTTP/2
+/// lets it run to kilobytes, so only its first [`SHOWN_PATH_CHARS`].
+fn shown(path: &str) -> Cow<'_, str> {
+    match path.char_indices().nth(SHOWN_PATH_CHARS) {
+        None => Cow::Borrowed(path),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &path[..cut])),
     }
 }
 
@@ -278,11 +296,12 @@ where
             .extensions()
             .get::<PeerInfo>()
             .and_then(|info| info.identity.clone());
-        let method = request.uri().path().to_owned();
+        let path = request.uri().path().to_owned();
+        let method = self.layer.methods.label(&path).to_owned();
         let refuse = |status: Status, reason: &str, metrics: &Metrics| {
             tracing::warn!(
                 identity = identity.as_deref().unwrap_or("-"),
-                method,
+                method = %shown(&path),
                 code = ?status.code(),
                 reason = status.message(),
                 "call refused"
@@ -291,7 +310,7 @@ where
             let response: Self::Future = Box::pin(std::future::ready(Ok(status.into_http())));
             response
         };
-        let peer = match authorize(&method, identity.as_deref(), &self.layer.roles) {
+        let peer = match authorize(&path, identity.as_deref(), &self.layer.roles) {
             Ok(peer) => peer,
             Err(status) => {
                 let reason = match status.code() {
@@ -301,6 +320,12 @@ where
                 return refuse(status, reason, &self.layer.metrics);
             }
         };
+        // Answered here, before the peer limit, as no handler will run.
+        if !self.layer.methods.contains(&path) {
+            let status =
+                Status::unimplemented(format!("this gateway has no method {}", shown(&path)));
+            return refuse(status, "unimplemented", &self.layer.metrics);
+        }
         let key: Arc<str> = identity.clone().unwrap_or_else(|| Arc::from("-"));
         let Some(permit) = self.layer.limits.try_acquire(&key) else {
             let status = Status::with_error_details(
@@ -327,7 +352,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.layer.metrics.clone();
-        let limit = if method == UPLOAD {
+        let limit = if path == UPLOAD {
             self.layer.timeouts.upload
         } else {
             self.layer.timeouts.call
@@ -344,7 +369,7 @@ where
                 metrics.observe_latency(&method, started.elapsed());
                 // A streamed response keeps the permit until its body ends.
                 response.map(|mut response| {
-                    too_large_is_resource_exhausted(response.headers_mut());
+                    codec_refusals_as_grpc_codes(response.headers_mut());
                     if let Some(code) = response
                         .headers()
                         .get("grpc-status")
@@ -370,6 +395,14 @@ where
     }
 }
 
+/// tonic's codec refuses some requests with a code gRPC's status code table
+/// gives to another cause; each is corrected where the status is carried:
+/// in the headers of a trailers-only answer, else in the trailers.
+fn codec_refusals_as_grpc_codes(headers: &mut http::HeaderMap) {
+    too_large_is_resource_exhausted(headers);
+    malformed_is_invalid_argument(headers);
+}
+
 /// tonic refuses a message over `limits.max_message_bytes` with
 /// OUT_OF_RANGE; gRPC's status code table gives RESOURCE_EXHAUSTED for a
 /// message larger than the limit (OUT_OF_RANGE is for a value past a
@@ -390,6 +423,39 @@ fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
     }
 }
 
+/// The start of a `prost::DecodeError` as tonic's codec reports it (with
+/// INTERNAL), percent-encoded as in `grpc-message`.
+const DECODE_ERROR: &str = "failed%20to%20decode%20Protobuf%20message";
+
+/// A request whose bytes are not the method's protobuf message is the
+/// caller's mistake: INVALID_ARGUMENT, saying so before prost's reason.
+/// (tonic-prost's decoder answers INTERNAL, for health and reflection as
+/// for ours; our own code never reports a decode error with that text, its
+/// stored rows being "unreadable".) Only the server's answers pass here, so
+/// a client's own decoding of a broken answer stays INTERNAL.
+fn malformed_is_invalid_argument(headers: &mut http::HeaderMap) {
+    let internal = headers.get("grpc-status").is_some_and(|v| v == "13");
+    let Some(message) = headers
+        .get("grpc-message")
+        .filter(|m| m.as_bytes().starts_with(DECODE_ERROR.as_bytes()))
+    else {
+        return;
+    };
+    if !internal {
+        return;
+    }
+    let prefix =
+        "the%20request%20is%20not%20a%20valid%20protobuf%20message%20for%20this%20method:%20";
+    let explained = [prefix.as_bytes(), message.as_bytes()].concat();
+    if let Ok(explained) = http::HeaderValue::from_bytes(&explained) {
+        headers.insert("grpc-message", explained);
+    }
+    headers.insert(
+        "grpc-status",
+        http::HeaderValue::from(Code::InvalidArgument as i32),
+    );
+}
+
 /// A response body that holds its call's permit until it is dropped.
 struct HoldPermit {
     body: Body,
@@ -408,7 +474,7 @@ impl http_body::Body for HoldPermit {
             .poll_frame(cx)
             .map_ok(|mut frame| {
                 if let Some(trailers) = frame.trailers_mut() {
-                    too_large_is_resource_exhausted(trailers);
+                    codec_refusals_as_grpc_codes(trailers);
                 }
                 frame
             })

@@ -9,9 +9,10 @@ pub mod energy;
 pub mod filing;
 pub mod finance;
 pub mod mapping;
+pub mod methods;
 pub mod validate;
 
-use std::pin::Pin;
+use std::{borrow::Cow, pin::Pin};
 
 use tokio_stream::Stream;
 use tonic::{Request, Status};
@@ -35,20 +36,77 @@ pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
         .ok_or_else(|| Status::internal("call reached a service without an authenticated peer"))
 }
 
-/// INVALID_ARGUMENT with one `google.rpc.BadRequest` field violation per problem.
-pub fn invalid(violations: &validate::Violations) -> Status {
-    let mut details = ErrorDetails::new();
-    for (field, description) in &violations.0 {
-        details.add_bad_request_violation(field.clone(), description.clone());
+/// Field violations an INVALID_ARGUMENT answer lists; one more entry
+/// counts the rest. The details travel base64-encoded in one header,
+/// `grpc-status-details-bin`, and the smallest limit among common clients
+/// is grpc-java's 8 KiB for all of an answer's headers (grpc-core's is 8 KiB
+/// soft, 16 KiB hard; over it the answer becomes "Stream removed" and every
+/// problem is lost). The details are kept within [`MAX_DETAILS_HEADER_BYTES`],
+/// half of that, which leaves room for `grpc-message` (the summary again,
+/// at most 3 times its bytes percent-encoded) and the rest. With every
+/// field path and reason at its longest ([`MAX_FIELD_BYTES`],
+/// [`MAX_REASON_BYTES`]) a listed violation takes 272 bytes encoded and
+/// everything else (summary, count entry, wrappers) 415: 9 take 2,863
+/// bytes (3,818 in base64) of the 3,072 that 4 KiB of base64 carries, and
+/// a 10th would not fit (`tests::the_worst_details_fit_and_one_more_would_not`).
+pub const MAX_LISTED_VIOLATIONS: usize = 9;
+
+/// Most bytes of `grpc-status-details-bin`, base64 as it is sent.
+pub const MAX_DETAILS_HEADER_BYTES: usize = 4096;
+
+/// Longest field path an answer repeats, in bytes (the longest the
+/// contracts make, `data_centres[199].consumption_wh`, has 32).
+pub const MAX_FIELD_BYTES: usize = 64;
+
+/// Longest reason an answer repeats, in bytes: a reason quoting the
+/// caller's text can be longer than any the rules need (the longest, a
+/// late notice's, is about 130); it is cut, ending with "…".
+pub const MAX_REASON_BYTES: usize = 200;
+
+/// `text` cut to at most `max` bytes at a character boundary, ending with
+/// "…" where it was cut.
+fn cut(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
     }
-    let summary = match violations.0.as_slice() {
-        [(field, description)] => format!("{field}: {description}"),
-        all => format!(
-            "{} problems, the first {}: {}",
-            all.len(),
-            all[0].0,
-            all[0].1
-        ),
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+/// A violation as an answer repeats it: field path and reason cut to
+/// [`MAX_FIELD_BYTES`] and [`MAX_REASON_BYTES`].
+fn shown((field, reason): &(String, String)) -> (Cow<'_, str>, Cow<'_, str>) {
+    (cut(field, MAX_FIELD_BYTES), cut(reason, MAX_REASON_BYTES))
+}
+
+/// INVALID_ARGUMENT with a `google.rpc.BadRequest` field violation per
+/// problem, the first [`MAX_LISTED_VIOLATIONS`] of them, and one entry
+/// (field "", the whole request) counting the others.
+pub fn invalid(violations: &validate::Violations) -> Status {
+    let all = &violations.0;
+    let mut details = ErrorDetails::new();
+    for (field, reason) in all.iter().take(MAX_LISTED_VIOLATIONS).map(shown) {
+        details.add_bad_request_violation(field, reason);
+    }
+    if all.len() > MAX_LISTED_VIOLATIONS {
+        details.add_bad_request_violation(
+            "",
+            format!(
+                "and {} more problems, not listed: only the first {MAX_LISTED_VIOLATIONS} of {} are",
+                all.len() - MAX_LISTED_VIOLATIONS,
+                all.len()
+            ),
+        );
+    }
+    let summary = match all.first().map(shown) {
+        Some((field, reason)) if all.len() == 1 => format!("{field}: {reason}"),
+        Some((field, reason)) => {
+            format!("{} problems, the first {field}: {reason}", all.len())
+        }
+        None => "the request is invalid".to_owned(),
     };
     Status::with_error_details(Code::InvalidArgument, summary, details)
 }
@@ -217,5 +275,90 @@ pub fn to_pb_evidence(found: crate::store::LeafEvidence, artifact: Vec<u8>) -> p
         leaf_index: found.leaf_index,
         inclusion_proof: found.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
         checkpoint: found.checkpoint.note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    /// `grpc-status-details-bin` as tonic sends it: base64 without padding.
+    fn details_header(status: &Status) -> usize {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .encode(status.details())
+            .len()
+    }
+
+    /// `count` violations, each field path and reason longer than an answer
+    /// repeats (10,000: more than any request's lists can give).
+    fn longest(count: usize) -> validate::Violations {
+        validate::Violations(
+            (0..count)
+                .map(|_| ("f".repeat(100), "r".repeat(300)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_worst_details_fit_and_one_more_would_not() {
+        let worst = invalid(&longest(10_000));
+        let listed = |count| invalid(&longest(count)).details().len();
+        // Each listed violation at its longest: its encoding within BadRequest.
+        let per_violation = listed(3) - listed(2);
+        assert_eq!(per_violation, 272);
+        assert_eq!(worst.details().len(), 2_863);
+        assert_eq!(details_header(&worst), 3_818);
+        assert!(details_header(&worst) <= MAX_DETAILS_HEADER_BYTES);
+        // The raw bytes 4 KiB of base64 carries, less those used: under one more.
+        assert!(MAX_DETAILS_HEADER_BYTES / 4 * 3 - worst.details().len() < per_violation);
+        assert_eq!(bad_request(&worst).len(), MAX_LISTED_VIOLATIONS + 1);
+    }
+
+    fn bad_request(status: &Status) -> Vec<(String, String)> {
+        status
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| (v.field, v.description))
+            .collect()
+    }
+
+    #[test]
+    fn long_paths_and_reasons_are_cut_at_a_character_boundary() {
+        let mut v = validate::Violations::default();
+        v.add("f".repeat(100), "ж".repeat(150));
+        let status = invalid(&v);
+        let (field, reason) = bad_request(&status).remove(0);
+        assert_eq!(field, format!("{}…", "f".repeat(61)));
+        // 98 two-byte characters and the ellipsis: 199 bytes.
+        assert_eq!(reason, format!("{}…", "ж".repeat(98)));
+        assert_eq!(status.message(), format!("{field}: {reason}"));
+        assert_eq!(cut("short", 5), "short");
+    }
+
+    #[test]
+    fn the_rest_are_counted_in_one_entry_for_the_whole_request() {
+        let mut v = validate::Violations::default();
+        for i in 0..12 {
+            v.add(format!("ip_pool[{i}]"), "private");
+        }
+        let status = invalid(&v);
+        assert_eq!(
+            status.message(),
+            "12 problems, the first ip_pool[0]: private"
+        );
+        let listed = bad_request(&status);
+        assert_eq!(listed.len(), 10);
+        assert_eq!(listed[8], ("ip_pool[8]".to_owned(), "private".to_owned()));
+        assert_eq!(
+            listed[9],
+            (
+                String::new(),
+                "and 3 more problems, not listed: only the first 9 of 12 are".to_owned()
+            )
+        );
     }
 }

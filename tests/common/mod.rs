@@ -552,3 +552,78 @@ pub fn violations(status: &tonic::Status) -> Vec<(String, String)> {
         .map(|v| (v.field, v.description))
         .collect()
 }
+
+/// A gRPC codec that sends and receives the message bytes as they are, so a
+/// test can call any path with any body (a method no client stub has, or
+/// bytes that are no protobuf message).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let remaining = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, remaining).to_vec()))
+    }
+}
+
+/// One unary call of `path` (`/package.Service/Method`) with `body` as the
+/// request message's bytes, over a real channel.
+pub async fn raw_call(
+    channel: Channel,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path: http::uri::PathAndQuery = path.parse().expect("a path");
+    grpc.unary(tonic::Request::new(body), path, RawBytes)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The series a `/metrics` body exports: each sample's name and labels,
+/// without its value, in the order written.
+pub fn metric_series(body: &str) -> Vec<String> {
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.rsplit_once(' ').map_or(line, |(series, _)| series))
+        .map(str::to_owned)
+        .collect()
+}
