@@ -61,8 +61,10 @@ pub fn make_private(path: &Path) -> io::Result<bool> {
 /// has `password` in it (`?password=secret`, `sslpassword=`). For logs
 /// and errors, which must never carry a secret.
 pub fn redacted_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    // Without a scheme (a mistyped URL) the rest is redacted all the same.
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
@@ -73,7 +75,7 @@ pub fn redacted_url(url: &str) -> String {
         },
         None => authority.to_owned(),
     };
-    format!("{scheme}://{authority}{}", redacted_query(tail))
+    format!("{scheme}{authority}{}", redacted_query(tail))
 }
 
 fn redacted_query(tail: &str) -> String {
@@ -115,6 +117,12 @@ mod tests {
             ("postgres://h/db?user=u", "postgres://h/db?user=u"),
             ("sqlite://data/minegate.db", "sqlite://data/minegate.db"),
             ("not a url", "not a url"),
+            // Found from outside: a URL missing its scheme was printed whole.
+            (
+                "probe23:Sekr3t%40Pw@127.0.0.1:5432/db",
+                "probe23:***@127.0.0.1:5432/db",
+            ),
+            ("u:p@h/db?password=x", "u:***@h/db?password=***"),
         ];
         for (url, shown) in cases {
             assert_eq!(redacted_url(url), shown, "{url}");

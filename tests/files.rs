@@ -164,13 +164,15 @@ async fn a_postgresql_password_reaches_no_log_line_error_or_metric() {
     let exit = gateway.exit_code().await;
     let log = std::fs::read_to_string(gateway.log(1)).unwrap();
 
-    // The errors of a server that cannot be reached and of a mistyped scheme.
+    // The errors of a server that cannot be reached, of a mistyped scheme
+    // and of none (found from outside: printed whole).
     let signing_key = dir.path().join("signing.key");
     let common_env = child_env(dir.path(), &signing_key);
     let unreachable = format!("postgres://{role}:{password}@127.0.0.1:1/{role}");
     let mistyped = format!("postgresx://{role}:{password}@{host}/{role}");
+    let schemeless = format!("{role}:{password}@{host}/{role}");
     let mut failures = Vec::new();
-    for bad in [&unreachable, &mistyped] {
+    for bad in [&unreachable, &mistyped, &schemeless] {
         let mut env: Vec<(&str, &str)> = common_env
             .iter()
             .map(|(k, v)| (*k, v.to_str().unwrap()))
@@ -200,6 +202,11 @@ async fn a_postgresql_password_reaches_no_log_line_error_or_metric() {
     assert!(
         mistyped_error.contains(&format!("postgresx://{role}:***@{host}/{role}")),
         "{mistyped_error}"
+    );
+    let schemeless_error = String::from_utf8_lossy(&failures[2].stderr).into_owned();
+    assert!(
+        schemeless_error.contains(&format!("\"{role}:***@{host}/{role}\"")),
+        "{schemeless_error}"
     );
 }
 
