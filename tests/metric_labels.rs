@@ -10,7 +10,10 @@ use minegate::tls::pki::{self, LeafOptions};
 use tokio::task::JoinSet;
 use tonic::Code;
 
-on_both_backends!(random_method_paths_are_unimplemented_and_add_no_metric_series);
+on_both_backends!(
+    random_method_paths_are_unimplemented_and_add_no_metric_series,
+    a_served_method_with_a_query_is_unimplemented,
+);
 
 /// Made-up calls of each kind in the flood, as (certificate, service
 /// prefix, the answer expected).
@@ -140,5 +143,30 @@ async fn random_method_paths_are_unimplemented_and_add_no_metric_series(backend:
     );
     // Only the three counters' digits grew: 1 → 2001 twice, 3 → 6003.
     assert_eq!(after.len(), before.len() + 3 + 3 + 3);
+    app.gateway.shutdown().await.unwrap();
+}
+
+/// A served method's path with a query is not a method of the gateway:
+/// tonic's router would have ignored the query and run it.
+async fn a_served_method_with_a_query_is_unimplemented(backend: Backend) {
+    let clock = TestClock::at("2026-03-02T06:00:00Z");
+    let Some(app) = spawn_on_with(backend, clock, |_| {}).await else {
+        return;
+    };
+    let operator = app.channel("operator").await;
+    let path = "/kz.digitalmining.v1.ComplianceService/GetCheckpoint?x=1";
+    let status = raw_call(operator.clone(), path, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::Unimplemented,
+            "this gateway has no method /kz.digitalmining.v1.ComplianceService/GetCheckpoint?x=1"
+        )
+    );
+    // The same path without the query is the method.
+    let plain = "/kz.digitalmining.v1.ComplianceService/GetCheckpoint";
+    assert!(raw_call(operator, plain, Vec::new()).await.is_ok());
     app.gateway.shutdown().await.unwrap();
 }

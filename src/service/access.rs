@@ -320,10 +320,16 @@ where
                 return refuse(status, reason, &self.layer.metrics);
             }
         };
-        // Answered here, before the peer limit, as no handler will run.
-        if !self.layer.methods.contains(&path) {
+        // Answered here, before the peer limit, as no handler will run. A
+        // gRPC client never adds a query; the router would ignore it and
+        // run the method (found from outside).
+        if !self.layer.methods.contains(&path) || request.uri().query().is_some() {
+            let asked = request
+                .uri()
+                .path_and_query()
+                .map_or(path.as_str(), |p| p.as_str());
             let status =
-                Status::unimplemented(format!("this gateway has no method {}", shown(&path)));
+                Status::unimplemented(format!("this gateway has no method {}", shown(asked)));
             return refuse(status, "unimplemented", &self.layer.metrics);
         }
         let key: Arc<str> = identity.clone().unwrap_or_else(|| Arc::from("-"));
