@@ -17,7 +17,7 @@ use minegate::{
     proto::v1::{
         AcknowledgeExtractRequest, AcknowledgeFormRequest, Evidence, GetCheckpointRequest,
         GetInclusionProofRequest, GetSigningKeysRequest, InclusionProof, PullQuarterlyFormRequest,
-        SubscribeRequest, compliance_service_client::ComplianceServiceClient,
+        SigningKey, SubscribeRequest, compliance_service_client::ComplianceServiceClient,
         energy_extract_service_client::EnergyExtractServiceClient,
         filing_service_client::FilingServiceClient, finance_service_client::FinanceServiceClient,
     },
@@ -53,8 +53,9 @@ async fn proof(app: &TestApp, name: &str, leaf_index: u64, tree_size: u64) -> In
         .into_inner()
 }
 
-/// The latest checkpoint, opened with the published keys as a ministry does.
-async fn checkpoint(app: &TestApp, name: &str) -> Verified {
+/// The latest checkpoint, opened with the published keys as a ministry
+/// does, and those keys.
+async fn checkpoint(app: &TestApp, name: &str) -> (Verified, Vec<SigningKey>) {
     let mut compliance = ComplianceServiceClient::new(app.channel(name).await);
     let keys = compliance
         .get_signing_keys(GetSigningKeysRequest {})
@@ -68,7 +69,7 @@ async fn checkpoint(app: &TestApp, name: &str) -> Verified {
         .unwrap()
         .into_inner()
         .note;
-    open_checkpoint(&note, &keys).unwrap()
+    (open_checkpoint(&note, &keys).unwrap(), keys)
 }
 
 /// The artifact's evidence brought up to today's checkpoint with the proof
@@ -78,7 +79,7 @@ fn verifies_today(
     delivered: &Delivered,
     answer: &InclusionProof,
     today: &Verified,
-    keys: &[minegate::proto::v1::SigningKey],
+    keys: &[SigningKey],
 ) {
     let evidence = Evidence {
         entry: answer.entry.clone(),
@@ -179,14 +180,8 @@ async fn the_ministries_get_the_entries_of_their_own_deliveries_and_hashes_of_th
     let published = Delivered::of(form.evidence);
     let form_ack = Delivered::of(form_ack.evidence);
 
-    let today = checkpoint(&app, "energy").await;
+    let (today, keys) = checkpoint(&app, "energy").await;
     let size = today.checkpoint.size;
-    let keys = ComplianceServiceClient::new(app.channel("finance").await)
-        .get_signing_keys(GetSigningKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys;
 
     // The filing's entry: hashes only to the ministries, in full to the
     // authority and the operators; the proof verifies from the hash alone.

@@ -108,6 +108,12 @@ impl LedgerEvent {
     pub const EXTRACT_CREATED: &'static str = "EXTRACT_CREATED";
     /// The kind of the entry that records an extract's first acknowledgement.
     pub const EXTRACT_ACKNOWLEDGED: &'static str = "EXTRACT_ACKNOWLEDGED";
+    /// The kind of the entry that records a sending of an extract.
+    pub const EXTRACT_SENT: &'static str = "EXTRACT_SENT";
+    /// The kinds of the entries of form 402.
+    pub const FORM_REVISION_PUBLISHED: &'static str = "FORM_REVISION_PUBLISHED";
+    pub const FORM_PULLED: &'static str = "FORM_PULLED";
+    pub const FORM_ACKNOWLEDGED: &'static str = "FORM_ACKNOWLEDGED";
 
     /// The entry's kind as stored.
     pub fn kind(&self) -> &'static str {
@@ -115,14 +121,14 @@ impl LedgerEvent {
             LedgerEvent::DocumentStored { .. } => "DOCUMENT_STORED",
             LedgerEvent::FilingAccepted { .. } => Self::FILING_ACCEPTED,
             LedgerEvent::ExtractCreated { .. } => Self::EXTRACT_CREATED,
-            LedgerEvent::ExtractSent { .. } => "EXTRACT_SENT",
+            LedgerEvent::ExtractSent { .. } => Self::EXTRACT_SENT,
             LedgerEvent::ExtractSendFailed { .. } => "EXTRACT_SEND_FAILED",
             LedgerEvent::ExtractAcknowledged { .. } => Self::EXTRACT_ACKNOWLEDGED,
             LedgerEvent::ObligationFulfilled { .. } => "OBLIGATION_FULFILLED",
             LedgerEvent::ObligationOverdue { .. } => "OBLIGATION_OVERDUE",
-            LedgerEvent::FormRevisionPublished { .. } => "FORM_REVISION_PUBLISHED",
-            LedgerEvent::FormPulled { .. } => "FORM_PULLED",
-            LedgerEvent::FormAcknowledged { .. } => "FORM_ACKNOWLEDGED",
+            LedgerEvent::FormRevisionPublished { .. } => Self::FORM_REVISION_PUBLISHED,
+            LedgerEvent::FormPulled { .. } => Self::FORM_PULLED,
+            LedgerEvent::FormAcknowledged { .. } => Self::FORM_ACKNOWLEDGED,
         }
     }
 

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use super::methods::KnownMethods;
 use crate::{
+    domain::ledger::LedgerEvent,
     metrics::Metrics,
     tls::{Peer, PeerInfo, Role},
 };
@@ -157,17 +158,22 @@ pub fn entry_disclosure(peer: &Peer, kind: &str, subject: &str, payload: &str) -
     };
     match (peer.role, kind) {
         (Role::Authority | Role::Operator, _) => EntryDisclosure::Entry,
-        (Role::Energy, "EXTRACT_CREATED") => {
+        (Role::Energy, LedgerEvent::EXTRACT_CREATED) => {
             EntryDisclosure::EntryIfExtractSentToCaller(subject.to_owned())
         }
-        (Role::Energy, "EXTRACT_SENT" | "EXTRACT_ACKNOWLEDGED") if names_caller() => {
+        (Role::Energy, LedgerEvent::EXTRACT_SENT | LedgerEvent::EXTRACT_ACKNOWLEDGED)
+            if names_caller() =>
+        {
             EntryDisclosure::Entry
         }
         // Form 402 goes to the finance ministry as a body: its
         // acknowledgements and (earlier releases') pulls name no identity.
-        (Role::Finance, "FORM_REVISION_PUBLISHED" | "FORM_ACKNOWLEDGED" | "FORM_PULLED") => {
-            EntryDisclosure::Entry
-        }
+        (
+            Role::Finance,
+            LedgerEvent::FORM_REVISION_PUBLISHED
+            | LedgerEvent::FORM_ACKNOWLEDGED
+            | LedgerEvent::FORM_PULLED,
+        ) => EntryDisclosure::Entry,
         (Role::Energy | Role::Finance, _) => EntryDisclosure::LeafHashOnly,
     }
 }
