@@ -84,10 +84,20 @@ pub struct TlsConfig {
     /// Accept a client certificate whose revocation status no configured
     /// CRL covers. Off: such certificates are refused.
     pub allow_unknown_revocation: bool,
+    /// A connection must send its TLS ClientHello within this time of
+    /// connecting (a client sends it at once).
+    pub client_hello_timeout_ms: u64,
     /// A connection must finish its TLS handshake within this time.
     pub handshake_timeout_ms: u64,
-    /// Handshakes in progress at once; further connections wait in the backlog.
+    /// Handshakes past their ClientHello at once; further ones wait (within
+    /// their timeout) for a slot.
     pub max_pending_handshakes: usize,
+    /// Connections from one source address not yet through their handshake;
+    /// past it, a new connection from that address is closed at once.
+    pub max_pending_handshakes_per_address: usize,
+    /// Connections accepted and still awaiting their ClientHello; past it, a
+    /// new connection is closed at once.
+    pub max_awaiting_client_hello: usize,
     /// How often the CA bundle, CRLs and server certificate files are checked
     /// for changes and reloaded (SIGHUP reloads at once); 0: only on SIGHUP.
     pub reload_check_ms: u64,
@@ -139,9 +149,10 @@ pub struct Limits {
     /// How often the database is checked; while it cannot be reached, health
     /// is NOT_SERVING.
     pub database_check_ms: u64,
-    /// How often the whole ledger is verified in the background (hash chain,
-    /// Merkle tree, signed checkpoints; `minegate_ledger_verification_ok`);
-    /// 0: never.
+    /// How often the ledger is verified in the background (hash chain,
+    /// Merkle tree, signed checkpoints; `minegate_ledger_verification_ok`):
+    /// the whole ledger at start, then the entries added since the last
+    /// intact pass; 0: never.
     pub ledger_verify_ms: u64,
     /// An upload unfinished this long after it started is taken as
     /// abandoned (its client or gateway gone) and its chunks removed; more
@@ -178,8 +189,11 @@ impl Default for Config {
                 key: dev.join("server.key"),
                 dev_pki_dir: dev,
                 allow_unknown_revocation: false,
+                client_hello_timeout_ms: 2_000,
                 handshake_timeout_ms: 10_000,
                 max_pending_handshakes: 256,
+                max_pending_handshakes_per_address: 32,
+                max_awaiting_client_hello: 4096,
                 reload_check_ms: 5_000,
                 expiry_warning_days: 30,
             },
@@ -272,15 +286,28 @@ impl Config {
                 "roles: no identity is mapped to a role, so every call would be refused".into(),
             ));
         }
-        if self.tls.handshake_timeout_ms == 0 {
-            return Err(ConfigError::Invalid(
-                "tls.handshake_timeout_ms must be greater than 0".into(),
-            ));
-        }
-        if self.tls.max_pending_handshakes == 0 {
-            return Err(ConfigError::Invalid(
-                "tls.max_pending_handshakes must be greater than 0".into(),
-            ));
+        let tls = &self.tls;
+        for (key, value) in [
+            ("tls.client_hello_timeout_ms", tls.client_hello_timeout_ms),
+            ("tls.handshake_timeout_ms", tls.handshake_timeout_ms),
+            (
+                "tls.max_pending_handshakes",
+                tls.max_pending_handshakes as u64,
+            ),
+            (
+                "tls.max_pending_handshakes_per_address",
+                tls.max_pending_handshakes_per_address as u64,
+            ),
+            (
+                "tls.max_awaiting_client_hello",
+                tls.max_awaiting_client_hello as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be greater than 0"
+                )));
+            }
         }
         if self.limits.max_message_bytes < MIN_MESSAGE_BYTES {
             return Err(ConfigError::Invalid(format!(

@@ -17,7 +17,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::store::{Gauges, Store};
+use crate::{
+    store::{Gauges, Store},
+    tls::HandshakeOutcome,
+};
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -59,6 +62,8 @@ struct Counters {
     certificate_days: BTreeMap<String, i64>,
     /// ("ok" | "failed") → TLS configuration reloads.
     tls_reloads: BTreeMap<String, u64>,
+    /// How connections' TLS handshakes ended.
+    handshakes: BTreeMap<HandshakeOutcome, u64>,
     /// §6 extracts that could not be sent (recorded EXTRACT_SEND_FAILED).
     extract_send_failures: u64,
     database_up: Option<bool>,
@@ -138,6 +143,11 @@ impl Metrics {
         self.with(|c| *c.tls_reloads.entry(outcome.to_owned()).or_default() += 1);
     }
 
+    /// A connection's TLS handshake ended so.
+    pub fn handshake(&self, outcome: HandshakeOutcome) {
+        self.with(|c| *c.handshakes.entry(outcome).or_default() += 1);
+    }
+
     /// An extract could not be sent to a subscriber.
     pub fn extract_send_failed(&self) {
         self.with(|c| c.extract_send_failures += 1);
@@ -165,6 +175,7 @@ impl Metrics {
                 c.refused.clone(),
                 c.certificate_days.clone(),
                 c.tls_reloads.clone(),
+                c.handshakes.clone(),
                 c.extract_send_failures,
                 c.database_up,
                 c.ledger_verification,
@@ -177,6 +188,7 @@ impl Metrics {
             refused,
             certificate_days,
             tls_reloads,
+            handshakes,
             extract_send_failures,
             database_up,
             ledger_verification,
@@ -278,6 +290,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "minegate_tls_reloads_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "minegate_tls_handshakes_total",
+            "counter",
+            "TLS handshakes of accepted connections, by how they ended.",
+        );
+        // Every outcome from 0, so that increase() sees the first of each.
+        for outcome in HandshakeOutcome::ALL {
+            let n = handshakes.get(&outcome).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "minegate_tls_handshakes_total{{outcome=\"{}\"}} {n}",
+                outcome.as_str()
             );
         }
         single(

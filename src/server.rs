@@ -145,7 +145,7 @@ pub async fn start_with_clock(
     };
     let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone(), signing).await?;
 
-    let (local_addr, incoming, accept_loop) = listen(config, tls.clone()).await?;
+    let (local_addr, incoming, accept_loop) = listen(config, tls.clone(), metrics.clone()).await?;
     let metrics_listener = metrics::bind(&config.metrics.listen)
         .await
         .map_err(|source| ServeError::MetricsBind {
@@ -422,22 +422,32 @@ where
     })
 }
 
-/// Verifies the whole ledger every `period`, from the start: hash chain,
-/// Merkle tree and signed checkpoints, as `minegate ledger verify` does. The
-/// outcome is the metric `minegate_ledger_verification_ok` (alerted on, see
-/// deploy/prometheus/minegate-rules.yml); a broken ledger is also logged
-/// with the entry where it breaks. A verification the database could not
+/// Verifies the ledger every `period`: hash chain, Merkle tree and signed
+/// checkpoints, as `minegate ledger verify` does. The first verification,
+/// at start, reads the whole ledger; each later one goes on from where the
+/// last intact one ended, so it reads only the entries added since (a
+/// change to older ones is found at the next start, or on demand by
+/// `minegate ledger verify` and the VerifyLedger call, which read it all).
+/// The outcome is the metric `minegate_ledger_verification_ok` (alerted
+/// on, see deploy/prometheus/minegate-rules.yml); a broken ledger is also
+/// logged with the entry where it breaks, and the next verification starts
+/// again from the last intact point. A verification the database could not
 /// answer is logged and tried again at the next tick.
 fn verify_ledger_every(
     store: Arc<dyn Store>,
     metrics: Metrics,
     period: Duration,
 ) -> JoinHandle<()> {
+    let verified = Arc::new(tokio::sync::Mutex::new(
+        crate::store::VerifiedPrefix::default(),
+    ));
     every(period, move || {
-        let (store, metrics) = (store.clone(), metrics.clone());
+        let (store, metrics, verified) = (store.clone(), metrics.clone(), verified.clone());
         async move {
-            let report = match crate::store::verify_ledger(&*store).await {
-                Ok(report) => report,
+            let mut verified = verified.lock().await;
+            let from = verified.clone();
+            let (report, intact) = match crate::store::verify_ledger_from(&*store, from).await {
+                Ok(outcome) => outcome,
                 Err(error) => {
                     tracing::warn!(%error, "could not verify the ledger; trying again later");
                     return;
@@ -446,12 +456,16 @@ fn verify_ledger_every(
             match &report.first_broken {
                 None => tracing::info!(
                     entries = report.entries_checked,
+                    new_entries = report.entries_checked - verified.entries(),
                     checkpoints = report.checkpoints_checked,
                     "ledger verified intact"
                 ),
                 Some((seq, reason)) => {
                     tracing::error!(seq, reason, "ledger verification FAILED")
                 }
+            }
+            if let Some(intact) = intact {
+                *verified = intact;
             }
             let finished_at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -471,7 +485,7 @@ fn verify_ledger_every(
 /// many bytes as were uploaded.
 pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
     let tls = SharedServerConfig::load(&config.tls)?;
-    let (local_addr, incoming, accept_loop) = listen(config, tls).await?;
+    let (local_addr, incoming, accept_loop) = listen(config, tls, Metrics::new()).await?;
     let limit = config.limits.max_message_bytes;
     let received = crate::service::baseline::Received::default();
     let router = Server::builder()
@@ -520,20 +534,32 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
 async fn listen(
     config: &Config,
     tls: SharedServerConfig,
+    metrics: Metrics,
 ) -> Result<(SocketAddr, acceptor::TlsIncoming, JoinHandle<()>), ServeError> {
     let bind_error = |source| ServeError::Bind {
         addr: config.listen,
         source,
     };
-    let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+    let listener = bind_listener(config.listen).map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
-    let (incoming, accept_loop) = acceptor::accept(
-        listener,
-        tls,
-        Duration::from_millis(config.tls.handshake_timeout_ms),
-        config.tls.max_pending_handshakes,
-    );
+    let limits = acceptor::HandshakeLimits::from_config(&config.tls);
+    let (incoming, accept_loop) = acceptor::accept(listener, tls, limits, metrics);
     Ok((local_addr, incoming, accept_loop))
+}
+
+/// A listener whose accept queue holds as many connections as the kernel
+/// allows (`net.core.somaxconn`, 4096 on current kernels; tokio's default is
+/// 1024), so that a burst of connections the accept loop closes at once does
+/// not overflow it and delay others' connections by a SYN retransmission.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 fn serving_if(fine: bool) -> ServingStatus {

@@ -36,7 +36,7 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let Some(checked) = promtool(&["check", "rules", RULES]) else {
         return;
     };
-    assert!(checked.contains("SUCCESS: 13 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 14 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", RULE_TESTS]).expect("promtool was found");
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
@@ -52,7 +52,7 @@ fn every_alert_is_unit_tested_and_has_a_runbook_section() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 13, "{alerts:?}");
+    assert_eq!(alerts.len(), 14, "{alerts:?}");
     for alert in alerts {
         assert!(
             tests.contains(&format!("alertname: {alert}\n")),
@@ -103,6 +103,7 @@ async fn every_metric_the_rules_use_is_exported_by_the_gateway() {
             "minegate_ledger_verification_timestamp_seconds",
             "minegate_obligation_oldest_pending_timestamp_seconds",
             "minegate_obligations",
+            "minegate_tls_handshakes_total",
             "minegate_tls_reloads_total",
         ]
     );

@@ -230,14 +230,149 @@ async fn the_ledger_is_verified_in_the_background_and_a_broken_one_shows_in_the_
             .as_secs_f64();
         assert!(now - at < 10.0, "{backend:?}: verified at {at}, now {now}");
 
-        // Someone edits an entry underneath: the next pass says so.
+        // Someone edits an entry underneath that a pass has verified. The
+        // passes go on from where the last one ended: the next filing's 5
+        // entries are verified, the edited one is not read again.
         let edited = execute(
             &app.config.database_url,
             "UPDATE ledger SET payload = payload || ' ' WHERE seq = 4",
         )
         .await;
         assert_eq!(edited, 1, "{backend:?}");
-        until_metric(metrics, "minegate_ledger_verification_ok", "0").await;
+        let channel = app.channel("authority").await;
+        let documents = fixtures::upload_documents(channel.clone(), "b").await;
+        FilingServiceClient::new(channel)
+            .submit_start_notification(fixtures::start_notification(
+                BIN_B,
+                "k-2",
+                fixtures::date(2026, 3, 20),
+                &["37.99.1.0/24"],
+                &documents,
+            ))
+            .await
+            .unwrap();
+        let body = until_metric(metrics, "minegate_ledger_verified_entries", "10").await;
+        assert_eq!(
+            samples(&body, "minegate_ledger_verification_ok"),
+            ["minegate_ledger_verification_ok 1"],
+            "{backend:?}"
+        );
+        // A verification on demand reads it all and names the entry...
+        let report = ComplianceServiceClient::new(app.channel("operator").await)
+            .verify_ledger(minegate::proto::v1::VerifyLedgerRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (report.intact, report.first_broken_entry),
+            (false, Some(4)),
+            "{backend:?}"
+        );
+        // ... and so does the first pass after a restart.
+        let app = app.restart().await;
+        let metrics = app.gateway.metrics_addr().expect("metrics listener");
+        let body = until_metric(metrics, "minegate_ledger_verification_ok", "0").await;
+        assert_eq!(
+            samples(&body, "minegate_ledger_verified_entries"),
+            ["minegate_ledger_verified_entries 4"],
+            "{backend:?}"
+        );
+        app.gateway.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_verification_from_a_verified_prefix_reads_only_what_came_after() {
+    use minegate::store::{self, VerifiedPrefix, verify_ledger, verify_ledger_from};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let clock = TestClock::at("2026-03-02T06:00:00Z");
+        let Some(app) = spawn_on(backend, clock.clone()).await else {
+            continue;
+        };
+        let url = app.config.database_url.clone();
+        let channel = app.channel("authority").await;
+        let mut filings = FilingServiceClient::new(channel.clone());
+        let documents = fixtures::upload_documents(channel.clone(), "a").await;
+        filings
+            .submit_start_notification(fixtures::start_notification(
+                BIN_A,
+                "k-1",
+                fixtures::date(2026, 3, 20),
+                &["37.99.0.0/24"],
+                &documents,
+            ))
+            .await
+            .unwrap();
+        let reader = store::open(&url, clock.clone(), store::Signing::ReadOnly)
+            .await
+            .unwrap();
+        let (report, prefix) = verify_ledger_from(&*reader, VerifiedPrefix::default())
+            .await
+            .unwrap();
+        let prefix = prefix.expect("intact");
+        // 3 documents and a filing (its acceptance and extract, one commit):
+        // 5 entries, 4 checkpoints.
+        assert_eq!(
+            (
+                report.entries_checked,
+                report.checkpoints_checked,
+                prefix.entries()
+            ),
+            (5, 4, 5),
+            "{backend:?}"
+        );
+
+        let documents = fixtures::upload_documents(channel, "b").await;
+        filings
+            .submit_start_notification(fixtures::start_notification(
+                BIN_B,
+                "k-2",
+                fixtures::date(2026, 3, 20),
+                &["37.99.1.0/24"],
+                &documents,
+            ))
+            .await
+            .unwrap();
+        // An edited new entry is found from the prefix ...
+        let edit = |seq: i64, suffix: &str| {
+            format!("UPDATE ledger SET payload = payload || '{suffix}' WHERE seq = {seq}")
+        };
+        assert_eq!(execute(&url, &edit(9, " ")).await, 1);
+        let (report, after) = verify_ledger_from(&*reader, prefix.clone()).await.unwrap();
+        assert_eq!(
+            report.first_broken.map(|(seq, _)| seq),
+            Some(9),
+            "{backend:?}"
+        );
+        assert_eq!(report.entries_checked, 9, "{backend:?}");
+        assert!(after.is_none(), "{backend:?}");
+        // ... an edited old one is not: only a verification from the start reads it.
+        let undo = "UPDATE ledger SET payload = LEFT(payload, LENGTH(payload) - 1) WHERE seq = 9";
+        let undo = if backend == Backend::Sqlite {
+            "UPDATE ledger SET payload = SUBSTR(payload, 1, LENGTH(payload) - 1) WHERE seq = 9"
+        } else {
+            undo
+        };
+        assert_eq!(execute(&url, undo).await, 1);
+        assert_eq!(execute(&url, &edit(2, " ")).await, 1);
+        let (report, after) = verify_ledger_from(&*reader, prefix).await.unwrap();
+        assert_eq!(
+            (
+                report.first_broken,
+                report.entries_checked,
+                report.checkpoints_checked
+            ),
+            (None, 10, 8),
+            "{backend:?}"
+        );
+        assert_eq!(after.expect("intact").entries(), 10, "{backend:?}");
+        let full = verify_ledger(&*reader).await.unwrap();
+        assert_eq!(
+            full.first_broken.map(|(seq, _)| seq),
+            Some(2),
+            "{backend:?}"
+        );
+        app.gateway.shutdown().await.unwrap();
     }
 }
 

@@ -235,3 +235,146 @@ fn tls11_client_hello() -> Vec<u8> {
     record.extend_from_slice(&handshake);
     record
 }
+
+/// `minegate_tls_handshakes_total` by outcome, read from `/metrics`.
+async fn handshakes(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let (_, body) = common::http_get(app.gateway.metrics_addr().unwrap(), "/metrics").await;
+    body.lines()
+        .filter_map(|line| line.strip_prefix("minegate_tls_handshakes_total{outcome=\""))
+        .map(|rest| {
+            let (outcome, n) = rest.split_once("\"} ").unwrap();
+            (outcome.to_owned(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+/// A TCP connection to `to` from the loopback address `source`.
+async fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// True once the gateway has closed `conn` (read returns end of file or an error).
+fn closed(conn: &TcpStream) -> bool {
+    !matches!(conn.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_holding_a_thousand_silent_connections_starves_no_one() {
+    let app = spawn_app_with(|config| config.tls.client_hello_timeout_ms = 1_000).await;
+    let per_address = app.config.tls.max_pending_handshakes_per_address;
+    assert_eq!(per_address, 32);
+
+    // 1,000 connections from one host that never send a byte: the first 32
+    // wait for their ClientHello, the other 968 are closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..1000 {
+        silent.push(connect_from(ATTACKER, app.addr).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while handshakes(&app).await["address_limit"] < 968 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            handshakes(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let held: Vec<bool> = silent.iter().map(|conn| !closed(conn)).collect();
+    assert_eq!(held.iter().filter(|held| **held).count(), 32);
+    assert!(
+        held[..32].iter().all(|held| *held),
+        "the first 32 are the ones held"
+    );
+    drop(silent);
+
+    // The same host keeps 1,000 connections open, opening another as each
+    // is closed, while another agency makes 40 calls, each on a connection
+    // of its own; every one is served, none waits for the silent ones.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let attackers: Vec<_> = (0..1000)
+        .map(|_| {
+            let (mut stopped, opened, addr) = (stopped.clone(), opened.clone(), app.addr);
+            tokio::spawn(async move {
+                while !*stopped.borrow_and_update() {
+                    let mut conn = connect_from(ATTACKER, addr).await;
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut byte = [0u8; 1];
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        _ = conn.read(&mut byte) => {}
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let established_before = handshakes(&app).await["established"];
+    for call in 0..40 {
+        let status = tokio::time::timeout(Duration::from_secs(3), health_of(&app, "operator"))
+            .await
+            .unwrap_or_else(|_| panic!("call {call} waited more than 3 s"));
+        assert_eq!(status, ServingStatus::Serving);
+    }
+    stop.send(true).unwrap();
+    for attacker in attackers {
+        attacker.await.unwrap();
+    }
+
+    // Every connection the host opened is counted once it is over. (At
+    // least: a flood like this overflows the kernel's accept queue, and with
+    // the SYN cookies it then sends it can hand the gateway a few more
+    // connections than the client saw open.)
+    let opened = opened.load(std::sync::atomic::Ordering::Relaxed) + 1000;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts = handshakes(&app).await;
+        let silent_ones = counts["address_limit"] + counts["hello_timeout"] + counts["closed"];
+        if silent_ones >= opened {
+            assert_eq!(counts["established"], established_before + 40);
+            assert_eq!(counts["refused"], 0);
+            assert_eq!(counts["timeout"], 0);
+            assert_eq!(counts["busy"], 0);
+            assert!(counts["address_limit"] > 968, "{counts:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{opened} opened, {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_awaiting_a_client_hello_are_closed_at_once() {
+    let app = spawn_app_with(|config| config.tls.max_awaiting_client_hello = 5).await;
+    let mut silent = Vec::new();
+    for source in 2..9u8 {
+        silent.push(connect_from([127, 0, 0, source], app.addr).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while handshakes(&app).await["busy"] < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let held: Vec<bool> = silent.iter().map(|conn| !closed(conn)).collect();
+    assert_eq!(held, [true, true, true, true, true, false, false]);
+    // Once their time for a ClientHello is up, they are closed and a real
+    // client is served.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(health_of(&app, "operator").await, ServingStatus::Serving);
+    let counts = handshakes(&app).await;
+    assert_eq!(counts["hello_timeout"], 5);
+    assert_eq!(counts["busy"], 2);
+    assert_eq!(counts["established"], 1);
+    app.gateway.shutdown().await.unwrap();
+}

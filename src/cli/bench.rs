@@ -21,6 +21,7 @@ use clap::Args;
 use tonic::transport::Channel;
 
 mod documents;
+mod edges;
 mod windows;
 
 use super::submit::upload_file;
@@ -75,6 +76,10 @@ pub enum Part {
     Documents,
     /// Subscribers that never read, against the default limits: peak RSS.
     Windows,
+    /// Another agency's calls while one host holds silent connections.
+    Handshakes,
+    /// Calls to random method paths: `/metrics` size and RSS.
+    Paths,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -104,12 +109,22 @@ impl Server {
         Some(Duration::from_millis(ticks * 10))
     }
 
+    /// Resident memory of the child now, from /proc (Linux), in KiB.
+    fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
     /// Peak resident memory of the child, from /proc (Linux), in KiB.
     fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// A figure in KiB of the child's /proc status.
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 }
@@ -819,6 +834,14 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     if wanted(Part::Windows) {
         others.push(String::new());
         others.extend(windows::run(dir, args.quick).await?);
+    }
+    if wanted(Part::Handshakes) {
+        others.push(String::new());
+        others.extend(edges::handshakes(dir, args.quick).await?);
+    }
+    if wanted(Part::Paths) {
+        others.push(String::new());
+        others.extend(edges::paths(dir, args.quick).await?);
     }
     println!();
     for line in others {

@@ -409,7 +409,7 @@ pub struct Verification {
 }
 
 /// Walks the chain page by page (entries in `seq` order).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Verifier {
     expected_seq: i64,
     prev_hash: String,

@@ -749,6 +749,35 @@ pub(crate) fn recording<'e>(
         .or(entries.first())
 }
 
+/// How far a verification of the ledger got with everything up to there
+/// intact: the hash chain's state and the Merkle tree's frontier after its
+/// last entry. A later verification can go on from here
+/// ([`verify_ledger_from`]) instead of from entry 1.
+#[derive(Debug, Clone)]
+pub struct VerifiedPrefix {
+    chain: ledger::Verifier,
+    frontier: tree::Frontier,
+    checkpoints: u64,
+}
+
+impl Default for VerifiedPrefix {
+    /// Nothing verified yet: a verification from here reads the whole ledger.
+    fn default() -> Self {
+        VerifiedPrefix {
+            chain: ledger::Verifier::default(),
+            frontier: tree::Frontier::new(0, Vec::new()).expect("the empty tree"),
+            checkpoints: 0,
+        }
+    }
+}
+
+impl VerifiedPrefix {
+    /// The entries verified.
+    pub fn entries(&self) -> u64 {
+        self.frontier.size()
+    }
+}
+
 /// Recomputes the whole ledger chain, a page at a time.
 ///
 /// With it, the Merkle tree: every entry's leaf and every node it completes
@@ -759,89 +788,170 @@ pub(crate) fn recording<'e>(
 /// which any of these fails is reported (for a checkpoint, the entry that
 /// ends its tree).
 pub async fn verify_ledger(store: &dyn Store) -> Result<ledger::Verification, StoreError> {
+    Ok(verify_ledger_from(store, VerifiedPrefix::default())
+        .await?
+        .0)
+}
+
+/// As [`verify_ledger`], over the entries after `from` only: the chain and
+/// tree go on from its state, so entries and checkpoints it covers are not
+/// read again (a change to them is found by a verification from the start).
+/// The report's counts include `from`'s. Where the ledger is intact, also
+/// the prefix a next verification can go on from. The hashing and signature
+/// checks run on tokio's blocking threads, a page at a time, so a long
+/// ledger does not hold up the workers that serve calls.
+pub async fn verify_ledger_from(
+    store: &dyn Store,
+    from: VerifiedPrefix,
+) -> Result<(ledger::Verification, Option<VerifiedPrefix>), StoreError> {
     const PAGE: u32 = 5_000;
-    let keys = store.signing_keys().await?;
+    let keys = Arc::new(store.signing_keys().await?);
     let sealed = store.latest_checkpoint().await?.map_or(0, |c| c.size);
-    let mut verifier = ledger::Verifier::default();
-    let mut frontier = tree::Frontier::new(0, Vec::new()).expect("the empty tree");
-    let mut checkpoints = std::collections::VecDeque::new();
-    let (mut checked, mut broken, mut exhausted) = (0, None, false);
-    let mut after = 0;
-    'pages: loop {
-        let page = store.ledger_page(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        if !verifier.feed(&page) {
-            break;
-        }
-        let mut made = Vec::new();
-        for entry in &page {
-            if checkpoints.is_empty() && !exhausted {
-                let more = store.checkpoints(frontier.size(), PAGE).await?;
-                exhausted = more.len() < PAGE as usize;
-                checkpoints.extend(more);
-            }
-            let (_, data) = entry.leaf();
-            made.extend(frontier.append(crate::evidence::merkle::leaf_hash(data.as_bytes())));
-            while let Some(checkpoint) = checkpoints.front() {
-                if checkpoint.size != frontier.size() {
-                    break;
-                }
-                let checkpoint = checkpoints.pop_front().expect("just looked");
-                if let Err(reason) = check_checkpoint(&checkpoint, &frontier, &keys) {
-                    broken = Some((entry.seq, reason));
-                    break 'pages;
-                }
-                checked += 1;
-            }
-        }
-        let stored = store
-            .tree_nodes(made.iter().map(|(id, _)| *id).collect())
+    let mut pass = PagePass {
+        prefix: from,
+        checkpoints: std::collections::VecDeque::new(),
+        keys,
+    };
+    let (mut fetched_to, mut exhausted) = (pass.prefix.entries(), false);
+    let mut broken = None;
+    loop {
+        let page = store
+            .ledger_page(pass.prefix.entries() as i64, PAGE)
             .await?;
-        // A node is completed by its last leaf's entry; past the latest
-        // checkpoint nodes are not stored yet.
-        let wrong = made.iter().zip(&stored).find_map(|((id, hash), stored)| {
-            let completed_by = (id.index + 1) << id.level;
-            match stored {
-                Some(stored) if stored != hash => {
-                    Some((id, completed_by, "does not match the entries"))
-                }
-                None if completed_by <= sealed => Some((id, completed_by, "is missing")),
-                _ => None,
+        if page.is_empty() {
+            break;
+        }
+        // The checkpoints of every size this page reaches.
+        let reach = pass.prefix.entries() + page.len() as u64;
+        while !exhausted && fetched_to < reach {
+            let more = store.checkpoints(fetched_to, PAGE).await?;
+            exhausted = more.len() < PAGE as usize;
+            fetched_to = more.last().map_or(fetched_to, |c| c.size);
+            pass.checkpoints.extend(more);
+        }
+        let (returned, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = pass.check(&page);
+            (pass, outcome)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("ledger verification stopped: {e}")))?;
+        pass = returned;
+        let made = match outcome {
+            PageOutcome::Checked(made) => made,
+            PageOutcome::ChainBroken => break,
+            PageOutcome::Broken(seq, reason) => {
+                broken = Some((seq, reason));
+                break;
             }
-        });
-        if let Some((id, seq, what)) = wrong {
-            broken = Some((
-                seq as i64,
-                format!(
-                    "the stored Merkle node at level {} index {} {what} up to entry {seq}",
-                    id.level, id.index
-                ),
-            ));
+        };
+        if let Some(wrong) = wrong_node(store, &made, sealed).await? {
+            broken = Some(wrong);
             break;
         }
     }
-    if checkpoints.is_empty() && broken.is_none() {
-        checkpoints.extend(store.checkpoints(frontier.size(), 1).await?);
+    if pass.checkpoints.is_empty() && broken.is_none() {
+        let after = pass.prefix.entries().max(fetched_to);
+        pass.checkpoints.extend(store.checkpoints(after, 1).await?);
     }
-    let mut report = verifier.finish();
+    let mut report = pass.prefix.chain.clone().finish();
     if report.first_broken.is_none() {
         if broken.is_none()
-            && let Some(beyond) = checkpoints.front()
+            && let Some(beyond) = pass.checkpoints.front()
+            // Not if a commit has appended entries since the last page:
+            // its checkpoint is for the next verification.
+            && store
+                .ledger_page(pass.prefix.entries() as i64, 1)
+                .await?
+                .is_empty()
         {
             broken = Some((
                 beyond.size as i64,
                 format!(
                     "a checkpoint is of {} entries, but the ledger has {}",
                     beyond.size,
-                    frontier.size()
+                    pass.prefix.entries()
                 ),
             ));
         }
         report.first_broken = broken;
     }
-    report.checkpoints_checked = checked;
-    Ok(report)
+    report.checkpoints_checked = pass.prefix.checkpoints;
+    let intact = report.first_broken.is_none().then_some(pass.prefix);
+    Ok((report, intact))
+}
+
+/// A verification's state as it goes from page to page.
+struct PagePass {
+    prefix: VerifiedPrefix,
+    /// Fetched checkpoints not yet reached, smallest first.
+    checkpoints: std::collections::VecDeque<StoredCheckpoint>,
+    keys: Arc<Vec<KeyRecord>>,
+}
+
+enum PageOutcome {
+    /// Intact: the tree nodes the page's entries completed, to compare with
+    /// the stored ones.
+    Checked(Vec<(tree::NodeId, Hash)>),
+    /// The hash chain breaks (the chain verifier holds where and why).
+    ChainBroken,
+    /// A checkpoint does not verify at this entry.
+    Broken(i64, String),
+}
+
+impl PagePass {
+    /// Feeds a page to the chain and the tree, checking every checkpoint
+    /// whose size it reaches. CPU work only: run it off the async workers.
+    fn check(&mut self, page: &[ledger::LedgerEntry]) -> PageOutcome {
+        if !self.prefix.chain.feed(page) {
+            return PageOutcome::ChainBroken;
+        }
+        let mut made = Vec::new();
+        for entry in page {
+            let (_, data) = entry.leaf();
+            let frontier = &mut self.prefix.frontier;
+            made.extend(frontier.append(crate::evidence::merkle::leaf_hash(data.as_bytes())));
+            while let Some(checkpoint) = self.checkpoints.front() {
+                if checkpoint.size != frontier.size() {
+                    break;
+                }
+                if let Err(reason) = check_checkpoint(checkpoint, frontier, &self.keys) {
+                    return PageOutcome::Broken(entry.seq, reason);
+                }
+                self.checkpoints.pop_front();
+                self.prefix.checkpoints += 1;
+            }
+        }
+        PageOutcome::Checked(made)
+    }
+}
+
+/// The first of `made` whose stored hash differs or, up to the latest
+/// checkpoint (`sealed`), is missing: the entry that completes it and why.
+async fn wrong_node(
+    store: &dyn Store,
+    made: &[(tree::NodeId, Hash)],
+    sealed: u64,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let stored = store
+        .tree_nodes(made.iter().map(|(id, _)| *id).collect())
+        .await?;
+    // A node is completed by its last leaf's entry; past the latest
+    // checkpoint nodes are not stored yet.
+    Ok(made.iter().zip(&stored).find_map(|((id, hash), stored)| {
+        let completed_by = (id.index + 1) << id.level;
+        let what = match stored {
+            Some(stored) if stored != hash => "does not match the entries",
+            None if completed_by <= sealed => "is missing",
+            _ => return None,
+        };
+        Some((
+            completed_by as i64,
+            format!(
+                "the stored Merkle node at level {} index {} {what} up to entry {completed_by}",
+                id.level, id.index
+            ),
+        ))
+    }))
 }
 
 /// Whether a stored checkpoint is of the recomputed tree and signed by a

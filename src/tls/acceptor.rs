@@ -2,17 +2,21 @@
 //! (tonic's `ServerTlsConfig` cannot take CRLs): a client certificate is
 //! required and verified against the CA bundle and CRLs; TLS 1.2 and 1.3
 //! only; ALPN h2. Every accepted TCP connection does its handshake in its own
-//! task under a timeout, so a client that connects and sends nothing holds up
-//! no one; only finished handshakes reach the gRPC server, each carrying the
-//! identity read from its certificate.
+//! task under two deadlines (its ClientHello, then the whole handshake), so a
+//! client that connects and sends nothing holds up no one; connections are
+//! capped per source address and while they await their ClientHello, and
+//! only a connection that sent one takes a handshake slot. Only finished
+//! handshakes reach the gRPC server, each carrying the identity read from its
+//! certificate.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::Path,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -25,15 +29,17 @@ use rustls::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinHandle,
+    time::Instant,
 };
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::{
     config::TlsConfig,
+    metrics::Metrics,
     tls::{
         identity_from_certificate,
         reload::{CertificateKey, Revoked, SharedServerConfig, certificate_key},
@@ -232,28 +238,138 @@ impl AsyncWrite for PeerStream {
 /// The stream of authenticated connections handed to tonic.
 pub type TlsIncoming = ReceiverStream<Result<PeerStream, io::Error>>;
 
+/// How the front door bounds connections whose handshake has not finished.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    /// A connection must send its ClientHello within this time.
+    pub client_hello_timeout: Duration,
+    /// ... and finish its handshake within this time of connecting.
+    pub handshake_timeout: Duration,
+    /// Connections accepted and not yet through their ClientHello.
+    pub max_awaiting_hello: usize,
+    /// Handshakes past their ClientHello and not yet finished.
+    pub max_pending: usize,
+    /// Connections from one source address not yet through their handshake.
+    pub max_per_address: usize,
+}
+
+impl HandshakeLimits {
+    pub fn from_config(tls: &TlsConfig) -> Self {
+        HandshakeLimits {
+            client_hello_timeout: Duration::from_millis(tls.client_hello_timeout_ms),
+            handshake_timeout: Duration::from_millis(tls.handshake_timeout_ms),
+            max_awaiting_hello: tls.max_awaiting_client_hello,
+            max_pending: tls.max_pending_handshakes,
+            max_per_address: tls.max_pending_handshakes_per_address,
+        }
+    }
+}
+
+/// How a connection's handshake ended; the `outcome` label of
+/// `minegate_tls_handshakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HandshakeOutcome {
+    /// Finished: the connection goes to the gRPC server.
+    Established,
+    /// The client's TLS was refused (bad certificate, protocol, ALPN, a
+    /// malformed ClientHello).
+    Refused,
+    /// The client closed the connection before its handshake finished.
+    Closed,
+    /// No complete ClientHello within `tls.client_hello_timeout_ms`.
+    HelloTimeout,
+    /// Not finished within `tls.handshake_timeout_ms`.
+    Timeout,
+    /// Closed at once: its source address already had
+    /// `tls.max_pending_handshakes_per_address` handshakes under way.
+    AddressLimit,
+    /// Closed at once: `tls.max_awaiting_client_hello` connections were
+    /// already waiting for their ClientHello.
+    Busy,
+}
+
+impl HandshakeOutcome {
+    pub const ALL: [HandshakeOutcome; 7] = [
+        HandshakeOutcome::Established,
+        HandshakeOutcome::Refused,
+        HandshakeOutcome::Closed,
+        HandshakeOutcome::HelloTimeout,
+        HandshakeOutcome::Timeout,
+        HandshakeOutcome::AddressLimit,
+        HandshakeOutcome::Busy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeOutcome::Established => "established",
+            HandshakeOutcome::Refused => "refused",
+            HandshakeOutcome::Closed => "closed",
+            HandshakeOutcome::HelloTimeout => "hello_timeout",
+            HandshakeOutcome::Timeout => "timeout",
+            HandshakeOutcome::AddressLimit => "address_limit",
+            HandshakeOutcome::Busy => "busy",
+        }
+    }
+}
+
+/// Handshakes under way per source address. A claim is given back when its
+/// [`AddressClaim`] drops.
+#[derive(Debug, Default)]
+struct PerAddress {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct AddressClaim {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn claim(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressClaim> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressClaim {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressClaim {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts TCP connections on `listener` and performs each TLS handshake in
-/// its own task, with the configuration `config` holds at that moment, at
-/// most `max_pending` at once, each within `timeout`. The accept loop stops,
-/// closing the listener, when the returned stream is dropped; the returned
-/// handle finishes then.
+/// its own task, with the configuration `config` holds when its ClientHello
+/// arrives. Accepting never waits: a connection past the per-address or
+/// awaiting-hello caps is closed at once, so silent connections cannot hold
+/// the port; a handshake slot (`max_pending`) is taken only once a
+/// ClientHello has arrived. The accept loop stops, closing the listener,
+/// when the returned stream is dropped; the returned handle finishes then.
 pub fn accept(
     listener: TcpListener,
     config: SharedServerConfig,
-    timeout: Duration,
-    max_pending: usize,
+    limits: HandshakeLimits,
+    metrics: Metrics,
 ) -> (TlsIncoming, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(max_pending);
-    let pending = Arc::new(Semaphore::new(max_pending));
+    let (tx, rx) = mpsc::channel(limits.max_pending);
+    let awaiting = Arc::new(Semaphore::new(limits.max_awaiting_hello));
+    let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let per_address = Arc::new(PerAddress::default());
     let accept_loop = tokio::spawn(async move {
         loop {
-            let permit = tokio::select! {
-                _ = tx.closed() => break,
-                permit = pending.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
             let (tcp, remote_addr) = tokio::select! {
                 _ = tx.closed() => break,
                 accepted = listener.accept() => match accepted {
@@ -266,50 +382,129 @@ pub fn accept(
                     }
                 },
             };
+            let ip = remote_addr.ip().to_canonical();
+            let Some(claim) = per_address.claim(ip, limits.max_per_address) else {
+                tracing::debug!(%remote_addr, "too many handshakes from this address: closed");
+                metrics.handshake(HandshakeOutcome::AddressLimit);
+                continue;
+            };
+            let Ok(hello_slot) = awaiting.clone().try_acquire_owned() else {
+                tracing::debug!(%remote_addr, "too many connections awaiting a ClientHello: closed");
+                metrics.handshake(HandshakeOutcome::Busy);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
-            // The configuration in use now: a reload applies from the next connection.
-            let acceptor = TlsAcceptor::from(config.current());
-            let mut revocations = config.revocations();
-            revocations.mark_unchanged();
+            let handshake = Handshake {
+                config: config.clone(),
+                limits,
+                pending: pending.clone(),
+                remote_addr,
+            };
             let tx = tx.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
-                drop(permit);
-                let stream = match handshake {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::info!(%remote_addr, %error, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(%remote_addr, ?timeout, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let leaf = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|certs| certs.first());
-                let identity = leaf
-                    .and_then(|cert| identity_from_certificate(cert))
-                    .map(Arc::from);
-                let key = leaf.and_then(|cert| certificate_key(cert));
-                tracing::debug!(%remote_addr, identity = identity.as_deref().unwrap_or("-"), "TLS connection established");
-                let info = PeerInfo {
-                    remote_addr,
-                    identity,
-                };
-                let _ = tx
-                    .send(Ok(PeerStream {
-                        inner: stream,
-                        info,
-                        revoked: revoked_later(key, revocations, remote_addr),
-                    }))
-                    .await;
+                let (outcome, stream) = handshake.run(tcp, hello_slot).await;
+                drop(claim);
+                metrics.handshake(outcome);
+                if let Some(stream) = stream {
+                    let _ = tx.send(Ok(stream)).await;
+                }
             });
         }
         tracing::debug!("listener closed");
     });
     (ReceiverStream::new(rx), accept_loop)
+}
+
+/// One connection's way through the handshake.
+struct Handshake {
+    config: SharedServerConfig,
+    limits: HandshakeLimits,
+    pending: Arc<Semaphore>,
+    remote_addr: SocketAddr,
+}
+
+impl Handshake {
+    async fn run(
+        self,
+        tcp: TcpStream,
+        hello_slot: OwnedSemaphorePermit,
+    ) -> (HandshakeOutcome, Option<PeerStream>) {
+        let remote_addr = self.remote_addr;
+        let deadline = Instant::now() + self.limits.handshake_timeout;
+        let hello_deadline = deadline.min(Instant::now() + self.limits.client_hello_timeout);
+        let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let start = match tokio::time::timeout_at(hello_deadline, hello).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(error)) => return refused(remote_addr, &error),
+            Err(_) => {
+                tracing::info!(%remote_addr, "no ClientHello in time: closed");
+                return (HandshakeOutcome::HelloTimeout, None);
+            }
+        };
+        drop(hello_slot);
+        let finished = tokio::time::timeout_at(deadline, async {
+            let _permit = self.pending.acquire().await;
+            // The configuration in use now: a reload applies from the next connection.
+            let tls = self.config.current();
+            let mut revocations = self.config.revocations();
+            revocations.mark_unchanged();
+            start
+                .into_stream(tls)
+                .await
+                .map(|stream| (stream, revocations))
+        })
+        .await;
+        match finished {
+            Ok(Ok((stream, revocations))) => (
+                HandshakeOutcome::Established,
+                Some(peer_stream(stream, revocations, remote_addr)),
+            ),
+            Ok(Err(error)) => refused(remote_addr, &error),
+            Err(_) => {
+                let timeout = self.limits.handshake_timeout;
+                tracing::info!(%remote_addr, ?timeout, "TLS handshake timed out");
+                (HandshakeOutcome::Timeout, None)
+            }
+        }
+    }
+}
+
+fn refused(remote_addr: SocketAddr, error: &io::Error) -> (HandshakeOutcome, Option<PeerStream>) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if matches!(
+        error.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted
+    ) {
+        tracing::debug!(%remote_addr, %error, "closed by the client during its TLS handshake");
+        return (HandshakeOutcome::Closed, None);
+    }
+    tracing::info!(%remote_addr, %error, "TLS handshake refused");
+    (HandshakeOutcome::Refused, None)
+}
+
+/// The connection handed to tonic, with the identity its certificate gives.
+fn peer_stream(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    revocations: tokio::sync::watch::Receiver<Revoked>,
+    remote_addr: SocketAddr,
+) -> PeerStream {
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first());
+    let identity = leaf
+        .and_then(|cert| identity_from_certificate(cert))
+        .map(Arc::from);
+    let key = leaf.and_then(|cert| certificate_key(cert));
+    tracing::debug!(%remote_addr, identity = identity.as_deref().unwrap_or("-"), "TLS connection established");
+    PeerStream {
+        inner: stream,
+        info: PeerInfo {
+            remote_addr,
+            identity,
+        },
+        revoked: revoked_later(key, revocations, remote_addr),
+    }
 }

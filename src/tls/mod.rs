@@ -8,5 +8,7 @@ pub mod identity;
 pub mod pki;
 pub mod reload;
 
-pub use acceptor::{PeerInfo, PeerStream, TlsIncoming, load_server_config};
+pub use acceptor::{
+    HandshakeLimits, HandshakeOutcome, PeerInfo, PeerStream, TlsIncoming, load_server_config,
+};
 pub use identity::{Peer, Role, identity_from_certificate};
