@@ -135,6 +135,7 @@ pub async fn start_with_clock(
     ensure_dev_pki(config)?;
     let metrics = Metrics::new();
     let tls = SharedServerConfig::load(&config.tls)?;
+    store::check_url(&config.database_url)?;
     let signer = Arc::new(Signer::load_or_create(
         &config.signing.key,
         &config.signing.origin,

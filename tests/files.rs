@@ -218,3 +218,30 @@ fn child_env(dir: &Path, signing_key: &Path) -> Vec<(&'static str, std::ffi::OsS
         .filter(|(k, _)| *k != "MINEGATE_DATABASE_URL")
         .collect()
 }
+
+#[tokio::test]
+async fn a_sqlite_url_with_a_user_and_password_is_refused_and_makes_no_folder() {
+    let dir = fresh_folder();
+    let signing_key = dir.path().join("signing.key");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .envs(child_env(dir.path(), &signing_key))
+        .env("MINEGATE_DATABASE_URL", "sqlite://alice:Secret1@/x.db")
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "sqlite://alice:***@/x.db: a SQLite database has no user or password (sqlite://PATH)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Secret1"), "{stderr}");
+    assert!(!dir.path().join("alice:Secret1@").exists());
+    // It failed before writing anything: no signing key either.
+    assert!(!signing_key.exists());
+}

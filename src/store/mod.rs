@@ -645,6 +645,19 @@ pub trait Store: Send + Sync + 'static {
 /// needed. Signing, it first checks the key against the key history, then
 /// brings the Merkle tree up to the ledger (over a database kept before
 /// the tree was, every entry becomes a leaf) under a signed checkpoint.
+/// Whether `url` names a database this gateway can open at all (its scheme,
+/// and for SQLite the file), without opening it: so that a start that will
+/// fail on it fails before writing anything (the signing key).
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    if url.starts_with("sqlite:") {
+        sqlite::database_path(url).map(|_| ())
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownScheme(crate::files::redacted_url(url)))
+    }
+}
+
 pub async fn open(
     url: &str,
     clock: Arc<dyn Clock>,

@@ -202,6 +202,18 @@ pub fn database_path(url: &str) -> Result<PathBuf, StoreError> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .ok_or_else(|| StoreError::UnknownScheme(url.to_owned()))?;
     let path = rest.split('?').next().unwrap_or_default();
+    // `sqlite://user:secret@/path` would be a file under a folder named
+    // after the user and secret.
+    if path
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains('@'))
+    {
+        return Err(StoreError::Database(format!(
+            "{}: a SQLite database has no user or password (sqlite://PATH)",
+            crate::files::redacted_url(url)
+        )));
+    }
     if path.is_empty() || path == ":memory:" {
         return Err(StoreError::Database(format!(
             "{url:?}: the database must be a file (sqlite://PATH)"
