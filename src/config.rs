@@ -37,6 +37,12 @@ pub struct Config {
     pub log: LogConfig,
     pub signing: SigningConfig,
     pub metrics: MetricsConfig,
+    /// What loading found worth a warning but not a refusal (environment
+    /// variables named like the gateway's that are none of its keys, as
+    /// Kubernetes sets for a Service named `minegate`); logged once logging
+    /// has started.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +234,7 @@ impl Default for Config {
             metrics: MetricsConfig {
                 listen: "127.0.0.1:9464".to_owned(),
             },
+            warnings: Vec::new(),
         }
     }
 }
@@ -272,11 +279,12 @@ impl Config {
                 })?;
             merge(&mut merged, from_file, "");
         }
-        apply_environment(&defaults, &mut merged, environment)?;
-        let config: Config = merged
+        let warnings = apply_environment(&defaults, &mut merged, environment)?;
+        let mut config: Config = merged
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
         config.check()?;
+        config.warnings = warnings;
         Ok(config)
     }
 
@@ -414,11 +422,16 @@ fn merge(base: &mut toml::Value, overlay: toml::Value, path: &str) {
 
 /// Every leaf key of the defaults has a variable; `roles` takes
 /// `identity=role,identity=role`; lists take comma-separated values.
+/// Sets the keys the environment names over `merged`. A `MINEGATE_*`
+/// variable that is no key is a warning (returned), not an error: an
+/// orchestrator may set such variables (Kubernetes' service links:
+/// `MINEGATE_PORT`, `MINEGATE_SERVICE_HOST`, …). A known key's value that
+/// does not parse is an error.
 fn apply_environment(
     defaults: &toml::Value,
     merged: &mut toml::Value,
     environment: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<String>, ConfigError> {
     let mut leaves = Vec::new();
     collect_leaves(defaults, String::new(), &mut leaves);
     let known: BTreeMap<String, (String, toml::Value)> = leaves
@@ -426,6 +439,7 @@ fn apply_environment(
         .map(|(path, value)| (Config::variable_for(&path), (path, value)))
         .collect();
 
+    let mut warnings = Vec::new();
     for (variable, raw) in environment {
         if !variable.starts_with("MINEGATE_")
             || variable.starts_with(TEST_VARIABLE_PREFIX)
@@ -435,10 +449,8 @@ fn apply_environment(
             continue;
         }
         let Some((path, default)) = known.get(&variable) else {
-            return Err(ConfigError::Environment {
-                variable,
-                reason: "not a configuration key (see minegate.example.toml)".into(),
-            });
+            warnings.push(unknown_variable(&variable, known.keys()));
+            continue;
         };
         let value = parse_like(default, path, &raw).map_err(|reason| ConfigError::Environment {
             variable: variable.clone(),
@@ -446,7 +458,24 @@ fn apply_environment(
         })?;
         set_path(merged, path, value);
     }
-    Ok(())
+    Ok(warnings)
+}
+
+/// The warning for a `MINEGATE_*` variable that is no key, naming the
+/// nearest key's variable when it is a likely typo (at most 2 edits).
+fn unknown_variable<'a>(variable: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let nearest = known
+        .map(|key| (strsim::levenshtein(variable, key), key))
+        .min()
+        .filter(|(distance, _)| *distance <= 2);
+    let hint = match nearest {
+        Some((_, key)) => format!("; did you mean {key}?"),
+        None => String::new(),
+    };
+    format!(
+        "environment variable {variable} is not a configuration key and is ignored \
+         (see minegate.example.toml){hint}"
+    )
 }
 
 fn collect_leaves(value: &toml::Value, path: String, out: &mut Vec<(String, toml::Value)>) {
@@ -610,12 +639,29 @@ mod tests {
     }
 
     #[test]
-    fn mistakes_are_named() {
-        let err = Config::load(None, env(&[("MINEGATE_LISTN", "x")])).unwrap_err();
+    fn a_variable_that_is_no_key_is_a_warning_naming_the_nearest() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("MINEGATE_LISTN", "127.0.0.1:1"),
+                ("MINEGATE_PORT", "tcp://10.96.0.12:50051"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, Config::default().listen);
         assert_eq!(
-            err.to_string(),
-            "environment variable MINEGATE_LISTN: not a configuration key (see minegate.example.toml)"
+            config.warnings,
+            [
+                "environment variable MINEGATE_LISTN is not a configuration key and is ignored \
+                 (see minegate.example.toml); did you mean MINEGATE_LISTEN?",
+                "environment variable MINEGATE_PORT is not a configuration key and is ignored \
+                 (see minegate.example.toml)",
+            ]
         );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
         let err =
             Config::load(None, env(&[("MINEGATE_TLS_HANDSHAKE_TIMEOUT_MS", "soon")])).unwrap_err();
         assert_eq!(

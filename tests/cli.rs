@@ -197,19 +197,95 @@ fn certs_init_revoke_and_issue_say_what_they_did() {
     );
 }
 
+/// What Kubernetes puts in every pod's environment for a Service named
+/// `minegate` in the namespace (service links), with a named port `grpc`.
+const KUBERNETES_SERVICE_LINKS: [(&str, &str); 8] = [
+    ("MINEGATE_PORT", "tcp://10.96.0.12:50051"),
+    ("MINEGATE_PORT_50051_TCP", "tcp://10.96.0.12:50051"),
+    ("MINEGATE_PORT_50051_TCP_ADDR", "10.96.0.12"),
+    ("MINEGATE_PORT_50051_TCP_PORT", "50051"),
+    ("MINEGATE_PORT_50051_TCP_PROTO", "tcp"),
+    ("MINEGATE_SERVICE_HOST", "10.96.0.12"),
+    ("MINEGATE_SERVICE_PORT", "50051"),
+    ("MINEGATE_SERVICE_PORT_GRPC", "50051"),
+];
+
 #[test]
-fn a_mistyped_environment_variable_stops_serve_with_a_clear_error() {
+fn kubernetes_service_variables_are_warned_about_and_serve_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = format!("https://127.0.0.1:{port}");
+    let mut serving = Serving(
+        Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MINEGATE_METRICS_LISTEN", "")
+            .envs(KUBERNETES_SERVICE_LINKS)
+            .env("MINEGATE_LISTN", "127.0.0.1:1")
+            .env("MINEGATE_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !minegate(dir.path(), &["health", "--server", &server])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "no healthy gateway");
+        assert!(serving.0.try_wait().unwrap().is_none(), "gateway exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&serving.0, "TERM");
+    assert_eq!(wait_for_exit(&mut serving.0).code(), Some(0));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut serving.0.stderr.take().unwrap(), &mut log).unwrap();
+
+    // One warning a variable, in the order the environment lists them (not
+    // fixed); each a JSON line at WARN.
+    let mut warned: Vec<String> = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["level"] == "WARN")
+        .map(|line| line["fields"]["message"].as_str().unwrap().to_owned())
+        .filter(|message| message.starts_with("environment variable"))
+        .collect();
+    warned.sort();
+    let mut expected: Vec<String> = KUBERNETES_SERVICE_LINKS
+        .iter()
+        .map(|(variable, _)| {
+            format!(
+                "environment variable {variable} is not a configuration key and is ignored \
+                 (see minegate.example.toml)"
+            )
+        })
+        .collect();
+    expected.push(
+        "environment variable MINEGATE_LISTN is not a configuration key and is ignored \
+         (see minegate.example.toml); did you mean MINEGATE_LISTEN?"
+            .to_owned(),
+    );
+    expected.sort();
+    assert_eq!(warned, expected);
+}
+
+#[test]
+fn a_bad_value_for_a_known_key_stops_serve_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(BIN)
         .arg("serve")
         .current_dir(dir.path())
-        .env("MINEGATE_LISTN", "127.0.0.1:1")
+        .env("MINEGATE_LIMITS_MAX_IN_FLIGHT", "sixteen")
+        .envs(KUBERNETES_SERVICE_LINKS)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stderr(&output),
-        "error: environment variable MINEGATE_LISTN: not a configuration key (see minegate.example.toml)\n"
+        "error: environment variable MINEGATE_LIMITS_MAX_IN_FLIGHT: \"sixteen\" is not a whole number\n"
     );
     // Nothing was made.
     assert!(!dir.path().join("certs").exists());

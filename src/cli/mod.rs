@@ -182,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(config.log.format, &config.log.filter);
+            log_config_warnings(&config);
             serve::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -233,21 +234,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ledger(command) => {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(LogFormat::Text, "warn");
+            log_config_warnings(&config);
             ledger::run(command, &config).await
         }
         Command::Signing(command) => {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(LogFormat::Text, "warn");
+            log_config_warnings(&config);
             signing::run(command, &config).await
         }
         Command::Backup(args) => {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(LogFormat::Text, "warn");
+            log_config_warnings(&config);
             backup::backup(args, &config).await
         }
         Command::Restore(args) => {
             let config = load_config(cli.config.as_deref())?;
             init_tracing(LogFormat::Text, "warn");
+            log_config_warnings(&config);
             backup::restore(args, &config).await
         }
     }
@@ -259,6 +264,13 @@ pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let local = std::path::Path::new("minegate.toml");
     let file = path.or_else(|| local.exists().then_some(local));
     Ok(Config::load(file, std::env::vars())?)
+}
+
+/// Logs what loading the configuration warned about; logging has started.
+fn log_config_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
