@@ -115,9 +115,37 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
 
+    // Its output into a pipe closed at once (`minegate health | head -0`):
+    // it ends of SIGPIPE, as Unix tools do, with no panic.
+    let mut piped = Command::new(BIN)
+        .args(["health", "--server", &server])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let ended = piped.wait_with_output().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&ended.status),
+        Some(13)
+    );
+    assert_eq!(stderr(&ended), "");
+
     signal(&serving.0, "TERM");
     let status = wait_for_exit(&mut serving.0);
     assert_eq!(status.code(), Some(0));
+
+    // No gateway there: exit 3, and each cause of the error said once.
+    let unreachable = minegate(dir.path(), &["health", "--server", &server]);
+    assert_eq!(unreachable.status.code(), Some(3));
+    assert_eq!(
+        stderr(&unreachable),
+        format!(
+            "error: cannot connect to {server}: transport error: tcp connect error: \
+             Connection refused (os error 111)\n"
+        )
+    );
 }
 
 #[test]

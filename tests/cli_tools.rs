@@ -100,6 +100,23 @@ async fn each_agency_works_through_its_command_line_client() {
         "{table}"
     );
 
+    // The same submission again (a retry): the same receipt, said to be a replay.
+    let again = submit(&app, "start", "start-notification.json", true, false).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let replayed = text(&again.stdout);
+    let filing_id = lines[0].trim_start_matches("accepted: start notification ");
+    assert_eq!(
+        replayed.lines().next().unwrap(),
+        format!(
+            "replayed: start notification {filing_id} (accepted before with this idempotency \
+             key and payload; nothing new was stored)"
+        )
+    );
+    assert_eq!(
+        replayed.lines().skip(1).collect::<Vec<_>>(),
+        lines[1..].to_vec()
+    );
+
     let quarterly = submit(&app, "quarterly", "quarterly-report.json", true, true).await;
     assert!(quarterly.status.success(), "{}", text(&quarterly.stderr));
     let receipt: FilingReceipt =

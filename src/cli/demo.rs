@@ -490,7 +490,7 @@ pub async fn play(seed: u64, filers: u32, dir: &Path) -> anyhow::Result<Summary>
            -> anyhow::Result<()> {
         write_durably(&file, serde_json::to_string_pretty(&json)?.as_bytes())?;
         let receipt = match submit::submit_file(&authority, kind, &file, &docs).await? {
-            Submitted::Accepted(receipt) => receipt,
+            Submitted::Accepted { receipt, .. } => receipt,
             Submitted::Rejected(problems) => bail!("{} rejected: {problems:?}", file.display()),
         };
         let receipt_at = Instant::now();

@@ -18,8 +18,19 @@ pub struct HealthArgs {
 
 /// Prints each service's status and the certificates' expiry warning.
 /// Exit 0: all SERVING; 1: a service is not; 2: all serve, but a server or
-/// CA certificate expires within `tls.expiry_warning_days`.
+/// CA certificate expires within `tls.expiry_warning_days`; 3: the gateway
+/// could not be reached or did not answer (the error on stderr).
 pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    match check(args).await {
+        Ok(code) => Ok(code),
+        Err(error) => {
+            eprintln!("error: {}", super::causes_once(&error));
+            Ok(ExitCode::from(3))
+        }
+    }
+}
+
+async fn check(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let channel = args
         .client
         .tls(crate::tls::Role::Operator)

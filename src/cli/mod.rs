@@ -46,6 +46,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the process should die quietly of SIGPIPE, as Unix tools do,
+    /// when its output goes to a pipe closed early (`minegate health | head
+    /// -1`), rather than panic in `println!`: every command but `serve`,
+    /// which keeps ignoring it (a peer's closed socket must not end it).
+    pub fn ends_on_a_closed_pipe(&self) -> bool {
+        !matches!(self.command, Command::Serve(_))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway until SIGINT or SIGTERM, then drain and exit 0.
@@ -54,7 +64,8 @@ pub enum Command {
     #[command(subcommand)]
     Certs(certs::CertsCommand),
     /// Ask a gateway's health service over mutual TLS. Exit 0: serving; 1: a
-    /// service is not; 2: serving, but a certificate expires soon.
+    /// service is not; 2: serving, but a certificate expires soon; 3: the
+    /// gateway could not be reached or did not answer.
     Health(health::HealthArgs),
     /// Authority: submit a filing (proto3 JSON) with its documents.
     Submit(submit::SubmitArgs),
@@ -160,7 +171,11 @@ where
 /// Parses the command line, runs the command, and turns any error into a
 /// message on stderr and exit code 1.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    run_main(Cli::parse())
+}
+
+/// As [`main`], with the command line parsed.
+pub fn run_main(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -171,10 +186,28 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", causes_once(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: a cause whose text the error
+/// before it already shows (many errors print their source) is left out.
+pub fn causes_once(error: &anyhow::Error) -> String {
+    let mut said = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !previous.contains(&text) {
+            if !said.is_empty() {
+                said.push_str(": ");
+            }
+            said.push_str(&text);
+        }
+        previous = text;
+    }
+    said
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -81,7 +81,12 @@ pub enum FilingCommand {
 
 /// What a submission came to.
 pub enum Submitted {
-    Accepted(Box<FilingReceipt>),
+    /// A new filing's receipt, or (`replayed`) the receipt of the filing an
+    /// earlier submission with the same idempotency key made.
+    Accepted {
+        receipt: Box<FilingReceipt>,
+        replayed: bool,
+    },
     /// Field path and reason of each problem.
     Rejected(Vec<(String, String)>),
 }
@@ -198,6 +203,10 @@ pub async fn submit_file(
         Ok(receipt) => {
             // The receipt is checked as a ministry checks what it gets: its
             // evidence against the published keys (docs/evidence.md).
+            let replayed = receipt
+                .metadata()
+                .get(crate::service::filing::REPLAYED_HEADER)
+                .is_some_and(|value| value == "true");
             let receipt = receipt.into_inner();
             let keys = ComplianceServiceClient::new(channel)
                 .get_signing_keys(GetSigningKeysRequest {})
@@ -207,7 +216,10 @@ pub async fn submit_file(
                 .keys;
             verify(ArtifactKind::Receipt, receipt.evidence.as_ref(), &keys)
                 .context("the receipt's evidence does not hold")?;
-            Ok(Submitted::Accepted(Box::new(receipt)))
+            Ok(Submitted::Accepted {
+                receipt: Box::new(receipt),
+                replayed,
+            })
         }
         Err(status) => match violations(&status) {
             Some(violations) => Ok(Submitted::Rejected(violations)),
@@ -230,8 +242,9 @@ fn time(t: &Option<pbjson_types::Timestamp>) -> String {
         })
 }
 
-/// A receipt as a person reads it.
-pub fn receipt_table(receipt: &FilingReceipt) -> String {
+/// A receipt as a person reads it; `replayed`: the answer to a repeated
+/// submission, which stored nothing new.
+pub fn receipt_table(receipt: &FilingReceipt, replayed: bool) -> String {
     let mut out = String::new();
     let kind = receipt
         .filing_kind()
@@ -239,7 +252,16 @@ pub fn receipt_table(receipt: &FilingReceipt) -> String {
         .trim_start_matches("FILING_KIND_")
         .to_lowercase()
         .replace('_', " ");
-    let _ = writeln!(out, "accepted: {kind} {}", receipt.filing_id);
+    if replayed {
+        let _ = writeln!(
+            out,
+            "replayed: {kind} {} (accepted before with this idempotency key and payload; \
+             nothing new was stored)",
+            receipt.filing_id
+        );
+    } else {
+        let _ = writeln!(out, "accepted: {kind} {}", receipt.filing_id);
+    }
     let _ = writeln!(out, "  BIN/IIN           {}", receipt.bin_or_iin);
     let _ = writeln!(
         out,
@@ -303,11 +325,11 @@ pub fn receipt_table(receipt: &FilingReceipt) -> String {
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let tls = args.client.tls(Role::Authority);
     match submit_file(&tls, args.kind, &args.file, &args.documents).await? {
-        Submitted::Accepted(receipt) => {
+        Submitted::Accepted { receipt, replayed } => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&receipt)?);
             } else {
-                print!("{}", receipt_table(&receipt));
+                print!("{}", receipt_table(&receipt, replayed));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -34,6 +34,10 @@ use crate::{
     },
 };
 
+/// Response metadata on a submission's answer when it replays an earlier
+/// one (same idempotency key and payload): `true`. Absent on a new filing.
+pub const REPLAYED_HEADER: &str = "minegate-replayed";
+
 pub struct Filings {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -97,6 +101,7 @@ impl Filings {
     }
 
     /// Submits, then counts the outcome for the metrics.
+    /// A replay's answer carries the [`REPLAYED_HEADER`] metadata.
     async fn submit_counted<M: Message>(
         &self,
         kind: &str,
@@ -126,7 +131,17 @@ impl Filings {
                 );
             }
         }
-        result.map(|(receipt, _)| receipt)
+        result.map(|(mut receipt, new)| {
+            if !new {
+                // The receipt is the first one's, byte for byte; the header
+                // lets a client say "replayed" rather than "accepted".
+                receipt.metadata_mut().insert(
+                    REPLAYED_HEADER,
+                    tonic::metadata::MetadataValue::from_static("true"),
+                );
+            }
+            receipt
+        })
     }
 
     /// Checks the referenced documents exist, then commits the filing.
