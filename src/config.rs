@@ -18,8 +18,6 @@ use crate::tls::Role;
 
 /// Environment variables with the `MINEGATE_` prefix that are not config keys.
 const NON_CONFIG_VARIABLES: &[&str] = &["MINEGATE_CONFIG"];
-/// Prefix of the client commands' variables (`MINEGATE_CLIENT_SERVER`, …).
-const CLIENT_VARIABLE_PREFIX: &str = "MINEGATE_CLIENT_";
 /// Prefix of environment variables read by tests, never by the gateway.
 const TEST_VARIABLE_PREFIX: &str = "MINEGATE_TEST_";
 
@@ -37,12 +35,47 @@ pub struct Config {
     pub log: LogConfig,
     pub signing: SigningConfig,
     pub metrics: MetricsConfig,
+    /// How the client commands reach a gateway (not read by `serve`).
+    pub client: ClientConfig,
     /// What loading found worth a warning but not a refusal (environment
     /// variables named like the gateway's that are none of its keys, as
     /// Kubernetes sets for a Service named `minegate`); logged once logging
     /// has started.
     #[serde(skip)]
     pub warnings: Vec<String>,
+}
+
+/// How the client commands (`health`, `submit`, `energy`, `finance`,
+/// `compliance`, `status`, …) reach a gateway. Their flags (`--server`, …)
+/// win over it; its variables are `MINEGATE_CLIENT_SERVER` and so on, as for
+/// every key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The gateway, `https://HOST:PORT`.
+    pub server: String,
+    /// The CA bundle that issued the gateway's certificate.
+    pub ca: PathBuf,
+    /// This agency's client certificate; "": `certs/dev/ROLE.pem` for the
+    /// command's role.
+    pub cert: PathBuf,
+    /// Its private key; "": `certs/dev/ROLE.key`.
+    pub key: PathBuf,
+    /// The name to check the gateway's certificate against; "": the
+    /// server's host.
+    pub tls_domain: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            server: "https://127.0.0.1:50051".to_owned(),
+            ca: PathBuf::from("certs/dev/ca.pem"),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            tls_domain: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +267,7 @@ impl Default for Config {
             metrics: MetricsConfig {
                 listen: "127.0.0.1:9464".to_owned(),
             },
+            client: ClientConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -443,7 +477,6 @@ fn apply_environment(
     for (variable, raw) in environment {
         if !variable.starts_with("MINEGATE_")
             || variable.starts_with(TEST_VARIABLE_PREFIX)
-            || variable.starts_with(CLIENT_VARIABLE_PREFIX)
             || NON_CONFIG_VARIABLES.contains(&variable.as_str())
         {
             continue;

@@ -115,6 +115,41 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
 
+    // From another folder, with the gateway and this agency's certificate
+    // in a configuration's [client] section: --config is what it reads.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("certs/dev");
+    std::fs::write(
+        elsewhere.path().join("client.toml"),
+        format!(
+            "[client]\nserver = \"{server}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            pki.join("ca.pem").display(),
+            pki.join("operator.pem").display(),
+            pki.join("operator.key").display()
+        ),
+    )
+    .unwrap();
+    let from_file = minegate(elsewhere.path(), &["--config", "client.toml", "health"]);
+    assert_eq!(from_file.status.code(), Some(0), "{}", stderr(&from_file));
+    assert_eq!(stdout(&from_file), stdout(&health));
+    // Its variable wins over the file, and the flag over both.
+    let wrong = "https://127.0.0.1:1";
+    let env_wins = Command::new(BIN)
+        .args(["--config", "client.toml", "health"])
+        .current_dir(elsewhere.path())
+        .env("MINEGATE_CLIENT_SERVER", wrong)
+        .output()
+        .unwrap();
+    assert_eq!(env_wins.status.code(), Some(3));
+    assert!(stderr(&env_wins).contains(wrong), "{}", stderr(&env_wins));
+    let flag_wins = Command::new(BIN)
+        .args(["--config", "client.toml", "health", "--server", &server])
+        .current_dir(elsewhere.path())
+        .env("MINEGATE_CLIENT_SERVER", wrong)
+        .output()
+        .unwrap();
+    assert_eq!(flag_wins.status.code(), Some(0), "{}", stderr(&flag_wins));
+
     // Its output into a pipe closed at once (`minegate health | head -0`):
     // it ends of SIGPIPE, as Unix tools do, with no panic.
     let mut piped = Command::new(BIN)

@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::{
     client::ClientTls,
-    config::{Config, LogFormat},
+    config::{ClientConfig, Config, LogFormat},
     tls::Role,
 };
 
@@ -46,13 +46,44 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// A command that calls a gateway as one of its clients.
+    fn is_client(&self) -> bool {
+        matches!(
+            self,
+            Command::Health(_)
+                | Command::Submit(_)
+                | Command::Register(_)
+                | Command::Filing(_)
+                | Command::Energy(_)
+                | Command::Finance(_)
+                | Command::Compliance(_)
+                | Command::Status(_)
+        )
+    }
+
+    /// A command that makes what it needs itself (a PKI, a gateway of its own).
+    fn reads_no_config(&self) -> bool {
+        matches!(
+            self,
+            Command::Certs(_) | Command::Demo(_) | Command::Bench(_)
+        )
+    }
+}
+
 impl Cli {
     /// Whether the process should die quietly of SIGPIPE, as Unix tools do,
     /// when its output goes to a pipe closed early (`minegate health | head
-    /// -1`), rather than panic in `println!`: every command but `serve`,
-    /// which keeps ignoring it (a peer's closed socket must not end it).
+    /// -1`), rather than panic in `println!`: the commands that print what
+    /// they read and talk only over sockets (which never raise SIGPIPE).
+    /// Not `serve`, nor the commands that run processes of their own (`demo`,
+    /// `bench`, `backup`, `restore`): a child's closed pipe must not end them.
     pub fn ends_on_a_closed_pipe(&self) -> bool {
-        !matches!(self.command, Command::Serve(_))
+        self.command.is_client()
+            || matches!(
+                self.command,
+                Command::Certs(_) | Command::Ledger(_) | Command::Signing(_)
+            )
     }
 }
 
@@ -104,46 +135,57 @@ pub enum Command {
     Restore(backup::RestoreArgs),
 }
 
-/// How a client command reaches a gateway.
+/// How a client command reaches a gateway: each flag over the
+/// configuration's `[client]` section (`--config`, else ./minegate.toml;
+/// its variables `MINEGATE_CLIENT_*`), over the built-in defaults.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The gateway, https://HOST:PORT.
-    #[arg(
-        long,
-        env = "MINEGATE_CLIENT_SERVER",
-        default_value = "https://127.0.0.1:50051"
-    )]
-    pub server: String,
-    /// CA bundle that issued the gateway's certificate.
-    #[arg(long, env = "MINEGATE_CLIENT_CA", default_value = "certs/dev/ca.pem")]
-    pub ca: PathBuf,
-    /// This agency's client certificate [default: certs/dev/ROLE.pem for the command's role].
-    #[arg(long, env = "MINEGATE_CLIENT_CERT")]
+    /// The gateway, https://HOST:PORT [default: client.server, https://127.0.0.1:50051].
+    #[arg(long)]
+    pub server: Option<String>,
+    /// CA bundle that issued the gateway's certificate [default: client.ca, certs/dev/ca.pem].
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// This agency's client certificate [default: client.cert, else certs/dev/ROLE.pem for the command's role].
+    #[arg(long)]
     pub cert: Option<PathBuf>,
-    /// This agency's private key [default: certs/dev/ROLE.key].
-    #[arg(long, env = "MINEGATE_CLIENT_KEY")]
+    /// This agency's private key [default: client.key, else certs/dev/ROLE.key].
+    #[arg(long)]
     pub key: Option<PathBuf>,
-    /// Name to check the gateway's certificate against, if not the server's host.
-    #[arg(long, env = "MINEGATE_CLIENT_TLS_DOMAIN")]
+    /// Name to check the gateway's certificate against, if not the server's host [default: client.tls_domain].
+    #[arg(long)]
     pub tls_domain: Option<String>,
 }
 
+/// The `[client]` section of the configuration this process loaded, for
+/// [`ClientArgs::tls`]; set once in [`run`] before a client command starts.
+static CLIENT_CONFIG: std::sync::OnceLock<ClientConfig> = std::sync::OnceLock::new();
+
 impl ClientArgs {
-    /// The connection settings, with the dev certificate of `role` by default.
+    /// The connection settings: the flags, else the configuration's
+    /// `[client]` section, with the dev certificate of `role` by default.
     pub fn tls(&self, role: Role) -> ClientTls {
+        let file = CLIENT_CONFIG.get().cloned().unwrap_or_default();
         let dev = PathBuf::from("certs/dev");
+        let or_dev = |path: PathBuf, ext: &str| {
+            if path.as_os_str().is_empty() {
+                dev.join(format!("{role}.{ext}"))
+            } else {
+                path
+            }
+        };
         ClientTls {
-            server: self.server.clone(),
-            ca: self.ca.clone(),
+            server: self.server.clone().unwrap_or(file.server),
+            ca: self.ca.clone().unwrap_or(file.ca),
             cert: self
                 .cert
                 .clone()
-                .unwrap_or_else(|| dev.join(format!("{role}.pem"))),
-            key: self
-                .key
+                .unwrap_or_else(|| or_dev(file.cert, "pem")),
+            key: self.key.clone().unwrap_or_else(|| or_dev(file.key, "key")),
+            domain: self
+                .tls_domain
                 .clone()
-                .unwrap_or_else(|| dev.join(format!("{role}.key"))),
-            domain: self.tls_domain.clone(),
+                .or((!file.tls_domain.is_empty()).then_some(file.tls_domain)),
         }
     }
 }
@@ -211,6 +253,14 @@ pub fn causes_once(error: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.command.is_client() {
+        let config = load_config(cli.config.as_deref())?;
+        init_tracing(LogFormat::Text, "warn");
+        log_config_warnings(&config);
+        let _ = CLIENT_CONFIG.set(config.client);
+    } else if cli.config.is_some() && cli.command.reads_no_config() {
+        eprintln!("warning: this command reads no configuration; --config is not used");
+    }
     match cli.command {
         Command::Serve(args) => {
             let config = load_config(cli.config.as_deref())?;
