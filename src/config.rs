@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::tls::Role;
 
 /// Environment variables with the `MINEGATE_` prefix that are not config keys.
-const NON_CONFIG_VARIABLES: &[&str] = &["MINEGATE_CONFIG"];
+const NON_CONFIG_VARIABLES: &[&str] = &["MINEGATE_CONFIG", "MINEGATE_BENCH_GATEWAY"];
 /// Prefix of environment variables read by tests, never by the gateway.
 const TEST_VARIABLE_PREFIX: &str = "MINEGATE_TEST_";
 
@@ -128,14 +128,14 @@ pub struct TlsConfig {
     pub client_hello_timeout_ms: u64,
     /// A connection must finish its TLS handshake within this time.
     pub handshake_timeout_ms: u64,
-    /// Handshakes past their ClientHello at once; further ones wait (within
-    /// their timeout) for a slot.
+    /// Handshakes past their ClientHello at once; a newer one closes the
+    /// oldest of the source address holding the most (no one waits).
     pub max_pending_handshakes: usize,
     /// Connections from one source address not yet through their handshake;
     /// past it, a new connection from that address is closed at once.
     pub max_pending_handshakes_per_address: usize,
-    /// Connections accepted and still awaiting their ClientHello; past it, a
-    /// new connection is closed at once.
+    /// Connections accepted and still awaiting their ClientHello; a newer
+    /// one closes the oldest of the source address holding the most.
     pub max_awaiting_client_hello: usize,
     /// How often the CA bundle, CRLs and server certificate files are checked
     /// for changes and reloaded (SIGHUP reloads at once); 0: only on SIGHUP.
@@ -180,6 +180,10 @@ pub struct Limits {
     /// The most unacknowledged extracts on one Subscribe stream: a
     /// subscriber may ask for fewer, not more. At most [`MAX_IN_FLIGHT`].
     pub max_in_flight: u32,
+    /// Subscribe streams open at once for one energy identity; past it a
+    /// new one is RESOURCE_EXHAUSTED. With `max_in_flight`, it bounds what
+    /// the gateway holds for subscribers that do not read.
+    pub max_subscribe_streams_per_identity: u32,
     /// How often obligations past their due date are marked OVERDUE.
     pub obligation_scan_ms: u64,
     /// Calls in progress at once from one certificate identity, over all its
@@ -231,7 +235,7 @@ impl Default for Config {
                 client_hello_timeout_ms: 2_000,
                 handshake_timeout_ms: 10_000,
                 max_pending_handshakes: 256,
-                max_pending_handshakes_per_address: 32,
+                max_pending_handshakes_per_address: 8,
                 max_awaiting_client_hello: 4096,
                 reload_check_ms: 5_000,
                 expiry_warning_days: 30,
@@ -249,6 +253,7 @@ impl Default for Config {
                 shutdown_grace_ms: 10_000,
                 ack_deadline_ms: 30_000,
                 max_in_flight: 16,
+                max_subscribe_streams_per_identity: 4,
                 obligation_scan_ms: 60_000,
                 max_concurrent_calls_per_peer: 128,
                 database_check_ms: 1_000,
@@ -359,11 +364,12 @@ impl Config {
             )));
         }
         if self.limits.max_in_flight == 0
+            || self.limits.max_subscribe_streams_per_identity == 0
             || self.limits.ack_deadline_ms == 0
             || self.limits.obligation_scan_ms == 0
         {
             return Err(ConfigError::Invalid(
-                "limits.max_in_flight, limits.ack_deadline_ms and limits.obligation_scan_ms must be greater than 0".into(),
+                "limits.max_in_flight, limits.max_subscribe_streams_per_identity, limits.ack_deadline_ms and limits.obligation_scan_ms must be greater than 0".into(),
             ));
         }
         if self.limits.max_in_flight > MAX_IN_FLIGHT {

@@ -75,7 +75,52 @@ pub fn redacted_url(url: &str) -> String {
         },
         None => authority.to_owned(),
     };
-    format!("{scheme}{authority}{}", redacted_query(tail))
+    redacted_keywords(&format!("{scheme}{authority}{}", redacted_query(tail)))
+}
+
+/// `text` with the value of every `…password…=VALUE` keyword (any case; a
+/// value quoted with ' or " to its closing quote, else to the next space,
+/// `&` or `#`) replaced by `***`: a keyword connection string (`host=db
+/// user=u password=secret`) given where a URL was expected.
+fn redacted_keywords(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("password") {
+        let key_end = from + found + "password".len();
+        let Some(equals) = lower[key_end..].find('=').map(|at| key_end + at) else {
+            break;
+        };
+        // The rest of a longer key (`password_file`), or spaces before `=`;
+        // anything else means this "password" is not a key (a path, a name).
+        let between = lower[key_end..equals].trim_end();
+        if !between
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            out.push_str(&text[from..key_end]);
+            from = key_end;
+            continue;
+        }
+        let after = &text[equals + 1..];
+        let value_start = equals + 1 + (after.len() - after.trim_start().len());
+        let rest = &text[value_start..];
+        let value_end = match rest.chars().next() {
+            Some(quote @ ('\'' | '"')) => rest[1..]
+                .find(quote)
+                .map_or(text.len(), |at| value_start + at + 2),
+            _ => rest
+                .find([' ', '\t', '&', '#'])
+                .map_or(text.len(), |at| value_start + at),
+        };
+        out.push_str(&text[from..value_start]);
+        if value_end > value_start {
+            out.push_str("***");
+        }
+        from = value_end;
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 fn redacted_query(tail: &str) -> String {
@@ -123,6 +168,25 @@ mod tests {
                 "probe23:***@127.0.0.1:5432/db",
             ),
             ("u:p@h/db?password=x", "u:***@h/db?password=***"),
+            // Found from outside: a keyword connection string, and the
+            // parameter in capitals, were printed whole.
+            (
+                "host=127.0.0.1 user=u password=hunter2 dbname=d",
+                "host=127.0.0.1 user=u password=*** dbname=d",
+            ),
+            (
+                "host=h PassWord = 'two words' dbname=d",
+                "host=h PassWord = *** dbname=d",
+            ),
+            (
+                "postgres://u@h:1/d?PASSWORD=pa55w&sslmode=require",
+                "postgres://u@h:1/d?PASSWORD=***&sslmode=require",
+            ),
+            // A name with "password" in it that is no key stays.
+            (
+                "postgres://u@h/password_db?sslmode=require",
+                "postgres://u@h/password_db?sslmode=require",
+            ),
         ];
         for (url, shown) in cases {
             assert_eq!(redacted_url(url), shown, "{url}");

@@ -255,9 +255,7 @@ pub async fn start_with_clock(
             EnergyExtractServiceServer::new(EnergyExtracts::new(
                 store.clone(),
                 clock.clone(),
-                Duration::from_millis(config.limits.ack_deadline_ms),
-                config.limits.max_in_flight,
-                limit,
+                &config.limits,
                 metrics.clone(),
                 stopping_rx,
             ))

@@ -1334,3 +1334,45 @@ async fn missing_reports_page_through_the_register_within_and_across_filers(back
     assert_eq!((rest, token.as_str()), (vec![id(BIN_C, 3)], ""));
     app.gateway.shutdown().await.unwrap();
 }
+
+/// `limits.max_subscribe_streams_per_identity`: past it a new Subscribe of
+/// the same identity is RESOURCE_EXHAUSTED; once a stream has ended it is
+/// served again.
+#[tokio::test]
+async fn an_identity_past_its_subscribe_streams_is_refused_until_one_ends() {
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let app = spawn_on_with(Backend::Sqlite, clock, |config| {
+        config.limits.max_subscribe_streams_per_identity = 2;
+    })
+    .await
+    .unwrap();
+    let first = subscribe(&app, "energy", 16).await;
+    let _second = subscribe(&app, "energy", 16).await;
+    let refused = EnergyExtractServiceClient::new(app.channel("energy").await)
+        .subscribe(SubscribeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            Code::ResourceExhausted,
+            "urn:minegate:energy already has 2 Subscribe streams open \
+             (limits.max_subscribe_streams_per_identity); end one first"
+        )
+    );
+    drop(first);
+    // The gateway sees the stream end when its client goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = EnergyExtractServiceClient::new(app.channel("energy").await)
+            .subscribe(SubscribeRequest::default())
+            .await;
+        match again {
+            Ok(_) => break,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.gateway.shutdown().await.unwrap();
+}

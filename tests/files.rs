@@ -171,8 +171,12 @@ async fn a_postgresql_password_reaches_no_log_line_error_or_metric() {
     let unreachable = format!("postgres://{role}:{password}@127.0.0.1:1/{role}");
     let mistyped = format!("postgresx://{role}:{password}@{host}/{role}");
     let schemeless = format!("{role}:{password}@{host}/{role}");
+    // Found from outside: a keyword connection string, and the parameter in
+    // capitals (which the driver logged, value and all, and ignored).
+    let keyword = format!("host=127.0.0.1 user={role} password={password} dbname={role}");
+    let capitals = format!("postgres://{role}@{host}/{role}?PASSWORD={password}");
     let mut failures = Vec::new();
-    for bad in [&unreachable, &mistyped, &schemeless] {
+    for bad in [&unreachable, &mistyped, &schemeless, &keyword, &capitals] {
         let mut env: Vec<(&str, &str)> = common_env
             .iter()
             .map(|(k, v)| (*k, v.to_str().unwrap()))
@@ -207,6 +211,20 @@ async fn a_postgresql_password_reaches_no_log_line_error_or_metric() {
     assert!(
         schemeless_error.contains(&format!("\"{role}:***@{host}/{role}\"")),
         "{schemeless_error}"
+    );
+    let keyword_error = String::from_utf8_lossy(&failures[3].stderr).into_owned();
+    assert!(
+        keyword_error.contains(&format!(
+            "\"host=127.0.0.1 user={role} password=*** dbname={role}\""
+        )),
+        "{keyword_error}"
+    );
+    let capitals_error = String::from_utf8_lossy(&failures[4].stderr).into_owned();
+    assert!(
+        capitals_error.contains(&format!(
+            "postgres://{role}@{host}/{role}?PASSWORD=***: unknown parameter \"PASSWORD\""
+        )),
+        "{capitals_error}"
     );
 }
 

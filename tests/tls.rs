@@ -123,12 +123,13 @@ async fn a_revoked_certificate_is_refused_after_restart_and_others_are_not() {
 async fn a_connection_that_never_completes_its_handshake_does_not_delay_others() {
     let app = spawn_app_with(|config| config.tls.handshake_timeout_ms = 1_500).await;
 
-    // Connections that say nothing, and one that sends half a ClientHello.
+    // Connections from another host that say nothing, and one that sends
+    // half a ClientHello: as many as one address may have under way.
     let mut stalled = Vec::new();
-    for _ in 0..20 {
-        stalled.push(TcpStream::connect(app.addr).await.unwrap());
+    for _ in 0..7 {
+        stalled.push(connect_from(ATTACKER, app.addr).await);
     }
-    let mut half = TcpStream::connect(app.addr).await.unwrap();
+    let mut half = connect_from(ATTACKER, app.addr).await;
     half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .await
         .unwrap();
@@ -266,16 +267,16 @@ const ATTACKER: [u8; 4] = [127, 0, 0, 2];
 async fn a_host_holding_a_thousand_silent_connections_starves_no_one() {
     let app = spawn_app_with(|config| config.tls.client_hello_timeout_ms = 1_000).await;
     let per_address = app.config.tls.max_pending_handshakes_per_address;
-    assert_eq!(per_address, 32);
+    assert_eq!(per_address, 8);
 
-    // 1,000 connections from one host that never send a byte: the first 32
-    // wait for their ClientHello, the other 968 are closed at once.
+    // 1,000 connections from one host that never send a byte: the first 8
+    // wait for their ClientHello, the other 992 are closed at once.
     let mut silent = Vec::new();
     for _ in 0..1000 {
         silent.push(connect_from(ATTACKER, app.addr).await);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while handshakes(&app).await["address_limit"] < 968 {
+    while handshakes(&app).await["address_limit"] < 992 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{:?}",
@@ -285,10 +286,10 @@ async fn a_host_holding_a_thousand_silent_connections_starves_no_one() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let held: Vec<bool> = silent.iter().map(|conn| !closed(conn)).collect();
-    assert_eq!(held.iter().filter(|held| **held).count(), 32);
+    assert_eq!(held.iter().filter(|held| **held).count(), 8);
     assert!(
-        held[..32].iter().all(|held| *held),
-        "the first 32 are the ones held"
+        held[..8].iter().all(|held| *held),
+        "the first 8 are the ones held"
     );
     drop(silent);
 
@@ -340,8 +341,8 @@ async fn a_host_holding_a_thousand_silent_connections_starves_no_one() {
             assert_eq!(counts["established"], established_before + 40);
             assert_eq!(counts["refused"], 0);
             assert_eq!(counts["timeout"], 0);
-            assert_eq!(counts["busy"], 0);
-            assert!(counts["address_limit"] > 968, "{counts:?}");
+            assert_eq!(counts["evicted"], 0);
+            assert!(counts["address_limit"] > 992, "{counts:?}");
             break;
         }
         assert!(
@@ -353,28 +354,102 @@ async fn a_host_holding_a_thousand_silent_connections_starves_no_one() {
     app.gateway.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn connections_past_the_cap_awaiting_a_client_hello_are_closed_at_once() {
-    let app = spawn_app_with(|config| config.tls.max_awaiting_client_hello = 5).await;
+/// Waits until `/metrics` counts `n` handshakes ended with `outcome`.
+async fn until_counted(app: &TestApp, outcome: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while handshakes(app).await[outcome] < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{outcome} never reached {n}: {:?}",
+            handshakes(app).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A connection from 127.0.0.`source` that sends a whole ClientHello (as a
+/// real client's first flight) and then nothing.
+async fn hello_then_silent(app: &TestApp, source: u8) -> TcpStream {
+    let config = rustls_client(&app.pki_dir().join("ca.pem"), None);
+    let mut client =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    let mut conn = connect_from([127, 0, 0, source], app.addr).await;
+    conn.write_all(&hello).await.unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_phase_closes_the_busiest_addresses_oldest_connection_not_the_newcomer() {
+    // Before the ClientHello: 5 places, 7 silent connections from 7 addresses.
+    let app = spawn_app_with(|config| {
+        config.tls.max_awaiting_client_hello = 5;
+        config.tls.client_hello_timeout_ms = 3_000;
+    })
+    .await;
     let mut silent = Vec::new();
     for source in 2..9u8 {
         silent.push(connect_from([127, 0, 0, source], app.addr).await);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while handshakes(&app).await["busy"] < 2 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_counted(&app, "evicted", 2).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let held: Vec<bool> = silent.iter().map(|conn| !closed(conn)).collect();
-    assert_eq!(held, [true, true, true, true, true, false, false]);
-    // Once their time for a ClientHello is up, they are closed and a real
-    // client is served.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(held, [false, false, true, true, true, true, true]);
+    // A real client takes the oldest one's place and is served at once.
     assert_eq!(health_of(&app, "operator").await, ServingStatus::Serving);
+    let held: Vec<bool> = silent.iter().map(|conn| !closed(conn)).collect();
+    assert_eq!(held, [false, false, false, true, true, true, true]);
+    until_counted(&app, "hello_timeout", 4).await;
     let counts = handshakes(&app).await;
-    assert_eq!(counts["hello_timeout"], 5);
-    assert_eq!(counts["busy"], 2);
-    assert_eq!(counts["established"], 1);
+    assert_eq!(
+        (
+            counts["evicted"],
+            counts["hello_timeout"],
+            counts["established"]
+        ),
+        (3, 4, 1)
+    );
+    app.gateway.shutdown().await.unwrap();
+
+    // The place taken is the busiest address's: one connection from
+    // 127.0.0.9, then six from 127.0.0.2; the lone older one stays.
+    let app = spawn_app_with(|config| {
+        config.tls.max_awaiting_client_hello = 5;
+        config.tls.client_hello_timeout_ms = 3_000;
+    })
+    .await;
+    let mut silent = vec![connect_from([127, 0, 0, 9], app.addr).await];
+    until_counted(&app, "hello_timeout", 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..6 {
+        silent.push(connect_from(ATTACKER, app.addr).await);
+    }
+    until_counted(&app, "evicted", 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(health_of(&app, "operator").await, ServingStatus::Serving);
+    let held: Vec<bool> = silent.iter().map(|conn| !closed(conn)).collect();
+    assert_eq!(held, [true, false, false, false, true, true, true]);
+    app.gateway.shutdown().await.unwrap();
+
+    // After it: 4 places, 6 connections from 6 addresses that send a whole
+    // ClientHello and then nothing.
+    let app = spawn_app_with(|config| {
+        config.tls.max_pending_handshakes = 4;
+        config.tls.handshake_timeout_ms = 3_000;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for source in 2..8u8 {
+        stalled.push(hello_then_silent(&app, source).await);
+    }
+    until_counted(&app, "evicted", 2).await;
+    assert_eq!(health_of(&app, "operator").await, ServingStatus::Serving);
+    until_counted(&app, "timeout", 3).await;
+    let counts = handshakes(&app).await;
+    assert_eq!(
+        (counts["evicted"], counts["timeout"], counts["established"]),
+        (3, 3, 1)
+    );
     app.gateway.shutdown().await.unwrap();
 }

@@ -153,6 +153,11 @@ const BENCH_LIMITS: &[(&str, &str)] = &[
     ("MINEGATE_LIMITS_MAX_IN_FLIGHT", "1024"),
 ];
 
+/// The variable naming another `minegate` binary to serve the bench's
+/// gateways (its harness stays this one): `MINEGATE_BENCH_GATEWAY=old/minegate
+/// minegate bench …` measures an earlier build under the same load.
+const GATEWAY_VARIABLE: &str = "MINEGATE_BENCH_GATEWAY";
+
 fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Result<Server> {
     start_server_with(dir, database_url, baseline, BENCH_LIMITS)
 }
@@ -167,7 +172,12 @@ fn start_server_with(
 ) -> anyhow::Result<Server> {
     let port = free_port()?;
     let pki = dir.join("certs");
-    let mut command = Command::new(std::env::current_exe()?);
+    // Another build's gateway under this harness, for a same-run comparison.
+    let gateway = match std::env::var_os(GATEWAY_VARIABLE) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::current_exe()?,
+    };
+    let mut command = Command::new(gateway);
     command.arg("serve");
     if baseline {
         command.arg("--baseline");
@@ -184,6 +194,7 @@ fn start_server_with(
         .envs(limits.iter().copied())
         .env("MINEGATE_LOG_FILTER", "error")
         .env_remove("RUST_LOG")
+        .env_remove(GATEWAY_VARIABLE)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = command.spawn().context("starting minegate serve")?;

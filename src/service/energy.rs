@@ -59,29 +59,36 @@ pub struct EnergyExtracts {
     max_in_flight: u32,
     /// `limits.max_message_bytes`: a delivery larger is not sent.
     max_message_bytes: usize,
+    /// `limits.max_subscribe_streams_per_identity`, and the streams open.
+    open_streams: Arc<OpenStreams>,
     metrics: crate::metrics::Metrics,
     /// Becomes true when the gateway stops: every stream then ends cleanly.
     stopping: watch::Receiver<bool>,
 }
 
 impl EnergyExtracts {
+    /// The service with the delivery limits of `limits` (`ack_deadline_ms`,
+    /// `max_in_flight`, `max_message_bytes`,
+    /// `max_subscribe_streams_per_identity`).
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        ack_deadline: Duration,
-        max_in_flight: u32,
-        max_message_bytes: usize,
+        limits: &crate::config::Limits,
         metrics: crate::metrics::Metrics,
         stopping: watch::Receiver<bool>,
     ) -> Self {
         EnergyExtracts {
+            open_streams: Arc::new(OpenStreams {
+                max: limits.max_subscribe_streams_per_identity as usize,
+                counts: std::sync::Mutex::new(HashMap::new()),
+            }),
             store,
             unrecorded: Arc::default(),
             board: Arc::default(),
             clock,
-            ack_deadline,
-            max_in_flight,
-            max_message_bytes,
+            ack_deadline: Duration::from_millis(limits.ack_deadline_ms),
+            max_in_flight: limits.max_in_flight,
+            max_message_bytes: limits.max_message_bytes,
             metrics,
             stopping,
         }
@@ -727,6 +734,49 @@ fn ack_builder(extract_id: &str, subscriber: &str) -> crate::store::AckBuilder {
     })
 }
 
+/// The Subscribe streams open per identity, at most `max` each.
+struct OpenStreams {
+    max: usize,
+    counts: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// One open stream, counted until it drops.
+struct OpenStream {
+    streams: Arc<OpenStreams>,
+    identity: String,
+}
+
+impl OpenStreams {
+    fn open(self: &Arc<Self>, identity: &str) -> Option<OpenStream> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(identity.to_owned()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(OpenStream {
+            streams: self.clone(),
+            identity: identity.to_owned(),
+        })
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let mut counts = self
+            .streams
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.identity) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.identity);
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl EnergyExtractService for EnergyExtracts {
     type SubscribeStream = ResponseStream<ExtractDelivery>;
@@ -737,6 +787,13 @@ impl EnergyExtractService for EnergyExtracts {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = peer(&request)?;
+        let Some(open) = self.open_streams.open(&caller.identity) else {
+            return Err(Status::resource_exhausted(format!(
+                "{} already has {} Subscribe streams open \
+                 (limits.max_subscribe_streams_per_identity); end one first",
+                caller.identity, self.open_streams.max
+            )));
+        };
         let max_in_flight = match request.get_ref().max_in_flight {
             0 => self.max_in_flight,
             n => n.min(self.max_in_flight),
@@ -767,7 +824,11 @@ impl EnergyExtractService for EnergyExtracts {
             ack_deadline: self.ack_deadline,
             until_caught_up,
         };
-        tokio::spawn(deliver(feed, sender, failures, self.stopping.clone()));
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            deliver(feed, sender, failures, stopping).await;
+            drop(open);
+        });
         Ok(Response::new(transport(receiver)))
     }
 

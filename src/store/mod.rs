@@ -652,9 +652,51 @@ pub fn check_url(url: &str) -> Result<(), StoreError> {
     if url.starts_with("sqlite:") {
         sqlite::database_path(url).map(|_| ())
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(())
+        postgres_parameters_known(url)
     } else {
         Err(StoreError::UnknownScheme(crate::files::redacted_url(url)))
+    }
+}
+
+/// The connection parameters sqlx's PostgreSQL driver reads from a URL.
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Refuses a parameter the driver does not know: it would log it, value
+/// and all, and go on without it (found from outside: `?PASSWORD=…`).
+fn postgres_parameters_known(url: &str) -> Result<(), StoreError> {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let query = query.split('#').next().unwrap_or_default();
+    let unknown = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .find(|name| !POSTGRES_PARAMETERS.contains(name) && !name.starts_with("options["));
+    match unknown {
+        None => Ok(()),
+        Some(name) => Err(StoreError::Database(format!(
+            "{}: unknown parameter {name:?} (known: {}; names are lower case)",
+            crate::files::redacted_url(url),
+            POSTGRES_PARAMETERS.join(", ")
+        ))),
     }
 }
 
@@ -663,6 +705,7 @@ pub async fn open(
     clock: Arc<dyn Clock>,
     signing: Signing,
 ) -> Result<Arc<dyn Store>, StoreError> {
+    check_url(url)?;
     if url.starts_with("sqlite:") {
         Ok(Arc::new(
             sqlite::SqliteStore::open(url, clock, signing).await?,

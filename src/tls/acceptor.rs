@@ -29,7 +29,7 @@ use rustls::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{mpsc, oneshot},
     task::JoinHandle,
     time::Instant,
 };
@@ -283,9 +283,10 @@ pub enum HandshakeOutcome {
     /// Closed at once: its source address already had
     /// `tls.max_pending_handshakes_per_address` handshakes under way.
     AddressLimit,
-    /// Closed at once: `tls.max_awaiting_client_hello` connections were
-    /// already waiting for their ClientHello.
-    Busy,
+    /// Closed to make room for a newer connection: it was the oldest of
+    /// `tls.max_awaiting_client_hello` connections waiting for their
+    /// ClientHello, or of `tls.max_pending_handshakes` handshakes past it.
+    Evicted,
 }
 
 impl HandshakeOutcome {
@@ -296,7 +297,7 @@ impl HandshakeOutcome {
         HandshakeOutcome::HelloTimeout,
         HandshakeOutcome::Timeout,
         HandshakeOutcome::AddressLimit,
-        HandshakeOutcome::Busy,
+        HandshakeOutcome::Evicted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -307,7 +308,7 @@ impl HandshakeOutcome {
             HandshakeOutcome::HelloTimeout => "hello_timeout",
             HandshakeOutcome::Timeout => "timeout",
             HandshakeOutcome::AddressLimit => "address_limit",
-            HandshakeOutcome::Busy => "busy",
+            HandshakeOutcome::Evicted => "evicted",
         }
     }
 }
@@ -351,13 +352,101 @@ impl Drop for AddressClaim {
     }
 }
 
+/// Places for connections in one phase of their handshake, at most `max`.
+/// When all are taken, a newcomer takes a place held by the source address
+/// holding the most, its oldest: a flood's connections come from far fewer
+/// addresses than they number, so it is they that are closed, not another
+/// agency's one connection, however fast the flood comes; and no one waits
+/// for a place.
+struct Slots {
+    max: usize,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// By age (ids only grow): the address and the signal that closes it.
+    slots: std::collections::BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
+    per_address: HashMap<IpAddr, usize>,
+    next: u64,
+}
+
+/// A place in [`Slots`]; `evicted` resolves if a newer connection takes it.
+struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    evicted: oneshot::Receiver<()>,
+}
+
+impl Slots {
+    fn new(max: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            held: Mutex::new(Held::default()),
+        })
+    }
+
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Slot {
+        let (evict, evicted) = oneshot::channel();
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.slots.len() >= self.max {
+            held.evict_one();
+        }
+        let id = held.next;
+        held.next += 1;
+        held.slots.insert(id, (ip, evict));
+        *held.per_address.entry(ip).or_default() += 1;
+        Slot {
+            slots: self.clone(),
+            id,
+            evicted,
+        }
+    }
+}
+
+impl Held {
+    /// Closes the oldest place of the address that holds the most.
+    fn evict_one(&mut self) {
+        let Some(most) = self.per_address.values().copied().max() else {
+            return;
+        };
+        let victim = self
+            .slots
+            .iter()
+            .find(|(_, (ip, _))| self.per_address.get(ip) == Some(&most))
+            .map(|(id, _)| *id);
+        if let Some((_, evict)) = victim.and_then(|id| self.remove(id)) {
+            let _ = evict.send(());
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<(IpAddr, oneshot::Sender<()>)> {
+        let (ip, evict) = self.slots.remove(&id)?;
+        if let Some(count) = self.per_address.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
+        Some((ip, evict))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(self.id);
+    }
+}
+
 /// Accepts TCP connections on `listener` and performs each TLS handshake in
 /// its own task, with the configuration `config` holds when its ClientHello
-/// arrives. Accepting never waits: a connection past the per-address or
-/// awaiting-hello caps is closed at once, so silent connections cannot hold
-/// the port; a handshake slot (`max_pending`) is taken only once a
-/// ClientHello has arrived. The accept loop stops, closing the listener,
-/// when the returned stream is dropped; the returned handle finishes then.
+/// arrives. Accepting never waits: a connection past the per-address cap is
+/// closed at once; one past `max_awaiting_hello` (before its ClientHello) or
+/// `max_pending` (after it) closes the oldest in that phase instead (see
+/// [`Slots`]), so silent connections cannot hold the port. The accept loop
+/// stops, closing the listener, when the returned stream is dropped; the
+/// returned handle finishes then.
 pub fn accept(
     listener: TcpListener,
     config: SharedServerConfig,
@@ -365,8 +454,8 @@ pub fn accept(
     metrics: Metrics,
 ) -> (TlsIncoming, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(limits.max_pending);
-    let awaiting = Arc::new(Semaphore::new(limits.max_awaiting_hello));
-    let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let awaiting = Slots::new(limits.max_awaiting_hello);
+    let pending = Slots::new(limits.max_pending);
     let per_address = Arc::new(PerAddress::default());
     let accept_loop = tokio::spawn(async move {
         loop {
@@ -388,11 +477,7 @@ pub fn accept(
                 metrics.handshake(HandshakeOutcome::AddressLimit);
                 continue;
             };
-            let Ok(hello_slot) = awaiting.clone().try_acquire_owned() else {
-                tracing::debug!(%remote_addr, "too many connections awaiting a ClientHello: closed");
-                metrics.handshake(HandshakeOutcome::Busy);
-                continue;
-            };
+            let hello_slot = awaiting.take(ip);
             let _ = tcp.set_nodelay(true);
             let handshake = Handshake {
                 config: config.clone(),
@@ -420,7 +505,7 @@ pub fn accept(
 struct Handshake {
     config: SharedServerConfig,
     limits: HandshakeLimits,
-    pending: Arc<Semaphore>,
+    pending: Arc<Slots>,
     remote_addr: SocketAddr,
 }
 
@@ -428,35 +513,35 @@ impl Handshake {
     async fn run(
         self,
         tcp: TcpStream,
-        hello_slot: OwnedSemaphorePermit,
+        mut hello_slot: Slot,
     ) -> (HandshakeOutcome, Option<PeerStream>) {
         let remote_addr = self.remote_addr;
         let deadline = Instant::now() + self.limits.handshake_timeout;
         let hello_deadline = deadline.min(Instant::now() + self.limits.client_hello_timeout);
         let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
-        let start = match tokio::time::timeout_at(hello_deadline, hello).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(error)) => return refused(remote_addr, &error),
-            Err(_) => {
-                tracing::info!(%remote_addr, "no ClientHello in time: closed");
-                return (HandshakeOutcome::HelloTimeout, None);
-            }
+        let start = tokio::select! {
+            hello = tokio::time::timeout_at(hello_deadline, hello) => match hello {
+                Ok(Ok(start)) => start,
+                Ok(Err(error)) => return refused(remote_addr, &error),
+                Err(_) => {
+                    tracing::info!(%remote_addr, "no ClientHello in time: closed");
+                    return (HandshakeOutcome::HelloTimeout, None);
+                }
+            },
+            _ = &mut hello_slot.evicted => return evicted(remote_addr),
         };
         drop(hello_slot);
-        let finished = tokio::time::timeout_at(deadline, async {
-            let _permit = self.pending.acquire().await;
-            // The configuration in use now: a reload applies from the next connection.
-            let tls = self.config.current();
-            let mut revocations = self.config.revocations();
-            revocations.mark_unchanged();
-            start
-                .into_stream(tls)
-                .await
-                .map(|stream| (stream, revocations))
-        })
-        .await;
+        let mut slot = self.pending.take(remote_addr.ip().to_canonical());
+        // The configuration in use now: a reload applies from the next connection.
+        let tls = self.config.current();
+        let mut revocations = self.config.revocations();
+        revocations.mark_unchanged();
+        let finished = tokio::select! {
+            finished = tokio::time::timeout_at(deadline, start.into_stream(tls)) => finished,
+            _ = &mut slot.evicted => return evicted(remote_addr),
+        };
         match finished {
-            Ok(Ok((stream, revocations))) => (
+            Ok(Ok(stream)) => (
                 HandshakeOutcome::Established,
                 Some(peer_stream(stream, revocations, remote_addr)),
             ),
@@ -468,6 +553,11 @@ impl Handshake {
             }
         }
     }
+}
+
+fn evicted(remote_addr: SocketAddr) -> (HandshakeOutcome, Option<PeerStream>) {
+    tracing::debug!(%remote_addr, "closed during its handshake to make room for a newer one");
+    (HandshakeOutcome::Evicted, None)
 }
 
 fn refused(remote_addr: SocketAddr, error: &io::Error) -> (HandshakeOutcome, Option<PeerStream>) {

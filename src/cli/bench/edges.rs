@@ -4,7 +4,9 @@
 //! Handshakes: another agency's calls, each on a connection of its own
 //! (health checks, from 127.0.0.1), first alone, then while one host
 //! (127.0.0.2) holds 1,000 connections that never send a byte and opens
-//! another as each is closed. Paths: 10,000 calls to random method paths,
+//! another as each is closed, then while 20 hosts (127.0.0.2–21) hold 600
+//! that send a whole ClientHello and then nothing (more than the 256
+//! handshakes that may be past their ClientHello at once). Paths: 10,000 calls to random method paths,
 //! and the size of `/metrics` and the gateway's resident memory before and
 //! after.
 
@@ -22,7 +24,9 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_client::H
 use super::{Server, ms, percentile, start_server_with, tls};
 use crate::client::ClientTls;
 
-const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+/// What each of the attacker's connections sends: nothing, or a whole
+/// ClientHello (then nothing).
+type Hello = Option<Arc<Vec<u8>>>;
 
 /// The lines of the handshakes part.
 pub async fn handshakes(dir: &std::path::Path, quick: bool) -> anyhow::Result<Vec<String>> {
@@ -31,11 +35,18 @@ pub async fn handshakes(dir: &std::path::Path, quick: bool) -> anyhow::Result<Ve
     let gateway = start_server_with(dir, &url, false, &[])?;
     let operator = tls(dir, &gateway, "operator");
     let alone = health_checks(&operator, calls).await?;
-    let attack = Attack::start(&gateway, silent)?;
+    let attack = Attack::start(&gateway, silent, 1, None)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let attacked = health_checks(&operator, calls).await;
     let opened = attack.stop();
     let attacked = attacked?;
+    let (hosts, stalled) = if quick { (4, 60) } else { (20, 600) };
+    let hello = client_hello(&dir.join("certs/ca.pem"))?;
+    let attack = Attack::start(&gateway, stalled, hosts, Some(Arc::new(hello)))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled_run = health_checks(&operator, calls).await;
+    let stalled_opened = attack.stop();
+    let stalled_run = stalled_run?;
     let line = |what: &str, times: &[Duration]| {
         format!(
             "  {what}: p50 {} ms, p99 {} ms, max {} ms",
@@ -57,7 +68,32 @@ pub async fn handshakes(dir: &std::path::Path, quick: bool) -> anyhow::Result<Ve
             ),
             &attacked,
         ),
+        line(
+            &format!(
+                "while {hosts} other hosts hold {stalled} connections that sent a ClientHello \
+                 and then nothing, reopening each as it closes ({stalled_opened} opened)"
+            ),
+            &stalled_run,
+        ),
     ])
+}
+
+/// The first flight of a TLS client that trusts `ca`: its ClientHello.
+fn client_hello(ca: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut client = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into()?)?;
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello)?;
+    Ok(hello)
 }
 
 /// `calls` health checks one after another, each on a connection of its
@@ -86,7 +122,13 @@ struct Attack {
 }
 
 impl Attack {
-    fn start(gateway: &Server, connections: usize) -> anyhow::Result<Attack> {
+    /// `connections` from `hosts` addresses (127.0.0.2 on), each sending `hello`.
+    fn start(
+        gateway: &Server,
+        connections: usize,
+        hosts: u8,
+        hello: Hello,
+    ) -> anyhow::Result<Attack> {
         let addr: std::net::SocketAddr = gateway
             .server
             .trim_start_matches("https://")
@@ -101,7 +143,11 @@ impl Attack {
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
                 let holders: Vec<_> = (0..connections)
-                    .map(|_| tokio::spawn(hold(addr, stopped.clone(), counted.clone())))
+                    .map(|n| {
+                        let source = [127, 0, 0, 2 + (n % usize::from(hosts)) as u8];
+                        let (stopped, counted) = (stopped.clone(), counted.clone());
+                        tokio::spawn(hold(addr, source, hello.clone(), stopped, counted))
+                    })
                     .collect();
                 for holder in holders {
                     let _ = holder.await;
@@ -123,19 +169,26 @@ impl Attack {
     }
 }
 
-/// Holds one silent connection from [`ATTACKER`], opening another 100 ms
-/// after the gateway closes it, until stopped.
+/// Holds one connection from `source` that sends `hello` (or nothing) and
+/// then nothing, opening another 100 ms after the gateway closes it, until
+/// stopped.
 async fn hold(
     addr: std::net::SocketAddr,
+    source: [u8; 4],
+    hello: Hello,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     opened: Arc<AtomicU64>,
 ) {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     while !*stopped.borrow_and_update() {
         let connect = async {
             let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind((ATTACKER, 0).into())?;
-            socket.connect(addr).await
+            socket.bind((source, 0).into())?;
+            let mut conn = socket.connect(addr).await?;
+            if let Some(hello) = &hello {
+                conn.write_all(hello).await?;
+            }
+            Ok::<_, std::io::Error>(conn)
         };
         let Ok(mut conn) = connect.await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
