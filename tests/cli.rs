@@ -114,6 +114,16 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
     ] {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
+    // The PKI's folders are the owner's alone: a CA bundle or CRL others
+    // could replace would be reloaded (found from outside: 0777 under umask 000).
+    for folder in ["certs", "certs/dev"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(folder))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700, "{folder}");
+    }
 
     // From another folder, with the gateway and this agency's certificate
     // in a configuration's [client] section: --config is what it reads.

@@ -265,6 +265,43 @@ async fn each_agency_works_through_its_command_line_client() {
         obligations(&app, ObligationKind::FinanceForm).await,
         vec![ObligationStatus::Fulfilled]
     );
+    // Everything the clients wrote names filers: every file 0600, every
+    // folder they made 0700, whatever the umask (found from outside: 0666).
+    let mut modes = Vec::new();
+    let mut folders = vec![out.path().to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&path).unwrap().permissions(),
+            ) & 0o777;
+            let name = path.strip_prefix(out.path()).unwrap().display().to_string();
+            let name = if name.starts_with("extracts/ext-") {
+                "extracts/ext-….json".to_owned()
+            } else if name.starts_with("documents/") {
+                "documents/….".to_owned()
+            } else {
+                name
+            };
+            modes.push(format!("{name} {mode:o}"));
+            if path.is_dir() {
+                folders.push(path);
+            }
+        }
+    }
+    modes.sort();
+    modes.dedup();
+    assert_eq!(
+        modes,
+        [
+            "documents 700",
+            "documents/…. 600",
+            "extracts 700",
+            "extracts/ext-….json 600",
+            "form402.csv 600",
+            "minegate-checkpoint.note 600",
+        ]
+    );
 
     // The operators see it all.
     let status = as_role(&app, "operator", &["status"]).await;

@@ -714,7 +714,7 @@ pub async fn play(seed: u64, filers: u32, dir: &Path) -> anyhow::Result<Summary>
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (dir, keep) = match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)?;
+            crate::files::create_private_folder(dir)?;
             (dir.clone(), true)
         }
         None => (tempfile_dir()?, !args.clean),
@@ -759,6 +759,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("minegate-demo-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir)?;
+    crate::files::create_private_folder(&dir)?;
     Ok(dir)
 }

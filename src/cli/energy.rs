@@ -85,22 +85,38 @@ pub struct Written {
     pub documents: usize,
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsyncs it and its folder.
+/// Writes `bytes` to `path` through a temporary file, fsyncs it and its
+/// folder. The file is 0600 and any folder it makes 0700, whatever the
+/// umask: extracts and forms name filers.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // A bare file name's parent is "": the current folder.
     let folder = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(folder)?;
+    crate::files::create_private_folder(folder)?;
     let tmp = path.with_extension("part");
     {
-        let mut file = File::create(&tmp)?;
+        let mut file = private_file(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
     fs::rename(&tmp, path)?;
     File::open(folder)?.sync_all()
+}
+
+/// `path` created or emptied, mode 0600 whatever the umask (a `.part` file
+/// a stopped run left is written over).
+fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 fn extension(media_type: &str) -> &'static str {
@@ -136,9 +152,9 @@ async fn fetch_document(
     // Written as it streams, hashed on the way, kept only if the digest
     // matches: a temporary file, fsynced, then renamed into place.
     let folder = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(folder)?;
+    crate::files::create_private_folder(folder)?;
     let tmp = path.with_extension("part");
-    let mut file = File::create(&tmp)?;
+    let mut file = private_file(&tmp)?;
     let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     let received = async {
         while let Some(chunk) = chunks.message().await? {

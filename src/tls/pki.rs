@@ -266,7 +266,9 @@ pub fn init(dir: &Path, force: bool) -> Result<DevPki, PkiError> {
     if ca_path.exists() && !force {
         return Err(PkiError::AlreadyExists(ca_path));
     }
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    // 0700: a CA bundle or CRL in a folder others may write to could be
+    // replaced, and the gateway reloads them on change.
+    crate::files::create_private_folder(dir).map_err(io_error(dir))?;
     let ca = CertificateAuthority::generate("minegate development CA")?;
     let mut files = Vec::new();
     write_file(&dir.join(CA_KEY), &ca.key_pem(), true, &mut files)?;
