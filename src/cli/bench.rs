@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     sync::{
         Arc, Mutex,
@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tonic::transport::Channel;
 
+mod connections;
 mod documents;
 mod edges;
 mod windows;
@@ -59,7 +60,22 @@ pub struct BenchArgs {
     /// Measure only this part (while working on it).
     #[arg(long, value_enum)]
     pub only: Option<Part>,
+    /// Documents: upload and fetch at concurrency N only, one connection
+    /// per caller (as N separate clients would), instead of 1, 16 and 64
+    /// callers over 4 connections.
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Documents: the size of each document, in MiB.
+    #[arg(long, default_value_t = 20)]
+    pub document_mib: usize,
+    /// Run this binary's `serve` as the servers instead of this one's (to
+    /// compare builds in one run; keys it does not know are warnings).
+    #[arg(long)]
+    pub server_binary: Option<PathBuf>,
 }
+
+/// The binary whose `serve` the bench starts (`--server-binary`).
+static SERVER_BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// The parts of the bench.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,6 +96,8 @@ pub enum Part {
     Handshakes,
     /// Calls to random method paths: `/metrics` size and RSS.
     Paths,
+    /// 3,000 connections from one certificate: refusals, idle closing, RSS.
+    Connections,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -167,7 +185,11 @@ fn start_server_with(
 ) -> anyhow::Result<Server> {
     let port = free_port()?;
     let pki = dir.join("certs");
-    let mut command = Command::new(std::env::current_exe()?);
+    let binary = match SERVER_BINARY.get() {
+        Some(binary) => binary.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut command = Command::new(binary);
     command.arg("serve");
     if baseline {
         command.arg("--baseline");
@@ -621,6 +643,9 @@ struct Backend {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(binary) = &args.server_binary {
+        let _ = SERVER_BINARY.set(std::fs::canonicalize(binary)?);
+    }
     let dir =
         std::env::temp_dir().join(format!("minegate-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
@@ -829,7 +854,12 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             fresh.push((backend.name, url));
         }
         others.push(String::new());
-        others.extend(documents::run(dir, &fresh, args.quick).await?);
+        let shape = documents::Shape {
+            quick: args.quick,
+            connections: args.connections,
+            size: args.document_mib << 20,
+        };
+        others.extend(documents::run(dir, &fresh, shape).await?);
     }
     if wanted(Part::Windows) {
         others.push(String::new());
@@ -842,6 +872,10 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     if wanted(Part::Paths) {
         others.push(String::new());
         others.extend(edges::paths(dir, args.quick).await?);
+    }
+    if wanted(Part::Connections) {
+        others.push(String::new());
+        others.extend(connections::run(dir, args.quick).await?);
     }
     println!();
     for line in others {
