@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::tls::Role;
 
 /// Environment variables with the `MINEGATE_` prefix that are not config keys.
-const NON_CONFIG_VARIABLES: &[&str] = &["MINEGATE_CONFIG", "MINEGATE_BENCH_GATEWAY"];
+const NON_CONFIG_VARIABLES: &[&str] = &["MINEGATE_CONFIG"];
 /// Prefix of environment variables read by tests, never by the gateway.
 const TEST_VARIABLE_PREFIX: &str = "MINEGATE_TEST_";
 
@@ -201,6 +201,101 @@ pub struct Limits {
     /// abandoned (its client or gateway gone) and its chunks removed; more
     /// than `max_upload_ms`, which ends every upload.
     pub abandoned_upload_ms: u64,
+    /// HTTP/2 flow-control window of each call (stream), in bytes: the most
+    /// a client may send on one call before the gateway reads it.
+    pub http2_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window of each connection, in bytes: the most a
+    /// client may send on all calls of one connection before the gateway
+    /// reads it.
+    pub http2_connection_window_bytes: u32,
+    /// Largest HTTP/2 frame the gateway accepts, in bytes (16384 to 16777215).
+    pub http2_max_frame_bytes: u32,
+    /// An HTTP/2 ping is sent on a connection after this long without a
+    /// frame from the client, to find peers that went away.
+    pub http2_keepalive_interval_ms: u64,
+    /// A ping unanswered this long closes its connection.
+    pub http2_keepalive_timeout_ms: u64,
+    /// Connections through their handshake at once, from all clients; past
+    /// it, a new connection's calls are refused with RESOURCE_EXHAUSTED.
+    pub max_connections: u32,
+    /// Connections at once from one certificate identity; past it, as above.
+    pub max_connections_per_identity: u32,
+    /// A connection with no call in progress for this long is closed.
+    pub idle_connection_timeout_ms: u64,
+    /// Bytes that uploads in progress may hold at once, over all calls:
+    /// each reserves its HTTP/2 stream window and the messages and chunks
+    /// it holds; one that would go past it is refused with
+    /// RESOURCE_EXHAUSTED and a retry hint.
+    pub upload_bytes_in_flight: u64,
+}
+
+/// HTTP/2's bounds on a frame's size (RFC 9113 §6.5.2).
+const HTTP2_FRAME_BYTES: std::ops::RangeInclusive<u32> = 16_384..=16_777_215;
+
+/// HTTP/2's largest flow-control window (RFC 9113 §6.9.1).
+const HTTP2_MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
+
+impl Limits {
+    /// The connection and memory limits: none may be 0, and the windows and
+    /// frame size must be ones HTTP/2 allows.
+    fn check_connections(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            (
+                "http2_stream_window_bytes",
+                self.http2_stream_window_bytes as u64,
+            ),
+            (
+                "http2_connection_window_bytes",
+                self.http2_connection_window_bytes as u64,
+            ),
+            (
+                "http2_keepalive_interval_ms",
+                self.http2_keepalive_interval_ms,
+            ),
+            (
+                "http2_keepalive_timeout_ms",
+                self.http2_keepalive_timeout_ms,
+            ),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_identity",
+                self.max_connections_per_identity as u64,
+            ),
+            (
+                "idle_connection_timeout_ms",
+                self.idle_connection_timeout_ms,
+            ),
+            ("upload_bytes_in_flight", self.upload_bytes_in_flight),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} must be greater than 0"
+                )));
+            }
+        }
+        if !HTTP2_FRAME_BYTES.contains(&self.http2_max_frame_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.http2_max_frame_bytes must be from {} to {} (HTTP/2), got {}",
+                HTTP2_FRAME_BYTES.start(),
+                HTTP2_FRAME_BYTES.end(),
+                self.http2_max_frame_bytes
+            )));
+        }
+        for (key, value) in [
+            ("http2_stream_window_bytes", self.http2_stream_window_bytes),
+            (
+                "http2_connection_window_bytes",
+                self.http2_connection_window_bytes,
+            ),
+        ] {
+            if value > HTTP2_MAX_WINDOW_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} must be at most {HTTP2_MAX_WINDOW_BYTES} (HTTP/2), got {value}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +354,15 @@ impl Default for Config {
                 database_check_ms: 1_000,
                 ledger_verify_ms: 3_600_000,
                 abandoned_upload_ms: 1_800_000,
+                http2_stream_window_bytes: 256 * 1024,
+                http2_connection_window_bytes: 512 * 1024,
+                http2_max_frame_bytes: 16 * 1024,
+                http2_keepalive_interval_ms: 60_000,
+                http2_keepalive_timeout_ms: 20_000,
+                max_connections: 512,
+                max_connections_per_identity: 128,
+                idle_connection_timeout_ms: 120_000,
+                upload_bytes_in_flight: 64 * 1024 * 1024,
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -405,7 +509,7 @@ impl Config {
                 "limits.max_concurrent_streams_per_connection must be greater than 0".into(),
             ));
         }
-        Ok(())
+        self.limits.check_connections()
     }
 
     /// The environment variable that overrides a key path such as `tls.ca_bundle`.
@@ -721,6 +825,76 @@ mod tests {
             err.to_string()
                 .starts_with("config: unknown field `max_mesage_bytes`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_connection_and_memory_limits_parse_and_refuse_what_cannot_work() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("MINEGATE_LIMITS_HTTP2_STREAM_WINDOW_BYTES", "65536"),
+                ("MINEGATE_LIMITS_HTTP2_CONNECTION_WINDOW_BYTES", "131072"),
+                ("MINEGATE_LIMITS_HTTP2_MAX_FRAME_BYTES", "32768"),
+                ("MINEGATE_LIMITS_HTTP2_KEEPALIVE_INTERVAL_MS", "5000"),
+                ("MINEGATE_LIMITS_HTTP2_KEEPALIVE_TIMEOUT_MS", "1000"),
+                ("MINEGATE_LIMITS_MAX_CONNECTIONS", "100"),
+                ("MINEGATE_LIMITS_MAX_CONNECTIONS_PER_IDENTITY", "10"),
+                ("MINEGATE_LIMITS_IDLE_CONNECTION_TIMEOUT_MS", "7000"),
+                ("MINEGATE_LIMITS_UPLOAD_BYTES_IN_FLIGHT", "1048576"),
+            ]),
+        )
+        .unwrap();
+        let limits = &config.limits;
+        assert_eq!(
+            (
+                limits.http2_stream_window_bytes,
+                limits.http2_connection_window_bytes,
+                limits.http2_max_frame_bytes
+            ),
+            (65_536, 131_072, 32_768)
+        );
+        assert_eq!(
+            (
+                limits.http2_keepalive_interval_ms,
+                limits.http2_keepalive_timeout_ms
+            ),
+            (5_000, 1_000)
+        );
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_identity),
+            (100, 10)
+        );
+        assert_eq!(limits.idle_connection_timeout_ms, 7_000);
+        assert_eq!(limits.upload_bytes_in_flight, 1_048_576);
+
+        let refused = |variable: &str, value: &str| {
+            Config::load(None, env(&[(variable, value)]))
+                .unwrap_err()
+                .to_string()
+        };
+        for key in [
+            "http2_stream_window_bytes",
+            "http2_connection_window_bytes",
+            "http2_keepalive_interval_ms",
+            "http2_keepalive_timeout_ms",
+            "max_connections",
+            "max_connections_per_identity",
+            "idle_connection_timeout_ms",
+            "upload_bytes_in_flight",
+        ] {
+            assert_eq!(
+                refused(&Config::variable_for(&format!("limits.{key}")), "0"),
+                format!("config: limits.{key} must be greater than 0")
+            );
+        }
+        assert_eq!(
+            refused("MINEGATE_LIMITS_HTTP2_MAX_FRAME_BYTES", "16383"),
+            "config: limits.http2_max_frame_bytes must be from 16384 to 16777215 (HTTP/2), got 16383"
+        );
+        assert_eq!(
+            refused("MINEGATE_LIMITS_HTTP2_STREAM_WINDOW_BYTES", "2147483648"),
+            "config: limits.http2_stream_window_bytes must be at most 2147483647 (HTTP/2), got 2147483648"
         );
     }
 

@@ -25,17 +25,19 @@ use crate::{
         },
     },
     service::{
-        access::{AccessLayer, CallTimeouts},
+        access::{AccessLayer, CallTimeouts, RETRY_AFTER},
         compliance::Compliance,
         energy::EnergyExtracts,
         filing::Filings,
         finance::FinanceForms,
+        upload_budget::UploadBudget,
     },
     signing::Signer,
     store::{self, Clock, Store, StoreError, SystemClock},
     tls::{
         Role,
         acceptor::{self, TlsSetupError},
+        connections::ConnectionLimits,
         pki::{self, PkiError},
         reload::{Reloader, SharedServerConfig},
     },
@@ -229,14 +231,8 @@ pub async fn start_with_clock(
 
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let limit = config.limits.max_message_bytes;
-    let router = Server::builder()
-        .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
-        .layer(AccessLayer::new(
-            config.roles.clone(),
-            config.limits.max_concurrent_calls_per_peer,
-            timeouts(config),
-            metrics.clone(),
-        ))
+    let router = server_builder(config)
+        .layer(access_layer(config, metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -326,6 +322,40 @@ pub async fn start_with_clock(
         task,
         store: Some(kept),
     })
+}
+
+/// The HTTP/2 server with every window, frame size and keepalive set from
+/// the configuration, never hyper's defaults (1 MiB windows), and no
+/// adaptive window, which would let a client's traffic grow them.
+fn server_builder(config: &Config) -> Server {
+    let limits = &config.limits;
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
+        .initial_stream_window_size(limits.http2_stream_window_bytes)
+        .initial_connection_window_size(limits.http2_connection_window_bytes)
+        .max_frame_size(limits.http2_max_frame_bytes)
+        .http2_adaptive_window(Some(false))
+        .http2_keepalive_interval(Some(Duration::from_millis(
+            limits.http2_keepalive_interval_ms,
+        )))
+        .http2_keepalive_timeout(Some(Duration::from_millis(
+            limits.http2_keepalive_timeout_ms,
+        )))
+}
+
+/// Who may call what, the per-peer and upload limits, and call timeouts.
+fn access_layer(config: &Config, metrics: Metrics) -> AccessLayer {
+    AccessLayer::new(
+        config.roles.clone(),
+        config.limits.max_concurrent_calls_per_peer,
+        timeouts(config),
+        UploadBudget::new(
+            config.limits.upload_bytes_in_flight,
+            config.limits.http2_stream_window_bytes,
+            RETRY_AFTER,
+        ),
+        metrics,
+    )
 }
 
 /// Each call's time limit, and a document upload's (see [`CallTimeouts`]).
@@ -487,14 +517,8 @@ pub async fn start_baseline(config: &Config) -> Result<Gateway, ServeError> {
     let (local_addr, incoming, accept_loop) = listen(config, tls, Metrics::new()).await?;
     let limit = config.limits.max_message_bytes;
     let received = crate::service::baseline::Received::default();
-    let router = Server::builder()
-        .max_concurrent_streams(config.limits.max_concurrent_streams_per_connection)
-        .layer(AccessLayer::new(
-            config.roles.clone(),
-            config.limits.max_concurrent_calls_per_peer,
-            timeouts(config),
-            Metrics::new(),
-        ))
+    let router = server_builder(config)
+        .layer(access_layer(config, Metrics::new()))
         .add_service(
             FilingServiceServer::new(crate::service::baseline::BaselineFilings {
                 received: received.clone(),
@@ -541,8 +565,12 @@ async fn listen(
     };
     let listener = bind_listener(config.listen).map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
-    let limits = acceptor::HandshakeLimits::from_config(&config.tls);
-    let (incoming, accept_loop) = acceptor::accept(listener, tls, limits, metrics);
+    let limits = acceptor::HandshakeLimits::from_config(&config.tls, &config.limits);
+    let connections = ConnectionLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_identity,
+    );
+    let (incoming, accept_loop) = acceptor::accept(listener, tls, limits, connections, metrics);
     Ok((local_addr, incoming, accept_loop))
 }
 

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     sync::{
         Arc, Mutex,
@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tonic::transport::Channel;
 
+mod connections;
 mod documents;
 mod edges;
 mod windows;
@@ -59,7 +60,22 @@ pub struct BenchArgs {
     /// Measure only this part (while working on it).
     #[arg(long, value_enum)]
     pub only: Option<Part>,
+    /// Documents: upload and fetch at concurrency N only, one connection
+    /// per caller (as N separate clients would), instead of 1, 16 and 64
+    /// callers over 4 connections.
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Documents: the size of each document, in MiB.
+    #[arg(long, default_value_t = 20)]
+    pub document_mib: usize,
+    /// Run this binary's `serve` as the servers instead of this one's (to
+    /// compare builds in one run; keys it does not know are warnings).
+    #[arg(long)]
+    pub server_binary: Option<PathBuf>,
 }
+
+/// The binary whose `serve` the bench starts (`--server-binary`).
+static SERVER_BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// The parts of the bench.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,6 +96,8 @@ pub enum Part {
     Handshakes,
     /// Calls to random method paths: `/metrics` size and RSS.
     Paths,
+    /// 3,000 connections from one certificate: refusals, idle closing, RSS.
+    Connections,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -153,11 +171,6 @@ const BENCH_LIMITS: &[(&str, &str)] = &[
     ("MINEGATE_LIMITS_MAX_IN_FLIGHT", "1024"),
 ];
 
-/// The variable naming another `minegate` binary to serve the bench's
-/// gateways (its harness stays this one): `MINEGATE_BENCH_GATEWAY=old/minegate
-/// minegate bench …` measures an earlier build under the same load.
-const GATEWAY_VARIABLE: &str = "MINEGATE_BENCH_GATEWAY";
-
 fn start_server(dir: &Path, database_url: &str, baseline: bool) -> anyhow::Result<Server> {
     start_server_with(dir, database_url, baseline, BENCH_LIMITS)
 }
@@ -172,12 +185,11 @@ fn start_server_with(
 ) -> anyhow::Result<Server> {
     let port = free_port()?;
     let pki = dir.join("certs");
-    // Another build's gateway under this harness, for a same-run comparison.
-    let gateway = match std::env::var_os(GATEWAY_VARIABLE) {
-        Some(path) => std::path::PathBuf::from(path),
+    let binary = match SERVER_BINARY.get() {
+        Some(binary) => binary.clone(),
         None => std::env::current_exe()?,
     };
-    let mut command = Command::new(gateway);
+    let mut command = Command::new(binary);
     command.arg("serve");
     if baseline {
         command.arg("--baseline");
@@ -194,7 +206,6 @@ fn start_server_with(
         .envs(limits.iter().copied())
         .env("MINEGATE_LOG_FILTER", "error")
         .env_remove("RUST_LOG")
-        .env_remove(GATEWAY_VARIABLE)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = command.spawn().context("starting minegate serve")?;
@@ -632,6 +643,9 @@ struct Backend {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(binary) = &args.server_binary {
+        let _ = SERVER_BINARY.set(std::fs::canonicalize(binary)?);
+    }
     let dir =
         std::env::temp_dir().join(format!("minegate-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
@@ -840,7 +854,12 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             fresh.push((backend.name, url));
         }
         others.push(String::new());
-        others.extend(documents::run(dir, &fresh, args.quick).await?);
+        let shape = documents::Shape {
+            quick: args.quick,
+            connections: args.connections,
+            size: args.document_mib << 20,
+        };
+        others.extend(documents::run(dir, &fresh, shape).await?);
     }
     if wanted(Part::Windows) {
         others.push(String::new());
@@ -853,6 +872,10 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     if wanted(Part::Paths) {
         others.push(String::new());
         others.extend(edges::paths(dir, args.quick).await?);
+    }
+    if wanted(Part::Connections) {
+        others.push(String::new());
+        others.extend(connections::run(dir, args.quick).await?);
     }
     println!();
     for line in others {

@@ -4,7 +4,11 @@
 //! and hands the handler a typed `Peer`. Health and reflection are open to
 //! any caller with a valid certificate. A path the gateway does not serve is
 //! UNIMPLEMENTED here, and every metric names such a call `unknown`: the
-//! path is the client's to choose (see `methods`).
+//! path is the client's to choose (see `methods`). It also refuses every
+//! call on a connection that came past a connection cap, counts each
+//! connection's calls in progress (for its idle timeout), and gives each
+//! document upload its part of the uploads' memory budget
+//! (`upload_budget`) or refuses it.
 
 use std::{
     borrow::Cow,
@@ -22,11 +26,17 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::methods::KnownMethods;
+use super::{
+    methods::KnownMethods,
+    upload_budget::{BudgetedBody, UploadBudget},
+};
 use crate::{
     domain::ledger::LedgerEvent,
     metrics::Metrics,
-    tls::{Peer, PeerInfo, Role},
+    tls::{
+        Peer, PeerInfo, Role,
+        connections::{CallInProgress, REFUSAL_SENDING},
+    },
 };
 
 /// Services any holder of a valid certificate may call.
@@ -229,6 +239,7 @@ pub struct AccessLayer {
     roles: Arc<RoleMap>,
     limits: PeerLimits,
     timeouts: CallTimeouts,
+    uploads: UploadBudget,
     metrics: Metrics,
     methods: Arc<KnownMethods>,
 }
@@ -238,6 +249,7 @@ impl AccessLayer {
         roles: RoleMap,
         max_calls_per_peer: u32,
         timeouts: CallTimeouts,
+        uploads: UploadBudget,
         metrics: Metrics,
     ) -> Self {
         AccessLayer {
@@ -247,6 +259,7 @@ impl AccessLayer {
                 in_use: Arc::default(),
             },
             timeouts,
+            uploads,
             metrics,
             methods: Arc::new(KnownMethods::served()),
         }
@@ -298,10 +311,8 @@ where
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let started = Instant::now();
-        let identity = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|info| info.identity.clone());
+        let info = request.extensions().get::<PeerInfo>().cloned();
+        let identity = info.as_ref().and_then(|info| info.identity.clone());
         let path = request.uri().path().to_owned();
         let method = self.layer.methods.label(&path).to_owned();
         let refuse = |status: Status, reason: &str, metrics: &Metrics| {
@@ -316,6 +327,9 @@ where
             let response: Self::Future = Box::pin(std::future::ready(Ok(status.into_http())));
             response
         };
+        if let Some(status) = info.as_ref().and_then(connection_refused) {
+            return refuse(status, "connection_limit", &self.layer.metrics);
+        }
         let peer = match authorize(&path, identity.as_deref(), &self.layer.roles) {
             Ok(peer) => peer,
             Err(status) => {
@@ -351,6 +365,14 @@ where
             );
             return refuse(status, "peer_limit", &self.layer.metrics);
         };
+        // An upload's body carries its part of the budget until it drops.
+        if path == UPLOAD {
+            match self.layer.uploads.reserve() {
+                Ok(part) => request = request.map(|body| Body::new(BudgetedBody::new(body, part))),
+                Err(status) => return refuse(status, "upload_budget", &self.layer.metrics),
+            }
+        }
+        let in_progress = info.map(|info| info.activity.call_started());
         let span = tracing::info_span!(
             "call",
             method = %method,
@@ -398,6 +420,7 @@ where
                         Body::new(HoldPermit {
                             body,
                             _permit: permit,
+                            _in_progress: in_progress,
                         })
                     })
                 })
@@ -405,6 +428,18 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The answer to every call on a connection that came past a connection
+/// cap; the connection closes soon after sending it.
+fn connection_refused(info: &PeerInfo) -> Option<Status> {
+    let refusal = info.refusal.as_ref()?;
+    info.activity.close_after(REFUSAL_SENDING);
+    Some(Status::with_error_details(
+        Code::ResourceExhausted,
+        refusal.to_string(),
+        ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+    ))
 }
 
 /// tonic's codec refuses some requests with a code gRPC's status code table
@@ -468,10 +503,12 @@ fn malformed_is_invalid_argument(headers: &mut http::HeaderMap) {
     );
 }
 
-/// A response body that holds its call's permit until it is dropped.
+/// A response body that holds its call's permit, and its place among its
+/// connection's calls in progress, until it is dropped.
 struct HoldPermit {
     body: Body,
     _permit: OwnedSemaphorePermit,
+    _in_progress: Option<CallInProgress>,
 }
 
 impl http_body::Body for HoldPermit {

@@ -10,6 +10,7 @@ pub mod filing;
 pub mod finance;
 pub mod mapping;
 pub mod methods;
+pub mod upload_budget;
 pub mod validate;
 
 use std::{borrow::Cow, pin::Pin};

@@ -7,7 +7,8 @@
 //! capped per source address and while they await their ClientHello, and
 //! only a connection that sent one takes a handshake slot. Only finished
 //! handshakes reach the gRPC server, each carrying the identity read from its
-//! certificate.
+//! certificate, its place under the connection caps (`connections`) and
+//! the count of its calls in progress, and closing itself once idle.
 
 use std::{
     collections::HashMap,
@@ -29,18 +30,22 @@ use rustls::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, oneshot},
+    sync::{OwnedSemaphorePermit, mpsc, oneshot},
     task::JoinHandle,
-    time::Instant,
+    time::{Instant, Sleep},
 };
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::{
-    config::TlsConfig,
+    config::{Limits, TlsConfig},
     metrics::Metrics,
     tls::{
+        connections::{
+            Admission, ConnectionActivity, ConnectionLimits, ConnectionPlace, ConnectionRefusal,
+            REFUSED_CONNECTION_GRACE,
+        },
         identity_from_certificate,
         reload::{CertificateKey, Revoked, SharedServerConfig, certificate_key},
     },
@@ -128,33 +133,85 @@ pub(crate) fn read_crls(
     }
 }
 
-/// What the gRPC layer learns about a connection: where it comes from and the
-/// identity in its (verified) client certificate.
+/// What the gRPC layer learns about a connection: where it comes from, the
+/// identity in its (verified) client certificate, whether it came past a
+/// connection cap, and where its calls in progress are counted.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub remote_addr: SocketAddr,
     /// First URI SAN, else subject CN; `None` if the certificate has neither.
     pub identity: Option<Arc<str>>,
+    /// Set when the connection came past a cap: every call on it is refused.
+    pub refusal: Option<ConnectionRefusal>,
+    pub activity: Arc<ConnectionActivity>,
 }
 
 /// A TLS connection whose handshake finished and whose client certificate
 /// verified. It fails its next read or write once a reloaded CRL revokes
-/// that certificate, which closes the connection.
+/// that certificate, or once it has carried no call for its idle timeout,
+/// which closes the connection.
 pub struct PeerStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
     revoked: Pin<Box<dyn Future<Output = ()> + Send>>,
+    idle_timeout: Duration,
+    idle_check: Pin<Box<Sleep>>,
+    /// Whether the timer has this task's waker since it was last set.
+    idle_check_registered: bool,
+    /// Its place under the caps, or among the refused connections.
+    _place: Place,
+}
+
+/// Held, not read: dropping it gives the place back.
+enum Place {
+    Admitted { _place: ConnectionPlace },
+    Refused { _place: OwnedSemaphorePermit },
 }
 
 impl PeerStream {
     fn check_revoked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.revoked.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
+        if let Poll::Ready(()) = self.revoked.as_mut().poll(cx) {
+            return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the client certificate has been revoked",
-            )),
-            Poll::Pending => Ok(()),
+            ));
         }
+        self.check_idle(cx)
+    }
+
+    /// Fails once the connection is to close (no call in progress for the
+    /// idle timeout, or a refusal sent). The timer, whose wake-up brings
+    /// hyper back to read, is moved only when that moment comes sooner than
+    /// it is set for, or when it is due; it is not polled on every read
+    /// and write (a reset takes the timer driver's lock; a call ending on a
+    /// busy connection moves the idle moment thousands of times a second).
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let now = Instant::now();
+        let wanted = self.info.activity.close_deadline(self.idle_timeout);
+        if wanted.is_some_and(|deadline| deadline <= now) {
+            tracing::debug!(remote_addr = %self.info.remote_addr, "idle connection closed");
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection is idle, or past a connection cap",
+            ));
+        }
+        let set = self.idle_check.deadline();
+        let next = match wanted {
+            Some(deadline) if deadline < set => Some(deadline),
+            // Due, and not yet to close: the next moment it could be.
+            _ if set <= now => Some(wanted.unwrap_or(now + self.idle_timeout)),
+            _ => None,
+        };
+        if let Some(next) = next {
+            self.idle_check.as_mut().reset(next);
+            self.idle_check_registered = false;
+        }
+        if !self.idle_check_registered {
+            // Registers this task's waker; it cannot be due yet.
+            let _ = self.idle_check.as_mut().poll(cx);
+            self.idle_check_registered = true;
+        }
+        Ok(())
     }
 }
 
@@ -251,16 +308,19 @@ pub struct HandshakeLimits {
     pub max_pending: usize,
     /// Connections from one source address not yet through their handshake.
     pub max_per_address: usize,
+    /// A connection with no call in progress this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl HandshakeLimits {
-    pub fn from_config(tls: &TlsConfig) -> Self {
+    pub fn from_config(tls: &TlsConfig, limits: &Limits) -> Self {
         HandshakeLimits {
             client_hello_timeout: Duration::from_millis(tls.client_hello_timeout_ms),
             handshake_timeout: Duration::from_millis(tls.handshake_timeout_ms),
             max_awaiting_hello: tls.max_awaiting_client_hello,
             max_pending: tls.max_pending_handshakes,
             max_per_address: tls.max_pending_handshakes_per_address,
+            idle_timeout: Duration::from_millis(limits.idle_connection_timeout_ms),
         }
     }
 }
@@ -287,10 +347,14 @@ pub enum HandshakeOutcome {
     /// `tls.max_awaiting_client_hello` connections waiting for their
     /// ClientHello, or of `tls.max_pending_handshakes` handshakes past it.
     Evicted,
+    /// Closed as its handshake finished: past `limits.max_connections` or
+    /// `limits.max_connections_per_identity`, with as many connections
+    /// past them already open to carry their refusals as are kept.
+    ConnectionLimit,
 }
 
 impl HandshakeOutcome {
-    pub const ALL: [HandshakeOutcome; 7] = [
+    pub const ALL: [HandshakeOutcome; 8] = [
         HandshakeOutcome::Established,
         HandshakeOutcome::Refused,
         HandshakeOutcome::Closed,
@@ -298,6 +362,7 @@ impl HandshakeOutcome {
         HandshakeOutcome::Timeout,
         HandshakeOutcome::AddressLimit,
         HandshakeOutcome::Evicted,
+        HandshakeOutcome::ConnectionLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -309,6 +374,7 @@ impl HandshakeOutcome {
             HandshakeOutcome::Timeout => "timeout",
             HandshakeOutcome::AddressLimit => "address_limit",
             HandshakeOutcome::Evicted => "evicted",
+            HandshakeOutcome::ConnectionLimit => "connection_limit",
         }
     }
 }
@@ -444,13 +510,15 @@ impl Drop for Slot {
 /// arrives. Accepting never waits: a connection past the per-address cap is
 /// closed at once; one past `max_awaiting_hello` (before its ClientHello) or
 /// `max_pending` (after it) closes the oldest in that phase instead (see
-/// [`Slots`]), so silent connections cannot hold the port. The accept loop
-/// stops, closing the listener, when the returned stream is dropped; the
-/// returned handle finishes then.
+/// [`Slots`]), so silent connections cannot hold the port. A finished
+/// handshake takes its place under `connections`. The accept loop stops,
+/// closing the listener, when the returned stream is dropped; the returned
+/// handle finishes then.
 pub fn accept(
     listener: TcpListener,
     config: SharedServerConfig,
     limits: HandshakeLimits,
+    connections: Arc<ConnectionLimits>,
     metrics: Metrics,
 ) -> (TlsIncoming, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(limits.max_pending);
@@ -483,6 +551,7 @@ pub fn accept(
                 config: config.clone(),
                 limits,
                 pending: pending.clone(),
+                connections: connections.clone(),
                 remote_addr,
             };
             let tx = tx.clone();
@@ -506,6 +575,7 @@ struct Handshake {
     config: SharedServerConfig,
     limits: HandshakeLimits,
     pending: Arc<Slots>,
+    connections: Arc<ConnectionLimits>,
     remote_addr: SocketAddr,
 }
 
@@ -541,10 +611,17 @@ impl Handshake {
             _ = &mut slot.evicted => return evicted(remote_addr),
         };
         match finished {
-            Ok(Ok(stream)) => (
-                HandshakeOutcome::Established,
-                Some(peer_stream(stream, revocations, remote_addr)),
-            ),
+            Ok(Ok(stream)) => {
+                let connection = Connection {
+                    remote_addr,
+                    connections: &self.connections,
+                    idle_timeout: self.limits.idle_timeout,
+                };
+                match peer_stream(stream, revocations, connection) {
+                    Some(stream) => (HandshakeOutcome::Established, Some(stream)),
+                    None => (HandshakeOutcome::ConnectionLimit, None),
+                }
+            }
             Ok(Err(error)) => refused(remote_addr, &error),
             Err(_) => {
                 let timeout = self.limits.handshake_timeout;
@@ -573,28 +650,61 @@ fn refused(remote_addr: SocketAddr, error: &io::Error) -> (HandshakeOutcome, Opt
     (HandshakeOutcome::Refused, None)
 }
 
-/// The connection handed to tonic, with the identity its certificate gives.
+/// What a finished handshake's connection is placed under.
+struct Connection<'a> {
+    remote_addr: SocketAddr,
+    connections: &'a Arc<ConnectionLimits>,
+    idle_timeout: Duration,
+}
+
+/// The connection handed to tonic, with the identity its certificate gives
+/// and its place under the caps; `None` if it is to be closed at once.
 fn peer_stream(
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     revocations: tokio::sync::watch::Receiver<Revoked>,
-    remote_addr: SocketAddr,
-) -> PeerStream {
+    connection: Connection<'_>,
+) -> Option<PeerStream> {
+    let remote_addr = connection.remote_addr;
     let leaf = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first());
-    let identity = leaf
+    let identity: Option<Arc<str>> = leaf
         .and_then(|cert| identity_from_certificate(cert))
         .map(Arc::from);
     let key = leaf.and_then(|cert| certificate_key(cert));
-    tracing::debug!(%remote_addr, identity = identity.as_deref().unwrap_or("-"), "TLS connection established");
-    PeerStream {
+    let shown = identity.as_deref().unwrap_or("-");
+    let (place, refusal, idle_timeout) = match connection.connections.admit(identity.as_ref()) {
+        Admission::Admitted(place) => (
+            Place::Admitted { _place: place },
+            None,
+            connection.idle_timeout,
+        ),
+        Admission::Refused(refusal, place) => {
+            tracing::info!(%remote_addr, identity = shown, %refusal, "connection past a cap: its calls are refused");
+            let grace = REFUSED_CONNECTION_GRACE.min(connection.idle_timeout);
+            (Place::Refused { _place: place }, Some(refusal), grace)
+        }
+        Admission::Closed(refusal) => {
+            tracing::info!(%remote_addr, identity = shown, %refusal, "connection past a cap: closed");
+            return None;
+        }
+    };
+    tracing::debug!(%remote_addr, identity = shown, "TLS connection established");
+    let activity = ConnectionActivity::new();
+    Some(PeerStream {
         inner: stream,
+        idle_check: Box::pin(tokio::time::sleep(idle_timeout)),
+        idle_check_registered: false,
+        idle_timeout,
         info: PeerInfo {
             remote_addr,
             identity,
+            refusal,
+            activity,
         },
         revoked: revoked_later(key, revocations, remote_addr),
-    }
+        _place: place,
+    })
 }

@@ -4,6 +4,7 @@
 //! policy lives in `service::access`.
 
 pub mod acceptor;
+pub mod connections;
 pub mod identity;
 pub mod pki;
 pub mod reload;

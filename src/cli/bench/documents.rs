@@ -1,8 +1,11 @@
 //! `minegate bench --only documents`: uploads, then fetches, of large
-//! documents (20 MiB) at concurrency 1, 16 and 64, on the baseline server
-//! (which receives and discards an upload, and sends as many bytes back in
-//! the gateway's chunks) and on the gateway, over the same TLS stack: MB/s,
-//! p50 and p99 per document, and the gateway's peak resident memory.
+//! documents (20 MiB) at concurrency 1, 16 and 64 over 4 connections, or
+//! at concurrency N on N connections (`--connections N`, as N separate
+//! clients), on the baseline server (which receives and discards an
+//! upload, and sends as many bytes back in the gateway's chunks) and on the
+//! gateway, over the same TLS stack: MB/s, p50 and p99 per document, the
+//! uploads refused (and retried after the hint) and the gateway's peak
+//! resident memory.
 
 use std::{
     sync::Arc,
@@ -27,6 +30,17 @@ pub struct Transfer {
     pub megabytes_per_second: f64,
     pub p50: Duration,
     pub p99: Duration,
+    /// Calls refused RESOURCE_EXHAUSTED, each tried again after its hint.
+    pub refused: usize,
+}
+
+/// What the documents part measures.
+pub struct Shape {
+    pub quick: bool,
+    /// `Some(n)`: concurrency n only, one connection per caller.
+    pub connections: Option<usize>,
+    /// Bytes of each document.
+    pub size: usize,
 }
 
 /// The bytes every bench document shares after its own first line: random,
@@ -77,13 +91,26 @@ fn upload_messages(
     tokio_stream::iter(std::iter::once(metadata).chain(data))
 }
 
-fn transfer(bytes: u64, wall: Duration, mut latencies: Vec<Duration>) -> Transfer {
+fn transfer(bytes: u64, wall: Duration, mut latencies: Vec<Duration>, refused: usize) -> Transfer {
     latencies.sort_unstable();
     Transfer {
         megabytes_per_second: bytes as f64 / 1e6 / wall.as_secs_f64(),
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
+        refused,
     }
+}
+
+/// How long a RESOURCE_EXHAUSTED refusal asks to wait (its RetryInfo), if
+/// `status` is one; the wait is part of the document's latency.
+fn retry_hint(status: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    (status.code() == tonic::Code::ResourceExhausted).then(|| {
+        status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay)
+            .unwrap_or(Duration::from_secs(1))
+    })
 }
 
 /// `count` documents uploaded by `concurrency` callers over `channels`;
@@ -102,29 +129,43 @@ pub async fn uploads(
         let mut client = FilingServiceClient::new(channels[worker % channels.len()].clone());
         let filler = filler.clone();
         tasks.push(tokio::spawn(async move {
-            let mut done = Vec::new();
+            let (mut done, mut refused) = (Vec::new(), 0);
             for n in (worker..count).step_by(concurrency) {
                 let id = first_id + n as u64;
                 let declared = baseline.then(|| format!("{id:064x}"));
                 let sent = Instant::now();
-                let reference = client
-                    .upload_document(upload_messages(id, filler.clone(), declared))
-                    .await?
-                    .into_inner();
+                let reference = loop {
+                    let messages = upload_messages(id, filler.clone(), declared.clone());
+                    match client.upload_document(messages).await {
+                        Ok(reference) => break reference.into_inner(),
+                        Err(status) => match retry_hint(&status) {
+                            Some(wait) => {
+                                refused += 1;
+                                tokio::time::sleep(wait).await;
+                            }
+                            None => return Err(status.into()),
+                        },
+                    }
+                };
                 done.push((reference, sent.elapsed()));
             }
-            anyhow::Ok(done)
+            anyhow::Ok((done, refused))
         }));
     }
-    let (mut references, mut latencies) = (Vec::new(), Vec::new());
+    let (mut references, mut latencies, mut refused) = (Vec::new(), Vec::new(), 0);
     for task in tasks {
-        for (reference, latency) in task.await?? {
+        let (done, worker_refused) = task.await??;
+        refused += worker_refused;
+        for (reference, latency) in done {
             references.push(reference);
             latencies.push(latency);
         }
     }
     let bytes = (count * filler.len()) as u64;
-    Ok((references, transfer(bytes, started.elapsed(), latencies)))
+    Ok((
+        references,
+        transfer(bytes, started.elapsed(), latencies, refused),
+    ))
 }
 
 /// `documents` fetched by `concurrency` callers over `channels`.
@@ -171,7 +212,7 @@ pub async fn fetches(
         latencies.extend(task.await??);
     }
     let bytes: u64 = documents.iter().map(|d| d.size_bytes).sum();
-    Ok(transfer(bytes, started.elapsed(), latencies))
+    Ok(transfer(bytes, started.elapsed(), latencies, 0))
 }
 
 /// Files a quarterly report for each of `documents` (with the two small
@@ -224,40 +265,47 @@ pub async fn deliver(
 pub async fn run(
     dir: &std::path::Path,
     backends: &[(&str, String)],
-    quick: bool,
+    shape: Shape,
 ) -> anyhow::Result<Vec<String>> {
-    let (size, concurrencies): (usize, &[usize]) = if quick {
-        (1 << 20, &[1, 4])
-    } else {
-        (20 << 20, &[1, 16, 64])
-    };
+    let one_level;
+    let (size, concurrencies, connections): (usize, &[usize], usize) =
+        match (shape.connections, shape.quick) {
+            (Some(n), _) => {
+                one_level = [n];
+                (shape.size, &one_level, n)
+            }
+            (None, true) => (1 << 20, &[1, 4], 4),
+            (None, false) => (shape.size, &[1, 16, 64], 4),
+        };
     // Enough documents at each concurrency for a p99 to mean something.
     let count = |c: usize| c.max(8);
     let filler = filler(size);
     let mut lines = vec![format!(
-        "{:<30} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "{:<30} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8}   ({connections} connections)",
         format!("documents of {} MiB", size >> 20),
         "conc",
         "MB/s",
         "p50 ms",
         "p99 ms",
-        "vs base"
+        "vs base",
+        "refused"
     )];
     let row = |what: &str, c: usize, t: &Transfer, base: Option<&Transfer>| {
         format!(
-            "{what:<30} {c:>5} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+            "{what:<30} {c:>5} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>8}",
             t.megabytes_per_second,
             t.p50.as_secs_f64() * 1e3,
             t.p99.as_secs_f64() * 1e3,
             base.map_or("1.00".to_owned(), |b| format!(
                 "{:.2}",
                 t.megabytes_per_second / b.megabytes_per_second
-            ))
+            )),
+            t.refused
         )
     };
 
     let baseline = start_server(dir, "sqlite://baseline-unused.db", true)?;
-    let base_channels = channels(&tls(dir, &baseline, "authority"), 4).await?;
+    let base_channels = channels(&tls(dir, &baseline, "authority"), connections).await?;
     let (mut base_up, mut stored, mut next_id) = (Vec::new(), Vec::new(), 0);
     for &c in concurrencies {
         let (references, up) = uploads(&base_channels, c, count(c), next_id, &filler, true).await?;
@@ -266,7 +314,8 @@ pub async fn run(
         lines.push(row("upload, baseline (discards)", c, &up, None));
         base_up.push(up);
     }
-    let base_channels = channels(&tls(dir, &baseline, "energy"), 4).await?;
+    drop(base_channels);
+    let base_channels = channels(&tls(dir, &baseline, "energy"), connections).await?;
     let mut base_fetch = Vec::new();
     for &c in concurrencies {
         let down = fetches(&base_channels, c, &stored[..count(c)]).await?;
@@ -279,7 +328,7 @@ pub async fn run(
         let gateway = start_server(dir, url, false)?;
         let authority = tls(dir, &gateway, "authority");
         let small = super::upload_documents(dir, &authority).await?[1..].to_vec();
-        let up_channels = channels(&authority, 4).await?;
+        let up_channels = channels(&authority, connections).await?;
         let mut stored = Vec::new();
         for (i, &c) in concurrencies.iter().enumerate() {
             let (references, up) =
@@ -294,8 +343,9 @@ pub async fn run(
             ));
         }
         let after_uploads = gateway.peak_rss_kib();
+        drop(up_channels);
         deliver(dir, &gateway, &stored, &small, 9_000_000).await?;
-        let energy = channels(&tls(dir, &gateway, "energy"), 4).await?;
+        let energy = channels(&tls(dir, &gateway, "energy"), connections).await?;
         for (i, &c) in concurrencies.iter().enumerate() {
             let down = fetches(&energy, c, &stored[..count(c)]).await?;
             lines.push(row(
