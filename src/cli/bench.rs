@@ -47,7 +47,8 @@ pub struct BenchArgs {
     /// Seconds measured at each concurrency, after the warm-up.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Also measure on PostgreSQL: a server URL (a scratch database is made there).
+    /// Also measure on PostgreSQL: a server URL (scratch databases are made
+    /// there, and dropped when the bench ends).
     #[arg(long)]
     pub postgres_url: Option<String>,
     /// Payers in the form 402 quarter.
@@ -651,8 +652,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir)?;
     let result = bench(&args, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(server_url) = &args.postgres_url {
+        drop_databases(server_url).await;
+    }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scratch databases this run made (each part's gateway is stopped by
+/// the time the run ends), to drop then.
+static MADE_DATABASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Drops the scratch databases this run made; one that cannot be dropped
+/// is named on stderr.
+async fn drop_databases(server_url: &str) {
+    use sqlx::Connection;
+    let names = std::mem::take(&mut *MADE_DATABASES.lock().unwrap_or_else(|p| p.into_inner()));
+    let Ok(mut admin) = sqlx::PgConnection::connect(server_url).await else {
+        eprintln!("could not connect to drop the bench's databases: {names:?}");
+        return;
+    };
+    for name in names {
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        if let Err(error) = sqlx::query(&drop).execute(&mut admin).await {
+            eprintln!("could not drop {name}: {error}");
+        }
+    }
 }
 
 async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
@@ -1041,6 +1066,10 @@ async fn create_database(server_url: &str) -> anyhow::Result<String> {
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await?;
+    MADE_DATABASES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(name.clone());
     let (base, _) = server_url
         .rsplit_once('/')
         .context("a PostgreSQL URL with a database")?;
