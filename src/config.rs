@@ -131,8 +131,8 @@ pub struct TlsConfig {
     /// Handshakes past their ClientHello at once; a newer one closes the
     /// oldest of the source address holding the most (no one waits).
     pub max_pending_handshakes: usize,
-    /// Connections from one source address not yet through their handshake;
-    /// past it, a new connection from that address is closed at once.
+    /// Handshakes under way from one source address; more from it wait their
+    /// turn, until their ClientHello deadline.
     pub max_pending_handshakes_per_address: usize,
     /// Connections accepted and still awaiting their ClientHello; a newer
     /// one closes the oldest of the source address holding the most.

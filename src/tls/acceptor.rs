@@ -340,8 +340,9 @@ pub enum HandshakeOutcome {
     HelloTimeout,
     /// Not finished within `tls.handshake_timeout_ms`.
     Timeout,
-    /// Closed at once: its source address already had
-    /// `tls.max_pending_handshakes_per_address` handshakes under way.
+    /// Closed at its ClientHello deadline without its turn: its source
+    /// address had `tls.max_pending_handshakes_per_address` handshakes
+    /// under way all along.
     AddressLimit,
     /// Closed to make room for a newer connection: it was the oldest of
     /// `tls.max_awaiting_client_hello` connections waiting for their
@@ -379,41 +380,71 @@ impl HandshakeOutcome {
     }
 }
 
-/// Handshakes under way per source address. A claim is given back when its
-/// [`AddressClaim`] drops.
-#[derive(Debug, Default)]
+/// Handshakes under way per source address, at most `max` each; more from
+/// the same address wait for one to end (within their ClientHello deadline,
+/// in the awaiting-hello phase, where a flood's are the first evicted). So
+/// one host cannot run more than `max` handshakes at once, while a client
+/// that opens many connections at once (a pool) is served in turn.
 struct PerAddress {
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+    semaphores: Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>,
 }
 
-struct AddressClaim {
+/// A connection's turn among its address's handshakes: waiting, then held
+/// until it drops.
+struct AddressTicket {
     table: Arc<PerAddress>,
     ip: IpAddr,
+    semaphore: Option<Arc<tokio::sync::Semaphore>>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl PerAddress {
-    fn claim(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressClaim> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressClaim {
+    fn new(max: usize) -> Arc<PerAddress> {
+        Arc::new(PerAddress {
+            max,
+            semaphores: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn ticket(self: &Arc<Self>, ip: IpAddr) -> AddressTicket {
+        let mut semaphores = self.semaphores.lock().unwrap_or_else(|p| p.into_inner());
+        let semaphore = semaphores
+            .entry(ip)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max)))
+            .clone();
+        AddressTicket {
             table: self.clone(),
             ip,
-        })
+            semaphore: Some(semaphore),
+            permit: None,
+        }
     }
 }
 
-impl Drop for AddressClaim {
+impl AddressTicket {
+    /// Waits for a place among the address's handshakes.
+    async fn claimed(&mut self) {
+        if let Some(semaphore) = self.semaphore.clone() {
+            self.permit = semaphore.acquire_owned().await.ok();
+        }
+    }
+}
+
+impl Drop for AddressTicket {
     fn drop(&mut self) {
-        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
+        let mut semaphores = self
+            .table
+            .semaphores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.permit.take();
+        // The table's and this one: no other connection of the address is
+        // under way or waiting (each holds a clone), so its entry can go.
+        if let Some(semaphore) = self.semaphore.take()
+            && Arc::strong_count(&semaphore) == 2
+        {
+            semaphores.remove(&self.ip);
         }
     }
 }
@@ -524,7 +555,7 @@ pub fn accept(
     let (tx, rx) = mpsc::channel(limits.max_pending);
     let awaiting = Slots::new(limits.max_awaiting_hello);
     let pending = Slots::new(limits.max_pending);
-    let per_address = Arc::new(PerAddress::default());
+    let per_address = PerAddress::new(limits.max_per_address);
     let accept_loop = tokio::spawn(async move {
         loop {
             let (tcp, remote_addr) = tokio::select! {
@@ -540,11 +571,7 @@ pub fn accept(
                 },
             };
             let ip = remote_addr.ip().to_canonical();
-            let Some(claim) = per_address.claim(ip, limits.max_per_address) else {
-                tracing::debug!(%remote_addr, "too many handshakes from this address: closed");
-                metrics.handshake(HandshakeOutcome::AddressLimit);
-                continue;
-            };
+            let ticket = per_address.ticket(ip);
             let hello_slot = awaiting.take(ip);
             let _ = tcp.set_nodelay(true);
             let handshake = Handshake {
@@ -557,8 +584,7 @@ pub fn accept(
             let tx = tx.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let (outcome, stream) = handshake.run(tcp, hello_slot).await;
-                drop(claim);
+                let (outcome, stream) = handshake.run(tcp, hello_slot, ticket).await;
                 metrics.handshake(outcome);
                 if let Some(stream) = stream {
                     let _ = tx.send(Ok(stream)).await;
@@ -584,10 +610,20 @@ impl Handshake {
         self,
         tcp: TcpStream,
         mut hello_slot: Slot,
+        mut ticket: AddressTicket,
     ) -> (HandshakeOutcome, Option<PeerStream>) {
         let remote_addr = self.remote_addr;
         let deadline = Instant::now() + self.limits.handshake_timeout;
         let hello_deadline = deadline.min(Instant::now() + self.limits.client_hello_timeout);
+        // Its turn among its address's handshakes, held until it returns.
+        tokio::select! {
+            () = ticket.claimed() => {}
+            () = tokio::time::sleep_until(hello_deadline) => {
+                tracing::debug!(%remote_addr, "no turn among this address's handshakes in time: closed");
+                return (HandshakeOutcome::AddressLimit, None);
+            }
+            _ = &mut hello_slot.evicted => return evicted(remote_addr),
+        }
         let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
         let start = tokio::select! {
             hello = tokio::time::timeout_at(hello_deadline, hello) => match hello {
