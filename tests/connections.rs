@@ -31,14 +31,7 @@ async fn health_check(channel: Channel) -> Result<(), tonic::Status> {
 }
 
 async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+    http_get(addr, "/metrics").await.1
 }
 
 #[tokio::test]

@@ -1360,6 +1360,12 @@ async fn an_identity_past_its_subscribe_streams_is_refused_until_one_ends() {
              (limits.max_subscribe_streams_per_identity); end one first"
         )
     );
+    assert_eq!(
+        tonic_types::StatusExt::get_details_retry_info(&refused)
+            .unwrap()
+            .retry_delay,
+        Some(Duration::from_secs(1))
+    );
     drop(first);
     // The gateway sees the stream end when its client goes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

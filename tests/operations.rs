@@ -190,6 +190,23 @@ async fn until_metric(addr: SocketAddr, name: &str, value: &str) -> String {
     panic!("{name} never read {value}: {:?}", samples(&body, name));
 }
 
+/// A start notification for `bin` under `key`, with its own documents
+/// (`tag`) and IP pool: 5 ledger entries in 4 commits.
+async fn file_start(app: &TestApp, bin: &str, key: &str, tag: &str, pool: &str) {
+    let channel = app.channel("authority").await;
+    let documents = fixtures::upload_documents(channel.clone(), tag).await;
+    FilingServiceClient::new(channel)
+        .submit_start_notification(fixtures::start_notification(
+            bin,
+            key,
+            fixtures::date(2026, 3, 20),
+            &[pool],
+            &documents,
+        ))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_ledger_is_verified_in_the_background_and_a_broken_one_shows_in_the_metrics() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
@@ -202,18 +219,7 @@ async fn the_ledger_is_verified_in_the_background_and_a_broken_one_shows_in_the_
             continue;
         };
         let metrics = app.gateway.metrics_addr().expect("metrics listener");
-        let channel = app.channel("authority").await;
-        let documents = fixtures::upload_documents(channel.clone(), "a").await;
-        FilingServiceClient::new(channel)
-            .submit_start_notification(fixtures::start_notification(
-                BIN_A,
-                "k-1",
-                fixtures::date(2026, 3, 20),
-                &["37.99.0.0/24"],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        file_start(&app, BIN_A, "k-1", "a", "37.99.0.0/24").await;
 
         // 3 documents, the acceptance, its extract: 5 entries, intact.
         let body = until_metric(metrics, "minegate_ledger_verified_entries", "5").await;
@@ -239,18 +245,7 @@ async fn the_ledger_is_verified_in_the_background_and_a_broken_one_shows_in_the_
         )
         .await;
         assert_eq!(edited, 1, "{backend:?}");
-        let channel = app.channel("authority").await;
-        let documents = fixtures::upload_documents(channel.clone(), "b").await;
-        FilingServiceClient::new(channel)
-            .submit_start_notification(fixtures::start_notification(
-                BIN_B,
-                "k-2",
-                fixtures::date(2026, 3, 20),
-                &["37.99.1.0/24"],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        file_start(&app, BIN_B, "k-2", "b", "37.99.1.0/24").await;
         let body = until_metric(metrics, "minegate_ledger_verified_entries", "10").await;
         assert_eq!(
             samples(&body, "minegate_ledger_verification_ok"),
@@ -290,19 +285,7 @@ async fn a_verification_from_a_verified_prefix_reads_only_what_came_after() {
             continue;
         };
         let url = app.config.database_url.clone();
-        let channel = app.channel("authority").await;
-        let mut filings = FilingServiceClient::new(channel.clone());
-        let documents = fixtures::upload_documents(channel.clone(), "a").await;
-        filings
-            .submit_start_notification(fixtures::start_notification(
-                BIN_A,
-                "k-1",
-                fixtures::date(2026, 3, 20),
-                &["37.99.0.0/24"],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        file_start(&app, BIN_A, "k-1", "a", "37.99.0.0/24").await;
         let reader = store::open(&url, clock.clone(), store::Signing::ReadOnly)
             .await
             .unwrap();
@@ -322,22 +305,11 @@ async fn a_verification_from_a_verified_prefix_reads_only_what_came_after() {
             "{backend:?}"
         );
 
-        let documents = fixtures::upload_documents(channel, "b").await;
-        filings
-            .submit_start_notification(fixtures::start_notification(
-                BIN_B,
-                "k-2",
-                fixtures::date(2026, 3, 20),
-                &["37.99.1.0/24"],
-                &documents,
-            ))
-            .await
-            .unwrap();
+        file_start(&app, BIN_B, "k-2", "b", "37.99.1.0/24").await;
         // An edited new entry is found from the prefix ...
-        let edit = |seq: i64, suffix: &str| {
-            format!("UPDATE ledger SET payload = payload || '{suffix}' WHERE seq = {seq}")
-        };
-        assert_eq!(execute(&url, &edit(9, " ")).await, 1);
+        let edit =
+            |seq: i64| format!("UPDATE ledger SET payload = payload || ' ' WHERE seq = {seq}");
+        assert_eq!(execute(&url, &edit(9)).await, 1);
         let (report, after) = verify_ledger_from(&*reader, prefix.clone()).await.unwrap();
         assert_eq!(
             report.first_broken.map(|(seq, _)| seq),
@@ -347,14 +319,10 @@ async fn a_verification_from_a_verified_prefix_reads_only_what_came_after() {
         assert_eq!(report.entries_checked, 9, "{backend:?}");
         assert!(after.is_none(), "{backend:?}");
         // ... an edited old one is not: only a verification from the start reads it.
-        let undo = "UPDATE ledger SET payload = LEFT(payload, LENGTH(payload) - 1) WHERE seq = 9";
-        let undo = if backend == Backend::Sqlite {
-            "UPDATE ledger SET payload = SUBSTR(payload, 1, LENGTH(payload) - 1) WHERE seq = 9"
-        } else {
-            undo
-        };
+        let undo =
+            "UPDATE ledger SET payload = SUBSTR(payload, 1, LENGTH(payload) - 1) WHERE seq = 9";
         assert_eq!(execute(&url, undo).await, 1);
-        assert_eq!(execute(&url, &edit(2, " ")).await, 1);
+        assert_eq!(execute(&url, &edit(2)).await, 1);
         let (report, after) = verify_ledger_from(&*reader, prefix).await.unwrap();
         assert_eq!(
             (

@@ -22,7 +22,6 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status, body::Body};
-use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -354,14 +353,13 @@ where
         }
         let key: Arc<str> = identity.clone().unwrap_or_else(|| Arc::from("-"));
         let Some(permit) = self.layer.limits.try_acquire(&key) else {
-            let status = Status::with_error_details(
-                Code::ResourceExhausted,
+            let status = super::resource_exhausted(
                 format!(
                     "{key} has {} calls in progress, the most one peer may have; retry in {} s",
                     self.layer.limits.limit,
                     RETRY_AFTER.as_secs()
                 ),
-                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+                RETRY_AFTER,
             );
             return refuse(status, "peer_limit", &self.layer.metrics);
         };
@@ -435,11 +433,7 @@ where
 fn connection_refused(info: &PeerInfo) -> Option<Status> {
     let refusal = info.refusal.as_ref()?;
     info.activity.close_after(REFUSAL_SENDING);
-    Some(Status::with_error_details(
-        Code::ResourceExhausted,
-        refusal.to_string(),
-        ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
-    ))
+    Some(super::resource_exhausted(refusal.to_string(), RETRY_AFTER))
 }
 
 /// tonic's codec refuses some requests with a code gRPC's status code table

@@ -80,7 +80,7 @@ impl EnergyExtracts {
         EnergyExtracts {
             open_streams: Arc::new(OpenStreams {
                 max: limits.max_subscribe_streams_per_identity as usize,
-                counts: std::sync::Mutex::new(HashMap::new()),
+                counts: Counts::default(),
             }),
             store,
             unrecorded: Arc::default(),
@@ -100,20 +100,50 @@ impl EnergyExtracts {
 /// a FetchDocument that comes right after a delivery waits for these.
 #[derive(Default)]
 struct Unrecorded {
-    counts: std::sync::Mutex<HashMap<String, usize>>,
+    counts: Counts,
     settled: tokio::sync::Notify,
+}
+
+/// A count per identity; an identity at 0 has no entry.
+#[derive(Default)]
+struct Counts(std::sync::Mutex<HashMap<String, usize>>);
+
+impl Counts {
+    fn get(&self, key: &str) -> usize {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(key).copied().unwrap_or(0)
+    }
+
+    /// One more for `key`, unless it has `max` already.
+    fn add(&self, key: &str, max: usize) -> bool {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(key.to_owned()).or_default();
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn remove_one(&self, key: &str) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(key);
+            }
+        }
+    }
 }
 
 impl Unrecorded {
     fn count(&self, subscriber: &str) -> usize {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(subscriber).copied().unwrap_or(0)
+        self.counts.get(subscriber)
     }
 
     /// Counts one queued record until the returned guard is dropped.
     fn add(self: &Arc<Self>, subscriber: &str) -> UnrecordedGuard {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        *counts.entry(subscriber.to_owned()).or_default() += 1;
+        self.counts.add(subscriber, usize::MAX);
         UnrecordedGuard {
             unrecorded: self.clone(),
             subscriber: subscriber.to_owned(),
@@ -291,18 +321,7 @@ struct UnrecordedGuard {
 
 impl Drop for UnrecordedGuard {
     fn drop(&mut self) {
-        let mut counts = self
-            .unrecorded
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.subscriber) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.subscriber);
-            }
-        }
-        drop(counts);
+        self.unrecorded.counts.remove_one(&self.subscriber);
         self.unrecorded.settled.notify_waiters();
     }
 }
@@ -737,7 +756,7 @@ fn ack_builder(extract_id: &str, subscriber: &str) -> crate::store::AckBuilder {
 /// The Subscribe streams open per identity, at most `max` each.
 struct OpenStreams {
     max: usize,
-    counts: std::sync::Mutex<HashMap<String, usize>>,
+    counts: Counts,
 }
 
 /// One open stream, counted until it drops.
@@ -748,12 +767,9 @@ struct OpenStream {
 
 impl OpenStreams {
     fn open(self: &Arc<Self>, identity: &str) -> Option<OpenStream> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(identity.to_owned()).or_default();
-        if *count >= self.max {
+        if !self.counts.add(identity, self.max) {
             return None;
         }
-        *count += 1;
         Some(OpenStream {
             streams: self.clone(),
             identity: identity.to_owned(),
@@ -763,17 +779,7 @@ impl OpenStreams {
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        let mut counts = self
-            .streams
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.identity) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.identity);
-            }
-        }
+        self.streams.counts.remove_one(&self.identity);
     }
 }
 
@@ -788,11 +794,14 @@ impl EnergyExtractService for EnergyExtracts {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = peer(&request)?;
         let Some(open) = self.open_streams.open(&caller.identity) else {
-            return Err(Status::resource_exhausted(format!(
-                "{} already has {} Subscribe streams open \
-                 (limits.max_subscribe_streams_per_identity); end one first",
-                caller.identity, self.open_streams.max
-            )));
+            return Err(super::resource_exhausted(
+                format!(
+                    "{} already has {} Subscribe streams open \
+                     (limits.max_subscribe_streams_per_identity); end one first",
+                    caller.identity, self.open_streams.max
+                ),
+                super::access::RETRY_AFTER,
+            ));
         };
         let max_in_flight = match request.get_ref().max_in_flight {
             0 => self.max_in_flight,

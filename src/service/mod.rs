@@ -112,6 +112,16 @@ pub fn invalid(violations: &validate::Violations) -> Status {
     Status::with_error_details(Code::InvalidArgument, summary, details)
 }
 
+/// RESOURCE_EXHAUSTED with `message` and a RetryInfo of `retry_after`: a
+/// limit the caller met, and when to try again.
+pub fn resource_exhausted(message: String, retry_after: std::time::Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
 /// A storage failure as the caller should see it: UNAVAILABLE when the
 /// database cannot be reached (retry later), INTERNAL otherwise.
 pub fn store_error(error: StoreError) -> Status {

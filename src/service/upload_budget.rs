@@ -20,8 +20,7 @@ use std::{
 use bytes::{Buf, Bytes};
 use http_body::Frame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::{Code, Status, body::Body};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Status, body::Body};
 
 use crate::store::DOCUMENT_CHUNK_BYTES;
 
@@ -73,15 +72,14 @@ impl UploadBudget {
     }
 
     fn refusal(&self) -> Status {
-        Status::with_error_details(
-            Code::ResourceExhausted,
+        super::resource_exhausted(
             format!(
                 "uploads in progress hold the {} bytes the gateway gives them \
                  (limits.upload_bytes_in_flight); retry in {} s",
                 self.bytes,
                 self.retry_after.as_secs()
             ),
-            ErrorDetails::with_retry_info(Some(self.retry_after)),
+            self.retry_after,
         )
     }
 }
@@ -197,6 +195,8 @@ impl http_body::Body for BudgetedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+    use tonic_types::StatusExt;
 
     fn message(length: u32) -> Vec<u8> {
         let mut bytes = vec![0];
