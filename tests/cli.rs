@@ -63,6 +63,25 @@ fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// `minegate health` against `server` until it succeeds (its output), while
+/// the gateway keeps running; at most 30 s.
+fn until_healthy(dir: &Path, server: &str, serving: &mut Serving) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = minegate(dir, &["health", "--server", server]);
+        if output.status.success() {
+            return output;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no healthy gateway: {}",
+            stderr(&output)
+        );
+        assert!(serving.0.try_wait().unwrap().is_none(), "gateway exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,20 +100,7 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
             .unwrap(),
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let health = loop {
-        let output = minegate(dir.path(), &["health", "--server", &server]);
-        if output.status.success() {
-            break output;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no healthy gateway: {}",
-            stderr(&output)
-        );
-        assert!(serving.0.try_wait().unwrap().is_none(), "gateway exited");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let health = until_healthy(dir.path(), &server, &mut serving);
     assert_eq!(
         stdout(&health),
         "(gateway)                                     SERVING\n\
@@ -303,15 +309,7 @@ fn kubernetes_service_variables_are_warned_about_and_serve_starts() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !minegate(dir.path(), &["health", "--server", &server])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "no healthy gateway");
-        assert!(serving.0.try_wait().unwrap().is_none(), "gateway exited");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_healthy(dir.path(), &server, &mut serving);
     signal(&serving.0, "TERM");
     assert_eq!(wait_for_exit(&mut serving.0).code(), Some(0));
     let mut log = String::new();
