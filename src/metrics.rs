@@ -416,6 +416,13 @@ fn store_counts(out: &mut String, gauges: &Gauges) {
         "Runs of submissions or acknowledgements the database refused as a whole, taken again one at a time.",
         gauges.runs_taken_apart,
     );
+    single(
+        out,
+        "minegate_store_listener_losses_total",
+        "counter",
+        "Times the connection listening for other replicas' commits was lost (PostgreSQL); subscribers then read what is pending.",
+        gauges.listener_losses,
+    );
 }
 
 /// A metric of one sample, with no labels.

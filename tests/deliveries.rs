@@ -762,6 +762,42 @@ async fn passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_repo
     app.gateway.shutdown().await.unwrap();
 }
 
+/// A second gateway (a `minegate serve` process) on `app`'s PostgreSQL
+/// database and signing key, and an energy channel to it once it serves.
+async fn second_replica(app: &TestApp) -> (std::process::Child, tonic::transport::Channel) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pki = app.pki_dir();
+    let other = std::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .arg("serve")
+        .current_dir(app.dir.path())
+        .envs(minegate::config::child_gateway_environment(
+            port,
+            &app.config.database_url,
+            &pki,
+            &app.config.signing.key,
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tls = app.client_tls("energy");
+    tls.server = format!("https://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tls.connect().await {
+            Ok(channel) => return (other, channel),
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the second gateway never came up: {e}"),
+        }
+    }
+}
+
 /// Two gateways on one PostgreSQL database: a filing through one reaches a
 /// subscriber on the other (a separate `minegate serve` process).
 #[tokio::test]
@@ -774,42 +810,7 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
         return;
     };
     let _ = server;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let pki = app.pki_dir();
-    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
-        .arg("serve")
-        .current_dir(app.dir.path())
-        .env("MINEGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("MINEGATE_METRICS_LISTEN", "127.0.0.1:0")
-        .env("MINEGATE_DATABASE_URL", &app.config.database_url)
-        .env("MINEGATE_TLS_CA_BUNDLE", pki.join("ca.pem"))
-        .env("MINEGATE_TLS_CRLS", pki.join("crl.pem"))
-        .env("MINEGATE_TLS_CERT", pki.join("server.pem"))
-        .env("MINEGATE_TLS_KEY", pki.join("server.key"))
-        .env("MINEGATE_TLS_DEV_PKI_DIR", "")
-        .env("MINEGATE_SIGNING_KEY", &app.config.signing.key)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut tls = app.client_tls("energy");
-    tls.server = format!("https://127.0.0.1:{port}");
-    let channel = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match tls.connect().await {
-                Ok(channel) => break channel,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => panic!("the second gateway never came up: {e}"),
-            }
-        }
-    };
+    let (mut other, channel) = second_replica(&app).await;
     let mut stream = EnergyExtractServiceClient::new(channel)
         .subscribe(SubscribeRequest::default())
         .await
@@ -843,6 +844,77 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
     assert_eq!(
         delivery.extract.unwrap().source_filing_id,
         receipt.filing_id
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+    app.gateway.shutdown().await.unwrap();
+}
+
+/// Two gateways on one PostgreSQL database: a subscriber on one acknowledges
+/// each extract through the other the moment it arrives, racing the
+/// sending's record, which the first commits: every acknowledgement
+/// succeeds, none is NOT_FOUND.
+#[tokio::test]
+async fn an_extract_sent_by_one_replica_is_acknowledged_through_another_at_once() {
+    const EXTRACTS: usize = 48;
+    let clock = TestClock::at("2026-03-20T06:00:00Z");
+    let Some(app) = spawn_on_with(Backend::Postgres, clock, |_| {}).await else {
+        return;
+    };
+    let authority = app.channel("authority").await;
+    let documents = upload_documents(authority.clone(), "A").await;
+    let filings = FilingServiceClient::new(authority);
+    let mut filed = tokio::task::JoinSet::new();
+    for i in 0..EXTRACTS {
+        let (mut filings, documents) = (filings.clone(), documents.clone());
+        filed.spawn(async move {
+            let (bin, key) = (generated_bin(i as u32), format!("race-{i}"));
+            file_start(&mut filings, (&bin, &key, i), date(2026, 6, 1), &documents).await;
+        });
+    }
+    filed.join_all().await;
+    let (mut other, channel) = second_replica(&app).await;
+    let started = std::time::Instant::now();
+    let mut stream = EnergyExtractServiceClient::new(channel)
+        .subscribe(SubscribeRequest {
+            max_in_flight: 64,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let here = EnergyExtractServiceClient::new(app.channel("energy").await);
+    let mut acks = tokio::task::JoinSet::new();
+    for _ in 0..EXTRACTS {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        let extract_id = delivery.extract.unwrap().extract_id;
+        let mut here = here.clone();
+        acks.spawn(async move {
+            here.acknowledge(AcknowledgeExtractRequest { extract_id })
+                .await
+                .map(|_| ())
+                .map_err(|status| (status.code(), status.message().to_owned()))
+        });
+    }
+    let outcomes: Vec<_> = acks.join_all().await;
+    // The window (16) fills three times: each time the stream learns of
+    // the acknowledgements made elsewhere from the other replica's notice
+    // (within 250 ms), not from its 5-second poll, which would take 10 s.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let refused: Vec<_> = outcomes.into_iter().filter_map(Result::err).collect();
+    assert_eq!(refused, []);
+    assert_eq!(
+        scalar(
+            &app.config.database_url,
+            "SELECT COUNT(*) FROM extract_acks"
+        )
+        .await,
+        EXTRACTS as i64
     );
     let _ = other.kill();
     let _ = other.wait();

@@ -152,6 +152,10 @@ async fn the_metrics_endpoint_counts_filings_findings_calls_and_reads_the_store(
         samples(&body, "minegate_store_runs_taken_apart_total"),
         ["minegate_store_runs_taken_apart_total 0"]
     );
+    assert_eq!(
+        samples(&body, "minegate_store_listener_losses_total"),
+        ["minegate_store_listener_losses_total 0"]
+    );
     // The dev PKI: server certificate for 825 days and CA for 3650, issued
     // moments ago (the test clock is earlier still, so more days are left).
     let days = samples(&body, "minegate_certificate_days_left");

@@ -13,13 +13,13 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use chrono::Datelike;
 use common::{
+    cluster::Cluster,
     fixtures::{date, generated_bin, start_notification, upload_documents},
     *,
 };
@@ -32,78 +32,6 @@ use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-/// `pg_ctlcluster VERSION NAME ACTION`; the cluster is started again when
-/// this is dropped, whatever happened in the test.
-struct Cluster {
-    version: String,
-    name: String,
-}
-
-impl Cluster {
-    fn from_environment() -> Cluster {
-        let spec = std::env::var("MINEGATE_TEST_PG_CLUSTER").unwrap_or_else(|_| {
-            let version = std::fs::read_dir("/etc/postgresql")
-                .expect("/etc/postgresql (set MINEGATE_TEST_PG_CLUSTER=\"VERSION NAME\")")
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .max()
-                .expect("a PostgreSQL version folder");
-            format!("{version} main")
-        });
-        let (version, name) = spec.split_once(' ').expect("\"VERSION NAME\"");
-        Cluster {
-            version: version.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-
-    fn run(&self, action: &str) {
-        let mut command = Command::new("pg_ctlcluster");
-        command.args([
-            "--skip-systemctl-redirect",
-            &self.version,
-            &self.name,
-            action,
-        ]);
-        if action == "stop" {
-            command.args(["-m", "fast"]);
-        }
-        let status = command.status().expect("pg_ctlcluster");
-        assert!(status.success(), "pg_ctlcluster {action}: {status}");
-    }
-
-    fn ready(&self) -> bool {
-        Command::new("pg_isready")
-            .args(["-q", "-h", "127.0.0.1", "-p", "5432"])
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn start_and_wait(&self) {
-        if !self.ready() {
-            let _ = Command::new("pg_ctlcluster")
-                .args([
-                    "--skip-systemctl-redirect",
-                    &self.version,
-                    &self.name,
-                    "start",
-                ])
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.ready() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not come back");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.start_and_wait();
-    }
-}
 
 #[derive(Default)]
 struct Traffic {

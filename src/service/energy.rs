@@ -44,8 +44,9 @@ const QUEUED_PER_STREAM: usize = 2;
 const POLL: Duration = Duration::from_secs(5);
 /// A stream whose window is full asks the database at most this often
 /// which of its extracts were acknowledged through another replica (this
-/// replica's acknowledgements it hears at once).
-const FULL_WINDOW_ASK: Duration = Duration::from_secs(1);
+/// replica's acknowledgements it hears at once); a change it passed by for
+/// this wakes it when the time is up.
+const FULL_WINDOW_ASK: Duration = Duration::from_millis(250);
 /// Longest a FetchDocument waits for the records of sendings to commit.
 const UNRECORDED_WAIT: Duration = Duration::from_secs(5);
 
@@ -347,6 +348,8 @@ struct Sent {
     unsendable: HashMap<String, i64>,
     /// When a full window last asked the database what was acknowledged.
     asked_when_full: Option<Instant>,
+    /// When to ask again: a read found the window full and had asked lately.
+    ask_again: Option<Instant>,
 }
 
 impl Sent {
@@ -359,6 +362,7 @@ impl Sent {
             known: None,
             unsendable: Default::default(),
             asked_when_full: None,
+            ask_again: None,
         }
     }
 
@@ -433,7 +437,10 @@ async fn deliver(
             .filter_map(|(_, taken)| taken.get().copied())
             .min()
             .map(|taken| taken + ack_deadline);
-        let wake = expiry.map_or(last_read + POLL, |at| at.min(last_read + POLL));
+        let wake = [expiry, sent.ask_again]
+            .into_iter()
+            .flatten()
+            .fold(last_read + POLL, Instant::min);
         if until_caught_up && sent.in_flight.is_empty() {
             tracing::info!(%subscriber, "caught up: stream ended");
             return;
@@ -515,7 +522,12 @@ async fn fill_once(feed: &Feed, sent: &mut Sent, stream: &Outbox) -> Result<(), 
     let asked_lately = sent
         .asked_when_full
         .is_some_and(|at| at.elapsed() < FULL_WINDOW_ASK);
-    if sent.in_flight.len() >= max_in_flight && !asked_lately {
+    let full = sent.in_flight.len() >= max_in_flight;
+    sent.ask_again = sent
+        .asked_when_full
+        .filter(|_| full && asked_lately)
+        .map(|at| at + FULL_WINDOW_ASK);
+    if full && !asked_lately {
         // The window is full: some may have been acknowledged elsewhere.
         sent.asked_when_full = Some(Instant::now());
         let ids: Vec<String> = sent.in_flight.keys().cloned().collect();

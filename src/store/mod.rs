@@ -160,6 +160,10 @@ pub struct Gauges {
     /// that each job was taken again alone, since the start (PostgreSQL;
     /// SQLite writes each job in its own savepoint and never does this).
     pub runs_taken_apart: u64,
+    /// Times the connection that listens for other replicas' commits was
+    /// lost since the start (PostgreSQL): their notices meanwhile were
+    /// missed, and every subscriber read what is pending instead.
+    pub listener_losses: u64,
 }
 
 /// The bytes of one stored chunk of a document (256 KiB); the last chunk

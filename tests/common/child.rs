@@ -212,3 +212,16 @@ fn launch(
         .spawn()
         .unwrap()
 }
+
+/// The folder of replica `k` of gateways sharing one database, made:
+/// `dir/rK` (its logs go there) with `dir/pki`, and replica 0's signing key
+/// (so start replica 0 first).
+pub fn replica_home(dir: &Path, k: usize) -> PathBuf {
+    let home = dir.join(format!("r{k}"));
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::symlink(dir.join("pki"), home.join("pki")).unwrap();
+    if k > 0 {
+        std::fs::copy(dir.join("r0/signing.key"), home.join("signing.key")).unwrap();
+    }
+    home
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod cluster;
 pub mod fixtures;
 
 /// Runs each named `async fn case(backend: Backend)` as two tests,

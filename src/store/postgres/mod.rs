@@ -40,6 +40,19 @@ use crate::{
 /// The channel replicas tell each other about commits on.
 const CHANNEL: &str = "minegate_changes";
 
+/// How long PostgreSQL lets a gateway session sit idle inside a
+/// transaction (`idle_in_transaction_session_timeout`): the longest a paused
+/// replica can hold the writers' lock. The gateway's own transactions never
+/// wait on anything but the database between statements.
+pub const IDLE_IN_TRANSACTION: &str = "5s";
+
+/// How long an acknowledgement of an extract that exists but whose sending
+/// to this subscriber is not recorded waits for the record: another
+/// replica may have handed it to the transport and not committed the
+/// record yet. Longer than [`IDLE_IN_TRANSACTION`], the longest that
+/// replica's writer can wait for the lock.
+const SENDING_WAIT: Duration = Duration::from_secs(10);
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> StoreError {
         if unavailable(&error) {
@@ -61,9 +74,11 @@ fn unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
         // SQLSTATE class 08 (connection exception), 57P01–57P03 (the server
-        // is shutting down, crashed, or not yet accepting connections).
+        // is shutting down, crashed, or not yet accepting connections),
+        // 25P03 (the session sat idle in a transaction too long: see
+        // IDLE_IN_TRANSACTION).
         sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "25P03")
         }),
         _ => false,
     }
@@ -75,6 +90,10 @@ pub struct PgStore {
     changes: watch::Sender<Change>,
     /// See [`Gauges::runs_taken_apart`].
     taken_apart: Arc<AtomicU64>,
+    /// See [`Gauges::listener_losses`].
+    listener_losses: Arc<AtomicU64>,
+    /// The [`listen`] task, ended with the store.
+    listener: tokio::task::AbortHandle,
     /// When uploads start (chunks are written beside the writer).
     clock: Arc<dyn Clock>,
 }
@@ -90,10 +109,24 @@ impl PgStore {
         // for the connection's life: made while a table was small, it scans
         // the whole table ever after (seen: a run's DELETE of replaced IP
         // ranges). Planning each statement for its values costs far less.
-        let options =
-            PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]);
+        //
+        // A replica paused (SIGSTOP, a frozen VM) inside a transaction holds
+        // the writers' lock: PostgreSQL ends such a session after
+        // IDLE_IN_TRANSACTION, so the others wait at most that long, and the
+        // paused replica finds its transaction gone and answers nobody for it.
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("plan_cache_mode", "force_custom_plan"),
+            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await?;
+        // The writer's own connection: a burst of chunk writes and reads on
+        // the pool never makes a batch wait for one.
+        let writer_pool = PgPoolOptions::new()
+            .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
@@ -125,7 +158,7 @@ impl PgStore {
         let taken_apart = Arc::new(AtomicU64::new(0));
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let context = writer::Writer {
-            pool: pool.clone(),
+            pool: writer_pool,
             instance: instance.clone(),
             clock: clock.clone(),
             changes: changes.clone(),
@@ -136,12 +169,20 @@ impl PgStore {
             context.run(jobs).await;
             let _ = done.send(());
         });
-        tokio::spawn(listen(url.to_owned(), instance, changes.clone()));
+        let listener_losses = Arc::new(AtomicU64::new(0));
+        let listener = tokio::spawn(listen(
+            url.to_owned(),
+            instance,
+            changes.clone(),
+            listener_losses.clone(),
+        ));
         Ok(PgStore {
             pool,
             jobs: queue,
             changes,
             taken_apart,
+            listener_losses,
+            listener: listener.abort_handle(),
             clock,
         })
     }
@@ -151,28 +192,92 @@ impl PgStore {
 /// with what it made unknown, so subscribers read what is pending. This
 /// replica's own commits (the payload is its `instance`) moved `changes`
 /// already, with the extracts they made.
-async fn listen(url: String, instance: String, changes: watch::Sender<Change>) {
+///
+/// Notifications sent while the connection is down are lost: each loss is
+/// counted in `losses`, logged, and followed, once listening again, by a
+/// move of `changes` that makes every subscriber read what is pending (the
+/// catch-up). The task runs until the store ends ([`PgStore::close`], or
+/// drop), whether or not any subscriber is listening now.
+async fn listen(
+    url: String,
+    instance: String,
+    changes: watch::Sender<Change>,
+    losses: Arc<AtomicU64>,
+) {
     loop {
         match PgListener::connect(&url).await {
-            Ok(mut listener) => {
-                if let Err(error) = listener.listen(CHANNEL).await {
-                    tracing::warn!(%error, "LISTEN failed; retrying");
-                } else {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => {
                     // Anything may have been missed while (re)connecting.
                     changes.send_modify(Change::elsewhere);
-                    while let Ok(notification) = listener.recv().await {
-                        if notification.payload() != instance {
-                            changes.send_modify(Change::elsewhere);
-                        }
-                    }
+                    let error = relay(&mut listener, &instance, &changes).await;
+                    losses.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %error,
+                        "lost the LISTEN connection: other replicas' changes made meanwhile \
+                         are read once it is back"
+                    );
                 }
-            }
+                Err(error) => tracing::warn!(%error, "LISTEN failed; retrying"),
+            },
             Err(error) => tracing::warn!(%error, "cannot connect to LISTEN; retrying"),
         }
-        if changes.is_closed() {
-            break;
-        }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Passes other replicas' notifications on until the connection is lost;
+/// the error that lost it.
+async fn relay(
+    listener: &mut PgListener,
+    instance: &str,
+    changes: &watch::Sender<Change>,
+) -> String {
+    loop {
+        // `try_recv` (not `recv`, which reconnects by itself and hides the
+        // loss) answers `None` when the connection is lost.
+        match listener.try_recv().await {
+            Ok(Some(notification)) => {
+                if notification.payload() != instance {
+                    changes.send_modify(Change::elsewhere);
+                }
+            }
+            Ok(None) => return "the connection was closed".into(),
+            Err(error) => return error.to_string(),
+        }
+    }
+}
+
+impl PgStore {
+    /// Waits (up to [`SENDING_WAIT`]) for the record of a sending of
+    /// `extract_id` to `subscriber`, made on this replica or another: true
+    /// once it is committed; false at once when there is no such extract.
+    async fn sending_recorded_later(
+        &self,
+        extract_id: &str,
+        subscriber: &str,
+    ) -> Result<bool, StoreError> {
+        if !reads::extract_exists(&self.pool, extract_id).await? {
+            return Ok(false);
+        }
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + SENDING_WAIT;
+        loop {
+            if reads::extract_sent_to(&self.pool, extract_id, subscriber).await? {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            // Woken by each commit here or notice from elsewhere; looked at
+            // again every 250 ms too, as a notice can be lost.
+            let step = (deadline - now).min(Duration::from_millis(250));
+            if let Ok(Err(_)) = tokio::time::timeout(step, changes.changed()).await {
+                // The store is closing: no more changes to wait for.
+                tokio::time::sleep(step).await;
+            }
+        }
     }
 }
 
@@ -223,6 +328,7 @@ impl Store for PgStore {
     async fn gauges(&self, subscribers: &[String]) -> Result<Gauges, StoreError> {
         let mut gauges = reads::gauges(&self.pool, subscribers).await?;
         gauges.runs_taken_apart = self.taken_apart.load(Ordering::Relaxed);
+        gauges.listener_losses = self.listener_losses.load(Ordering::Relaxed);
         Ok(gauges)
     }
 
@@ -285,6 +391,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.jobs.stop().await;
+        self.listener.abort();
         self.pool.close().await;
     }
 
@@ -337,8 +444,21 @@ impl Store for PgStore {
         subscriber: &str,
         build: AckBuilder,
     ) -> Result<Option<super::Recorded>, StoreError> {
+        // The builder is called by each attempt's decision.
+        let build: Arc<AckBuilder> = Arc::new(build);
+        let again = || -> AckBuilder {
+            let build = build.clone();
+            Box::new(move |facts| build(facts))
+        };
+        let first = self
+            .jobs
+            .acknowledge_extract(extract_id, subscriber, again())
+            .await?;
+        if first.is_some() || !self.sending_recorded_later(extract_id, subscriber).await? {
+            return Ok(first);
+        }
         self.jobs
-            .acknowledge_extract(extract_id, subscriber, build)
+            .acknowledge_extract(extract_id, subscriber, again())
             .await
     }
 

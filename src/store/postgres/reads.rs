@@ -78,6 +78,7 @@ pub async fn gauges(pool: &PgPool, subscribers: &[String]) -> Result<Gauges, Sto
             .map(|(subscriber, done)| (subscriber, extracts - done))
             .collect(),
         runs_taken_apart: 0,
+        listener_losses: 0,
     })
 }
 
@@ -242,6 +243,15 @@ pub async fn acknowledged(
     .bind(extract_ids)
     .fetch_all(pool)
     .await?)
+}
+
+pub async fn extract_exists(pool: &PgPool, extract_id: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM extracts WHERE extract_id = $1)")
+            .bind(extract_id)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 pub async fn extract_sent_to(

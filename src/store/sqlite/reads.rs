@@ -72,6 +72,7 @@ pub fn gauges(conn: &Connection, subscribers: &[String]) -> Result<Gauges, Store
         ledger_entries,
         pending_extracts,
         runs_taken_apart: 0,
+        listener_losses: 0,
     })
 }
 
