@@ -123,20 +123,26 @@ async fn migrate_with_this_release(config: &minegate::config::Config) {
     gateway.shutdown().await.unwrap();
 }
 
-/// A database today's gateway made, for `backend`, and the folder holding
-/// its configuration's files; `None` without PostgreSQL.
+/// A database today's gateway made, for `backend`, the folder holding its
+/// configuration's files, and the database (dropped with it); `None`
+/// without PostgreSQL.
 async fn made_by_this_release(
     backend: Backend,
-) -> Option<(minegate::config::Config, std::sync::Arc<tempfile::TempDir>)> {
+) -> Option<(
+    minegate::config::Config,
+    std::sync::Arc<tempfile::TempDir>,
+    TestDatabase,
+)> {
     let dir = fresh_folder();
     let mut config = test_config(&dir);
-    config.database_url = database_for(backend, &dir).await?;
+    let database = database_for(backend, &dir).await?;
+    config.database_url = database.url.clone();
     migrate_with_this_release(&config).await;
-    Some((config, dir))
+    Some((config, dir, database))
 }
 
 async fn the_previous_releases_migrator_refuses_a_database_this_release_made(backend: Backend) {
-    let Some((config, _dir)) = made_by_this_release(backend).await else {
+    let Some((config, _dir, _database)) = made_by_this_release(backend).await else {
         return;
     };
     let url = &config.database_url;
@@ -192,7 +198,7 @@ async fn the_previous_releases_migrator_refuses_its_own_database_once_this_relea
 }
 
 async fn this_release_refuses_a_database_a_newer_release_migrated(backend: Backend) {
-    let Some((config, _dir)) = made_by_this_release(backend).await else {
+    let Some((config, _dir, _database)) = made_by_this_release(backend).await else {
         return;
     };
     let url = &config.database_url;
