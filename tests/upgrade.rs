@@ -1,5 +1,5 @@
 //! Upgrades lose nothing. `tests/fixtures/release-0.1-demo.db` was written
-//! by the release before the store was rebuilt (see the README there). On
+//! by release 0.1.0, before the store was rebuilt (see the README there). On
 //! SQLite a copy of it is opened as it is; on PostgreSQL its rows are loaded
 //! into a database made by that release's migrations. Either is migrated in
 //! place by today's code and then serves: every stored receipt (filings,
