@@ -384,7 +384,8 @@ async fn postgres_is_backed_up_with_pg_dump_and_a_restored_dump_serves_with_its_
         .output()
         .unwrap();
     assert!(dumped.status.success(), "{}", text(&dumped.stderr));
-    let new_url = fresh_postgres_database(&server_url).await;
+    let restored_database = fresh_postgres_database(&server_url).await;
+    let new_url = restored_database.url.clone();
     let restored = std::process::Command::new(pg_restore)
         .args(["--no-owner", "--exit-on-error", "--dbname", &new_url])
         .arg(&dump)

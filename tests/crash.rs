@@ -127,9 +127,10 @@ async fn worker(
 
 async fn kill_nine_at_random_moments_loses_nothing(backend: Backend) {
     let dir = fresh_folder();
-    let Some(database_url) = database_for(backend, &dir).await else {
+    let Some(database) = database_for(backend, &dir).await else {
         return;
     };
+    let database_url = database.url.clone();
     let mut gateway = ChildGateway::start(dir.path(), &database_url, &[]).await;
     let documents = upload_documents(gateway.channel("authority").await, "crash").await;
     let plan = Arc::new(plan(&documents));

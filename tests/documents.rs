@@ -285,9 +285,10 @@ async fn an_upload_the_client_drops_leaves_no_document_and_no_chunks(backend: Ba
 
 async fn an_upload_cut_off_by_kill_9_is_removed_after_the_restart(backend: Backend) {
     let dir = fresh_folder();
-    let Some(database_url) = database_for(backend, &dir).await else {
+    let Some(database) = database_for(backend, &dir).await else {
         return;
     };
+    let database_url = database.url.clone();
     // Uploads end after 1 s, so one unfinished after 2 s is abandoned.
     let mut gateway = ChildGateway::start(
         dir.path(),

@@ -1,4 +1,4 @@
-//! Downgrades are refused, untouched. The previous release (commit
+//! Downgrades are refused, untouched. Release 0.1.0 (commit
 //! `cabca77`) migrated both backends at start with sqlx's migrator over its
 //! own migration set, kept in `tests/fixtures/release-0.1-migrations/`:
 //! sqlx's own `Migrator`, run as that release ran it, refuses a database
@@ -26,7 +26,7 @@ on_both_backends!(
     this_release_refuses_a_database_a_newer_release_migrated,
 );
 
-/// The previous release's migrations for `backend`.
+/// Release 0.1.0's migrations for `backend`.
 fn previous_release(backend: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/release-0.1-migrations")
@@ -41,7 +41,7 @@ fn this_release(backend: &str) -> PathBuf {
 }
 
 /// Runs sqlx's migrator over the migrations in `folder` against the
-/// database at `url`, connected as the previous release connected.
+/// database at `url`, connected as release 0.1.0 connected.
 async fn sqlx_migrate(folder: &Path, url: &str) -> Result<(), MigrateError> {
     let migrator = Migrator::new(folder).await.unwrap();
     match sqlite_path(url) {
@@ -123,25 +123,31 @@ async fn migrate_with_this_release(config: &minegate::config::Config) {
     gateway.shutdown().await.unwrap();
 }
 
-/// A database today's gateway made, for `backend`, and the folder holding
-/// its configuration's files; `None` without PostgreSQL.
+/// A database today's gateway made, for `backend`, the folder holding its
+/// configuration's files, and the database (dropped with it); `None`
+/// without PostgreSQL.
 async fn made_by_this_release(
     backend: Backend,
-) -> Option<(minegate::config::Config, std::sync::Arc<tempfile::TempDir>)> {
+) -> Option<(
+    minegate::config::Config,
+    std::sync::Arc<tempfile::TempDir>,
+    TestDatabase,
+)> {
     let dir = fresh_folder();
     let mut config = test_config(&dir);
-    config.database_url = database_for(backend, &dir).await?;
+    let database = database_for(backend, &dir).await?;
+    config.database_url = database.url.clone();
     migrate_with_this_release(&config).await;
-    Some((config, dir))
+    Some((config, dir, database))
 }
 
 async fn the_previous_releases_migrator_refuses_a_database_this_release_made(backend: Backend) {
-    let Some((config, _dir)) = made_by_this_release(backend).await else {
+    let Some((config, _dir, _database)) = made_by_this_release(backend).await else {
         return;
     };
     let url = &config.database_url;
     let (name, missing) = match backend {
-        // The previous release knew SQLite migrations 1-4, PostgreSQL 1-3.
+        // Release 0.1.0 knew SQLite migrations 1-4, PostgreSQL 1-3.
         Backend::Sqlite => ("sqlite", 5),
         Backend::Postgres => ("postgres", 4),
     };
@@ -192,7 +198,7 @@ async fn the_previous_releases_migrator_refuses_its_own_database_once_this_relea
 }
 
 async fn this_release_refuses_a_database_a_newer_release_migrated(backend: Backend) {
-    let Some((config, _dir)) = made_by_this_release(backend).await else {
+    let Some((config, _dir, _database)) = made_by_this_release(backend).await else {
         return;
     };
     let url = &config.database_url;

@@ -358,11 +358,13 @@ async fn restart(
     let addr = gateway.local_addr();
     let mut config = config.clone();
     config.listen = addr;
+    // The database stays the first gateway's, dropped with it.
     TestApp {
         gateway,
         addr,
         config,
         dir: dir.clone(),
+        database: None,
     }
 }
 

@@ -15,7 +15,8 @@ async fn the_gateway_runs_on_postgresql_chosen_by_the_url_scheme() {
     let Some(server) = common::postgres_url() else {
         return;
     };
-    let url = common::fresh_postgres_database(&server).await;
+    let database = common::fresh_postgres_database(&server).await;
+    let url = database.url.clone();
     let store = store::open(&url, Arc::new(SystemClock), store::Signing::ReadOnly)
         .await
         .expect("open and migrate PostgreSQL");

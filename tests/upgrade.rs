@@ -1,5 +1,5 @@
 //! Upgrades lose nothing. `tests/fixtures/release-0.1-demo.db` was written
-//! by the release before the store was rebuilt (see the README there). On
+//! by release 0.1.0, before the store was rebuilt (see the README there). On
 //! SQLite a copy of it is opened as it is; on PostgreSQL its rows are loaded
 //! into a database made by that release's migrations. Either is migrated in
 //! place by today's code and then serves: every stored receipt (filings,
@@ -55,18 +55,22 @@ async fn a_database_of_the_previous_release_is_migrated_in_place_and_serves(back
     // gateway started on it.
     let dir = fresh_folder();
     let mut config = test_config(&dir);
-    match backend {
+    // The PostgreSQL database made for the test, dropped at its end.
+    let _database = match backend {
         Backend::Sqlite => {
             std::fs::copy(fixture(), sqlite_path(&config.database_url).unwrap()).unwrap();
+            None
         }
         Backend::Postgres => {
             let Some(server) = postgres_url() else {
                 return;
             };
-            config.database_url = fresh_postgres_database(&server).await;
+            let made = fresh_postgres_database(&server).await;
+            config.database_url = made.url.clone();
             load_fixture_into_postgres(&config.database_url).await;
+            Some(made)
         }
-    }
+    };
     let url = config.database_url.clone();
     // A document of 600 KiB stored whole, as that release stored them (its
     // own are all under a chunk): it must become three chunks.

@@ -3,6 +3,7 @@
 mod backup;
 pub mod bench;
 mod certs;
+mod check_config;
 pub mod compliance;
 pub mod demo;
 pub mod energy;
@@ -82,7 +83,7 @@ impl Cli {
         self.command.is_client()
             || matches!(
                 self.command,
-                Command::Certs(_) | Command::Ledger(_) | Command::Signing(_)
+                Command::Certs(_) | Command::Ledger(_) | Command::Signing(_) | Command::CheckConfig
             )
     }
 }
@@ -133,6 +134,13 @@ pub enum Command {
     /// Put a backup in place of the configured SQLite database, which must
     /// not exist, after verifying its ledger.
     Restore(backup::RestoreArgs),
+    /// Check the configuration against this binary without starting: it
+    /// loads, the files it names are readable, the database is reachable and
+    /// its schema is this binary's, older (it will be migrated) or newer (it
+    /// would be refused). Exit 0: it can start; 1: the configuration or a
+    /// file is wrong; 2: the database cannot be read; 3: the database is
+    /// newer than this binary.
+    CheckConfig,
 }
 
 /// How a client command reaches a gateway: each flag over the
@@ -338,15 +346,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_config_warnings(&config);
             backup::restore(args, &config).await
         }
+        Command::CheckConfig => {
+            init_tracing(LogFormat::Text, "error");
+            Ok(check_config::run(cli.config.as_deref()).await)
+        }
     }
 }
 
 /// The configuration from `--config`, else ./minegate.toml if present, else
 /// defaults; then the environment.
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(config_file(path), std::env::vars())?)
+}
+
+/// The configuration file read: `path`, else ./minegate.toml if present.
+fn config_file(path: Option<&std::path::Path>) -> Option<&std::path::Path> {
     let local = std::path::Path::new("minegate.toml");
-    let file = path.or_else(|| local.exists().then_some(local));
-    Ok(Config::load(file, std::env::vars())?)
+    path.or_else(|| local.exists().then_some(local))
 }
 
 /// Logs what loading the configuration warned about; logging has started.

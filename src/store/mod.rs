@@ -11,6 +11,7 @@
 //! reads first; the backends read, call the decision, and write its result.
 
 pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 
 use std::{collections::VecDeque, sync::Arc};

@@ -49,6 +49,8 @@ pub struct TestApp {
     pub config: Config,
     /// The folder holding the PKI (`pki/`) and the database (`minegate.db`).
     pub dir: Arc<TempDir>,
+    /// The PostgreSQL database made for this gateway, dropped with it.
+    pub database: Option<Arc<TestDatabase>>,
 }
 
 impl TestApp {
@@ -81,10 +83,14 @@ impl TestApp {
             gateway,
             config,
             dir,
+            database,
             ..
         } = self;
         gateway.shutdown().await.expect("clean shutdown");
-        start(config, dir).await
+        TestApp {
+            database,
+            ..start(config, dir).await
+        }
     }
 }
 
@@ -142,6 +148,7 @@ pub async fn start(config: Config, dir: Arc<TempDir>) -> TestApp {
         addr,
         config,
         dir,
+        database: None,
     }
 }
 
@@ -313,18 +320,45 @@ pub fn postgres_url() -> Option<String> {
 
 /// A new, empty database for `backend`: a SQLite file in `dir`, or a new
 /// database on the PostgreSQL test server (`None` when none is configured).
-pub async fn database_for(backend: Backend, dir: &TempDir) -> Option<String> {
+pub async fn database_for(backend: Backend, dir: &TempDir) -> Option<TestDatabase> {
     match backend {
-        Backend::Sqlite => Some(format!(
-            "sqlite://{}",
-            dir.path().join("minegate.db").display()
-        )),
+        Backend::Sqlite => Some(TestDatabase {
+            url: format!("sqlite://{}", dir.path().join("minegate.db").display()),
+            made: None,
+        }),
         Backend::Postgres => Some(fresh_postgres_database(&postgres_url()?).await),
     }
 }
 
-/// A new, empty database on the test server; returns its URL.
-pub async fn fresh_postgres_database(server_url: &str) -> String {
+/// A database a test made. One on the PostgreSQL test server is dropped
+/// when this is (at the end of the test, or as its panic unwinds), so a run
+/// leaves no `minegate_test_*` database behind; a SQLite file goes with its
+/// temporary folder.
+pub struct TestDatabase {
+    pub url: String,
+    /// (the server's URL, the database's name) of one made on PostgreSQL.
+    made: Option<(String, String)>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.made.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: the database is dropped on a
+        // thread of its own, with a runtime of its own.
+        let dropped = std::thread::spawn(move || drop_postgres_database(&server, &name)).join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("the test database {} was not dropped: {e}", self.url),
+            Err(_) => eprintln!("dropping the test database {} panicked", self.url),
+        }
+    }
+}
+
+/// A new, empty database on the test server, named `minegate_test_<uuid>`:
+/// dropped with the value returned.
+pub async fn fresh_postgres_database(server_url: &str) -> TestDatabase {
     use sqlx::Connection;
     let name = format!("minegate_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(server_url)
@@ -334,8 +368,39 @@ pub async fn fresh_postgres_database(server_url: &str) -> String {
         .execute(&mut admin)
         .await
         .expect("create a test database");
+    admin.close().await.ok();
     let (base, _) = server_url.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{name}")
+    TestDatabase {
+        url: format!("{base}/{name}"),
+        made: Some((server_url.to_owned(), name)),
+    }
+}
+
+/// Drops `name` on `server`, closing the connections a gateway may still
+/// hold (WITH (FORCE), PostgreSQL 13 and later). Tried three times: a pool
+/// may connect again between the closing and the drop.
+fn drop_postgres_database(server: &str, name: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut admin = sqlx::PgConnection::connect(server)
+            .await
+            .map_err(|e| e.to_string())?;
+        let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let mut outcome = Ok(());
+        for _ in 0..3 {
+            outcome = sqlx::query(&statement).execute(&mut admin).await.map(drop);
+            if outcome.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        admin.close().await.ok();
+        outcome.map_err(|e| e.to_string())
+    })
 }
 
 /// A clock the tests set.
@@ -377,9 +442,11 @@ pub async fn spawn_on_with(
     let dir = fresh_folder();
     let mut config = test_config(&dir);
     edit(&mut config);
+    let mut database = None;
     if backend == Backend::Postgres {
-        let server = postgres_url()?;
-        config.database_url = fresh_postgres_database(&server).await;
+        let made = fresh_postgres_database(&postgres_url()?).await;
+        config.database_url = made.url.clone();
+        database = Some(Arc::new(made));
     }
     let gateway = server::start_with_clock(&config, clock)
         .await
@@ -391,6 +458,7 @@ pub async fn spawn_on_with(
         addr,
         config,
         dir,
+        database,
     })
 }
 

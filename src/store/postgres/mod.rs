@@ -6,6 +6,7 @@
 //! replicas (LISTEN/NOTIFY), whose subscribers then read what is pending.
 
 mod ledger;
+pub mod migrations;
 mod reads;
 mod runs;
 mod tree;
@@ -130,8 +131,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/postgres")
-            .run(&pool)
+        migrations::run(&pool)
             .await
             .map_err(|error| StoreError::Migrate(error.to_string()))?;
         if let Signing::With {

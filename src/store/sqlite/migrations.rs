@@ -95,6 +95,8 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
             .map_err(failed(applied))?;
     }
     list_in_sqlx_table(conn, applied).map_err(failed(applied))?;
+    let pending = MIGRATIONS.iter().filter(|m| m.version > applied).count();
+    crate::store::schema::log_start(applied, LATEST, pending);
     for migration in &MIGRATIONS {
         let version = migration.version;
         if version <= applied {
@@ -108,6 +110,7 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
         let took = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
         record(&tx, migration, took).map_err(failed(version))?;
         tx.commit().map_err(failed(version))?;
+        crate::store::schema::log_step(version, migration.description, started.elapsed());
         applied = version;
     }
     Ok(())
@@ -169,7 +172,7 @@ fn has_sqlx_table(conn: &Connection) -> Result<bool, rusqlite::Error> {
 }
 
 /// The version applied last: `user_version`, or what sqlx recorded.
-fn applied_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
+pub(super) fn applied_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version > 0 {
         return Ok(version);

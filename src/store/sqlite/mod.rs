@@ -59,6 +59,30 @@ pub struct SqliteStore {
     changes: watch::Sender<Change>,
 }
 
+/// The schema version a database holding every migration has.
+pub const LATEST_SCHEMA: i64 = migrations::LATEST;
+
+/// The schema version of the database file at `path`, read without making
+/// or changing a file. With no `-wal` beside it, no gateway has it open:
+/// it is read as immutable, which makes no `-wal` or `-shm` (made by
+/// another user, as root running `check-config`, they would lock the
+/// gateway out). With one, it is read through them, read-only.
+pub fn schema_version(path: &Path) -> Result<i64, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let conn = if suffixed(path, "-wal").exists() {
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?
+    } else {
+        let escaped = path
+            .to_string_lossy()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)?
+    };
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(migrations::applied_version(&conn)?)
+}
+
 /// Opens a connection to `path` with the settings every connection has.
 fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)?;

@@ -1,0 +1,157 @@
+//! `minegate check-config`: what `serve` would find, without starting. The
+//! configuration (file and environment) is loaded as `serve` loads it, the
+//! files it names are opened and the TLS ones loaded, and the database is
+//! read, never changed, for its schema version against this binary's.
+//!
+//! Exit codes: 0 = this binary can start with it (the database up to date,
+//! not made yet, or to be migrated); 1 = the configuration, or a file it
+//! names, is wrong; 2 = the database cannot be reached or read; 3 = the
+//! database is newer than this binary, which would refuse to start on it.
+
+use std::{path::Path, process::ExitCode};
+
+use crate::{
+    config::Config,
+    files::redacted_url,
+    signing::Signer,
+    store::schema::{self, Schema},
+    tls::reload::SharedServerConfig,
+};
+
+/// What was found wrong, in the order the exit code prefers.
+#[derive(Debug, Default)]
+struct Findings {
+    configuration: usize,
+    database_unreadable: bool,
+    database_newer: bool,
+}
+
+impl Findings {
+    fn exit_code(&self) -> u8 {
+        if self.configuration > 0 {
+            1
+        } else if self.database_unreadable {
+            2
+        } else if self.database_newer {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// Checks the configuration from `path` (else ./minegate.toml if present,
+/// else the defaults) and the environment; prints one line per check.
+pub async fn run(path: Option<&Path>) -> ExitCode {
+    let source = match super::config_file(path) {
+        Some(file) => format!("{}, then the environment", file.display()),
+        None => "the built-in defaults, then the environment".to_owned(),
+    };
+    println!("configuration: {source}");
+    let config = match super::load_config(path) {
+        Ok(config) => config,
+        Err(error) => {
+            println!("error: {}", super::causes_once(&error));
+            println!("not ok: the configuration does not load (exit 1)");
+            return ExitCode::from(1);
+        }
+    };
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
+    let mut findings = Findings::default();
+    findings.configuration += check_files(&config);
+    check_database(&config, &mut findings).await;
+    let code = findings.exit_code();
+    match code {
+        0 => println!(
+            "ok: minegate {} can start with this configuration",
+            env!("CARGO_PKG_VERSION")
+        ),
+        _ => println!("not ok (exit {code})"),
+    }
+    ExitCode::from(code)
+}
+
+/// The files the configuration names: each exists and is readable, the TLS
+/// ones load together as `serve` loads them, the signing key is one.
+/// Returns how many are wrong.
+fn check_files(config: &Config) -> usize {
+    let tls = &config.tls;
+    let dev_pki = !tls.dev_pki_dir.as_os_str().is_empty()
+        && !tls.dev_pki_dir.join(crate::tls::pki::CA_CERT).exists();
+    if dev_pki {
+        println!(
+            "warning: tls.dev_pki_dir: no {} in {}: the first start makes a development PKI \
+             there (not for production)",
+            crate::tls::pki::CA_CERT,
+            tls.dev_pki_dir.display()
+        );
+    }
+    let mut named = vec![("tls.ca_bundle", &tls.ca_bundle)];
+    named.extend(tls.crls.iter().map(|crl| ("tls.crls", crl)));
+    named.push(("tls.cert", &tls.cert));
+    named.push(("tls.key", &tls.key));
+    let mut wrong = 0;
+    for (key, file) in named {
+        let made = dev_pki && file.starts_with(&tls.dev_pki_dir);
+        match std::fs::read(file) {
+            Ok(_) => println!("{key}: {}: readable", file.display()),
+            Err(_) if made => println!("{key}: {}: made with the PKI", file.display()),
+            Err(error) => {
+                println!("error: {key}: {}: {error}", file.display());
+                wrong += 1;
+            }
+        }
+    }
+    if wrong == 0 && !dev_pki {
+        match SharedServerConfig::load(tls) {
+            Ok(_) => println!("tls: the certificate, its key, the CA bundle and the CRLs load"),
+            Err(error) => {
+                println!("error: tls: {error}");
+                wrong += 1;
+            }
+        }
+    }
+    wrong + check_signing(config)
+}
+
+/// The signing key, if it exists, is one `serve` can sign with; the origin
+/// is said, since the first start fixes it.
+fn check_signing(config: &Config) -> usize {
+    let signing = &config.signing;
+    println!(
+        "signing.origin: {:?} (the ledger's name, fixed when the database is made)",
+        signing.origin
+    );
+    let key = signing.key.display();
+    if !signing.key.exists() {
+        println!("signing.key: {key}: missing: the first start makes it");
+        return 0;
+    }
+    match Signer::load(&signing.key, &signing.origin) {
+        Ok(_) => {
+            println!("signing.key: {key}: readable");
+            0
+        }
+        Err(error) => {
+            println!("error: signing.key: {key}: {error}");
+            1
+        }
+    }
+}
+
+/// The database: reachable, and its schema against this binary's.
+async fn check_database(config: &Config, findings: &mut Findings) {
+    let url = redacted_url(&config.database_url);
+    match schema::inspect(&config.database_url).await {
+        Ok(schema) => {
+            println!("database: {url}: {schema}");
+            findings.database_newer = matches!(schema, Schema::Newer { .. });
+        }
+        Err(error) => {
+            println!("error: {url}: {error}");
+            findings.database_unreadable = true;
+        }
+    }
+}

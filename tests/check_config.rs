@@ -1,0 +1,272 @@
+//! `minegate check-config` as an operator runs it before an upgrade: what
+//! it says of each file and of the database, its exit codes, and that it
+//! changes nothing. And the migration log lines a start then writes, with
+//! each step's version, description and time, on both backends.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_minegate");
+
+/// `minegate ARGS` in `dir` with `env` (and RUST_LOG unset).
+fn minegate(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run minegate")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The environment pointing a configuration at `dir`'s PKI and key, and
+/// at `database_url`.
+fn environment(dir: &Path, database_url: &str) -> Vec<(&'static str, String)> {
+    let pki = dir.join("pki");
+    let path = |p: PathBuf| p.display().to_string();
+    vec![
+        ("MINEGATE_TLS_CA_BUNDLE", path(pki.join("ca.pem"))),
+        ("MINEGATE_TLS_CRLS", path(pki.join("crl.pem"))),
+        ("MINEGATE_TLS_CERT", path(pki.join("server.pem"))),
+        ("MINEGATE_TLS_KEY", path(pki.join("server.key"))),
+        ("MINEGATE_TLS_DEV_PKI_DIR", String::new()),
+        ("MINEGATE_SIGNING_KEY", path(dir.join("signing.key"))),
+        ("MINEGATE_DATABASE_URL", database_url.to_owned()),
+    ]
+}
+
+/// What check-config prints of `dir`'s files before the database line.
+fn files_report(dir: &Path) -> String {
+    let pki = dir.join("pki");
+    format!(
+        "configuration: the built-in defaults, then the environment\n\
+         tls.ca_bundle: {pki}/ca.pem: readable\n\
+         tls.crls: {pki}/crl.pem: readable\n\
+         tls.cert: {pki}/server.pem: readable\n\
+         tls.key: {pki}/server.key: readable\n\
+         tls: the certificate, its key, the CA bundle and the CRLs load\n\
+         signing.origin: \"minegate\" (the ledger's name, fixed when the database is made)\n\
+         signing.key: {dir}/signing.key: missing: the first start makes it\n",
+        pki = pki.display(),
+        dir = dir.display()
+    )
+}
+
+/// check-config's whole output and exit code.
+fn check(dir: &Path, url: &str) -> (String, Option<i32>) {
+    let output = minegate(dir, &["check-config"], &environment(dir, url));
+    assert_eq!(text(&output.stderr), "");
+    (text(&output.stdout), output.status.code())
+}
+
+const OK: &str = "ok: minegate 0.4.0 can start with this configuration\n";
+
+#[test]
+fn in_an_empty_folder_it_says_what_the_first_start_makes_and_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = minegate(dir.path(), &["check-config"], &[]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        text(&output.stdout),
+        "configuration: the built-in defaults, then the environment\n\
+         warning: tls.dev_pki_dir: no ca.pem in certs/dev: the first start makes a \
+         development PKI there (not for production)\n\
+         tls.ca_bundle: certs/dev/ca.pem: made with the PKI\n\
+         tls.crls: certs/dev/crl.pem: made with the PKI\n\
+         tls.cert: certs/dev/server.pem: made with the PKI\n\
+         tls.key: certs/dev/server.key: made with the PKI\n\
+         signing.origin: \"minegate\" (the ledger's name, fixed when the database is made)\n\
+         signing.key: data/signing.key: missing: the first start makes it\n\
+         database: sqlite://data/minegate.db: no database yet: the first start makes it at \
+         schema version 6\n\
+         ok: minegate 0.4.0 can start with this configuration\n"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn an_unknown_key_a_missing_file_or_a_bad_key_exits_1() {
+    let dir = fresh_folder();
+    let url = format!("sqlite://{}/minegate.db", dir.path().display());
+    std::fs::write(
+        dir.path().join("minegate.toml"),
+        "[limits]\nmax_in_flght = 4\n",
+    )
+    .unwrap();
+    let output = minegate(
+        dir.path(),
+        &["check-config"],
+        &environment(dir.path(), &url),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let said = text(&output.stdout);
+    assert!(
+        said.starts_with(
+            "configuration: minegate.toml, then the environment\n\
+             error: config: unknown field `max_in_flght`"
+        ),
+        "{said}"
+    );
+    assert!(said.ends_with("\nnot ok: the configuration does not load (exit 1)\n"));
+
+    std::fs::remove_file(dir.path().join("minegate.toml")).unwrap();
+    std::fs::remove_file(dir.path().join("pki/server.key")).unwrap();
+    std::fs::write(dir.path().join("signing.key"), "not a key").unwrap();
+    let (said, code) = check(dir.path(), &url);
+    assert_eq!(code, Some(1));
+    let pki = dir.path().join("pki");
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines[4],
+        format!(
+            "error: tls.key: {}/server.key: No such file or directory (os error 2)",
+            pki.display()
+        )
+    );
+    assert!(
+        lines[6].starts_with(&format!(
+            "error: signing.key: {}/signing.key: ",
+            dir.path().display()
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        lines[7],
+        format!("database: {url}: no database yet: the first start makes it at schema version 6")
+    );
+    assert_eq!(lines[8..], ["not ok (exit 1)"]);
+}
+
+/// The migration log lines of a start on `url` (`ledger verify` opens the
+/// database as `serve` does): (version, description) of each step.
+fn migration_steps(dir: &Path, url: &str) -> Vec<(String, String)> {
+    let mut env = environment(dir, url);
+    env.push(("RUST_LOG", "minegate::store::schema=info".to_owned()));
+    let output = minegate(dir, &["ledger", "verify"], &env);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stderr)
+        .lines()
+        .filter_map(|line| {
+            line.split_once("applied database migration version=")
+                .map(|p| p.1)
+        })
+        .map(|rest| {
+            let (version, rest) = rest.split_once(" description=").unwrap();
+            let (description, took) = rest.rsplit_once(" took=").unwrap();
+            assert!(took.ends_with('s'), "a duration: {took}");
+            (version.to_owned(), description.trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+fn steps(expected: &[(u32, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(v, d)| (v.to_string(), (*d).to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_database_of_release_0_1_will_be_migrated_and_is_left_as_it_was() {
+    let dir = fresh_folder();
+    let file = dir.path().join("old.db");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/release-0.1-demo.db");
+    std::fs::copy(&fixture, &file).unwrap();
+    let url = format!("sqlite://{}", file.display());
+    let (said, code) = check(dir.path(), &url);
+    assert_eq!(code, Some(0));
+    let database = format!("database: {url}: schema version 4: will migrate from 4 to 6\n");
+    assert_eq!(said, files_report(dir.path()) + &database + OK);
+    assert!(std::fs::read(&file).unwrap() == std::fs::read(&fixture).unwrap());
+    assert!(!dir.path().join("old.db-wal").exists() && !dir.path().join("old.db-shm").exists());
+
+    assert_eq!(
+        migration_steps(dir.path(), &url),
+        steps(&[(5, "merkle log"), (6, "document chunks")])
+    );
+    let (said, code) = check(dir.path(), &url);
+    assert_eq!(code, Some(0));
+    let database = format!("database: {url}: schema version 6, up to date\n");
+    assert_eq!(said, files_report(dir.path()) + &database + OK);
+
+    // A newer release's migration 7: refused, exit 3.
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    conn.pragma_update(None, "user_version", 7).unwrap();
+    drop(conn);
+    let (said, code) = check(dir.path(), &url);
+    assert_eq!(code, Some(3));
+    let database = format!(
+        "database: {url}: schema version 7, newer than this binary (6): it would refuse to \
+         start; run the release that wrote it\n"
+    );
+    assert_eq!(
+        said,
+        files_report(dir.path()) + &database + "not ok (exit 3)\n"
+    );
+}
+
+const EVERY_STEP: [(u32, &str); 6] = [
+    (1, "filings"),
+    (2, "deliveries"),
+    (3, "obligation indexes"),
+    (4, "ip range blocks"),
+    (5, "merkle log"),
+    (6, "document chunks"),
+];
+
+#[tokio::test]
+async fn on_postgresql_every_step_is_logged_and_a_newer_or_unreachable_database_is_refused() {
+    let Some(server) = postgres_url() else {
+        return;
+    };
+    let dir = fresh_folder();
+    let database = fresh_postgres_database(&server).await;
+    let url = database.url.clone();
+    let (said, code) = check(dir.path(), &url);
+    assert_eq!(code, Some(0));
+    let line = format!("database: {url}: schema version 0: will migrate from 0 to 6\n");
+    assert_eq!(said, files_report(dir.path()) + &line + OK);
+
+    assert_eq!(migration_steps(dir.path(), &url), steps(&EVERY_STEP));
+    let (said, _) = check(dir.path(), &url);
+    let line = format!("database: {url}: schema version 6, up to date\n");
+    assert_eq!(said, files_report(dir.path()) + &line + OK);
+
+    let newer = "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+                 execution_time) VALUES (7, 'later', TRUE, '\\x00'::bytea, 1)";
+    assert_eq!(execute(&url, newer).await, 1);
+    let (said, code) = check(dir.path(), &url);
+    assert_eq!(code, Some(3));
+    assert!(
+        said.contains("schema version 7, newer than this binary (6)"),
+        "{said}"
+    );
+
+    // Nothing listens on the port: exit 2, naming the database.
+    let closed = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let (said, code) = check(dir.path(), &closed);
+    assert_eq!(code, Some(2));
+    assert!(
+        said.contains(&format!("\nerror: {closed}: database unavailable: ")),
+        "{said}"
+    );
+    assert!(said.ends_with("\nnot ok (exit 2)\n"), "{said}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
