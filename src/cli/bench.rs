@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 mod connections;
 mod documents;
 mod edges;
+mod replicas;
 mod windows;
 
 use super::submit::upload_file;
@@ -99,6 +100,9 @@ pub enum Part {
     Paths,
     /// 3,000 connections from one certificate: refusals, idle closing, RSS.
     Connections,
+    /// Submit through 1, 2 and 3 replicas on one PostgreSQL database, and
+    /// fan-out with the subscribers on another replica (`--postgres-url`).
+    Replicas,
 }
 
 /// A child `minegate serve` and how to reach it.
@@ -307,6 +311,8 @@ struct Load {
     errors: u64,
     /// The server's CPU time per request over the measured window.
     cpu_per_request: Option<Duration>,
+    /// The share of the machine's CPU time idle over the measured window.
+    machine_idle: Option<f64>,
     per_second: f64,
     p50: Duration,
     p90: Duration,
@@ -320,10 +326,33 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// CPU time the servers have used in all, where /proc tells it.
+fn cpu_time(servers: &[&Server]) -> Option<Duration> {
+    servers.iter().map(|server| server.cpu_time()).sum()
+}
+
+/// The machine's idle and total CPU time so far, in ticks, from /proc/stat
+/// (Linux): idle and iowait, and the sum of the first line's first eight
+/// fields (guest time is counted in user).
+fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let all = fields.iter().take(8).sum();
+    Some((fields.get(3)? + fields.get(4)?, all))
+}
+
 /// `concurrency` callers submitting as fast as they are answered: a warm-up,
-/// then `duration` measured. `next` numbers the payers across runs.
+/// then `duration` measured. `next` numbers the payers across runs. Caller
+/// `i` calls on `channels[i % channels.len()]`; the CPU per request is that
+/// of all `servers`.
 async fn drive(
-    server: &Server,
+    servers: &[&Server],
     channels: &[Channel],
     concurrency: usize,
     (warmup, duration): (Duration, Duration),
@@ -362,9 +391,9 @@ async fn drive(
         }));
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_before = server.cpu_time();
+    let before = (cpu_time(servers), machine_cpu());
     tokio::time::sleep_until(until.into()).await;
-    let cpu_after = server.cpu_time();
+    let after = (cpu_time(servers), machine_cpu());
     let (mut all, mut errors) = (Vec::new(), 0);
     for task in tasks {
         if let Ok((latencies, e)) = task.await {
@@ -373,18 +402,42 @@ async fn drive(
         }
     }
     all.sort_unstable();
-    let cpu_per_request = cpu_before
-        .zip(cpu_after)
-        .filter(|_| !all.is_empty())
-        .map(|(before, after)| (after - before) / all.len() as u32);
-    Load {
-        requests: all.len() as u64,
-        errors,
-        cpu_per_request,
-        per_second: all.len() as f64 / duration.as_secs_f64(),
-        p50: percentile(&all, 0.50),
-        p90: percentile(&all, 0.90),
-        p99: percentile(&all, 0.99),
+    Load::of(all, errors, duration, before, after)
+}
+
+/// The servers' CPU time and the machine's CPU ticks (idle, all), at an instant.
+type CpuSample = (Option<Duration>, Option<(u64, u64)>);
+
+impl Load {
+    /// The figures of a window of `duration`: the latencies (sorted) of the
+    /// requests answered in it, with CPU samples at its start and end.
+    fn of(
+        sorted: Vec<Duration>,
+        errors: u64,
+        duration: Duration,
+        (cpu_before, machine_before): CpuSample,
+        (cpu_after, machine_after): CpuSample,
+    ) -> Load {
+        let cpu_per_request = cpu_before
+            .zip(cpu_after)
+            .filter(|_| !sorted.is_empty())
+            .map(|(before, after)| (after - before) / sorted.len() as u32);
+        let machine_idle =
+            machine_before
+                .zip(machine_after)
+                .map(|((idle0, all0), (idle1, all1))| {
+                    (idle1 - idle0) as f64 / (all1 - all0).max(1) as f64
+                });
+        Load {
+            requests: sorted.len() as u64,
+            errors,
+            cpu_per_request,
+            machine_idle,
+            per_second: sorted.len() as f64 / duration.as_secs_f64(),
+            p50: percentile(&sorted, 0.50),
+            p90: percentile(&sorted, 0.90),
+            p99: percentile(&sorted, 0.99),
+        }
     }
 }
 
@@ -436,9 +489,11 @@ fn ms(d: Duration) -> String {
 
 /// Fan-out: filings at a steady `rate` per second for `duration`, two
 /// subscriber identities acknowledging everything; receipt → arrival times.
+/// The subscribers connect to `subscribed`, the submitters to `submitted`
+/// (replicas of one database, or the same server).
 async fn fan_out(
     dir: &Path,
-    server: &Server,
+    (subscribed, submitted): (&Server, &Server),
     documents: &[DocumentRef],
     rate: u64,
     duration: Duration,
@@ -449,7 +504,7 @@ async fn fan_out(
     let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let mut subscribers = Vec::new();
     for role in ["energy", "energy-backup"] {
-        let channel = tls(dir, server, role).connect().await?;
+        let channel = tls(dir, subscribed, role).connect().await?;
         let arrivals = arrivals.clone();
         let mut stream = EnergyExtractServiceClient::new(channel.clone())
             .subscribe(SubscribeRequest {
@@ -479,7 +534,7 @@ async fn fan_out(
             }
         }));
     }
-    let channels = channels(&tls(dir, server, "authority"), 4).await?;
+    let channels = channels(&tls(dir, submitted, "authority"), 4).await?;
     let total = rate * duration.as_secs().max(1);
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -749,7 +804,7 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     let counter = Arc::new(AtomicU64::new(0));
     for &c in concurrencies {
         let load = drive(
-            &baseline,
+            &[&baseline],
             &baseline_channels,
             c,
             (warmup, duration),
@@ -782,7 +837,7 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         let next = Arc::new(AtomicU64::new(0));
         for &c in concurrencies {
             let load = drive(
-                &gateway,
+                &[&gateway],
                 &gateway_channels,
                 c,
                 (warmup, duration),
@@ -846,7 +901,15 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             failed,
             p50,
             p99,
-        } = fan_out(dir, &gateway, &documents, fan_rate, fan_time, args.timeline).await?;
+        } = fan_out(
+            dir,
+            (&gateway, &gateway),
+            &documents,
+            fan_rate,
+            fan_time,
+            args.timeline,
+        )
+        .await?;
         others.push(format!(
             "fan-out at {fan_rate} filings/s for {} s, 2 subscribers ({}): {arrived} arrivals ({early} before their receipt), {failed} submissions failed, receipt → subscriber p50 {} ms, p99 {} ms",
             fan_time.as_secs(),
@@ -901,6 +964,22 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     if wanted(Part::Connections) {
         others.push(String::new());
         others.extend(connections::run(dir, args.quick).await?);
+    }
+    if wanted(Part::Replicas) {
+        others.push(String::new());
+        match &args.postgres_url {
+            Some(server_url) => {
+                let shape = replicas::Shape {
+                    quick: args.quick,
+                    window: (warmup, duration),
+                    timeline: args.timeline,
+                };
+                others.extend(replicas::run(dir, server_url, shape).await?);
+            }
+            None => others.push(
+                "replicas: skipped (PostgreSQL only: give --postgres-url to measure it)".into(),
+            ),
+        }
     }
     println!();
     for line in others {
