@@ -60,7 +60,8 @@ async fn a_replica_paused_holding_the_writers_lock_holds_up_the_others_only_five
         return;
     };
     let dir = common::fresh_folder();
-    let url = common::fresh_postgres_database(&server).await;
+    let made = common::fresh_postgres_database(&server).await;
+    let url = made.url.clone();
     let database = url.rsplit('/').next().unwrap().to_owned();
     let a = ChildGateway::start(&replica_home(dir.path(), 0), &url, &[]).await;
     let b = ChildGateway::start(&replica_home(dir.path(), 1), &url, &[]).await;

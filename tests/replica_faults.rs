@@ -629,7 +629,8 @@ async fn replicas_killed_paused_and_cut_off_lose_nothing_and_keep_one_log() {
         &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
     )
     .unwrap();
-    let database_url = fresh_postgres_database(&server_url).await;
+    let made = fresh_postgres_database(&server_url).await;
+    let database_url = made.url.clone();
     let database = database_url.rsplit('/').next().unwrap().to_owned();
     let mut replicas = Replicas::start(dir.path(), &database_url).await;
     let reach = replicas.reach(&pki);
