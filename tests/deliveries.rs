@@ -850,10 +850,10 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
     app.gateway.shutdown().await.unwrap();
 }
 
-/// Two gateways on one PostgreSQL database: a subscriber on one acknowledges
-/// each extract through the other the moment it arrives, racing the
-/// sending's record, which the first commits: every acknowledgement
-/// succeeds, none is NOT_FOUND.
+/// Two gateways on one PostgreSQL database: a subscriber on one fetches a
+/// document of each extract and acknowledges the extract through the other
+/// the moment it arrives, racing the sending's record, which the first
+/// commits: every fetch and acknowledgement succeeds, none is NOT_FOUND.
 #[tokio::test]
 async fn an_extract_sent_by_one_replica_is_acknowledged_through_another_at_once() {
     const EXTRACTS: usize = 48;
@@ -862,12 +862,13 @@ async fn an_extract_sent_by_one_replica_is_acknowledged_through_another_at_once(
         return;
     };
     let authority = app.channel("authority").await;
-    let documents = upload_documents(authority.clone(), "A").await;
-    let filings = FilingServiceClient::new(authority);
+    let filings = FilingServiceClient::new(authority.clone());
     let mut filed = tokio::task::JoinSet::new();
     for i in 0..EXTRACTS {
-        let (mut filings, documents) = (filings.clone(), documents.clone());
+        let (mut filings, authority) = (filings.clone(), authority.clone());
         filed.spawn(async move {
+            // Documents of its own: only this extract names them.
+            let documents = upload_documents(authority, &format!("race-{i}")).await;
             let (bin, key) = (generated_bin(i as u32), format!("race-{i}"));
             file_start(&mut filings, (&bin, &key, i), date(2026, 6, 1), &documents).await;
         });
@@ -891,9 +892,24 @@ async fn an_extract_sent_by_one_replica_is_acknowledged_through_another_at_once(
             .expect("a delivery")
             .unwrap()
             .unwrap();
-        let extract_id = delivery.extract.unwrap().extract_id;
+        let extract = delivery.extract.unwrap();
+        let document = extract.residency[0].clone();
         let mut here = here.clone();
         acks.spawn(async move {
+            let fetched = here
+                .fetch_document(FetchDocumentRequest {
+                    sha256: document.sha256,
+                })
+                .await;
+            let mut chunks = fetched.map_err(|s| (s.code(), s.message().to_owned()))?;
+            let mut size = 0;
+            while let Some(chunk) = chunks.get_mut().message().await.unwrap() {
+                if let Some(Part::Data(data)) = chunk.part {
+                    size += data.len() as u64;
+                }
+            }
+            assert_eq!(size, document.size_bytes);
+            let extract_id = extract.extract_id;
             here.acknowledge(AcknowledgeExtractRequest { extract_id })
                 .await
                 .map(|_| ())

@@ -477,10 +477,12 @@ impl Replicas {
         let roles = "urn:minegate:authority=authority,urn:minegate:energy=energy,\
                      urn:minegate:energy-backup=energy,urn:minegate:finance=finance,\
                      urn:minegate:operator=operator";
-        let mut gateways = Vec::new();
-        let metrics: Vec<u16> = (0..REPLICAS).map(|_| common::child::free_port()).collect();
+        let (mut gateways, mut metrics) = (Vec::new(), Vec::new());
         let timeout = REQUEST_TIMEOUT.as_millis().to_string();
-        for (k, port) in metrics.iter().enumerate() {
+        for k in 0..REPLICAS {
+            // Chosen as it starts: ports chosen together may coincide.
+            let port = common::child::free_port();
+            metrics.push(port);
             let listen = format!("127.0.0.1:{port}");
             let env = [
                 ("MINEGATE_ROLES", roles),

@@ -48,7 +48,8 @@ const CHANNEL: &str = "minegate_changes";
 pub const IDLE_IN_TRANSACTION: &str = "5s";
 
 /// How long an acknowledgement of an extract that exists but whose sending
-/// to this subscriber is not recorded waits for the record: another
+/// to this subscriber is not recorded (or a fetch of a document such an
+/// extract names) waits for the record: another
 /// replica may have handed it to the transport and not committed the
 /// record yet. Longer than [`IDLE_IN_TRANSACTION`], the longest that
 /// replica's writer can wait for the lock.
@@ -260,24 +261,45 @@ impl PgStore {
         if !reads::extract_exists(&self.pool, extract_id).await? {
             return Ok(false);
         }
-        let mut changes = self.changes.subscribe();
-        let deadline = tokio::time::Instant::now() + SENDING_WAIT;
+        let mut wait = self.wait_for_records();
         loop {
             if reads::extract_sent_to(&self.pool, extract_id, subscriber).await? {
                 return Ok(true);
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if !wait.next().await {
                 return Ok(false);
             }
-            // Woken by each commit here or notice from elsewhere; looked at
-            // again every 250 ms too, as a notice can be lost.
-            let step = (deadline - now).min(Duration::from_millis(250));
-            if let Ok(Err(_)) = tokio::time::timeout(step, changes.changed()).await {
-                // The store is closing: no more changes to wait for.
-                tokio::time::sleep(step).await;
-            }
         }
+    }
+
+    fn wait_for_records(&self) -> RecordWait {
+        RecordWait {
+            changes: self.changes.subscribe(),
+            deadline: tokio::time::Instant::now() + SENDING_WAIT,
+        }
+    }
+}
+
+/// A wait of up to [`SENDING_WAIT`] for records other replicas commit.
+struct RecordWait {
+    changes: watch::Receiver<Change>,
+    deadline: tokio::time::Instant,
+}
+
+impl RecordWait {
+    /// Until the next commit here or notice from elsewhere, or 250 ms (a
+    /// notice can be lost); false once the wait is over.
+    async fn next(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        let step = (self.deadline - now).min(Duration::from_millis(250));
+        if let Ok(Err(_)) = tokio::time::timeout(step, self.changes.changed()).await {
+            // The store is closing: no more changes to wait for.
+            tokio::time::sleep(step).await;
+        }
+        true
     }
 }
 
@@ -475,7 +497,22 @@ impl Store for PgStore {
         sha256: &str,
         subscriber: &str,
     ) -> Result<Option<FetchedDocument>, StoreError> {
-        reads::document_for(&self.pool, sha256, subscriber).await
+        // As for an acknowledgement: the extract that names it may have
+        // been sent by another replica, its record still committing. Every
+        // energy identity gets every extract, so waiting tells it nothing
+        // it will not be sent.
+        let found = reads::document_for(&self.pool, sha256, subscriber).await?;
+        if found.is_some() || !reads::document_in_an_extract(&self.pool, sha256).await? {
+            return Ok(found);
+        }
+        let mut wait = self.wait_for_records();
+        while wait.next().await {
+            let found = reads::document_for(&self.pool, sha256, subscriber).await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     async fn reports_for_form(&self, quarter: Quarter) -> Result<Vec<ReportForForm>, StoreError> {

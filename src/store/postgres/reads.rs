@@ -254,6 +254,15 @@ pub async fn extract_exists(pool: &PgPool, extract_id: &str) -> Result<bool, Sto
     )
 }
 
+pub async fn document_in_an_extract(pool: &PgPool, sha256: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM extract_documents WHERE sha256 = $1)")
+            .bind(sha256)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 pub async fn extract_sent_to(
     pool: &PgPool,
     extract_id: &str,
