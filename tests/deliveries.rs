@@ -762,9 +762,20 @@ async fn passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_repo
     app.gateway.shutdown().await.unwrap();
 }
 
+/// A `minegate serve` process, killed when this is dropped (a failed
+/// test's too).
+struct Replica(std::process::Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A second gateway (a `minegate serve` process) on `app`'s PostgreSQL
 /// database and signing key, and an energy channel to it once it serves.
-async fn second_replica(app: &TestApp) -> (std::process::Child, tonic::transport::Channel) {
+async fn second_replica(app: &TestApp) -> (Replica, tonic::transport::Channel) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -789,7 +800,7 @@ async fn second_replica(app: &TestApp) -> (std::process::Child, tonic::transport
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         match tls.connect().await {
-            Ok(channel) => return (other, channel),
+            Ok(channel) => return (Replica(other), channel),
             Err(_) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
@@ -810,7 +821,7 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
         return;
     };
     let _ = server;
-    let (mut other, channel) = second_replica(&app).await;
+    let (other, channel) = second_replica(&app).await;
     let mut stream = EnergyExtractServiceClient::new(channel)
         .subscribe(SubscribeRequest::default())
         .await
@@ -845,8 +856,7 @@ async fn a_filing_through_one_gateway_reaches_a_subscriber_on_another() {
         delivery.extract.unwrap().source_filing_id,
         receipt.filing_id
     );
-    let _ = other.kill();
-    let _ = other.wait();
+    drop(other);
     app.gateway.shutdown().await.unwrap();
 }
 
@@ -874,7 +884,7 @@ async fn an_extract_sent_by_one_replica_is_acknowledged_through_another_at_once(
         });
     }
     filed.join_all().await;
-    let (mut other, channel) = second_replica(&app).await;
+    let (other, channel) = second_replica(&app).await;
     let started = std::time::Instant::now();
     let mut stream = EnergyExtractServiceClient::new(channel)
         .subscribe(SubscribeRequest {
@@ -932,8 +942,7 @@ async fn an_extract_sent_by_one_replica_is_acknowledged_through_another_at_once(
         .await,
         EXTRACTS as i64
     );
-    let _ = other.kill();
-    let _ = other.wait();
+    drop(other);
     app.gateway.shutdown().await.unwrap();
 }
 
