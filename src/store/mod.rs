@@ -4,7 +4,7 @@
 //! [`postgres`] (`postgres://…`, several gateway replicas sharing one
 //! database, through sqlx). The URL's scheme chooses.
 //!
-//! Every write is a [`Job`] for the backend's one writer, which commits
+//! Every write is a `Job` for the backend's one writer, which commits
 //! whatever jobs are waiting in one transaction and answers each caller
 //! only after that commit, in the order they were queued. What a job
 //! changes is decided in [`crate::domain::decisions`] from facts the writer
@@ -629,7 +629,7 @@ pub trait Store: Send + Sync + 'static {
     async fn tree_nodes(&self, ids: Vec<NodeId>) -> Result<Vec<Option<Hash>>, StoreError>;
     /// The evidence of the artifact with SHA-256 `digest` recorded by an
     /// entry of `kind` about `subject` (the one that names the digest, see
-    /// [`recording`]: an extract has one acknowledgement entry per
+    /// `recording`: an extract has one acknowledgement entry per
     /// subscriber), against the latest checkpoint, which every committed
     /// entry is under (each commit ends with one).
     async fn evidence(
