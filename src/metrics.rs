@@ -48,7 +48,7 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Counters {
     /// (kind, outcome) → filings.
     filings: BTreeMap<(String, String), u64>,
@@ -166,186 +166,13 @@ impl Metrics {
     /// `minegate_store_scrape_ok` is 0.
     pub async fn render(&self, store: &dyn Store, subscribers: &[String]) -> String {
         let gauges = store.gauges(subscribers).await;
+        // A copy, so that the lock is not held while the text is written.
+        let counters = self.with(|c| c.clone());
         let mut out = String::with_capacity(4096);
-        let counters = self.with(|c| {
-            (
-                c.filings.clone(),
-                c.findings.clone(),
-                c.latency.clone(),
-                c.refused.clone(),
-                c.certificate_days.clone(),
-                c.tls_reloads.clone(),
-                c.handshakes.clone(),
-                c.extract_send_failures,
-                c.database_up,
-                c.ledger_verification,
-            )
-        });
-        let (
-            filings,
-            findings,
-            latency,
-            refused,
-            certificate_days,
-            tls_reloads,
-            handshakes,
-            extract_send_failures,
-            database_up,
-            ledger_verification,
-        ) = counters;
-
-        header(
-            &mut out,
-            "minegate_filings_total",
-            "counter",
-            "Filings received, by kind and outcome.",
-        );
-        for ((kind, outcome), n) in &filings {
-            let _ = writeln!(
-                out,
-                "minegate_filings_total{{kind=\"{}\",outcome=\"{}\"}} {n}",
-                escape(kind),
-                escape(outcome)
-            );
-        }
-        header(
-            &mut out,
-            "minegate_findings_total",
-            "counter",
-            "Compliance findings recorded on accepted filings, by kind.",
-        );
-        for (kind, n) in &findings {
-            let _ = writeln!(
-                out,
-                "minegate_findings_total{{kind=\"{}\"}} {n}",
-                escape(kind)
-            );
-        }
-        header(
-            &mut out,
-            "minegate_request_duration_seconds",
-            "histogram",
-            "Time from a call's arrival to its response headers, by gRPC method.",
-        );
-        for (method, histogram) in &latency {
-            let method = escape(method);
-            let mut cumulative = 0;
-            for (bound, n) in LATENCY_BUCKETS.iter().zip(&histogram.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "minegate_request_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "minegate_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
-                histogram.count
-            );
-            let _ = writeln!(
-                out,
-                "minegate_request_duration_seconds_sum{{method=\"{method}\"}} {}",
-                histogram.sum
-            );
-            let _ = writeln!(
-                out,
-                "minegate_request_duration_seconds_count{{method=\"{method}\"}} {}",
-                histogram.count
-            );
-        }
-        header(
-            &mut out,
-            "minegate_calls_refused_total",
-            "counter",
-            "Calls refused before reaching a service, by method and reason.",
-        );
-        for ((method, reason), n) in &refused {
-            let _ = writeln!(
-                out,
-                "minegate_calls_refused_total{{method=\"{}\",reason=\"{}\"}} {n}",
-                escape(method),
-                escape(reason)
-            );
-        }
-        header(
-            &mut out,
-            "minegate_certificate_days_left",
-            "gauge",
-            "Whole days until a certificate expires (negative: expired).",
-        );
-        for (certificate, days) in &certificate_days {
-            let _ = writeln!(
-                out,
-                "minegate_certificate_days_left{{certificate=\"{}\"}} {days}",
-                escape(certificate)
-            );
-        }
-        header(
-            &mut out,
-            "minegate_tls_reloads_total",
-            "counter",
-            "Reloads of the CA bundle, CRLs and server certificate, by outcome.",
-        );
-        for (outcome, n) in &tls_reloads {
-            let _ = writeln!(
-                out,
-                "minegate_tls_reloads_total{{outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        header(
-            &mut out,
-            "minegate_tls_handshakes_total",
-            "counter",
-            "TLS handshakes of accepted connections, by how they ended.",
-        );
-        // Every outcome from 0, so that increase() sees the first of each.
-        for outcome in HandshakeOutcome::ALL {
-            let n = handshakes.get(&outcome).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "minegate_tls_handshakes_total{{outcome=\"{}\"}} {n}",
-                outcome.as_str()
-            );
-        }
-        single(
-            &mut out,
-            "minegate_extract_send_failures_total",
-            "counter",
-            "Extracts that could not be sent (larger than a message may be); each is EXTRACT_SEND_FAILED in the ledger.",
-            extract_send_failures,
-        );
-        if let Some(up) = database_up {
-            single(
-                &mut out,
-                "minegate_database_up",
-                "gauge",
-                "1 if the last database check succeeded.",
-                u8::from(up),
-            );
-        }
-        if let Some(verification) = ledger_verification {
-            single(
-                &mut out,
-                "minegate_ledger_verification_ok",
-                "gauge",
-                "1 if the last background verification found the ledger intact (hash chain, Merkle tree, signed checkpoints).",
-                u8::from(verification.intact),
-            );
-            single(
-                &mut out,
-                "minegate_ledger_verification_timestamp_seconds",
-                "gauge",
-                "When the last background verification of the ledger finished.",
-                format!("{:.3}", verification.finished_at),
-            );
-            single(
-                &mut out,
-                "minegate_ledger_verified_entries",
-                "gauge",
-                "Entries the last background verification of the ledger read.",
-                verification.entries,
-            );
-        }
+        filing_counts(&mut out, &counters);
+        call_figures(&mut out, &counters);
+        tls_figures(&mut out, &counters);
+        health_figures(&mut out, &counters);
         single(
             &mut out,
             "minegate_store_scrape_ok",
@@ -357,6 +184,177 @@ impl Metrics {
             store_counts(&mut out, &gauges);
         }
         out
+    }
+}
+
+/// Filings by kind and outcome, and findings by kind.
+fn filing_counts(out: &mut String, c: &Counters) {
+    header(
+        out,
+        "minegate_filings_total",
+        "counter",
+        "Filings received, by kind and outcome.",
+    );
+    for ((kind, outcome), n) in &c.filings {
+        let _ = writeln!(
+            out,
+            "minegate_filings_total{{kind=\"{}\",outcome=\"{}\"}} {n}",
+            escape(kind),
+            escape(outcome)
+        );
+    }
+    header(
+        out,
+        "minegate_findings_total",
+        "counter",
+        "Compliance findings recorded on accepted filings, by kind.",
+    );
+    for (kind, n) in &c.findings {
+        let _ = writeln!(
+            out,
+            "minegate_findings_total{{kind=\"{}\"}} {n}",
+            escape(kind)
+        );
+    }
+}
+
+/// The request latency histogram by gRPC method, and the calls refused
+/// before reaching a service.
+fn call_figures(out: &mut String, c: &Counters) {
+    header(
+        out,
+        "minegate_request_duration_seconds",
+        "histogram",
+        "Time from a call's arrival to its response headers, by gRPC method.",
+    );
+    for (method, histogram) in &c.latency {
+        let method = escape(method);
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(&histogram.buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "minegate_request_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "minegate_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+            histogram.count
+        );
+        let _ = writeln!(
+            out,
+            "minegate_request_duration_seconds_sum{{method=\"{method}\"}} {}",
+            histogram.sum
+        );
+        let _ = writeln!(
+            out,
+            "minegate_request_duration_seconds_count{{method=\"{method}\"}} {}",
+            histogram.count
+        );
+    }
+    header(
+        out,
+        "minegate_calls_refused_total",
+        "counter",
+        "Calls refused before reaching a service, by method and reason.",
+    );
+    for ((method, reason), n) in &c.refused {
+        let _ = writeln!(
+            out,
+            "minegate_calls_refused_total{{method=\"{}\",reason=\"{}\"}} {n}",
+            escape(method),
+            escape(reason)
+        );
+    }
+}
+
+/// Certificate expiry, TLS configuration reloads and handshake outcomes.
+fn tls_figures(out: &mut String, c: &Counters) {
+    header(
+        out,
+        "minegate_certificate_days_left",
+        "gauge",
+        "Whole days until a certificate expires (negative: expired).",
+    );
+    for (certificate, days) in &c.certificate_days {
+        let _ = writeln!(
+            out,
+            "minegate_certificate_days_left{{certificate=\"{}\"}} {days}",
+            escape(certificate)
+        );
+    }
+    header(
+        out,
+        "minegate_tls_reloads_total",
+        "counter",
+        "Reloads of the CA bundle, CRLs and server certificate, by outcome.",
+    );
+    for (outcome, n) in &c.tls_reloads {
+        let _ = writeln!(
+            out,
+            "minegate_tls_reloads_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    header(
+        out,
+        "minegate_tls_handshakes_total",
+        "counter",
+        "TLS handshakes of accepted connections, by how they ended.",
+    );
+    // Every outcome from 0, so that increase() sees the first of each.
+    for outcome in HandshakeOutcome::ALL {
+        let n = c.handshakes.get(&outcome).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "minegate_tls_handshakes_total{{outcome=\"{}\"}} {n}",
+            outcome.as_str()
+        );
+    }
+}
+
+/// Extracts that could not be sent, the database check and the last
+/// background verification of the ledger (each of the last two only once
+/// it has happened).
+fn health_figures(out: &mut String, c: &Counters) {
+    single(
+        out,
+        "minegate_extract_send_failures_total",
+        "counter",
+        "Extracts that could not be sent (larger than a message may be); each is EXTRACT_SEND_FAILED in the ledger.",
+        c.extract_send_failures,
+    );
+    if let Some(up) = c.database_up {
+        single(
+            out,
+            "minegate_database_up",
+            "gauge",
+            "1 if the last database check succeeded.",
+            u8::from(up),
+        );
+    }
+    if let Some(verification) = c.ledger_verification {
+        single(
+            out,
+            "minegate_ledger_verification_ok",
+            "gauge",
+            "1 if the last background verification found the ledger intact (hash chain, Merkle tree, signed checkpoints).",
+            u8::from(verification.intact),
+        );
+        single(
+            out,
+            "minegate_ledger_verification_timestamp_seconds",
+            "gauge",
+            "When the last background verification of the ledger finished.",
+            format!("{:.3}", verification.finished_at),
+        );
+        single(
+            out,
+            "minegate_ledger_verified_entries",
+            "gauge",
+            "Entries the last background verification of the ledger read.",
+            verification.entries,
+        );
     }
 }
 

@@ -130,6 +130,10 @@ pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
 }
 
 /// As [`start`], with the clock that stamps receipts and deadlines (tests move it).
+///
+/// In order: the TLS configuration and the store, the listeners, health and
+/// reflection, the background work, the four services behind the access
+/// layer, and the task that serves until [`Gateway::shutdown`].
 pub async fn start_with_clock(
     config: &Config,
     clock: Arc<dyn Clock>,
@@ -137,16 +141,7 @@ pub async fn start_with_clock(
     ensure_dev_pki(config)?;
     let metrics = Metrics::new();
     let tls = SharedServerConfig::load(&config.tls)?;
-    store::check_url(&config.database_url)?;
-    let signer = Arc::new(Signer::load_or_create(
-        &config.signing.key,
-        &config.signing.origin,
-    )?);
-    let signing = store::Signing::With {
-        signer,
-        add_unknown_key: config.signing.add_unknown_key,
-    };
-    let store: Arc<dyn Store> = store::open(&config.database_url, clock.clone(), signing).await?;
+    let store = open_store(config, &clock).await?;
 
     let (local_addr, incoming, accept_loop) = listen(config, tls.clone(), metrics.clone()).await?;
     let metrics_listener = metrics::bind(&config.metrics.listen)
@@ -169,136 +164,39 @@ pub async fn start_with_clock(
     let reflection = described().build_v1()?;
     let reflection_v1alpha = described().build_v1alpha()?;
 
-    // Background work, stopped before the health turns NOT_SERVING for good.
-    let mut background = Vec::new();
-    if let Some((listener, addr)) = metrics_listener {
-        tracing::info!(%addr, "metrics on http://{addr}/metrics");
-        let subscribers: Vec<String> = config
-            .roles
-            .iter()
-            .filter(|(_, role)| **role == Role::Energy)
-            .map(|(identity, _)| identity.clone())
-            .collect();
-        background.push(metrics::serve(
-            listener,
-            metrics.clone(),
-            store.clone(),
-            Arc::new(subscribers),
-        ));
-    }
-    let reloader = Reloader {
-        tls: config.tls.clone(),
-        shared: tls,
-        metrics: metrics.clone(),
-        clock: clock.clone(),
-        on_expiry_check: {
-            let health = health.clone();
-            Box::new(move |fine| {
-                let health = health.clone();
-                tokio::spawn(async move {
-                    health
-                        .set_service_status(CERTIFICATES_HEALTH, serving_if(fine))
-                        .await;
-                });
-            })
-        },
+    let running = Running {
+        config,
+        store: &store,
+        clock: &clock,
+        metrics: &metrics,
+        health: &health,
     };
-    // Known before the first call, then kept up to date by the reloader.
-    let certificates_fine = reloader.check_expiry();
-    health
-        .set_service_status(CERTIFICATES_HEALTH, serving_if(certificates_fine))
-        .await;
-    background.push(reloader.spawn());
-    background.push(watch_database(
-        store.clone(),
-        health.clone(),
-        metrics.clone(),
-        Duration::from_millis(config.limits.database_check_ms),
-    ));
-
-    background.push(sweep_uploads_every(
-        store.clone(),
-        clock.clone(),
-        Duration::from_millis(config.limits.abandoned_upload_ms),
-    ));
-    if config.limits.ledger_verify_ms > 0 {
-        background.push(verify_ledger_every(
-            store.clone(),
-            metrics.clone(),
-            Duration::from_millis(config.limits.ledger_verify_ms),
-        ));
-    }
+    // Background work, stopped before the health turns NOT_SERVING for good.
+    let background = running.spawn_background(tls, metrics_listener).await;
 
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let limit = config.limits.max_message_bytes;
+    let services = running.services(stopping_rx);
     let router = server_builder(config)
         .layer(access_layer(config, metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(
-            FilingServiceServer::new(Filings::new(
-                store.clone(),
-                clock.clone(),
-                config.limits.max_document_bytes,
-                Duration::from_millis(config.limits.request_timeout_ms),
-                metrics.clone(),
-            ))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-        )
-        .add_service(
-            EnergyExtractServiceServer::new(EnergyExtracts::new(
-                store.clone(),
-                clock.clone(),
-                &config.limits,
-                metrics.clone(),
-                stopping_rx,
-            ))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-        )
-        .add_service(
-            FinanceServiceServer::new(FinanceForms::new(store.clone(), clock.clone(), limit))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        )
-        .add_service(
-            ComplianceServiceServer::new(Compliance::new(store.clone(), clock.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        );
+        .add_service(services.filing)
+        .add_service(services.energy)
+        .add_service(services.finance)
+        .add_service(services.compliance);
 
     // §6 / §6-1 deadlines are watched: overdue obligations are marked, once.
-    let overdue_scan = {
-        let (store, clock) = (store.clone(), clock.clone());
-        every(
-            Duration::from_millis(config.limits.obligation_scan_ms),
-            move || {
-                let (store, clock) = (store.clone(), clock.clone());
-                async move { crate::service::compliance::scan_overdue(&*store, &*clock).await }
-            },
-        )
-    };
+    let overdue_scan = scan_overdue_every(
+        store.clone(),
+        clock.clone(),
+        Duration::from_millis(config.limits.obligation_scan_ms),
+    );
 
     let (stop, stopped) = oneshot::channel::<()>();
     let draining = Arc::new(Notify::new());
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
-    let signal = {
-        let draining = draining.clone();
-        async move {
-            // A dropped sender stops the server as a sent one does.
-            let _ = stopped.await;
-            tracing::info!("shutting down: no new connections, draining in-flight calls");
-            for task in &background {
-                task.abort();
-            }
-            set_health(&health, ServingStatus::NotServing).await;
-            // Long-lived streams end now; subscribers reconnect elsewhere.
-            let _ = stopping.send(true);
-            draining.notify_one();
-        }
-    };
+    let signal = shutdown_signal(stopped, background, health, stopping, draining.clone());
     let kept = store.clone();
     let task = tokio::spawn(async move {
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
@@ -321,6 +219,189 @@ pub async fn start_with_clock(
         stop: Some(stop),
         task,
         store: Some(kept),
+    })
+}
+
+/// Resolves when the gateway is told to stop (or its [`Gateway`] is
+/// dropped): stops the background work, turns the health NOT_SERVING, ends
+/// the long-lived streams (`stopping`) and starts the grace period
+/// (`draining`). Serving then takes no new connections and drains.
+async fn shutdown_signal(
+    stopped: oneshot::Receiver<()>,
+    background: Vec<JoinHandle<()>>,
+    health: HealthReporter,
+    stopping: tokio::sync::watch::Sender<bool>,
+    draining: Arc<Notify>,
+) {
+    // A dropped sender stops the server as a sent one does.
+    let _ = stopped.await;
+    tracing::info!("shutting down: no new connections, draining in-flight calls");
+    for task in &background {
+        task.abort();
+    }
+    set_health(&health, ServingStatus::NotServing).await;
+    // Long-lived streams end now; subscribers reconnect elsewhere.
+    let _ = stopping.send(true);
+    draining.notify_one();
+}
+
+/// Opens the database `config` names, signing with the key it names
+/// (made at the first start).
+async fn open_store(config: &Config, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Store>, ServeError> {
+    store::check_url(&config.database_url)?;
+    let signer = Arc::new(Signer::load_or_create(
+        &config.signing.key,
+        &config.signing.origin,
+    )?);
+    let signing = store::Signing::With {
+        signer,
+        add_unknown_key: config.signing.add_unknown_key,
+    };
+    Ok(store::open(&config.database_url, clock.clone(), signing).await?)
+}
+
+/// What the background work and the services of a starting gateway share.
+struct Running<'a> {
+    config: &'a Config,
+    store: &'a Arc<dyn Store>,
+    clock: &'a Arc<dyn Clock>,
+    metrics: &'a Metrics,
+    health: &'a HealthReporter,
+}
+
+/// The four domain services, each with the configured message size limit.
+struct Services {
+    filing: FilingServiceServer<Filings>,
+    energy: EnergyExtractServiceServer<EnergyExtracts>,
+    finance: FinanceServiceServer<FinanceForms>,
+    compliance: ComplianceServiceServer<Compliance>,
+}
+
+impl Running<'_> {
+    /// Starts the background work: the metrics listener (if configured), the
+    /// TLS reloader with the certificates' health, the database check, the
+    /// sweep of abandoned uploads and (if configured) the ledger's
+    /// verification.
+    async fn spawn_background(
+        &self,
+        tls: SharedServerConfig,
+        metrics_listener: Option<(TcpListener, SocketAddr)>,
+    ) -> Vec<JoinHandle<()>> {
+        let (config, store, metrics) = (self.config, self.store, self.metrics);
+        let mut background = Vec::new();
+        if let Some((listener, addr)) = metrics_listener {
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            let subscribers: Vec<String> = config
+                .roles
+                .iter()
+                .filter(|(_, role)| **role == Role::Energy)
+                .map(|(identity, _)| identity.clone())
+                .collect();
+            background.push(metrics::serve(
+                listener,
+                metrics.clone(),
+                store.clone(),
+                Arc::new(subscribers),
+            ));
+        }
+        background.push(self.spawn_reloader(tls).await);
+        background.push(watch_database(
+            store.clone(),
+            self.health.clone(),
+            metrics.clone(),
+            Duration::from_millis(config.limits.database_check_ms),
+        ));
+
+        background.push(sweep_uploads_every(
+            store.clone(),
+            self.clock.clone(),
+            Duration::from_millis(config.limits.abandoned_upload_ms),
+        ));
+        if config.limits.ledger_verify_ms > 0 {
+            background.push(verify_ledger_every(
+                store.clone(),
+                metrics.clone(),
+                Duration::from_millis(config.limits.ledger_verify_ms),
+            ));
+        }
+        background
+    }
+
+    /// The TLS reloader, which also keeps the certificates' health
+    /// (`CERTIFICATES_HEALTH`) up to date.
+    async fn spawn_reloader(&self, tls: SharedServerConfig) -> JoinHandle<()> {
+        let reloader = Reloader {
+            tls: self.config.tls.clone(),
+            shared: tls,
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            on_expiry_check: {
+                let health = self.health.clone();
+                Box::new(move |fine| {
+                    let health = health.clone();
+                    tokio::spawn(async move {
+                        health
+                            .set_service_status(CERTIFICATES_HEALTH, serving_if(fine))
+                            .await;
+                    });
+                })
+            },
+        };
+        // Known before the first call, then kept up to date by the reloader.
+        let certificates_fine = reloader.check_expiry();
+        self.health
+            .set_service_status(CERTIFICATES_HEALTH, serving_if(certificates_fine))
+            .await;
+        reloader.spawn()
+    }
+
+    /// The four domain services; the energy service's long-lived streams
+    /// end when `stopping` turns true.
+    fn services(&self, stopping: tokio::sync::watch::Receiver<bool>) -> Services {
+        let (config, store, clock, metrics) = (self.config, self.store, self.clock, self.metrics);
+        let limit = config.limits.max_message_bytes;
+        Services {
+            filing: FilingServiceServer::new(Filings::new(
+                store.clone(),
+                clock.clone(),
+                config.limits.max_document_bytes,
+                Duration::from_millis(config.limits.request_timeout_ms),
+                metrics.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+            energy: EnergyExtractServiceServer::new(EnergyExtracts::new(
+                store.clone(),
+                clock.clone(),
+                &config.limits,
+                metrics.clone(),
+                stopping,
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+            finance: FinanceServiceServer::new(FinanceForms::new(
+                store.clone(),
+                clock.clone(),
+                limit,
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+            compliance: ComplianceServiceServer::new(Compliance::new(store.clone(), clock.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        }
+    }
+}
+
+/// Marks overdue obligations every `period` (§6 / §6-1 deadlines).
+fn scan_overdue_every(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    period: Duration,
+) -> JoinHandle<()> {
+    every(period, move || {
+        let (store, clock) = (store.clone(), clock.clone());
+        async move { crate::service::compliance::scan_overdue(&*store, &*clock).await }
     })
 }
 

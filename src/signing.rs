@@ -172,9 +172,6 @@ pub fn write_new_key(path: &Path, owner: Option<(u32, u32)>) -> Result<(), Strin
         .map_err(|e| e.to_string())
 }
 
-/// A history row: key_id, name, public_key, created_at, retired_at (µs).
-pub(crate) type KeyRow = (String, String, Vec<u8>, i64, Option<i64>);
-
 /// A key of the history: every key that signed checkpoints of a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -190,19 +187,6 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    /// A key of the history as stored: times in microseconds since the epoch.
-    pub(crate) fn from_row(
-        (key_id, name, public_key, created_at, retired_at): KeyRow,
-    ) -> Result<KeyRecord, crate::store::StoreError> {
-        Ok(KeyRecord {
-            key_id,
-            name,
-            public_key,
-            created_at: crate::store::from_micros(created_at)?,
-            retired_at: retired_at.map(crate::store::from_micros).transpose()?,
-        })
-    }
-
     /// The C2SP verifier key (`name+hash+base64`) that opens its notes.
     pub fn verifier_key(&self) -> String {
         note::verifier_key(&self.name, &self.public_key)
@@ -264,17 +248,6 @@ pub enum Standing {
     /// The history has it, not retired.
     Valid,
     Retired(DateTime<Utc>),
-}
-
-impl Standing {
-    /// From the key's `retired_at` column (µs), if it has a row.
-    pub(crate) fn of(row: Option<Option<i64>>) -> Result<Standing, crate::store::StoreError> {
-        Ok(match row {
-            None => Standing::Unknown,
-            Some(None) => Standing::Valid,
-            Some(Some(at)) => Standing::Retired(crate::store::from_micros(at)?),
-        })
-    }
 }
 
 /// The key a writer signs with once the history says its key `current`

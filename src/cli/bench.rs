@@ -499,42 +499,99 @@ async fn fan_out(
     duration: Duration,
     timeline: bool,
 ) -> anyhow::Result<FanOut> {
-    let receipts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let failed = Arc::new(AtomicU64::new(0));
     let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let mut subscribers = Vec::new();
     for role in ["energy", "energy-backup"] {
         let channel = tls(dir, subscribed, role).connect().await?;
-        let arrivals = arrivals.clone();
-        let mut stream = EnergyExtractServiceClient::new(channel.clone())
-            .subscribe(SubscribeRequest {
-                max_in_flight: 1024,
-                until_caught_up: false,
-            })
-            .await?
-            .into_inner();
-        subscribers.push(tokio::spawn(async move {
-            let energy = EnergyExtractServiceClient::new(channel);
-            while let Ok(Some(delivery)) = stream.message().await {
-                let Some(extract) = delivery.extract else {
-                    continue;
-                };
-                arrivals
-                    .lock()
-                    .expect("arrivals")
-                    .push((extract.source_filing_id.clone(), Instant::now()));
-                let mut energy = energy.clone();
-                tokio::spawn(async move {
-                    let _ = energy
-                        .acknowledge(AcknowledgeExtractRequest {
-                            extract_id: extract.extract_id,
-                        })
-                        .await;
-                });
-            }
-        }));
+        subscribers.push(subscribe_acknowledging(channel, arrivals.clone()).await?);
     }
-    let channels = channels(&tls(dir, submitted, "authority"), 4).await?;
+    let (receipts, failed) = submit_at_rate(dir, submitted, documents, rate, duration).await?;
+    // Each accepted filing's extract goes to both subscribers.
+    let expected = receipts.len() * 2;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while arrivals.lock().expect("arrivals").len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for subscriber in subscribers {
+        subscriber.abort();
+    }
+    let arrivals = arrivals.lock().expect("arrivals");
+    // An extract handed on at commit often reaches its subscriber before
+    // the receipt reaches the submitter: those count as 0.
+    let early = arrivals
+        .iter()
+        .filter(|(filing, at)| receipts.get(filing).is_some_and(|r| at < r))
+        .count();
+    let mut latencies: Vec<Duration> = arrivals
+        .iter()
+        .filter_map(|(filing, at)| {
+            receipts
+                .get(filing)
+                .map(|r| at.saturating_duration_since(*r))
+        })
+        .collect();
+    if timeline {
+        print_fan_out_timeline(&receipts, &arrivals);
+    }
+    latencies.sort_unstable();
+    Ok(FanOut {
+        arrived: latencies.len(),
+        early,
+        failed,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+    })
+}
+
+/// Subscribes on `channel` (asking 1,024 in flight) and, in a task, notes
+/// each extract's arrival in `arrivals` and acknowledges it without waiting.
+async fn subscribe_acknowledging(
+    channel: Channel,
+    arrivals: Arc<Mutex<Vec<(String, Instant)>>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut stream = EnergyExtractServiceClient::new(channel.clone())
+        .subscribe(SubscribeRequest {
+            max_in_flight: 1024,
+            until_caught_up: false,
+        })
+        .await?
+        .into_inner();
+    Ok(tokio::spawn(async move {
+        let energy = EnergyExtractServiceClient::new(channel);
+        while let Ok(Some(delivery)) = stream.message().await {
+            let Some(extract) = delivery.extract else {
+                continue;
+            };
+            arrivals
+                .lock()
+                .expect("arrivals")
+                .push((extract.source_filing_id.clone(), Instant::now()));
+            let mut energy = energy.clone();
+            tokio::spawn(async move {
+                let _ = energy
+                    .acknowledge(AcknowledgeExtractRequest {
+                        extract_id: extract.extract_id,
+                    })
+                    .await;
+            });
+        }
+    }))
+}
+
+/// Submits quarterly reports to `server` at a steady `rate` per second for
+/// `duration` (over 4 connections, not waiting for one to finish before the
+/// next is due); returns when each was receipted, by filing, and how many
+/// failed.
+async fn submit_at_rate(
+    dir: &Path,
+    server: &Server,
+    documents: &[DocumentRef],
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<(HashMap<String, Instant>, usize)> {
+    let receipts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let failed = Arc::new(AtomicU64::new(0));
+    let channels = channels(&tls(dir, server, "authority"), 4).await?;
     let total = rate * duration.as_secs().max(1);
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -564,63 +621,33 @@ async fn fan_out(
     for submit in submits {
         let _ = submit.await;
     }
-    let expected = receipts.lock().expect("receipts").len() * 2;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while arrivals.lock().expect("arrivals").len() < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for subscriber in subscribers {
-        subscriber.abort();
-    }
-    let receipts = receipts.lock().expect("receipts");
-    // An extract handed on at commit often reaches its subscriber before
-    // the receipt reaches the submitter: those count as 0.
-    let early = arrivals
-        .lock()
-        .expect("arrivals")
-        .iter()
-        .filter(|(filing, at)| receipts.get(filing).is_some_and(|r| at < r))
-        .count();
-    let mut latencies: Vec<Duration> = arrivals
-        .lock()
-        .expect("arrivals")
-        .iter()
-        .filter_map(|(filing, at)| {
-            receipts
-                .get(filing)
-                .map(|r| at.saturating_duration_since(*r))
-        })
-        .collect();
-    if timeline {
-        let start = receipts.values().min().copied();
-        let mut by_second: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
-        for (filing, at) in arrivals.lock().expect("arrivals").iter() {
-            if let (Some(r), Some(s)) = (receipts.get(filing), start) {
-                by_second
-                    .entry(r.duration_since(s).as_millis() as u64 / 250)
-                    .or_default()
-                    .push(at.saturating_duration_since(*r));
-            }
-        }
-        for (q, mut l) in by_second {
-            l.sort_unstable();
-            println!(
-                "  submitted at {:>5} ms: {:>5} arrivals, p50 {:>8} ms, p99 {:>8} ms",
-                q * 250,
-                l.len(),
-                ms(percentile(&l, 0.5)),
-                ms(percentile(&l, 0.99)),
-            );
+    let receipts = std::mem::take(&mut *receipts.lock().expect("receipts"));
+    Ok((receipts, failed.load(Ordering::Relaxed) as usize))
+}
+
+/// `--timeline`: the fan-out's latency for each quarter second of
+/// submissions (by when the filing was receipted).
+fn print_fan_out_timeline(receipts: &HashMap<String, Instant>, arrivals: &[(String, Instant)]) {
+    let start = receipts.values().min().copied();
+    let mut by_second: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
+    for (filing, at) in arrivals {
+        if let (Some(r), Some(s)) = (receipts.get(filing), start) {
+            by_second
+                .entry(r.duration_since(s).as_millis() as u64 / 250)
+                .or_default()
+                .push(at.saturating_duration_since(*r));
         }
     }
-    latencies.sort_unstable();
-    Ok(FanOut {
-        arrived: latencies.len(),
-        early,
-        failed: failed.load(Ordering::Relaxed) as usize,
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
-    })
+    for (q, mut l) in by_second {
+        l.sort_unstable();
+        println!(
+            "  submitted at {:>5} ms: {:>5} arrivals, p50 {:>8} ms, p99 {:>8} ms",
+            q * 250,
+            l.len(),
+            ms(percentile(&l, 0.5)),
+            ms(percentile(&l, 0.99)),
+        );
+    }
 }
 
 /// What [`fan_out`] measured.
@@ -735,6 +762,56 @@ async fn drop_databases(server_url: &str) {
     }
 }
 
+/// How long and how much each part measures: a few seconds in all with
+/// `--quick`, the figures BENCHMARKS.md quotes without.
+struct Plan {
+    warmup: Duration,
+    duration: Duration,
+    /// Submit concurrencies (none when the submit part is not wanted).
+    concurrencies: &'static [usize],
+    fan_rate: u64,
+    fan_time: Duration,
+    payers: u64,
+}
+
+impl Plan {
+    fn of(args: &BenchArgs) -> Plan {
+        let (warmup, duration) = if args.quick {
+            (Duration::from_millis(200), Duration::from_millis(500))
+        } else {
+            (Duration::from_secs(2), Duration::from_secs(args.duration))
+        };
+        let concurrencies: &'static [usize] = if !wanted(args, Part::Submit) {
+            &[]
+        } else if args.quick {
+            &[1, 16]
+        } else {
+            &[1, 16, 64]
+        };
+        let (fan_rate, fan_time) = if args.quick {
+            (100, Duration::from_secs(1))
+        } else {
+            (1_000, Duration::from_secs(5))
+        };
+        let payers = if args.quick { 300 } else { args.form_payers };
+        Plan {
+            warmup,
+            duration,
+            concurrencies,
+            fan_rate,
+            fan_time,
+            payers,
+        }
+    }
+}
+
+/// Whether `--only` leaves `part` in.
+fn wanted(args: &BenchArgs, part: Part) -> bool {
+    args.only.is_none_or(|only| only == part)
+}
+
+/// The submit table's rows are printed as they are measured; every other
+/// part's lines are collected and printed after it.
 async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     pki::init(&dir.join("certs"), false)?;
     pki::issue(
@@ -742,19 +819,38 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         "energy-backup",
         &LeafOptions::client("backup", Some("urn:minegate:energy-backup")),
     )?;
-    let (warmup, duration) = if args.quick {
-        (Duration::from_millis(200), Duration::from_millis(500))
-    } else {
-        (Duration::from_secs(2), Duration::from_secs(args.duration))
-    };
-    let concurrencies: &[usize] = if args.quick { &[1, 16] } else { &[1, 16, 64] };
-    let (fan_rate, fan_time) = if args.quick {
-        (100, Duration::from_secs(1))
-    } else {
-        (1_000, Duration::from_secs(5))
-    };
-    let payers = if args.quick { 300 } else { args.form_payers };
+    let plan = Plan::of(args);
+    print_submit_header(&plan);
 
+    let mut backends = vec![Backend {
+        name: "sqlite",
+        url: format!("sqlite://{}", dir.join("bench.db").display()),
+    }];
+    if let Some(server) = &args.postgres_url {
+        backends.push(Backend {
+            name: "postgres",
+            url: create_database(server).await?,
+        });
+    }
+
+    let base = submit_baseline(dir, &plan).await?;
+    let mut others = Vec::new();
+    for backend in &backends {
+        submit_and_form(dir, args, &plan, backend, &base, &mut others).await?;
+        if wanted(args, Part::FanOut) {
+            others.push(fan_out_fresh(dir, args, &plan, backend).await?);
+        }
+    }
+    other_parts(dir, args, &plan, &backends, &mut others).await?;
+    println!();
+    for line in others {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The run's first line and the submit table's header.
+fn print_submit_header(plan: &Plan) {
     println!(
         "minegate bench — {} cores, {} build; {} s measured after {} s warm-up at each concurrency",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -763,8 +859,8 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         } else {
             "release"
         },
-        duration.as_secs_f64(),
-        warmup.as_secs_f64()
+        plan.duration.as_secs_f64(),
+        plan.warmup.as_secs_f64()
     );
     println!();
     println!(
@@ -778,36 +874,23 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         "vs base",
         "server µs/req"
     );
+}
 
-    let mut backends = vec![Backend {
-        name: "sqlite",
-        url: format!("sqlite://{}", dir.join("bench.db").display()),
-    }];
-    if let Some(server) = &args.postgres_url {
-        backends.push(Backend {
-            name: "postgres",
-            url: create_database(server).await?,
-        });
-    }
-
-    let wanted = |part: Part| args.only.is_none_or(|only| only == part);
-    // The baseline: one server, all concurrencies.
-    let concurrencies = if wanted(Part::Submit) {
-        concurrencies
-    } else {
-        &[]
-    };
+/// The baseline (a server that decodes and answers, storing nothing) at
+/// each concurrency: prints its rows, returns its requests per second by
+/// concurrency, which the gateway's rows are compared with.
+async fn submit_baseline(dir: &Path, plan: &Plan) -> anyhow::Result<HashMap<usize, f64>> {
     let baseline = start_server(dir, "sqlite://baseline-unused.db", true)?;
     let baseline_channels = channels(&tls(dir, &baseline, "authority"), 4).await?;
     let no_documents = Arc::new(Vec::new());
     let mut base = HashMap::new();
     let counter = Arc::new(AtomicU64::new(0));
-    for &c in concurrencies {
+    for &c in plan.concurrencies {
         let load = drive(
             &[&baseline],
             &baseline_channels,
             c,
-            (warmup, duration),
+            (plan.warmup, plan.duration),
             "base",
             &counter,
             &no_documents,
@@ -826,119 +909,151 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         );
         base.insert(c, load.per_second);
     }
-    drop(baseline);
+    Ok(base)
+}
 
-    let mut others = Vec::new();
-    for backend in &backends {
-        let gateway = start_server(dir, &backend.url, false)?;
-        let authority = tls(dir, &gateway, "authority");
-        let documents = Arc::new(upload_documents(dir, &authority).await?);
-        let gateway_channels = channels(&authority, 4).await?;
-        let next = Arc::new(AtomicU64::new(0));
-        for &c in concurrencies {
-            let load = drive(
-                &[&gateway],
-                &gateway_channels,
-                c,
-                (warmup, duration),
-                "load",
-                &next,
-                &documents,
-            )
-            .await;
-            println!(
-                "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9.2} {:>11}{}",
-                format!("gateway ({})", backend.name),
-                c,
-                load.per_second,
-                ms(load.p50),
-                ms(load.p90),
-                ms(load.p99),
-                load.per_second / base[&c].max(1.0),
-                micros(load.cpu_per_request),
-                if load.errors > 0 {
-                    format!("  ({} errors)", load.errors)
-                } else {
-                    String::new()
-                }
-            );
-            let _ = load.requests;
-        }
-        if wanted(Part::Submit) {
-            let rss = gateway
-                .peak_rss_kib()
-                .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
-            others.push(format!(
-                "gateway peak RSS under the submit load ({}): {rss}",
-                backend.name
-            ));
-        }
-        if wanted(Part::Form) {
-            let (payers, first, again, rows) =
-                form_402(dir, &gateway, &documents, payers, &next).await?;
-            others.push(format!(
-                "form 402 for {payers} payers ({}): {rows} rows; first pull (compile, publish, transfer) {} ms, pulled again {} ms",
-                backend.name,
-                ms(first),
-                ms(again)
-            ));
-        }
-        drop(gateway);
-        if !wanted(Part::FanOut) {
-            continue;
-        }
-
-        // Fan-out on a fresh database, so no backlog is pending.
-        let fresh = match backend.name {
-            "sqlite" => format!("sqlite://{}", dir.join("fanout.db").display()),
-            _ => create_database(args.postgres_url.as_deref().unwrap_or_default()).await?,
-        };
-        let gateway = start_server(dir, &fresh, false)?;
-        let documents = upload_documents(dir, &tls(dir, &gateway, "authority")).await?;
-        let FanOut {
-            arrived,
-            early,
-            failed,
-            p50,
-            p99,
-        } = fan_out(
-            dir,
-            (&gateway, &gateway),
+/// On one gateway over `backend`: the submit rows (printed) and the peak RSS
+/// under that load, then form 402 for a large quarter (the submissions
+/// count among its payers).
+async fn submit_and_form(
+    dir: &Path,
+    args: &BenchArgs,
+    plan: &Plan,
+    backend: &Backend,
+    base: &HashMap<usize, f64>,
+    others: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let gateway = start_server(dir, &backend.url, false)?;
+    let authority = tls(dir, &gateway, "authority");
+    let documents = Arc::new(upload_documents(dir, &authority).await?);
+    let gateway_channels = channels(&authority, 4).await?;
+    let next = Arc::new(AtomicU64::new(0));
+    for &c in plan.concurrencies {
+        let load = drive(
+            &[&gateway],
+            &gateway_channels,
+            c,
+            (plan.warmup, plan.duration),
+            "load",
+            &next,
             &documents,
-            fan_rate,
-            fan_time,
-            args.timeline,
         )
-        .await?;
+        .await;
+        println!(
+            "{:<28} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9.2} {:>11}{}",
+            format!("gateway ({})", backend.name),
+            c,
+            load.per_second,
+            ms(load.p50),
+            ms(load.p90),
+            ms(load.p99),
+            load.per_second / base[&c].max(1.0),
+            micros(load.cpu_per_request),
+            if load.errors > 0 {
+                format!("  ({} errors)", load.errors)
+            } else {
+                String::new()
+            }
+        );
+        let _ = load.requests;
+    }
+    if wanted(args, Part::Submit) {
+        let rss = gateway
+            .peak_rss_kib()
+            .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         others.push(format!(
-            "fan-out at {fan_rate} filings/s for {} s, 2 subscribers ({}): {arrived} arrivals ({early} before their receipt), {failed} submissions failed, receipt → subscriber p50 {} ms, p99 {} ms",
-            fan_time.as_secs(),
-            backend.name,
-            ms(p50),
-            ms(p99)
+            "gateway peak RSS under the submit load ({}): {rss}",
+            backend.name
         ));
     }
-    if wanted(Part::Proofs) {
+    if wanted(args, Part::Form) {
+        let (payers, first, again, rows) =
+            form_402(dir, &gateway, &documents, plan.payers, &next).await?;
+        others.push(format!(
+            "form 402 for {payers} payers ({}): {rows} rows; first pull (compile, publish, transfer) {} ms, pulled again {} ms",
+            backend.name,
+            ms(first),
+            ms(again)
+        ));
+    }
+    Ok(())
+}
+
+/// A fresh database of `backend`'s kind: the SQLite file `file` in `dir`, or
+/// a new scratch database on the `--postgres-url` server.
+async fn fresh_database(
+    dir: &Path,
+    args: &BenchArgs,
+    backend: &Backend,
+    file: &str,
+) -> anyhow::Result<String> {
+    Ok(match backend.name {
+        "sqlite" => format!("sqlite://{}", dir.join(file).display()),
+        _ => create_database(args.postgres_url.as_deref().unwrap_or_default()).await?,
+    })
+}
+
+/// Fan-out on a fresh database of `backend`'s kind, so no backlog is
+/// pending; returns its line.
+async fn fan_out_fresh(
+    dir: &Path,
+    args: &BenchArgs,
+    plan: &Plan,
+    backend: &Backend,
+) -> anyhow::Result<String> {
+    let fresh = fresh_database(dir, args, backend, "fanout.db").await?;
+    let gateway = start_server(dir, &fresh, false)?;
+    let documents = upload_documents(dir, &tls(dir, &gateway, "authority")).await?;
+    let FanOut {
+        arrived,
+        early,
+        failed,
+        p50,
+        p99,
+    } = fan_out(
+        dir,
+        (&gateway, &gateway),
+        &documents,
+        plan.fan_rate,
+        plan.fan_time,
+        args.timeline,
+    )
+    .await?;
+    Ok(format!(
+        "fan-out at {} filings/s for {} s, 2 subscribers ({}): {arrived} arrivals ({early} before their receipt), {failed} submissions failed, receipt → subscriber p50 {} ms, p99 {} ms",
+        plan.fan_rate,
+        plan.fan_time.as_secs(),
+        backend.name,
+        ms(p50),
+        ms(p99)
+    ))
+}
+
+/// The parts after submit, form 402 and fan-out, in order, each on fresh
+/// databases or servers of its own; a blank line before each part but
+/// proofs.
+async fn other_parts(
+    dir: &Path,
+    args: &BenchArgs,
+    plan: &Plan,
+    backends: &[Backend],
+    others: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    if wanted(args, Part::Proofs) {
         let (entries, calls) = if args.quick {
             (10_000, 200)
         } else {
             (1_000_000, 5_000)
         };
-        for backend in &backends {
-            let url = match backend.name {
-                "sqlite" => format!("sqlite://{}", dir.join("proofs.db").display()),
-                _ => create_database(args.postgres_url.as_deref().unwrap_or_default()).await?,
-            };
+        for backend in backends {
+            let url = fresh_database(dir, args, backend, "proofs.db").await?;
             others.push(proofs(dir, backend.name, &url, entries, calls).await?);
         }
     }
-    if wanted(Part::Documents) {
+    if wanted(args, Part::Documents) {
         let mut fresh = Vec::new();
-        for backend in &backends {
-            let url = match backend.name {
-                "sqlite" => format!("sqlite://{}", dir.join("documents.db").display()),
-                _ => create_database(args.postgres_url.as_deref().unwrap_or_default()).await?,
-            };
+        for backend in backends {
+            let url = fresh_database(dir, args, backend, "documents.db").await?;
             fresh.push((backend.name, url));
         }
         others.push(String::new());
@@ -949,29 +1064,29 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         };
         others.extend(documents::run(dir, &fresh, shape).await?);
     }
-    if wanted(Part::Windows) {
+    if wanted(args, Part::Windows) {
         others.push(String::new());
         others.extend(windows::run(dir, args.quick).await?);
     }
-    if wanted(Part::Handshakes) {
+    if wanted(args, Part::Handshakes) {
         others.push(String::new());
         others.extend(edges::handshakes(dir, args.quick).await?);
     }
-    if wanted(Part::Paths) {
+    if wanted(args, Part::Paths) {
         others.push(String::new());
         others.extend(edges::paths(dir, args.quick).await?);
     }
-    if wanted(Part::Connections) {
+    if wanted(args, Part::Connections) {
         others.push(String::new());
         others.extend(connections::run(dir, args.quick).await?);
     }
-    if wanted(Part::Replicas) {
+    if wanted(args, Part::Replicas) {
         others.push(String::new());
         match &args.postgres_url {
             Some(server_url) => {
                 let shape = replicas::Shape {
                     quick: args.quick,
-                    window: (warmup, duration),
+                    window: (plan.warmup, plan.duration),
                     timeline: args.timeline,
                 };
                 others.extend(replicas::run(dir, server_url, shape).await?);
@@ -980,10 +1095,6 @@ async fn bench(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
                 "replicas: skipped (PostgreSQL only: give --postgres-url to measure it)".into(),
             ),
         }
-    }
-    println!();
-    for line in others {
-        println!("{line}");
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 
 use super::{
     deadlines,
-    filing::{Filing, FilingKind},
+    filing::{Filing, FilingKind, QuarterlyReport, StartNotification, TerminationNotice},
     quantities::Quarter,
 };
 
@@ -162,109 +162,12 @@ pub fn assess(
 ) -> Assessment {
     let mut findings = Vec::new();
     let (due_date, register) = match filing {
-        Filing::Start(start) => {
-            let due = deadlines::start_notification_due(start.planned_start);
-            let days_short = deadlines::days_late(received, due);
-            if days_short > 0 {
-                let ahead = (start.planned_start - received).num_days();
-                findings.push(FindingDraft {
-                    kind: FindingKind::LateStartNotification,
-                    days: days_short,
-                    quarter: None,
-                    detail: format!(
-                        "filed {received}, {ahead} days before the planned start {}; the rules require at least 30 (due {due}), {days_short} days short",
-                        start.planned_start
-                    ),
-                });
-            }
-            let register = match entry.map(|e| e.status) {
-                None => RegisterChange::Create,
-                Some(RegisterStatus::Terminated) => {
-                    RegisterChange::SetStatus(RegisterStatus::Planned)
-                }
-                Some(status) => {
-                    findings.push(FindingDraft {
-                        kind: FindingKind::DuplicateStart,
-                        days: 0,
-                        quarter: None,
-                        detail: format!(
-                            "{} is already in the register ({}); the entry is unchanged",
-                            start.person.id,
-                            status.as_str()
-                        ),
-                    });
-                    RegisterChange::Unchanged
-                }
-            };
-            (due, register)
-        }
+        Filing::Start(start) => assess_start(start, received, entry, &mut findings),
         Filing::Quarterly(report) => {
-            let due = deadlines::quarterly_report_due(report.quarter);
-            let late = deadlines::days_late(received, due);
-            if late > 0 {
-                findings.push(FindingDraft {
-                    kind: FindingKind::LateQuarterlyReport,
-                    days: late,
-                    quarter: Some(report.quarter),
-                    detail: format!(
-                        "report for {} filed {received}, due {due}: {late} days late",
-                        report.quarter
-                    ),
-                });
-            }
-            let register = match entry {
-                None => {
-                    findings.push(unregistered(filing, Some(report.quarter)));
-                    RegisterChange::Unchanged
-                }
-                Some(RegisterState {
-                    status: RegisterStatus::Planned,
-                    ..
-                }) => RegisterChange::SetStatus(RegisterStatus::Operating),
-                Some(RegisterState {
-                    status: RegisterStatus::Terminated,
-                    activity_end,
-                }) => {
-                    if activity_end.is_none_or(|end| report.quarter.first_day() > end) {
-                        findings.push(FindingDraft {
-                            kind: FindingKind::FilingAfterTermination,
-                            days: 0,
-                            quarter: Some(report.quarter),
-                            detail: format!(
-                                "report for {} from a person whose activity ended {}",
-                                report.quarter,
-                                activity_end.map_or("(date unknown)".to_owned(), |d| d.to_string())
-                            ),
-                        });
-                    }
-                    RegisterChange::Unchanged
-                }
-                Some(_) => RegisterChange::Unchanged,
-            };
-            (due, register)
+            assess_quarterly(filing, report, received, entry, &mut findings)
         }
         Filing::Termination(notice) => {
-            let due = deadlines::termination_notice_due(notice.activity_end);
-            let late = deadlines::days_late(received, due);
-            if late > 0 {
-                findings.push(FindingDraft {
-                    kind: FindingKind::LateTerminationNotice,
-                    days: late,
-                    quarter: None,
-                    detail: format!(
-                        "activity ended {}, notice filed {received}, due {due}: {late} days late",
-                        notice.activity_end
-                    ),
-                });
-            }
-            let register = match entry {
-                None => {
-                    findings.push(unregistered(filing, None));
-                    RegisterChange::Unchanged
-                }
-                Some(_) => RegisterChange::SetStatus(RegisterStatus::Terminated),
-            };
-            (due, register)
+            assess_termination(filing, notice, received, entry, &mut findings)
         }
     };
     findings.extend(conflict_findings(filing, conflicts));
@@ -274,6 +177,138 @@ pub fn assess(
         findings,
         register,
     }
+}
+
+/// §3 a start notification: due 30 days before the planned start; it makes
+/// the register entry (again, after a termination), and a second one while
+/// the entry stands is a DUPLICATE_START finding and changes nothing.
+/// Returns the due date and the change.
+fn assess_start(
+    start: &StartNotification,
+    received: NaiveDate,
+    entry: Option<&RegisterState>,
+    findings: &mut Vec<FindingDraft>,
+) -> (NaiveDate, RegisterChange) {
+    let due = deadlines::start_notification_due(start.planned_start);
+    let days_short = deadlines::days_late(received, due);
+    if days_short > 0 {
+        let ahead = (start.planned_start - received).num_days();
+        findings.push(FindingDraft {
+            kind: FindingKind::LateStartNotification,
+            days: days_short,
+            quarter: None,
+            detail: format!(
+                "filed {received}, {ahead} days before the planned start {}; the rules require at least 30 (due {due}), {days_short} days short",
+                start.planned_start
+            ),
+        });
+    }
+    let register = match entry.map(|e| e.status) {
+        None => RegisterChange::Create,
+        Some(RegisterStatus::Terminated) => RegisterChange::SetStatus(RegisterStatus::Planned),
+        Some(status) => {
+            findings.push(FindingDraft {
+                kind: FindingKind::DuplicateStart,
+                days: 0,
+                quarter: None,
+                detail: format!(
+                    "{} is already in the register ({}); the entry is unchanged",
+                    start.person.id,
+                    status.as_str()
+                ),
+            });
+            RegisterChange::Unchanged
+        }
+    };
+    (due, register)
+}
+
+/// §4 a quarterly report: due the 10th of the month after its quarter;
+/// it moves a PLANNED entry to OPERATING. One from a person not in the
+/// register, or for a quarter after their activity ended, is a finding.
+fn assess_quarterly(
+    filing: &Filing,
+    report: &QuarterlyReport,
+    received: NaiveDate,
+    entry: Option<&RegisterState>,
+    findings: &mut Vec<FindingDraft>,
+) -> (NaiveDate, RegisterChange) {
+    let due = deadlines::quarterly_report_due(report.quarter);
+    let late = deadlines::days_late(received, due);
+    if late > 0 {
+        findings.push(FindingDraft {
+            kind: FindingKind::LateQuarterlyReport,
+            days: late,
+            quarter: Some(report.quarter),
+            detail: format!(
+                "report for {} filed {received}, due {due}: {late} days late",
+                report.quarter
+            ),
+        });
+    }
+    let register = match entry {
+        None => {
+            findings.push(unregistered(filing, Some(report.quarter)));
+            RegisterChange::Unchanged
+        }
+        Some(RegisterState {
+            status: RegisterStatus::Planned,
+            ..
+        }) => RegisterChange::SetStatus(RegisterStatus::Operating),
+        Some(RegisterState {
+            status: RegisterStatus::Terminated,
+            activity_end,
+        }) => {
+            if activity_end.is_none_or(|end| report.quarter.first_day() > end) {
+                findings.push(FindingDraft {
+                    kind: FindingKind::FilingAfterTermination,
+                    days: 0,
+                    quarter: Some(report.quarter),
+                    detail: format!(
+                        "report for {} from a person whose activity ended {}",
+                        report.quarter,
+                        activity_end.map_or("(date unknown)".to_owned(), |d| d.to_string())
+                    ),
+                });
+            }
+            RegisterChange::Unchanged
+        }
+        Some(_) => RegisterChange::Unchanged,
+    };
+    (due, register)
+}
+
+/// §5 a termination notice: due 10 days after the activity ended; it
+/// marks the entry TERMINATED (one from a person not in the register is a
+/// finding).
+fn assess_termination(
+    filing: &Filing,
+    notice: &TerminationNotice,
+    received: NaiveDate,
+    entry: Option<&RegisterState>,
+    findings: &mut Vec<FindingDraft>,
+) -> (NaiveDate, RegisterChange) {
+    let due = deadlines::termination_notice_due(notice.activity_end);
+    let late = deadlines::days_late(received, due);
+    if late > 0 {
+        findings.push(FindingDraft {
+            kind: FindingKind::LateTerminationNotice,
+            days: late,
+            quarter: None,
+            detail: format!(
+                "activity ended {}, notice filed {received}, due {due}: {late} days late",
+                notice.activity_end
+            ),
+        });
+    }
+    let register = match entry {
+        None => {
+            findings.push(unregistered(filing, None));
+            RegisterChange::Unchanged
+        }
+        Some(_) => RegisterChange::SetStatus(RegisterStatus::Terminated),
+    };
+    (due, register)
 }
 
 /// 3.9 / 4.11 one IP_POOL_CONFLICT finding per overlap named, and one that

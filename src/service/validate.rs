@@ -61,7 +61,7 @@ pub const MAX_LIST: usize = 1000;
 /// A document's file name, as UploadDocument holds it.
 pub const MAX_FILE_NAME: usize = 255;
 /// One IP pool entry, spaces around it included: the longest range written
-/// out ("<IPv6>-<IPv6>") is 79 characters.
+/// out (`"<IPv6>-<IPv6>"`) is 79 characters.
 pub const MAX_IP_ENTRY: usize = 100;
 
 /// Characters that reorder the text around them when shown (U+202E turns

@@ -4,7 +4,7 @@
 //! [`postgres`] (`postgres://…`, several gateway replicas sharing one
 //! database, through sqlx). The URL's scheme chooses.
 //!
-//! Every write is a [`Job`] for the backend's one writer, which commits
+//! Every write is a `Job` for the backend's one writer, which commits
 //! whatever jobs are waiting in one transaction and answers each caller
 //! only after that commit, in the order they were queued. What a job
 //! changes is decided in [`crate::domain::decisions`] from facts the writer
@@ -34,7 +34,7 @@ use crate::{
         merkle::Hash,
         tree::{self, NodeId},
     },
-    signing::{KeyRecord, Signer, SigningError},
+    signing::{KeyRecord, Signer, SigningError, Standing},
 };
 
 /// Where "now" comes from; tests move it.
@@ -629,7 +629,7 @@ pub trait Store: Send + Sync + 'static {
     async fn tree_nodes(&self, ids: Vec<NodeId>) -> Result<Vec<Option<Hash>>, StoreError>;
     /// The evidence of the artifact with SHA-256 `digest` recorded by an
     /// entry of `kind` about `subject` (the one that names the digest, see
-    /// [`recording`]: an extract has one acknowledgement entry per
+    /// `recording`: an extract has one acknowledgement entry per
     /// subscriber), against the latest checkpoint, which every committed
     /// entry is under (each commit ends with one).
     async fn evidence(
@@ -1541,6 +1541,33 @@ pub(crate) fn parse_name<T>(
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Result<T, StoreError> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("{what} {text:?}")))
+}
+
+/// A row of the signing key history: key_id, name, public_key, created_at,
+/// retired_at (µs since the epoch).
+pub(crate) type KeyRow = (String, String, Vec<u8>, i64, Option<i64>);
+
+/// A key of the history from its stored row.
+pub(crate) fn key_from_row(
+    (key_id, name, public_key, created_at, retired_at): KeyRow,
+) -> Result<KeyRecord, StoreError> {
+    Ok(KeyRecord {
+        key_id,
+        name,
+        public_key,
+        created_at: from_micros(created_at)?,
+        retired_at: retired_at.map(from_micros).transpose()?,
+    })
+}
+
+/// What the history says of a key, from its `retired_at` column (µs) if it
+/// has a row.
+pub(crate) fn standing_from_row(row: Option<Option<i64>>) -> Result<Standing, StoreError> {
+    Ok(match row {
+        None => Standing::Unknown,
+        Some(None) => Standing::Valid,
+        Some(Some(at)) => Standing::Retired(from_micros(at)?),
+    })
 }
 
 /// An obligation from its stored columns.

@@ -541,7 +541,7 @@ impl Drop for Slot {
 /// arrives. Accepting never waits: a connection past the per-address cap is
 /// closed at once; one past `max_awaiting_hello` (before its ClientHello) or
 /// `max_pending` (after it) closes the oldest in that phase instead (see
-/// [`Slots`]), so silent connections cannot hold the port. A finished
+/// `Slots`), so silent connections cannot hold the port. A finished
 /// handshake takes its place under `connections`. The accept loop stops,
 /// closing the listener, when the returned stream is dropped; the returned
 /// handle finishes then.

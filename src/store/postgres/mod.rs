@@ -1,6 +1,6 @@
 //! The scale-out path: several gateway replicas share one PostgreSQL
 //! database, through sqlx. Each replica commits through its own writer task
-//! ([`writer`]), a run of jobs at a time; the writers of all replicas take
+//! (`writer`), a run of jobs at a time; the writers of all replicas take
 //! one advisory lock per transaction, so register numbers and the ledger
 //! chain stay sequential across replicas. A commit notifies the other
 //! replicas (LISTEN/NOTIFY), whose subscribers then read what is pending.

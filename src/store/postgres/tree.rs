@@ -18,8 +18,8 @@ use crate::{
     },
     signing::{self, KeyRecord, Signer, Standing},
     store::{
-        LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, micros, missing_node,
-        proof_from, recording,
+        KeyRow, LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, key_from_row,
+        micros, missing_node, proof_from, recording, standing_from_row,
     },
 };
 
@@ -171,7 +171,7 @@ async fn standing(conn: &mut PgConnection, key_id: &str) -> Result<Standing, Sto
             .bind(key_id)
             .fetch_optional(conn)
             .await?;
-    Standing::of(row)
+    standing_from_row(row)
 }
 
 /// The stored hashes of `ids`, in order, in one statement.
@@ -272,13 +272,13 @@ pub async fn evidence(
 pub async fn signing_keys<'c>(
     conn: impl sqlx::PgExecutor<'c>,
 ) -> Result<Vec<KeyRecord>, StoreError> {
-    let rows: Vec<crate::signing::KeyRow> = sqlx::query_as(
+    let rows: Vec<KeyRow> = sqlx::query_as(
         "SELECT key_id, name, public_key, created_at, retired_at FROM signing_keys \
          ORDER BY created_at, key_id",
     )
     .fetch_all(conn)
     .await?;
-    rows.into_iter().map(KeyRecord::from_row).collect()
+    rows.into_iter().map(key_from_row).collect()
 }
 
 /// See the SQLite twin, `store::sqlite::tree::add_signing_key`: a key is

@@ -71,8 +71,10 @@ impl Writer {
         }
     }
 
-    /// One transaction for `jobs`: a `match` with one arm per kind of job,
-    /// which is why it is longer than a screen.
+    /// One transaction for `jobs`, under the write lock: every sending
+    /// first, then the other jobs in order (runs of submissions and of
+    /// acknowledgements together), then the checkpoint that covers them,
+    /// the commit, and each caller's answer.
     async fn commit_batch(&mut self, jobs: Vec<Job>) {
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
@@ -130,62 +132,22 @@ impl Writer {
                 Job::Attempts { reply, .. } => drop(reply.send(Err(StoreError::Corrupt(
                     "a sending left in its batch".into(),
                 )))),
-                Job::Chunk {
-                    upload_id,
-                    index,
-                    data,
-                    reply,
-                } => finishers.push(finisher(
-                    reply,
-                    in_savepoint(&mut tx, async |conn| {
-                        uploads::write_chunk(conn, now, &upload_id, index, &data).await
-                    })
-                    .await,
-                )),
-                Job::Document(document, reply) => finishers.push(finisher(
-                    reply,
-                    in_savepoint(&mut tx, async |conn| {
-                        uploads::complete_upload(conn, now, document).await
-                    })
-                    .await,
-                )),
-                Job::DropUploads(which, reply) => finishers.push(finisher(
-                    reply,
-                    in_savepoint(&mut tx, async |conn| {
-                        uploads::drop_uploads(conn, &which).await
-                    })
-                    .await,
-                )),
-                Job::PublishForm(publication, reply) => finishers.push(finisher(
-                    reply,
-                    in_savepoint(&mut tx, async |conn| {
-                        publish_form(conn, now, *publication).await
-                    })
-                    .await,
-                )),
-                Job::AckForm(ack, reply) => finishers.push(finisher(
-                    reply,
-                    in_savepoint(&mut tx, async |conn| {
-                        acknowledge_form(conn, now, *ack).await
-                    })
-                    .await,
-                )),
-                Job::MarkOverdue(today, reply) => finishers.push(finisher(
-                    reply,
-                    in_savepoint(&mut tx, async |conn| mark_overdue(conn, now, today).await).await,
-                )),
-                Job::AddKey { key, retire, reply } => finishers.push(finisher(
-                    reply,
-                    in_savepoint(&mut tx, async |conn| {
-                        super::tree::add_signing_key(conn, &key, retire.then_some(now)).await
-                    })
-                    .await,
-                )),
                 Job::Stop => {}
+                job => finishers.extend(one_job(&mut tx, now, job).await),
             }
         }
-        // The checkpoint that covers the batch, signed once, with the key
-        // the history has valid now (a rotation may have replaced it).
+        self.seal_and_commit(tx, fresh, finishers).await;
+    }
+
+    /// Seals the checkpoint that covers the batch (signed once, with the key
+    /// the history has valid now: a rotation may have replaced it), commits,
+    /// hands the fresh extracts on, and answers each caller.
+    async fn seal_and_commit(
+        &mut self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        mut fresh: Vec<PendingExtract>,
+        finishers: Vec<Finisher>,
+    ) {
         let sealed = match &mut self.signer {
             Some(signer) => super::tree::seal(&mut tx, signer, self.clock.now()).await,
             None => Ok(None),
@@ -370,6 +332,66 @@ fn only<T>(mut answers: Vec<T>) -> Result<T, StoreError> {
 
 fn fail_all(jobs: Vec<Job>, reason: &str) {
     jobs.into_iter().for_each(|job| job.fail(reason));
+}
+
+/// A job done alone, in a savepoint of its own: an upload's chunk or end,
+/// dropping uploads, a form's publication or acknowledgement, marking
+/// obligations overdue, a signing key; its answer waits for the commit.
+/// (Submissions, sendings and acknowledgements of extracts are done in
+/// runs by [`Writer::commit_batch`].)
+async fn one_job(conn: &mut PgConnection, now: DateTime<Utc>, job: Job) -> Option<Finisher> {
+    Some(match job {
+        Job::Chunk {
+            upload_id,
+            index,
+            data,
+            reply,
+        } => finisher(
+            reply,
+            in_savepoint(conn, async |conn| {
+                uploads::write_chunk(conn, now, &upload_id, index, &data).await
+            })
+            .await,
+        ),
+        Job::Document(document, reply) => finisher(
+            reply,
+            in_savepoint(conn, async |conn| {
+                uploads::complete_upload(conn, now, document).await
+            })
+            .await,
+        ),
+        Job::DropUploads(which, reply) => finisher(
+            reply,
+            in_savepoint(conn, async |conn| uploads::drop_uploads(conn, &which).await).await,
+        ),
+        Job::PublishForm(publication, reply) => finisher(
+            reply,
+            in_savepoint(conn, async |conn| {
+                publish_form(conn, now, *publication).await
+            })
+            .await,
+        ),
+        Job::AckForm(ack, reply) => finisher(
+            reply,
+            in_savepoint(conn, async |conn| acknowledge_form(conn, now, *ack).await).await,
+        ),
+        Job::MarkOverdue(today, reply) => finisher(
+            reply,
+            in_savepoint(conn, async |conn| mark_overdue(conn, now, today).await).await,
+        ),
+        Job::AddKey { key, retire, reply } => finisher(
+            reply,
+            in_savepoint(conn, async |conn| {
+                super::tree::add_signing_key(conn, &key, retire.then_some(now)).await
+            })
+            .await,
+        ),
+        // Done in runs, or not a job, in the caller: never here.
+        job @ (Job::Filing(..) | Job::AckExtract { .. } | Job::Attempts { .. } | Job::Stop) => {
+            job.fail("not a job done alone");
+            return None;
+        }
+    })
 }
 
 /// Runs `work` in a savepoint: kept if it succeeds, undone if it fails (a

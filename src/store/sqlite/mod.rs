@@ -1,8 +1,8 @@
 //! The embedded default: one SQLite file through rusqlite, in WAL mode with
 //! `synchronous=FULL`, so a filing that got a receipt survives power loss.
 //! A dedicated writer thread owns the one writing connection
-//! ([`writer`]); reads run on a few connections of their own, on tokio's
-//! blocking threads ([`Readers`]), so neither ever waits on the async
+//! (`writer`); reads run on a few connections of their own, on tokio's
+//! blocking threads (`Readers`), so neither ever waits on the async
 //! runtime. One gateway process per file.
 
 mod facts;

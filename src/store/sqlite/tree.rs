@@ -16,8 +16,8 @@ use crate::{
     },
     signing::{self, KeyRecord, Signer, Standing},
     store::{
-        LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, micros, missing_node,
-        proof_from, recording,
+        LeafEvidence, Sealed, StoreError, StoredCheckpoint, from_micros, key_from_row, micros,
+        missing_node, proof_from, recording, standing_from_row,
     },
 };
 
@@ -137,7 +137,7 @@ fn standing(conn: &Connection, key_id: &str) -> Result<Standing, StoreError> {
         .prepare_cached("SELECT retired_at FROM signing_keys WHERE key_id = ?1")?
         .query_row([key_id], |row| row.get(0))
         .optional()?;
-    Standing::of(row)
+    standing_from_row(row)
 }
 
 /// The next page of (seq, leaf hash) after `size` leaves. Entries written
@@ -282,7 +282,7 @@ pub fn signing_keys(conn: &Connection) -> Result<Vec<KeyRecord>, StoreError> {
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(KeyRecord::from_row).collect()
+    rows.into_iter().map(key_from_row).collect()
 }
 
 /// Adds `key` to the history; with `retire_at` (a rotation, its instant

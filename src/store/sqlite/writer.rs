@@ -28,9 +28,10 @@ use crate::{
     evidence::merkle::leaf_hash,
     signing::Signer,
     store::{
-        AckBuilder, Change, Clock, DocumentRecord, FormAck, FormAckOutcome, FormPublication,
-        Incoming, Job, NewDocument, PendingExtract, Recorded, StoreError, SubmitOutcome,
-        UploadsToDrop, finisher, from_micros, micros, new_id, refuse_the_rest, take_batch,
+        AckBuilder, Change, Clock, DocumentRecord, Finisher, FormAck, FormAckOutcome,
+        FormPublication, Incoming, Job, NewDocument, PendingExtract, Recorded, StoreError,
+        SubmitOutcome, UploadsToDrop, finisher, from_micros, micros, new_id, refuse_the_rest,
+        take_batch,
     },
 };
 
@@ -57,8 +58,7 @@ pub fn run(
 /// One transaction for `jobs`, each in its own savepoint, ending with the
 /// signed checkpoint of the ledger's tree that covers them
 /// ([`tree::seal`]); then `changes` moves, carrying every extract the batch
-/// made, and each caller hears. One arm per kind of job, which is why it is
-/// longer than a screen.
+/// made, and each caller hears.
 fn commit_batch(
     conn: &mut Connection,
     clock: &dyn Clock,
@@ -78,80 +78,105 @@ fn commit_batch(
     let mut fresh = Vec::new();
     for job in jobs {
         let now = clock.now();
-        finishers.push(match job {
+        match job {
             Job::Filing(incoming, reply) => {
                 let result = in_savepoint(&mut tx, |conn| submit(conn, *incoming));
-                finisher(
+                finishers.push(finisher(
                     reply,
                     result.map(|(outcome, extract)| {
                         fresh.extend(extract);
                         outcome
                     }),
-                )
+                ));
             }
-            Job::Chunk {
-                upload_id,
-                index,
-                data,
-                reply,
-            } => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| {
-                    write_chunk(conn, now, &upload_id, index, &data)
-                }),
-            ),
-            Job::Document(document, reply) => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| complete_upload(conn, now, document)),
-            ),
-            Job::DropUploads(which, reply) => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| drop_uploads(conn, &which)),
-            ),
-            Job::Attempts {
-                extract_ids,
-                failed,
-                subscriber,
-                sent_at,
-                reply,
-            } => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| {
-                    record_sendings(conn, sent_at, &extract_ids, &failed, &subscriber)
-                }),
-            ),
-            Job::AckExtract {
-                extract_id,
-                subscriber,
-                build,
-                reply,
-            } => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| {
-                    acknowledge_extract(conn, now, &extract_id, &subscriber, &build)
-                }),
-            ),
-            Job::PublishForm(publication, reply) => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| publish_form(conn, now, *publication)),
-            ),
-            Job::AckForm(ack, reply) => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| acknowledge_form(conn, now, *ack)),
-            ),
-            Job::MarkOverdue(today, reply) => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| mark_overdue(conn, now, today)),
-            ),
-            Job::AddKey { key, retire, reply } => finisher(
-                reply,
-                in_savepoint(&mut tx, |conn| {
-                    tree::add_signing_key(conn, &key, retire.then_some(now))
-                }),
-            ),
-            Job::Stop => continue,
-        });
+            Job::Stop => {}
+            job => finishers.extend(one_job(&mut tx, now, job)),
+        }
     }
+    seal_and_commit(tx, clock, signer, changes, fresh, finishers);
+}
+
+/// A job but a submission (which may make an extract) in a savepoint of
+/// its own, at `now`; its answer waits for the commit.
+fn one_job(tx: &mut Transaction<'_>, now: DateTime<Utc>, job: Job) -> Option<Finisher> {
+    Some(match job {
+        Job::Chunk {
+            upload_id,
+            index,
+            data,
+            reply,
+        } => finisher(
+            reply,
+            in_savepoint(tx, |conn| write_chunk(conn, now, &upload_id, index, &data)),
+        ),
+        Job::Document(document, reply) => finisher(
+            reply,
+            in_savepoint(tx, |conn| complete_upload(conn, now, document)),
+        ),
+        Job::DropUploads(which, reply) => {
+            finisher(reply, in_savepoint(tx, |conn| drop_uploads(conn, &which)))
+        }
+        Job::Attempts {
+            extract_ids,
+            failed,
+            subscriber,
+            sent_at,
+            reply,
+        } => finisher(
+            reply,
+            in_savepoint(tx, |conn| {
+                record_sendings(conn, sent_at, &extract_ids, &failed, &subscriber)
+            }),
+        ),
+        Job::AckExtract {
+            extract_id,
+            subscriber,
+            build,
+            reply,
+        } => finisher(
+            reply,
+            in_savepoint(tx, |conn| {
+                acknowledge_extract(conn, now, &extract_id, &subscriber, &build)
+            }),
+        ),
+        Job::PublishForm(publication, reply) => finisher(
+            reply,
+            in_savepoint(tx, |conn| publish_form(conn, now, *publication)),
+        ),
+        Job::AckForm(ack, reply) => finisher(
+            reply,
+            in_savepoint(tx, |conn| acknowledge_form(conn, now, *ack)),
+        ),
+        Job::MarkOverdue(today, reply) => finisher(
+            reply,
+            in_savepoint(tx, |conn| mark_overdue(conn, now, today)),
+        ),
+        Job::AddKey { key, retire, reply } => finisher(
+            reply,
+            in_savepoint(tx, |conn| {
+                tree::add_signing_key(conn, &key, retire.then_some(now))
+            }),
+        ),
+        // Done in the caller (a submission may make an extract; Stop is no
+        // job): never here.
+        job @ (Job::Filing(..) | Job::Stop) => {
+            job.fail("not a job done alone");
+            return None;
+        }
+    })
+}
+
+/// Seals the checkpoint that covers the batch (signed once, with the key
+/// the history has valid now), commits, hands the fresh extracts on, and
+/// answers each caller.
+fn seal_and_commit(
+    tx: Transaction<'_>,
+    clock: &dyn Clock,
+    signer: Option<&mut Arc<Signer>>,
+    changes: &watch::Sender<Change>,
+    mut fresh: Vec<PendingExtract>,
+    finishers: Vec<Finisher>,
+) {
     let sealed = match signer {
         Some(signer) => tree::seal(&tx, signer, clock.now()),
         None => Ok(None),
