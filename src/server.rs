@@ -124,6 +124,16 @@ pub fn ensure_dev_pki(config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// The energy subscribers: every identity of the `energy` role, in order.
+fn energy_subscribers(config: &Config) -> Vec<String> {
+    config
+        .roles
+        .iter()
+        .filter(|(_, role)| **role == Role::Energy)
+        .map(|(identity, _)| identity.clone())
+        .collect()
+}
+
 /// Starts the gateway described by `config` and returns once it listens.
 pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
     start_with_clock(config, Arc::new(SystemClock)).await
@@ -171,19 +181,14 @@ pub async fn start_with_clock(
 
     // Background work, stopped before the health turns NOT_SERVING for good.
     let mut background = Vec::new();
+    let subscribers = Arc::new(energy_subscribers(config));
     if let Some((listener, addr)) = metrics_listener {
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
-        let subscribers: Vec<String> = config
-            .roles
-            .iter()
-            .filter(|(_, role)| **role == Role::Energy)
-            .map(|(identity, _)| identity.clone())
-            .collect();
         background.push(metrics::serve(
             listener,
             metrics.clone(),
             store.clone(),
-            Arc::new(subscribers),
+            subscribers.clone(),
         ));
     }
     let reloader = Reloader {
@@ -264,9 +269,13 @@ pub async fn start_with_clock(
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            ComplianceServiceServer::new(Compliance::new(store.clone(), clock.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            ComplianceServiceServer::new(Compliance::new(
+                store.clone(),
+                clock.clone(),
+                subscribers,
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         );
 
     // §6 / §6-1 deadlines are watched: overdue obligations are marked, once.

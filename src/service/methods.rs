@@ -104,6 +104,7 @@ mod tests {
                 "GetConsistencyProof",
                 "GetDeliveryStatus",
                 "GetInclusionProof",
+                "GetPendingExtracts",
                 "GetSigningKeys",
                 "ListFindings",
                 "ListObligations",
