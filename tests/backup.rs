@@ -17,6 +17,7 @@ use std::{
 
 use chrono::Datelike;
 use common::{
+    child::under_umask,
     fixtures::{date, generated_bin, start_notification, upload_documents},
     *,
 };
@@ -376,14 +377,20 @@ async fn postgres_is_backed_up_with_pg_dump_and_a_restored_dump_serves_with_its_
     );
 
     // The procedure of docs/operations.md, as written there.
+    // Under umask 077, so the dump is its owner's alone, whatever the
+    // umask it is run from.
     let dump = work.path().join("minegate.dump");
-    let dumped = std::process::Command::new(pg_dump)
+    let dumped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$0\" \"$@\"")
+        .arg(pg_dump)
         .args(["--format=custom", "--file"])
         .arg(&dump)
         .arg(&app.config.database_url)
         .output()
         .unwrap();
     assert!(dumped.status.success(), "{}", text(&dumped.stderr));
+    assert_eq!(mode(&dump), 0o600);
     let restored_database = fresh_postgres_database(&server_url).await;
     let new_url = restored_database.url.clone();
     let restored = std::process::Command::new(pg_restore)
@@ -416,4 +423,100 @@ async fn postgres_is_backed_up_with_pg_dump_and_a_restored_dump_serves_with_its_
         original.entries_checked + 2
     );
     gateway.shutdown().await.unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
+/// `backup --into DIR` as an hourly timer runs it, under umask 000.
+async fn backup_into(app: &TestApp, cwd: &Path, folder: &Path) -> (Output, Vec<String>) {
+    let before = chrono::Utc::now();
+    let output = under_umask(Some("000"))
+        .current_dir(cwd)
+        .args(["backup", "--into", folder.to_str().unwrap()])
+        .env_remove("MINEGATE_CONFIG")
+        .env("MINEGATE_DATABASE_URL", &app.config.database_url)
+        .env("MINEGATE_SIGNING_KEY", &app.config.signing.key)
+        .output()
+        .await
+        .unwrap();
+    let after = chrono::Utc::now();
+    // The names it may have given: one per second it ran in.
+    let mut names = Vec::new();
+    let mut at = before;
+    while at <= after + chrono::Duration::seconds(1) {
+        names.push(format!("minegate-{}.db", at.format("%Y-%m-%dT%H%M%SZ")));
+        at += chrono::Duration::seconds(1);
+    }
+    (output, names)
+}
+
+#[tokio::test]
+async fn hourly_backups_into_a_folder_get_names_of_their_moment_and_are_the_owners_alone() {
+    let app = spawn_app().await;
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "a").await;
+    submit(channel, filing(0, &documents)).await;
+    let work = tempfile::tempdir().unwrap();
+    // Neither folder exists: the command makes them, owner only.
+    let folder = work.path().join("backups/minegate");
+    let mut written = Vec::new();
+    for _ in 0..2 {
+        let (output, names) = backup_into(&app, work.path(), &folder).await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let stdout = text(&output.stdout);
+        let first = stdout.lines().next().unwrap();
+        let name = names
+            .iter()
+            .find(|name| {
+                first.starts_with(&format!("backup written to {}/{name} (", folder.display()))
+            })
+            .unwrap_or_else(|| panic!("{first}: not one of {names:?}"));
+        written.push(name.clone());
+        // The next run is a second later, as an hourly one is an hour later.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_ne!(written[0], written[1]);
+    let mut listed: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, written);
+    assert_eq!(mode(&work.path().join("backups")), 0o700);
+    assert_eq!(mode(&folder), 0o700);
+    for name in &written {
+        assert_eq!(mode(&folder.join(name)), 0o600, "{name}");
+    }
+    // `--to` into a missing folder makes it too.
+    let to = work.path().join("elsewhere/one.db");
+    let output = minegate(
+        work.path(),
+        &app.config.database_url,
+        &app.config.signing.key,
+        &["backup", "--to", to.to_str().unwrap()],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        (mode(&work.path().join("elsewhere")), mode(&to)),
+        (0o700, 0o600)
+    );
+    // One of the two, not both, nor neither.
+    let neither = minegate(
+        work.path(),
+        &app.config.database_url,
+        &app.config.signing.key,
+        &["backup"],
+    )
+    .await;
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(
+        text(&neither.stderr).starts_with(
+            "error: the following required arguments were not provided:\n  <--to <TO>|--into <INTO>>\n"
+        ),
+        "{}",
+        text(&neither.stderr)
+    );
 }
