@@ -124,6 +124,16 @@ pub fn ensure_dev_pki(config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// The energy subscribers: every identity of the `energy` role, in order.
+fn energy_subscribers(config: &Config) -> Vec<String> {
+    config
+        .roles
+        .iter()
+        .filter(|(_, role)| **role == Role::Energy)
+        .map(|(identity, _)| identity.clone())
+        .collect()
+}
+
 /// Starts the gateway described by `config` and returns once it listens.
 pub async fn start(config: &Config) -> Result<Gateway, ServeError> {
     start_with_clock(config, Arc::new(SystemClock)).await
@@ -291,17 +301,11 @@ impl Running<'_> {
         let mut background = Vec::new();
         if let Some((listener, addr)) = metrics_listener {
             tracing::info!(%addr, "metrics on http://{addr}/metrics");
-            let subscribers: Vec<String> = config
-                .roles
-                .iter()
-                .filter(|(_, role)| **role == Role::Energy)
-                .map(|(identity, _)| identity.clone())
-                .collect();
             background.push(metrics::serve(
                 listener,
                 metrics.clone(),
                 store.clone(),
-                Arc::new(subscribers),
+                Arc::new(energy_subscribers(config)),
             ));
         }
         background.push(self.spawn_reloader(tls).await);
@@ -386,9 +390,13 @@ impl Running<'_> {
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
-            compliance: ComplianceServiceServer::new(Compliance::new(store.clone(), clock.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            compliance: ComplianceServiceServer::new(Compliance::new(
+                store.clone(),
+                clock.clone(),
+                Arc::new(energy_subscribers(self.config)),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         }
     }
 }

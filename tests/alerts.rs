@@ -63,13 +63,38 @@ fn every_alert_is_unit_tested_and_has_a_runbook_section() {
             "{alert} has no section in docs/operations.md"
         );
         assert!(
-            rules.contains(&format!(
-                "runbook: \"docs/operations.md#{}\"",
-                alert.to_lowercase()
-            )),
+            rules.contains(&format!("runbook: \"{RUNBOOK}#{}\"", alert.to_lowercase())),
             "{alert} does not link its runbook section"
         );
     }
+}
+
+/// Where the package installs the runbook: the alerts link it there.
+const RUNBOOK: &str = "file:///usr/share/doc/minegate/operations.md";
+
+/// The runbook the alerts link is where the package puts
+/// docs/operations.md (tests/packaging.rs lists the package's files).
+#[test]
+fn the_alerts_link_the_runbook_where_the_package_installs_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let build = std::fs::read_to_string(root.join("deploy/debian/build-deb")).unwrap();
+    assert!(
+        build.contains(" docs/operations.md ")
+            && build.contains("\"$stage/usr/share/doc/minegate/$name\""),
+        "build-deb no longer installs docs/operations.md as {RUNBOOK}"
+    );
+    let rules = std::fs::read_to_string(root.join(RULES)).unwrap();
+    let links: Vec<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("runbook: \""))
+        .collect();
+    assert_eq!(links.len(), 14);
+    assert!(
+        links
+            .iter()
+            .all(|link| link.starts_with(&format!("{RUNBOOK}#"))),
+        "{links:?}"
+    );
 }
 
 async fn scrape(addr: SocketAddr) -> String {

@@ -17,6 +17,7 @@ use std::{
 
 use chrono::Datelike;
 use common::{
+    child::under_umask,
     fixtures::{date, generated_bin, start_notification, upload_documents},
     *,
 };
@@ -376,14 +377,20 @@ async fn postgres_is_backed_up_with_pg_dump_and_a_restored_dump_serves_with_its_
     );
 
     // The procedure of docs/operations.md, as written there.
+    // Under umask 077, so the dump is its owner's alone, whatever the
+    // umask it is run from.
     let dump = work.path().join("minegate.dump");
-    let dumped = std::process::Command::new(pg_dump)
+    let dumped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$0\" \"$@\"")
+        .arg(pg_dump)
         .args(["--format=custom", "--file"])
         .arg(&dump)
         .arg(&app.config.database_url)
         .output()
         .unwrap();
     assert!(dumped.status.success(), "{}", text(&dumped.stderr));
+    assert_eq!(mode(&dump), 0o600);
     let restored_database = fresh_postgres_database(&server_url).await;
     let new_url = restored_database.url.clone();
     let restored = std::process::Command::new(pg_restore)
@@ -414,6 +421,327 @@ async fn postgres_is_backed_up_with_pg_dump_and_a_restored_dump_serves_with_its_
     assert_eq!(
         verify(channel).await.entries_checked,
         original.entries_checked + 2
+    );
+    gateway.shutdown().await.unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
+/// `backup --into DIR` as an hourly timer runs it, under umask 000.
+async fn backup_into(app: &TestApp, cwd: &Path, folder: &Path) -> (Output, Vec<String>) {
+    let before = chrono::Utc::now();
+    let output = under_umask(Some("000"))
+        .current_dir(cwd)
+        .args(["backup", "--into", folder.to_str().unwrap()])
+        .env_remove("MINEGATE_CONFIG")
+        .env("MINEGATE_DATABASE_URL", &app.config.database_url)
+        .env("MINEGATE_SIGNING_KEY", &app.config.signing.key)
+        .output()
+        .await
+        .unwrap();
+    let after = chrono::Utc::now();
+    // The names it may have given: one per second it ran in.
+    let mut names = Vec::new();
+    let mut at = before;
+    while at <= after + chrono::Duration::seconds(1) {
+        names.push(format!("minegate-{}.db", at.format("%Y-%m-%dT%H%M%SZ")));
+        at += chrono::Duration::seconds(1);
+    }
+    (output, names)
+}
+
+#[tokio::test]
+async fn hourly_backups_into_a_folder_get_names_of_their_moment_and_are_the_owners_alone() {
+    let app = spawn_app().await;
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "a").await;
+    submit(channel, filing(0, &documents)).await;
+    let work = tempfile::tempdir().unwrap();
+    // Neither folder exists: the command makes them, owner only.
+    let folder = work.path().join("backups/minegate");
+    let mut written = Vec::new();
+    for _ in 0..2 {
+        let (output, names) = backup_into(&app, work.path(), &folder).await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let stdout = text(&output.stdout);
+        let first = stdout.lines().next().unwrap();
+        let name = names
+            .iter()
+            .find(|name| {
+                first.starts_with(&format!("backup written to {}/{name} (", folder.display()))
+            })
+            .unwrap_or_else(|| panic!("{first}: not one of {names:?}"));
+        written.push(name.clone());
+        // The next run is a second later, as an hourly one is an hour later.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_ne!(written[0], written[1]);
+    let mut listed: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, written);
+    assert_eq!(mode(&work.path().join("backups")), 0o700);
+    assert_eq!(mode(&folder), 0o700);
+    for name in &written {
+        assert_eq!(mode(&folder.join(name)), 0o600, "{name}");
+    }
+    // `--to` into a missing folder makes it too.
+    let to = work.path().join("elsewhere/one.db");
+    let output = minegate(
+        work.path(),
+        &app.config.database_url,
+        &app.config.signing.key,
+        &["backup", "--to", to.to_str().unwrap()],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        (mode(&work.path().join("elsewhere")), mode(&to)),
+        (0o700, 0o600)
+    );
+    // One of the two, not both, nor neither.
+    let neither = minegate(
+        work.path(),
+        &app.config.database_url,
+        &app.config.signing.key,
+        &["backup"],
+    )
+    .await;
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(
+        text(&neither.stderr).starts_with(
+            "error: the following required arguments were not provided:\n  <--to <TO>|--into <INTO>>\n"
+        ),
+        "{}",
+        text(&neither.stderr)
+    );
+}
+
+/// The energy client as a child process, with the certificates in `pki`,
+/// against the gateway at `addr`.
+async fn energy(pki: &Path, addr: std::net::SocketAddr, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .args(args)
+        .args(["--server", &format!("https://{addr}")])
+        .arg("--ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join("energy.pem"))
+        .arg("--key")
+        .arg(pki.join("energy.key"))
+        .args(["--tls-domain", "localhost"])
+        .env_remove("RUST_LOG")
+        .env_remove("MINEGATE_CONFIG")
+        .output()
+        .await
+        .unwrap()
+}
+
+/// (size, root) of a checkpoint note.
+fn size_and_root(note: &str) -> (String, String) {
+    let lines: Vec<&str> = note.lines().collect();
+    (lines[1].to_owned(), lines[2].to_owned())
+}
+
+/// `minegate ledger checkpoint`'s size and root, which its note repeats.
+async fn announced(cwd: &Path, url: &str, key: &Path) -> (String, String) {
+    let output = minegate(cwd, url, key, &["ledger", "checkpoint"]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let said = (
+        lines[0].strip_prefix("size ").unwrap().to_owned(),
+        lines[1].strip_prefix("root ").unwrap().to_owned(),
+    );
+    assert!(lines[2].starts_with("signed "), "{stdout}");
+    assert_eq!(lines[3], "", "{stdout}");
+    assert_eq!(size_and_root(&lines[4..].join("\n")), said, "{stdout}");
+    said
+}
+
+fn hex16(base64_root: &str) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(base64_root)
+        .unwrap();
+    minegate::domain::hex(&bytes)[..16].to_owned()
+}
+
+#[tokio::test]
+async fn after_an_announced_restore_the_energy_client_refuses_until_told_to_accept_the_restored_log()
+ {
+    let app = spawn_app().await;
+    let pki = app.pki_dir();
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "a").await;
+    submit(channel.clone(), filing(0, &documents)).await;
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("copy.db");
+    let (key, url) = (
+        app.config.signing.key.clone(),
+        app.config.database_url.clone(),
+    );
+    let backed_up = minegate(
+        work.path(),
+        &url,
+        &key,
+        &["backup", "--to", copy.to_str().unwrap()],
+    )
+    .await;
+    assert!(backed_up.status.success(), "{}", text(&backed_up.stderr));
+    // A filing after the backup; the ministry sees the log with it.
+    submit(channel, filing(1, &documents)).await;
+    let out = work.path().join("energy");
+    let out_arg = out.to_str().unwrap();
+    let subscribe = ["energy", "subscribe", "--once", "--out", out_arg];
+    let caught_up = energy(&pki, app.addr, &subscribe).await;
+    assert!(caught_up.status.success(), "{}", text(&caught_up.stderr));
+    let kept_path = out.join("minegate-checkpoint.note");
+    let kept = std::fs::read_to_string(&kept_path).unwrap();
+    let (old_size, old_root) = size_and_root(&kept);
+
+    // The database is lost; the operators restore the backup and announce
+    // the restored log's checkpoint.
+    let mut config = app.config.clone();
+    app.gateway.shutdown().await.unwrap();
+    let restored_url = format!(
+        "sqlite://{}",
+        work.path().join("restored/minegate.db").display()
+    );
+    let put_back = minegate(
+        work.path(),
+        &restored_url,
+        &key,
+        &["restore", "--from", copy.to_str().unwrap()],
+    )
+    .await;
+    assert!(put_back.status.success(), "{}", text(&put_back.stderr));
+    let (size, root) = announced(work.path(), &restored_url, &key).await;
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = restored_url.clone();
+    let gateway = server::start(&config)
+        .await
+        .expect("the restored gateway starts");
+    let addr = gateway.local_addr();
+    let authority = minegate::client::ClientTls {
+        server: format!("https://{addr}"),
+        ca: pki.join("ca.pem"),
+        cert: pki.join("authority.pem"),
+        key: pki.join("authority.key"),
+        domain: Some("localhost".to_owned()),
+    };
+    // Another filing: the restored log goes on, other than the one the ministry saw.
+    submit(authority.connect().await.unwrap(), filing(2, &documents)).await;
+    let (new_size, new_root) = announced(work.path(), &restored_url, &key).await;
+
+    // The client refuses, and says how to go on.
+    let refused = energy(&pki, addr, &subscribe).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.starts_with("error: the log was rewritten: the checkpoint of "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(
+            "\nif the gateway's operators announced a restore of its database, accept the \
+             restored log they announced: minegate energy accept-restored-log --out DIR \
+             --size SIZE --root ROOT (docs/operations.md, \"Resuming the ministries' clients\"); \
+             otherwise report both checkpoints to them\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), kept);
+
+    // A checkpoint the gateway's log does not continue is refused.
+    let accept = |size: &str, root: &str| {
+        let args = [
+            "energy",
+            "accept-restored-log",
+            "--out",
+            out_arg,
+            "--size",
+            size,
+            "--root",
+            root,
+        ];
+        args.map(str::to_owned)
+    };
+    let run = |args: [String; 8]| {
+        let pki = pki.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            energy(&pki, addr, &args).await
+        }
+    };
+    let wrong = run(accept(&size, &old_root)).await;
+    assert_eq!(wrong.status.code(), Some(1));
+    assert_eq!(
+        text(&wrong.stderr),
+        format!(
+            "error: the gateway's log of {new_size} entries does not continue the announced \
+             checkpoint of {size} entries (root {old_root}): the proof does not lead to the \
+             root; nothing changed\n"
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), kept);
+
+    // The announced one is accepted, logged with both checkpoints.
+    let accepted = run(accept(&size, &root)).await;
+    assert!(accepted.status.success(), "{}", text(&accepted.stderr));
+    let kept_at = format!(
+        "{}.replaced-{old_size}-{}",
+        kept_path.display(),
+        hex16(&old_root)
+    );
+    assert_eq!(
+        text(&accepted.stdout),
+        format!(
+            "accepted the restored log: the checkpoint kept in {} of {old_size} entries (root \
+             {old_root}) is replaced by the gateway's of {new_size} entries (root {new_root}); \
+             the old one is kept at {kept_at}\n",
+            kept_path.display()
+        )
+    );
+    let log = text(&accepted.stderr);
+    for said in [
+        "WARN".to_owned(),
+        "accepted the gateway's restored log in place of the checkpoint kept".to_owned(),
+        format!("old_size={old_size}"),
+        format!("new_size={new_size}"),
+        format!("announced_size={size}"),
+    ] {
+        assert!(log.contains(&said), "{said} not in {log}");
+    }
+    assert_eq!(std::fs::read_to_string(&kept_at).unwrap(), kept);
+    let now_kept = std::fs::read_to_string(&kept_path).unwrap();
+    assert_eq!(size_and_root(&now_kept), (new_size, new_root));
+    assert_eq!(mode(&kept_path), 0o600);
+
+    // The client goes on: the extract the restore took back (filing 0's,
+    // unacknowledged in the backup) and the new filing's.
+    let resumed = energy(&pki, addr, &subscribe).await;
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let printed = text(&resumed.stdout);
+    assert!(
+        printed.ends_with(&format!(
+            "2 extracts written to {out_arg} and acknowledged\n"
+        )),
+        "{printed}"
+    );
+    // Told again, there is nothing to accept.
+    let again = run(accept(&size, &root)).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout),
+        format!(
+            "nothing to accept: the checkpoint kept in {} is consistent with the gateway's log\n",
+            kept_path.display()
+        )
     );
     gateway.shutdown().await.unwrap();
 }

@@ -270,3 +270,70 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// TLS to PostgreSQL as the runbook sets it up: `sslmode=verify-full` with
+/// `sslrootcert` in the URL (and a password, never shown) is accepted,
+/// connects over TLS checking the server's certificate and name, and a
+/// server certificate the root does not sign is refused. The server here
+/// must serve TLS with a self-signed certificate for `localhost` (Debian's
+/// snakeoil one): its own certificate is the root.
+#[tokio::test]
+async fn on_postgresql_verify_full_with_sslrootcert_in_the_url_connects_over_tls() {
+    let Some(server) = postgres_url() else {
+        return;
+    };
+    let settings = texts(
+        &server,
+        "SELECT setting FROM pg_settings WHERE name IN ('ssl', 'ssl_cert_file') ORDER BY name",
+    )
+    .await;
+    let cert = PathBuf::from(&settings[1]);
+    if settings[0] != "on" || std::fs::read(&cert).is_err() {
+        assert!(
+            std::env::var("MINEGATE_TEST_TOOLS").as_deref() != Ok("required"),
+            "PostgreSQL does not serve TLS with a readable certificate: {settings:?}"
+        );
+        eprintln!("skipped: PostgreSQL does not serve TLS with a readable certificate");
+        return;
+    }
+    let dir = fresh_folder();
+    let database = fresh_postgres_database(&server).await;
+    let name = database.url.rsplit('/').next().unwrap().to_owned();
+    let url = |password: &str, root: &Path| {
+        format!(
+            "postgres://postgres:{password}@localhost:5432/{name}?sslmode=verify-full&sslrootcert={}",
+            root.display()
+        )
+    };
+    let (said, code) = check(dir.path(), &url("s3cret", &cert));
+    let line = format!(
+        "database: {}: schema version 0: will migrate from 0 to 6\n",
+        url("***", &cert)
+    );
+    assert_eq!(said, files_report(dir.path()) + &line + OK);
+    assert_eq!(code, Some(0));
+    // The connection is TLS, as the server sees it.
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url("s3cret", &cert))
+        .await
+        .unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert!(ssl);
+    sqlx::Connection::close(connection).await.unwrap();
+
+    // A root that did not sign the server's certificate: refused, exit 2.
+    let other_root = dir.path().join("pki/ca.pem");
+    let (said, code) = check(dir.path(), &url("s3cret", &other_root));
+    assert_eq!(code, Some(2));
+    assert!(
+        said.contains(&format!(
+            "\nerror: {}: database unavailable: ",
+            url("***", &other_root)
+        )),
+        "{said}"
+    );
+    assert!(said.contains("UnknownIssuer"), "{said}");
+    assert!(!said.contains("s3cret"), "{said}");
+}

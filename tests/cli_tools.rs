@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output},
 };
 
-use common::{Backend, TestApp, TestClock, as_role, spawn_on};
+use common::{Backend, TestApp, TestClock, as_role, spawn_on, spawn_on_with};
 use minegate::proto::v1::{
     FilingReceipt, ListObligationsRequest, ObligationKind, ObligationStatus,
     compliance_service_client::ComplianceServiceClient,
@@ -73,7 +73,16 @@ async fn obligations(app: &TestApp, kind: ObligationKind) -> Vec<ObligationStatu
 #[tokio::test]
 async fn each_agency_works_through_its_command_line_client() {
     let clock = TestClock::at("2026-10-05T06:00:00Z");
-    let app = spawn_on(Backend::Sqlite, clock.clone()).await.unwrap();
+    // A second energy subscriber, which never connects: `status` shows
+    // each subscriber's backlog.
+    let app = spawn_on_with(Backend::Sqlite, clock.clone(), |config| {
+        config.roles.insert(
+            "urn:kz:gov:energy:standby".to_owned(),
+            minegate::tls::Role::Energy,
+        );
+    })
+    .await
+    .unwrap();
 
     // The authority submits each example.
     let start = submit(&app, "start", "start-notification.json", true, false).await;
@@ -138,6 +147,17 @@ async fn each_agency_works_through_its_command_line_client() {
     assert_eq!(
         text(&register.stdout).lines().nth(1),
         Some("KZ-DM-000001   210240001236  TERMINATED     3600 kW  TOO «Qazaq Hash»")
+    );
+
+    // Two extracts wait for each energy subscriber.
+    let status = as_role(&app, "operator", &["status"]).await;
+    assert_eq!(
+        text(&status.stdout),
+        "gateway            SERVING\n\
+         pending extracts   not acknowledged, by subscriber\n\
+         \x20        2  urn:kz:gov:energy:standby\n\
+         \x20        2  urn:minegate:energy\n\
+         overdue            0\n"
     );
 
     // The energy ministry catches up: two extracts, three distinct documents.
@@ -307,7 +327,11 @@ async fn each_agency_works_through_its_command_line_client() {
     let status = as_role(&app, "operator", &["status"]).await;
     assert_eq!(
         text(&status.stdout),
-        "gateway            SERVING\npending extracts   0\noverdue            0\n"
+        "gateway            SERVING\n\
+         pending extracts   not acknowledged, by subscriber\n\
+         \x20        2  urn:kz:gov:energy:standby\n\
+         \x20        0  urn:minegate:energy\n\
+         overdue            0\n"
     );
     assert!(status.status.success());
     let listed = as_role(

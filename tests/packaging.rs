@@ -106,6 +106,7 @@ fn the_package_installs_runs_verifies_and_removes() {
         dpkg: dpkg.clone(),
         had_user: run(&getent, &["passwd", "minegate"]).status.success(),
         had_data: Path::new("/var/lib/minegate").exists(),
+        had_backups: Path::new("/var/backups/minegate").exists(),
     };
 
     // Build, from this test's binary.
@@ -190,12 +191,14 @@ fn the_package_installs_runs_verifies_and_removes() {
                 "-c",
                 "%U:%G %a",
                 "/var/lib/minegate",
+                "/var/backups/minegate",
                 "/etc/minegate",
                 "/etc/minegate/pki",
                 "/etc/minegate/minegate.toml"
             ]
         ),
-        "minegate:minegate 750\nroot:minegate 750\nroot:minegate 750\nroot:minegate 640\n"
+        "minegate:minegate 750\nminegate:minegate 700\nroot:minegate 750\nroot:minegate 750\n\
+         root:minegate 640\n"
     );
     // The unit is valid, and its exposure is under 2.0 on systemd's scale
     // of 0 (locked down) to 10 (as open as a unit can be).
@@ -250,6 +253,7 @@ struct LeaveAsFound {
     dpkg: std::path::PathBuf,
     had_user: bool,
     had_data: bool,
+    had_backups: bool,
 }
 
 impl Drop for LeaveAsFound {
@@ -257,6 +261,9 @@ impl Drop for LeaveAsFound {
         let _ = run(&self.dpkg, &["-P", "minegate"]);
         if !self.had_data {
             let _ = std::fs::remove_dir_all("/var/lib/minegate");
+        }
+        if !self.had_backups {
+            let _ = std::fs::remove_dir_all("/var/backups/minegate");
         }
         if !self.had_user {
             let _ = run(

@@ -27,10 +27,34 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
 pub struct BackupArgs {
-    /// The file to write the copy to; it must not exist.
+    /// The file to write the copy to; it must not exist. A missing folder
+    /// is made, owner only (0700).
     #[arg(long)]
-    pub to: PathBuf,
+    pub to: Option<PathBuf>,
+    /// The folder to write the copy into, named for the moment it is taken:
+    /// minegate-YYYY-MM-DDTHHMMSSZ.db (UTC). A missing folder is made, owner
+    /// only (0700).
+    #[arg(long)]
+    pub into: Option<PathBuf>,
+}
+
+impl BackupArgs {
+    /// The file to write: `--to`, else a name of this moment in `--into`.
+    fn file(&self, now: chrono::DateTime<chrono::Utc>) -> PathBuf {
+        match (&self.to, &self.into) {
+            (Some(to), _) => to.clone(),
+            (None, Some(folder)) => folder.join(backup_name(now)),
+            (None, None) => unreachable!("clap requires --to or --into"),
+        }
+    }
+}
+
+/// The name `--into` gives a backup taken at `now`: unique to the second,
+/// and in time order when listed.
+pub fn backup_name(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("minegate-{}.db", now.format("%Y-%m-%dT%H%M%SZ"))
 }
 
 #[derive(Debug, Args)]
@@ -81,13 +105,18 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
     if !live.is_file() {
         bail!("there is no database at {}", live.display());
     }
-    if args.to.exists() {
+    let to = args.file(chrono::Utc::now());
+    if to.exists() {
         bail!(
             "{} exists: a backup never overwrites a file; name a new one",
-            args.to.display()
+            to.display()
         );
     }
-    let partial = beside(&args.to, "partial")?;
+    if let Some(folder) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        files::create_private_folder(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+    }
+    let partial = beside(&to, "partial")?;
     remove_if_present(&partial)?;
     // It holds every filing (names, BIN/IIN, bank details): made empty and
     // owner-only first (VACUUM INTO fills an empty file), so no moment
@@ -113,12 +142,12 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
             return Err(error.context("the copy did not verify; no backup was written"));
         }
     };
-    settle(&partial, &args.to)?;
-    let bytes = fs::metadata(&args.to)?.len();
+    settle(&partial, &to)?;
+    let bytes = fs::metadata(&to)?.len();
     println!(
         "backup written to {} ({bytes} bytes)\n{summary}\n\
          not in the backup: the signing key ({}) and the PKI; keep them safe apart",
-        args.to.display(),
+        to.display(),
         config.signing.key.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -13,8 +13,9 @@ use tonic_health::pb::{
 use super::ClientArgs;
 use crate::{
     proto::v1::{
-        FindingKind, ListFindingsRequest, ListObligationsRequest, Obligation, ObligationKind,
-        ObligationStatus, compliance_service_client::ComplianceServiceClient,
+        FindingKind, GetPendingExtractsRequest, ListFindingsRequest, ListObligationsRequest,
+        Obligation, ObligationKind, ObligationStatus, SubscriberPending,
+        compliance_service_client::ComplianceServiceClient,
     },
     tls::Role,
 };
@@ -203,8 +204,8 @@ pub async fn run(command: ComplianceCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Health, extracts not yet delivered, overdue obligations. Exit 1 when not
-/// serving or when anything is overdue.
+/// Health, extracts not yet acknowledged by each subscriber, overdue
+/// obligations. Exit 1 when not serving or when anything is overdue.
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let channel = args.client.tls(Role::Operator).connect().await?;
     let health = HealthClient::new(channel.clone())
@@ -212,13 +213,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .await?
         .into_inner()
         .status();
-    let undelivered = [ObligationStatus::Pending, ObligationStatus::Overdue];
-    let mut pending_extracts = 0;
-    for status in undelivered {
-        pending_extracts += all_obligations(channel.clone(), ObligationKind::EnergyExtract, status)
-            .await?
-            .len();
-    }
+    let pending = ComplianceServiceClient::new(channel.clone())
+        .get_pending_extracts(GetPendingExtractsRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+        .into_inner()
+        .subscribers;
     let overdue = all_obligations(
         channel,
         ObligationKind::Unspecified,
@@ -226,7 +226,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     println!("gateway            {}", health.as_str_name());
-    println!("pending extracts   {pending_extracts}");
+    print_pending(&pending);
     println!("overdue            {}", overdue.len());
     for o in &overdue {
         println!(
@@ -249,4 +249,16 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `pending extracts` with each energy subscriber's count on a line of its own.
+fn print_pending(pending: &[SubscriberPending]) {
+    if pending.is_empty() {
+        println!("pending extracts   no energy subscriber in [roles]");
+        return;
+    }
+    println!("pending extracts   not acknowledged, by subscriber");
+    for subscriber in pending {
+        println!("  {:>8}  {}", subscriber.extracts, subscriber.subscriber);
+    }
 }

@@ -20,7 +20,10 @@ use clap::Subcommand;
 use prost::Message;
 use tokio::sync::watch;
 
-use super::{ClientArgs, witness::Witness};
+use super::{
+    ClientArgs,
+    witness::{self, Announced, Witness},
+};
 use crate::{
     client::ClientTls,
     domain::Sha256Hex,
@@ -46,6 +49,18 @@ pub enum EnergyCommand {
         /// Unacknowledged extracts in flight at once.
         #[arg(long, default_value_t = 16)]
         max_in_flight: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// After a restore the gateway's operators announced: accept the
+    /// restored log in place of the checkpoint kept in DIR, if the
+    /// gateway's log continues the announced checkpoint.
+    AcceptRestoredLog {
+        /// The folder `subscribe --out` writes to (its minegate-checkpoint.note).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        announced: Announced,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -300,19 +315,43 @@ pub async fn subscribe(
 }
 
 pub async fn run(command: EnergyCommand) -> anyhow::Result<ExitCode> {
-    let EnergyCommand::Subscribe {
-        out,
-        once,
-        max_in_flight,
-        client,
-    } = command;
-    let tls = client.tls(Role::Energy);
+    match command {
+        EnergyCommand::Subscribe {
+            out,
+            once,
+            max_in_flight,
+            client,
+        } => run_subscribe(&client.tls(Role::Energy), &out, once, max_in_flight)
+            .await
+            .map_err(|error| {
+                witness::with_restore_hint(error, "minegate energy accept-restored-log --out DIR")
+            }),
+        EnergyCommand::AcceptRestoredLog {
+            out,
+            announced,
+            client,
+        } => {
+            let path = Witness::beside(&out, true);
+            let channel = client.tls(Role::Energy).connect().await?;
+            let accepted = witness::accept_restored_log(channel, path.clone(), &announced).await?;
+            println!("{}", witness::describe(&accepted, &path));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run_subscribe(
+    tls: &ClientTls,
+    out: &Path,
+    once: bool,
+    max_in_flight: u32,
+) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
     });
-    let written = subscribe(&tls, &out, once, max_in_flight, stopped, |w| {
+    let written = subscribe(tls, out, once, max_in_flight, stopped, |w| {
         println!(
             "{}  {}  {} (attempt {}, {} documents)",
             w.extract.extract_id, w.extract.bin_or_iin, w.extract.name, w.attempt, w.documents

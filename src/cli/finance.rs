@@ -17,7 +17,11 @@ use prost::Message;
 
 use tonic::transport::Channel;
 
-use super::{ClientArgs, energy::write_durably, witness::Witness};
+use super::{
+    ClientArgs,
+    energy::write_durably,
+    witness::{self, Announced, Witness},
+};
 use crate::{
     client::ClientTls,
     domain::Sha256Hex,
@@ -47,6 +51,18 @@ pub enum FinanceCommand {
         format: FormFormat,
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// After a restore the gateway's operators announced: accept the
+    /// restored log in place of the checkpoint kept beside OUT, if the
+    /// gateway's log continues the announced checkpoint.
+    AcceptRestoredLog {
+        /// The file `pull --out` writes (its folder's minegate-checkpoint.note).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        announced: Announced,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -227,14 +243,40 @@ pub async fn pull(
 }
 
 pub async fn run(command: FinanceCommand) -> anyhow::Result<ExitCode> {
-    let FinanceCommand::Pull {
-        year,
-        quarter,
-        format,
-        out,
-        client,
-    } = command;
-    let pulled = pull(&client.tls(Role::Finance), year, quarter, format, &out).await?;
+    match command {
+        FinanceCommand::Pull {
+            year,
+            quarter,
+            format,
+            out,
+            client,
+        } => run_pull(&client.tls(Role::Finance), year, quarter, format, &out)
+            .await
+            .map_err(|error| {
+                witness::with_restore_hint(error, "minegate finance accept-restored-log --out FILE")
+            }),
+        FinanceCommand::AcceptRestoredLog {
+            out,
+            announced,
+            client,
+        } => {
+            let path = Witness::beside(&out, false);
+            let channel = client.tls(Role::Finance).connect().await?;
+            let accepted = witness::accept_restored_log(channel, path.clone(), &announced).await?;
+            println!("{}", witness::describe(&accepted, &path));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run_pull(
+    tls: &ClientTls,
+    year: i32,
+    quarter: i32,
+    format: FormFormat,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let pulled = pull(tls, year, quarter, format, out).await?;
     println!(
         "form 402 for {year} Q{quarter}: revision {}, {} rows, total {} kWh ({} Wh); written to {} and acknowledged",
         pulled.revision,

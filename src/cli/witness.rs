@@ -5,15 +5,28 @@
 //! the checkpoint of every artifact's evidence. A gateway that rewrote its
 //! log, or served a shorter tree after a longer one, is reported with both
 //! checkpoints; the caller then writes and acknowledges nothing more.
+//!
+//! After a restore the gateway's operators announced (its database put back
+//! to a backup, so its log is shorter or other than the one the ministry
+//! saw), [`accept_restored_log`] is the deliberate way on: the gateway's
+//! log must continue the checkpoint the operators announced (size and root,
+//! `minegate ledger checkpoint`), and only then is the kept checkpoint
+//! replaced by the gateway's, the old one kept beside it and both named in
+//! a log line.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use clap::Args;
 use tonic::transport::Channel;
 
 use super::energy::write_durably;
 use crate::{
-    evidence::verify::{self, ArtifactKind, EvidenceError, Verified},
+    evidence::{
+        merkle::{self, Hash},
+        verify::{self, ArtifactKind, EvidenceError, Verified},
+    },
     proto::v1::{
         Evidence, GetCheckpointRequest, GetConsistencyProofRequest, GetSigningKeysRequest,
         SigningKey, compliance_service_client::ComplianceServiceClient,
@@ -152,4 +165,196 @@ impl Witness {
 
 fn status(status: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+/// The checkpoint of the restored log that the gateway's operators
+/// announced (`minegate ledger checkpoint` prints it).
+#[derive(Debug, Clone, Args)]
+pub struct Announced {
+    /// The announced checkpoint's tree size (entries).
+    #[arg(long)]
+    pub size: u64,
+    /// The announced checkpoint's root, base64 as in its note.
+    #[arg(long)]
+    pub root: String,
+}
+
+/// What [`accept_restored_log`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// The kept checkpoint is consistent with the gateway's log: nothing
+    /// was rewritten, nothing changed (beyond the usual newer checkpoint).
+    NotRewritten,
+    /// The kept checkpoint was replaced by the gateway's.
+    Replaced(Box<Replacement>),
+}
+
+/// The kept checkpoint `old`, replaced by the gateway's `new`; the old note
+/// is kept at `kept_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    pub old: Verified,
+    pub new: Verified,
+    pub kept_at: PathBuf,
+}
+
+/// Whether `error` says the log was rewritten (the kept checkpoint is not a
+/// prefix of the gateway's), itself or in the energy client's [`Refused`].
+///
+/// [`Refused`]: super::energy::Refused
+pub fn is_rewritten(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<EvidenceError>(),
+            Some(EvidenceError::Rewritten { .. })
+        ) || cause
+            .downcast_ref::<super::energy::Refused>()
+            .is_some_and(|refused| is_rewritten(&refused.0))
+    })
+}
+
+/// `error`, with what to do when it says the log was rewritten: accept
+/// the restored log with `command` once the operators announced it.
+pub fn with_restore_hint(error: anyhow::Error, command: &str) -> anyhow::Error {
+    if !is_rewritten(&error) {
+        return error;
+    }
+    anyhow!(
+        "{}\nif the gateway's operators announced a restore of its database, accept the \
+         restored log they announced: {command} --size SIZE --root ROOT \
+         (docs/operations.md, \"Resuming the ministries' clients\"); otherwise report both \
+         checkpoints to them",
+        super::causes_once(&error)
+    )
+}
+
+/// Replaces the checkpoint kept at `path` by the gateway's latest, when the
+/// kept one is not a prefix of the gateway's log (a restore) and the
+/// gateway's log continues the `announced` checkpoint. Refuses, changing
+/// nothing, when the gateway's log does not continue it.
+pub async fn accept_restored_log(
+    channel: Channel,
+    path: PathBuf,
+    announced: &Announced,
+) -> anyhow::Result<Accepted> {
+    let root = announced_root(&announced.root)?;
+    match Witness::connect(channel.clone(), path.clone()).await {
+        Ok(_) => return Ok(Accepted::NotRewritten),
+        Err(error) if is_rewritten(&error) => {}
+        Err(error) => return Err(error),
+    }
+    let mut compliance = ComplianceServiceClient::new(channel);
+    let keys = compliance
+        .get_signing_keys(GetSigningKeysRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .keys;
+    let note = compliance
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .note;
+    let new = verify::open_checkpoint(&note, &keys).context("the gateway's latest checkpoint")?;
+    continues(&mut compliance, &new, announced.size, &root).await?;
+    let old_note =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let old = verify::open_checkpoint(&old_note, &keys)
+        .with_context(|| format!("the checkpoint kept in {}", path.display()))?;
+    let kept_at = PathBuf::from(format!(
+        "{}.replaced-{}-{}",
+        path.display(),
+        old.checkpoint.size,
+        &crate::domain::hex(&old.checkpoint.root)[..16]
+    ));
+    if !kept_at.exists() {
+        std::fs::hard_link(&path, &kept_at)
+            .with_context(|| format!("keeping the old checkpoint at {}", kept_at.display()))?;
+    }
+    write_durably(&path, new.note.as_bytes())
+        .with_context(|| format!("keeping the checkpoint in {}", path.display()))?;
+    tracing::warn!(
+        old_size = old.checkpoint.size,
+        old_root = %STANDARD.encode(old.checkpoint.root),
+        new_size = new.checkpoint.size,
+        new_root = %STANDARD.encode(new.checkpoint.root),
+        announced_size = announced.size,
+        announced_root = %announced.root,
+        kept_at = %kept_at.display(),
+        "accepted the gateway's restored log in place of the checkpoint kept"
+    );
+    Ok(Accepted::Replaced(Box::new(Replacement {
+        old,
+        new,
+        kept_at,
+    })))
+}
+
+fn announced_root(root: &str) -> anyhow::Result<Hash> {
+    STANDARD
+        .decode(root)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .with_context(|| format!("--root {root}: not 32 bytes of base64, as in a checkpoint note"))
+}
+
+/// Checks that the gateway's log, of `latest`'s size, continues the
+/// announced checkpoint of `size` entries and root `root`.
+async fn continues(
+    compliance: &mut ComplianceServiceClient<Channel>,
+    latest: &Verified,
+    size: u64,
+    root: &Hash,
+) -> anyhow::Result<()> {
+    let latest_size = latest.checkpoint.size;
+    if size == 0 || size > latest_size {
+        bail!(
+            "the announced checkpoint of {size} entries is not in the gateway's log of \
+             {latest_size} entries; nothing changed"
+        );
+    }
+    let hashes = compliance
+        .get_consistency_proof(GetConsistencyProofRequest {
+            old_size: size,
+            new_size: latest_size,
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .hashes;
+    let proof = hashes
+        .iter()
+        .map(|h| Hash::try_from(h.as_slice()))
+        .collect::<Result<Vec<Hash>, _>>()
+        .map_err(|_| anyhow!("the consistency proof holds a hash that is not 32 bytes"))?;
+    merkle::verify_consistency(size, latest_size, root, &latest.checkpoint.root, &proof).map_err(
+        |error| {
+            anyhow!(
+                "the gateway's log of {latest_size} entries does not continue the announced \
+                 checkpoint of {size} entries (root {}): {error}; nothing changed",
+                STANDARD.encode(root)
+            )
+        },
+    )
+}
+
+/// The message of an accepted restored log, or of nothing to accept.
+pub fn describe(accepted: &Accepted, path: &Path) -> String {
+    match accepted {
+        Accepted::NotRewritten => format!(
+            "nothing to accept: the checkpoint kept in {} is consistent with the gateway's log",
+            path.display()
+        ),
+        Accepted::Replaced(replaced) => format!(
+            "accepted the restored log: the checkpoint kept in {} of {} entries (root {}) is \
+             replaced by the gateway's of {} entries (root {}); the old one is kept at {}",
+            path.display(),
+            replaced.old.checkpoint.size,
+            STANDARD.encode(replaced.old.checkpoint.root),
+            replaced.new.checkpoint.size,
+            STANDARD.encode(replaced.new.checkpoint.root),
+            replaced.kept_at.display()
+        ),
+    }
 }

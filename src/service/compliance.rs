@@ -34,11 +34,21 @@ use crate::{
 pub struct Compliance {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// The identities of the `energy` role, for GetPendingExtracts.
+    subscribers: Arc<Vec<String>>,
 }
 
 impl Compliance {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Compliance { store, clock }
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        subscribers: Arc<Vec<String>>,
+    ) -> Self {
+        Compliance {
+            store,
+            clock,
+            subscribers,
+        }
     }
 
     /// The latest checkpoint's size: proofs are for trees up to it.
@@ -381,6 +391,27 @@ impl ComplianceService for Compliance {
         Ok(Response::new(SigningKeys {
             keys: keys.iter().map(published).collect(),
         }))
+    }
+
+    async fn get_pending_extracts(
+        &self,
+        request: Request<pb::GetPendingExtractsRequest>,
+    ) -> Result<Response<pb::PendingExtracts>, Status> {
+        peer(&request)?;
+        let gauges = self
+            .store
+            .gauges(&self.subscribers)
+            .await
+            .map_err(store_error)?;
+        let subscribers = gauges
+            .pending_extracts
+            .into_iter()
+            .map(|(subscriber, extracts)| pb::SubscriberPending {
+                subscriber,
+                extracts: extracts.max(0) as u64,
+            })
+            .collect();
+        Ok(Response::new(pb::PendingExtracts { subscribers }))
     }
 
     async fn get_checkpoint(

@@ -104,6 +104,7 @@ mod tests {
                 "GetConsistencyProof",
                 "GetDeliveryStatus",
                 "GetInclusionProof",
+                "GetPendingExtracts",
                 "GetSigningKeys",
                 "ListFindings",
                 "ListObligations",
@@ -119,7 +120,7 @@ mod tests {
             per_service("grpc.reflection.v1alpha.ServerReflection"),
             ["ServerReflectionInfo"]
         );
-        assert_eq!(known.paths().count(), 6 + 3 + 2 + 8 + 2 + 1 + 1);
+        assert_eq!(known.paths().count(), 6 + 3 + 2 + 9 + 2 + 1 + 1);
     }
 
     #[test]

@@ -125,10 +125,13 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await?;
-        // The writer's own connection: a burst of chunk writes and reads on
-        // the pool never makes a batch wait for one.
+        // The writer's own connections: a burst of chunk writes and reads on
+        // the pool never makes a batch wait for one. Two, so that a batch
+        // does not wait for the last one's connection to be handed back to
+        // the pool (measured: with one, a lone caller's filing took ~1 ms
+        // longer).
         let writer_pool = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
