@@ -82,13 +82,7 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
     let recorded: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(failed(0))?;
-    let mut applied = applied_version(conn).map_err(failed(0))?;
-    if applied > LATEST {
-        return Err(StoreError::Migrate(format!(
-            "the database is at schema version {applied}, newer than this release knows \
-             ({LATEST}): run the release that wrote it"
-        )));
-    }
+    let mut applied = refuse_newer(conn)?;
     if applied != recorded {
         // Taken over from sqlx's record: kept from now on in user_version.
         conn.pragma_update(None, "user_version", applied)
@@ -169,6 +163,20 @@ fn has_sqlx_table(conn: &Connection) -> Result<bool, rusqlite::Error> {
         )
         .optional()?;
     Ok(found.is_some())
+}
+
+/// The version applied last, refused if newer than this release: read
+/// only, so a refused database is left as it was.
+pub(super) fn refuse_newer(conn: &Connection) -> Result<i64, StoreError> {
+    let applied = applied_version(conn)
+        .map_err(|error| StoreError::Migrate(format!("migration 0: {error}")))?;
+    if applied > LATEST {
+        return Err(StoreError::Migrate(format!(
+            "the database is at schema version {applied}, newer than this release knows \
+             ({LATEST}): run the release that wrote it"
+        )));
+    }
+    Ok(applied)
 }
 
 /// The version applied last: `user_version`, or what sqlx recorded.

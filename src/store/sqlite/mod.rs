@@ -154,6 +154,9 @@ impl SqliteStore {
         let now = clock.now();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let mut conn = connect(&opened, OpenFlags::default())?;
+            // Before WAL is set, which rewrites the file's header: a
+            // database of a newer release is refused untouched.
+            migrations::refuse_newer(&conn)?;
             let mode: String =
                 conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
             if mode != "wal" {
@@ -579,5 +582,31 @@ mod tests {
             path("sqlite::memory:").unwrap_err().to_string(),
             "database: \"sqlite::memory:\": the database must be a file (sqlite://PATH)"
         );
+    }
+
+    /// Found from outside: the journal mode was set to WAL, rewriting the
+    /// file's header, before the version was read and the file refused.
+    #[tokio::test]
+    async fn a_database_of_a_newer_release_is_refused_byte_for_byte_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("newer.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); PRAGMA user_version = 99;")
+            .unwrap();
+        drop(conn);
+        let before = std::fs::read(&path).unwrap();
+        let url = format!("sqlite://{}", path.display());
+        let refused =
+            SqliteStore::open(&url, Arc::new(crate::store::SystemClock), Signing::ReadOnly)
+                .await
+                .err()
+                .unwrap();
+        assert_eq!(
+            refused.to_string(),
+            "database migration: the database is at schema version 99, newer than this \
+             release knows (6): run the release that wrote it"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!dir.path().join("newer.db-wal").exists());
     }
 }
