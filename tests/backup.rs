@@ -743,5 +743,34 @@ async fn after_an_announced_restore_the_energy_client_refuses_until_told_to_acce
             kept_path.display()
         )
     );
+    // A wrong announcement is refused even then (found from outside).
+    let kept_now = std::fs::read_to_string(&kept_path).unwrap();
+    let wrong = run(accept(&size, &old_root)).await;
+    assert_eq!(wrong.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), kept_now);
+    // A folder this client never kept a checkpoint in: refused, not made
+    // (found from outside: it trusted the gateway's checkpoint there).
+    let nowhere = kept_path.parent().unwrap().join("never-used");
+    let args = [
+        "energy",
+        "accept-restored-log",
+        "--out",
+        nowhere.to_str().unwrap(),
+        "--size",
+        &size,
+        "--root",
+        &root,
+    ];
+    let refused = energy(&pki, addr, &args).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        text(&refused.stderr),
+        format!(
+            "error: no checkpoint is kept in {}: this client has not followed the gateway's \
+             log from there (check --out); nothing was changed\n",
+            nowhere.join("minegate-checkpoint.note").display()
+        )
+    );
+    assert!(!nowhere.exists());
     gateway.shutdown().await.unwrap();
 }

@@ -238,12 +238,16 @@ pub async fn accept_restored_log(
     announced: &Announced,
 ) -> anyhow::Result<Accepted> {
     let root = announced_root(&announced.root)?;
-    match Witness::connect(channel.clone(), path.clone()).await {
-        Ok(_) => return Ok(Accepted::NotRewritten),
-        Err(error) if is_rewritten(&error) => {}
-        Err(error) => return Err(error),
+    // Found from outside: a folder with no checkpoint was "nothing to
+    // accept", and keeping the gateway's checkpoint there trusted it.
+    if !path.exists() {
+        anyhow::bail!(
+            "no checkpoint is kept in {}: this client has not followed the gateway's log \
+             from there (check --out); nothing was changed",
+            path.display()
+        );
     }
-    let mut compliance = ComplianceServiceClient::new(channel);
+    let mut compliance = ComplianceServiceClient::new(channel.clone());
     let keys = compliance
         .get_signing_keys(GetSigningKeysRequest {})
         .await
@@ -257,7 +261,13 @@ pub async fn accept_restored_log(
         .into_inner()
         .note;
     let new = verify::open_checkpoint(&note, &keys).context("the gateway's latest checkpoint")?;
+    // The announcement is checked whether or not the log was rewritten.
     continues(&mut compliance, &new, announced.size, &root).await?;
+    match Witness::connect(channel, path.clone()).await {
+        Ok(_) => return Ok(Accepted::NotRewritten),
+        Err(error) if is_rewritten(&error) => {}
+        Err(error) => return Err(error),
+    }
     let old_note =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let old = verify::open_checkpoint(&old_note, &keys)
