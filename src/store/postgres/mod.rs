@@ -252,6 +252,12 @@ async fn relay(
     }
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
 impl PgStore {
     /// Waits (up to [`SENDING_WAIT`]) for the record of a sending of
     /// `extract_id` to `subscriber`, made on this replica or another: true
