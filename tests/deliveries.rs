@@ -8,7 +8,9 @@ mod common;
 use prost::Message as _;
 use std::time::Duration;
 
-use common::{Backend, TestApp, TestClock, fixtures::*, scalar, spawn_on_with, texts};
+use common::{
+    Backend, TestApp, TestClock, child::ChildGateway, fixtures::*, scalar, spawn_on_with, texts,
+};
 use minegate::{
     evidence::verify::{ArtifactKind, verify},
     proto::v1::{
@@ -762,51 +764,13 @@ async fn passing_a_due_date_marks_the_obligation_overdue_once_and_a_missing_repo
     app.gateway.shutdown().await.unwrap();
 }
 
-/// A `minegate serve` process, killed when this is dropped (a failed
-/// test's too).
-struct Replica(std::process::Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A second gateway (a `minegate serve` process) on `app`'s PostgreSQL
-/// database and signing key, and an energy channel to it once it serves.
-async fn second_replica(app: &TestApp) -> (Replica, tonic::transport::Channel) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let pki = app.pki_dir();
-    let other = std::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
-        .arg("serve")
-        .current_dir(app.dir.path())
-        .envs(minegate::config::child_gateway_environment(
-            port,
-            &app.config.database_url,
-            &pki,
-            &app.config.signing.key,
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut tls = app.client_tls("energy");
-    tls.server = format!("https://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match tls.connect().await {
-            Ok(channel) => return (Replica(other), channel),
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("the second gateway never came up: {e}"),
-        }
-    }
+/// A second gateway (a `minegate serve` process, killed when dropped) on
+/// `app`'s PostgreSQL database, PKI and signing key, serving, and an energy
+/// channel to it.
+async fn second_replica(app: &TestApp) -> (ChildGateway, tonic::transport::Channel) {
+    let other = ChildGateway::start(app.dir.path(), &app.config.database_url, &[]).await;
+    let channel = other.channel("energy").await;
+    (other, channel)
 }
 
 /// Two gateways on one PostgreSQL database: a filing through one reaches a

@@ -797,8 +797,7 @@ async fn stored_once_and_true(reach: &Reach, url: &str, seen: &Seen, revision: u
             2 * f,
         ),
         (
-            "SELECT COUNT(*) FROM form_revision_reports r JOIN form_revisions v \
-             USING (year, quarter, revision) \
+            "SELECT COUNT(*) FROM form_revision_reports \
              WHERE revision = (SELECT MAX(revision) FROM form_revisions)",
             filers,
         ),
