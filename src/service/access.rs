@@ -366,7 +366,10 @@ where
         // An upload's body carries its part of the budget until it drops.
         if path == UPLOAD {
             match self.layer.uploads.reserve() {
-                Ok(part) => request = request.map(|body| Body::new(BudgetedBody::new(body, part))),
+                Ok((part, chunk)) => {
+                    request = request.map(|body| Body::new(BudgetedBody::new(body, part)));
+                    request.extensions_mut().insert(chunk);
+                }
                 Err(status) => return refuse(status, "upload_budget", &self.layer.metrics),
             }
         }

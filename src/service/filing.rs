@@ -13,6 +13,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::{
     enum_filter, invalid, next_page, obligation_pb, paging, peer, store_error, timestamp,
     to_pb_date,
+    upload_budget::ChunkOnItsWay,
     validate::{self, Violations},
 };
 use crate::{
@@ -526,9 +527,10 @@ impl FilingService for Filings {
         request: Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<Response<DocumentRef>, Status> {
         let caller = peer(&request)?;
+        let chunk_budget = request.extensions().get::<ChunkOnItsWay>().cloned();
         let mut stream = request.into_inner();
         let (metadata, kind) = self.upload_metadata(&mut stream).await?;
-        let mut upload = Upload::new(self.store.clone());
+        let mut upload = Upload::new(self.store.clone(), chunk_budget);
         let (sha256, size) = self.receive(&mut stream, &metadata, &mut upload).await?;
         let record = upload
             .complete(sha256.clone(), metadata.media_type.clone(), size)
@@ -715,6 +717,10 @@ fn check_media_type(first_bytes: &[u8], declared: &str, v: &mut Violations) {
 /// gateway could not remove (it died) goes at the next sweep. Removal takes
 /// only an upload still in progress, so a drop that races the upload's
 /// completion in the writer leaves the document whole.
+///
+/// A chunk's write runs as a task of its own: dropped mid-commit, a write
+/// could still land after the removal (another connection's), leaving the
+/// upload until the sweep. The removal waits for the write to end instead.
 struct Upload {
     store: Arc<dyn Store>,
     id: String,
@@ -724,16 +730,23 @@ struct Upload {
     /// was cut off before answering.
     started: bool,
     completed: bool,
+    /// The write of the chunk now on its way, while it runs.
+    writing: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    /// The budget's part for that chunk (none outside a served call), held
+    /// by each write until it ends.
+    chunk_budget: Option<ChunkOnItsWay>,
 }
 
 impl Upload {
-    fn new(store: Arc<dyn Store>) -> Upload {
+    fn new(store: Arc<dyn Store>, chunk_budget: Option<ChunkOnItsWay>) -> Upload {
         Upload {
             store,
             id: new_upload_id(),
             chunks: 0,
             started: false,
             completed: false,
+            writing: None,
+            chunk_budget,
         }
     }
 
@@ -743,7 +756,17 @@ impl Upload {
 
     async fn write(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
         self.started = true;
-        self.store.write_chunk(&self.id, self.chunks, data).await?;
+        let (store, id, index) = (self.store.clone(), self.id.clone(), self.chunks);
+        let held = self.chunk_budget.clone();
+        let writing = self.writing.insert(tokio::spawn(async move {
+            let written = store.write_chunk(&id, index, data).await;
+            drop(held);
+            written
+        }));
+        let written = writing.await;
+        self.writing = None;
+        written
+            .map_err(|error| StoreError::Database(format!("a chunk's write ended: {error}")))??;
         self.chunks += 1;
         Ok(())
     }
@@ -778,7 +801,12 @@ impl Drop for Upload {
             return;
         };
         let (store, id) = (self.store.clone(), std::mem::take(&mut self.id));
+        let writing = self.writing.take();
         runtime.spawn(async move {
+            if let Some(writing) = writing {
+                // Whatever it wrote has committed (or never will) first.
+                let _ = writing.await;
+            }
             if let Err(error) = store.abandon_upload(&id).await {
                 tracing::warn!(upload = id, %error, "an unfinished upload's chunks stay until the sweep");
             }

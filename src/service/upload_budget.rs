@@ -9,6 +9,10 @@
 //! prefix before tonic buffers the message, and grows the reservation by
 //! twice the excess (buffered, then decoded) first. An upload that finds no
 //! room is refused RESOURCE_EXHAUSTED with a retry hint; nothing waits.
+//! The chunk on its way to the database is its own part of the
+//! reservation ([`ChunkOnItsWay`]), which the handler hands to each chunk's
+//! write: a write that outlives its call (the client gone while the chunk
+//! commits) keeps that part until it ends.
 
 use std::{
     pin::Pin,
@@ -57,18 +61,24 @@ impl UploadBudget {
         }
     }
 
-    /// The reservation for one more upload, or its refusal.
-    pub fn reserve(&self) -> Result<UploadReservation, Status> {
-        let permit = self
+    /// The reservation for one more upload and the part of it for the
+    /// chunk on its way to the database, or its refusal.
+    pub fn reserve(&self) -> Result<(UploadReservation, ChunkOnItsWay), Status> {
+        let mut permit = self
             .kib
             .clone()
             .try_acquire_many_owned(self.base_kib)
             .map_err(|_| self.refusal())?;
-        Ok(UploadReservation {
+        let chunk_kib = (DOCUMENT_CHUNK_BYTES as u64).div_ceil(KIB) as usize;
+        let chunk = permit
+            .split(chunk_kib.min(permit.num_permits()))
+            .expect("a permit splits up to its size");
+        let reservation = UploadReservation {
             permit,
             budget: self.clone(),
             message_allowance: DOCUMENT_CHUNK_BYTES + CHUNK_MESSAGE_OVERHEAD,
-        })
+        };
+        Ok((reservation, ChunkOnItsWay(Arc::new(chunk))))
     }
 
     fn refusal(&self) -> Status {
@@ -83,6 +93,12 @@ impl UploadBudget {
         )
     }
 }
+
+/// The part of an upload's reservation for the chunk on its way to the
+/// database, given back when the last clone drops: the call's and each
+/// chunk write's.
+#[derive(Clone)]
+pub struct ChunkOnItsWay(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// One upload's part of the budget, given back when it drops.
 pub struct UploadReservation {
@@ -226,9 +242,25 @@ mod tests {
     }
 
     #[test]
+    fn the_chunk_on_its_way_keeps_its_part_until_its_write_ends() {
+        let budget = UploadBudget::new(1088 * 1024, 64 * 1024, Duration::from_secs(1));
+        let (reservation, chunk) = budget.reserve().unwrap();
+        let writing = chunk.clone();
+        drop((reservation, chunk));
+        // The call is gone; its chunk's write still holds 256 KiB.
+        assert_eq!(budget.kib.available_permits(), 1088 - 256);
+        assert_eq!(
+            budget.reserve().err().unwrap().code(),
+            Code::ResourceExhausted
+        );
+        drop(writing);
+        assert_eq!(budget.kib.available_permits(), 1088);
+    }
+
+    #[test]
     fn a_message_longer_than_a_chunk_grows_the_reservation_by_twice_the_excess() {
         let budget = UploadBudget::new(2 * 1024 * 1024, 0, Duration::from_secs(1));
-        let reservation = budget.reserve().unwrap();
+        let (reservation, on_its_way) = budget.reserve().unwrap();
         assert_eq!(budget.kib.available_permits(), 1024);
         let mut body = BudgetedBody::new(Body::empty(), reservation);
         let chunk = message((DOCUMENT_CHUNK_BYTES + CHUNK_MESSAGE_OVERHEAD) as u32);
@@ -244,7 +276,7 @@ mod tests {
             message((DOCUMENT_CHUNK_BYTES + CHUNK_MESSAGE_OVERHEAD) as u32 + 1024 * 1024);
         let refused = body.follow(&too_long[..PREFIX_BYTES]).unwrap_err();
         assert_eq!(refused.code(), Code::ResourceExhausted);
-        drop(body);
+        drop((body, on_its_way));
         assert_eq!(budget.kib.available_permits(), 2048);
     }
 }
