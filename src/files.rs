@@ -30,6 +30,26 @@ pub fn create_private_folder(folder: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates `folder`, mode 0700, unless it exists; its parent must exist,
+/// so a mistyped path makes no tree of folders nobody asked for.
+pub fn create_private_leaf(folder: &Path) -> io::Result<()> {
+    if folder.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = folder.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} does not exist (only the last folder of the path is made)",
+                parent.display()
+            ),
+        ));
+    }
+    create_private_folder(folder)
+}
+
 /// Creates `path`, which must not exist, mode 0600.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()

@@ -459,8 +459,22 @@ async fn hourly_backups_into_a_folder_get_names_of_their_moment_and_are_the_owne
     let documents = upload_documents(channel.clone(), "a").await;
     submit(channel, filing(0, &documents)).await;
     let work = tempfile::tempdir().unwrap();
-    // Neither folder exists: the command makes them, owner only.
+    // Only the last folder of the path is made: a mistyped parent makes
+    // nothing.
     let folder = work.path().join("backups/minegate");
+    let (output, _) = backup_into(&app, work.path(), &folder).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "error: creating {}: {} does not exist (only the last folder of the path is made)\n",
+            folder.display(),
+            work.path().join("backups").display()
+        )
+    );
+    assert!(!work.path().join("backups").exists());
+    // The folder does not exist: the command makes it, owner only.
+    std::fs::create_dir(work.path().join("backups")).unwrap();
     let mut written = Vec::new();
     for _ in 0..2 {
         let (output, names) = backup_into(&app, work.path(), &folder).await;
@@ -484,10 +498,34 @@ async fn hourly_backups_into_a_folder_get_names_of_their_moment_and_are_the_owne
         .collect();
     listed.sort();
     assert_eq!(listed, written);
-    assert_eq!(mode(&work.path().join("backups")), 0o700);
     assert_eq!(mode(&folder), 0o700);
     for name in &written {
         assert_eq!(mode(&folder.join(name)), 0o600, "{name}");
+    }
+    // A name taken (another run in the same second, or any file) goes to
+    // the next: every name this run could take is taken first.
+    let taken: Vec<String> = {
+        let now = chrono::Utc::now();
+        (0..5)
+            .map(|s| now + chrono::Duration::seconds(s))
+            .map(|at| format!("minegate-{}.db", at.format("%Y-%m-%dT%H%M%SZ")))
+            .collect()
+    };
+    for name in &taken {
+        std::fs::write(folder.join(name), "taken").unwrap();
+    }
+    let (output, names) = backup_into(&app, work.path(), &folder).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let first = text(&output.stdout).lines().next().unwrap().to_owned();
+    let second_names: Vec<String> = names.iter().map(|n| n.replace(".db", "-2.db")).collect();
+    assert!(
+        second_names.iter().any(|name| {
+            first.starts_with(&format!("backup written to {}/{name} (", folder.display()))
+        }),
+        "{first}: not one of {second_names:?}"
+    );
+    for name in &taken {
+        assert_eq!(std::fs::read_to_string(folder.join(name)).unwrap(), "taken");
     }
     // `--to` into a missing folder makes it too.
     let to = work.path().join("elsewhere/one.db");

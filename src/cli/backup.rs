@@ -30,31 +30,42 @@ use crate::{
 #[group(required = true, multiple = false)]
 pub struct BackupArgs {
     /// The file to write the copy to; it must not exist. A missing folder
-    /// is made, owner only (0700).
+    /// is made, owner only (0700); its parent must exist.
     #[arg(long)]
     pub to: Option<PathBuf>,
     /// The folder to write the copy into, named for the moment it is taken:
-    /// minegate-YYYY-MM-DDTHHMMSSZ.db (UTC). A missing folder is made, owner
-    /// only (0700).
+    /// minegate-YYYY-MM-DDTHHMMSSZ.db (UTC; -2, -3 … after the second
+    /// taken in the same second). A missing folder is made, owner only
+    /// (0700); its parent must exist.
     #[arg(long)]
     pub into: Option<PathBuf>,
 }
 
+/// How many copies `--into` names within one second.
+const NAMES_A_SECOND: u32 = 100;
+
 impl BackupArgs {
-    /// The file to write: `--to`, else a name of this moment in `--into`.
-    fn file(&self, now: chrono::DateTime<chrono::Utc>) -> PathBuf {
+    /// The names the copy may take, in the order tried: `--to`, else the
+    /// names of this moment in `--into`.
+    fn names(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<PathBuf> {
         match (&self.to, &self.into) {
-            (Some(to), _) => to.clone(),
-            (None, Some(folder)) => folder.join(backup_name(now)),
+            (Some(to), _) => vec![to.clone()],
+            (None, Some(folder)) => (1..=NAMES_A_SECOND)
+                .map(|n| folder.join(backup_name(now, n)))
+                .collect(),
             (None, None) => unreachable!("clap requires --to or --into"),
         }
     }
 }
 
-/// The name `--into` gives a backup taken at `now`: unique to the second,
-/// and in time order when listed.
-pub fn backup_name(now: chrono::DateTime<chrono::Utc>) -> String {
-    format!("minegate-{}.db", now.format("%Y-%m-%dT%H%M%SZ"))
+/// The `n`th name `--into` gives a backup taken at `now`: in time order
+/// when listed, and unique, since a name taken goes to the next `n`.
+pub fn backup_name(now: chrono::DateTime<chrono::Utc>, n: u32) -> String {
+    let moment = now.format("%Y-%m-%dT%H%M%SZ");
+    match n {
+        1 => format!("minegate-{moment}.db"),
+        n => format!("minegate-{moment}-{n}.db"),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -105,18 +116,21 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
     if !live.is_file() {
         bail!("there is no database at {}", live.display());
     }
-    let to = args.file(chrono::Utc::now());
-    if to.exists() {
+    let names = args.names(chrono::Utc::now());
+    if let Some(to) = &args.to
+        && to.exists()
+    {
         bail!(
             "{} exists: a backup never overwrites a file; name a new one",
             to.display()
         );
     }
-    if let Some(folder) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        files::create_private_folder(folder)
+    if let Some(folder) = names[0].parent().filter(|p| !p.as_os_str().is_empty()) {
+        files::create_private_leaf(folder)
             .with_context(|| format!("creating {}", folder.display()))?;
     }
-    let partial = beside(&to, "partial")?;
+    // Each run its own partial file, so runs at once never share one.
+    let partial = beside(&names[0], &format!("partial-{}", std::process::id()))?;
     remove_if_present(&partial)?;
     // It holds every filing (names, BIN/IIN, bank details): made empty and
     // owner-only first (VACUUM INTO fills an empty file), so no moment
@@ -142,7 +156,7 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
             return Err(error.context("the copy did not verify; no backup was written"));
         }
     };
-    settle(&partial, &to)?;
+    let to = settle_as_new(&partial, &names)?;
     let bytes = fs::metadata(&to)?.len();
     println!(
         "backup written to {} ({bytes} bytes)\n{summary}\n\
@@ -190,7 +204,7 @@ pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitC
             return Err(error.context("the backup did not verify; nothing was restored"));
         }
     };
-    settle(&partial, &target)?;
+    settle_as_new(&partial, std::slice::from_ref(&target))?;
     println!(
         "restored {} into {}\n{summary}\n\
          start the gateway with the signing key it had (signing.key = {}); \
@@ -265,18 +279,44 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Makes the finished `partial` durable and gives it its name, durably.
-fn settle(partial: &Path, path: &Path) -> anyhow::Result<()> {
+/// Makes the finished `partial` durable and gives it the first of `names`
+/// no file has, durably; which one. A link, not a rename, so a file that
+/// appeared meanwhile is never replaced.
+fn settle_as_new(partial: &Path, names: &[PathBuf]) -> anyhow::Result<PathBuf> {
     File::open(partial)?.sync_all()?;
-    if path.exists() {
-        bail!(
-            "{} appeared meanwhile; the copy is left at {}",
-            path.display(),
-            partial.display()
-        );
+    for name in names {
+        match fs::hard_link(partial, name) {
+            Ok(()) => {
+                fs::remove_file(partial)?;
+                sync_folder(name)?;
+                return Ok(name.clone());
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            // A file system with no links: a rename, after a look.
+            Err(_) if !name.exists() => {
+                fs::rename(partial, name).with_context(|| {
+                    format!("renaming {} to {}", partial.display(), name.display())
+                })?;
+                sync_folder(name)?;
+                return Ok(name.clone());
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("naming {} {}", partial.display(), name.display()));
+            }
+        }
     }
-    fs::rename(partial, path)
-        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+    bail!(
+        "{} appeared meanwhile; the copy is left at {}",
+        names
+            .last()
+            .map_or(String::new(), |n| n.display().to_string()),
+        partial.display()
+    )
+}
+
+/// Makes the entry of `path` in its folder durable.
+fn sync_folder(path: &Path) -> anyhow::Result<()> {
     let folder = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

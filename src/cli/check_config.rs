@@ -13,7 +13,7 @@ use std::{path::Path, process::ExitCode};
 use crate::{
     config::Config,
     files::redacted_url,
-    signing::Signer,
+    signing::{Signer, SigningError},
     store::schema::{self, Schema},
     tls::reload::SharedServerConfig,
 };
@@ -134,6 +134,11 @@ fn check_signing(config: &Config) -> usize {
             println!("signing.key: {key}: readable");
             0
         }
+        // The reason alone: the error's own text names the path again.
+        Err(SigningError::Key { reason, .. }) => {
+            println!("error: signing.key: {key}: {reason}");
+            1
+        }
         Err(error) => {
             println!("error: signing.key: {key}: {error}");
             1
@@ -143,6 +148,13 @@ fn check_signing(config: &Config) -> usize {
 
 /// The database: reachable, and its schema against this binary's.
 async fn check_database(config: &Config, findings: &mut Findings) {
+    // A URL this binary cannot take is the configuration's fault; its
+    // error names it.
+    if let Err(error) = crate::store::check_url(&config.database_url) {
+        println!("error: {error}");
+        findings.configuration += 1;
+        return;
+    }
     let url = redacted_url(&config.database_url);
     match schema::inspect(&config.database_url).await {
         Ok(schema) => {

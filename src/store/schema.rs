@@ -69,10 +69,12 @@ pub async fn inspect(url: &str) -> Result<Schema, StoreError> {
             .map_err(|error| StoreError::Database(error.to_string()))??;
         Ok(Schema::of(version, latest))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        postgres::reach(&options).await?;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await?;
         let version = postgres::migrations::schema_version(&pool).await;
         pool.close().await;

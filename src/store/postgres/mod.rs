@@ -65,6 +65,16 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Connects once, alone, and closes. A pool retries a refused connection
+/// until its timeout and then says only that it timed out; this says why
+/// (refused, no such database, a password or certificate refused).
+pub(crate) async fn reach(options: &PgConnectOptions) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let connection = sqlx::PgConnection::connect_with(options).await?;
+    connection.close().await?;
+    Ok(())
+}
+
 /// Whether `error` says the database cannot be reached (rather than that a
 /// statement was wrong).
 fn unavailable(error: &sqlx::Error) -> bool {
@@ -120,6 +130,7 @@ impl PgStore {
             ("plan_cache_mode", "force_custom_plan"),
             ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
         ]);
+        reach(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
