@@ -13,6 +13,13 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The TLS settings or the server's address do not make an endpoint:
+    /// this side's fault, found before anything is sent.
+    #[error("cannot set up a connection to {server}: {source}")]
+    Setup {
+        server: String,
+        source: tonic::transport::Error,
+    },
     #[error("cannot connect to {server}: {source}")]
     Connect {
         server: String,
@@ -42,6 +49,14 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
+impl ClientError {
+    /// Whether the fault is this side's (a file, a setting), found before
+    /// the gateway was asked anything.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, ClientError::Connect { .. })
+    }
+}
+
 impl ClientTls {
     /// Opens the channel; the TLS handshake happens here.
     pub async fn connect(&self) -> Result<Channel, ClientError> {
@@ -62,13 +77,13 @@ impl ClientTls {
         if let Some(domain) = &self.domain {
             tls = tls.domain_name(domain.clone());
         }
-        let connect_error = |source| ClientError::Connect {
+        let setup_error = |source| ClientError::Setup {
             server: self.server.clone(),
             source,
         };
         Endpoint::from_shared(self.server.clone())
-            .map_err(connect_error)?
+            .map_err(setup_error)?
             .tls_config(tls)
-            .map_err(connect_error)
+            .map_err(setup_error)
     }
 }

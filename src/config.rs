@@ -423,9 +423,7 @@ impl Config {
             merge(&mut merged, from_file, "");
         }
         let warnings = apply_environment(&defaults, &mut merged, environment)?;
-        let mut config: Config = merged
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        let mut config = decode(merged, &defaults)?;
         config.check()?;
         config.warnings = warnings;
         Ok(config)
@@ -540,6 +538,128 @@ pub fn child_gateway_environment(
         ("MINEGATE_TLS_DEV_PKI_DIR", "".into()),
         ("MINEGATE_SIGNING_KEY", signing_key.into()),
     ]
+}
+
+/// How many wrong keys one load reports.
+const PROBLEMS_SAID: usize = 20;
+
+/// The configuration of the merged tables, or every key in them that is
+/// unknown or of the wrong type (up to [`PROBLEMS_SAID`]), each by its path:
+/// each one found is set aside (an unknown key taken out, a wrong value
+/// given its default) and the rest decoded again.
+fn decode(mut merged: toml::Value, defaults: &toml::Value) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    while problems.len() < PROBLEMS_SAID {
+        let error = match serde_path_to_error::deserialize::<_, Config>(merged.clone()) {
+            Ok(config) if problems.is_empty() => return Ok(config),
+            Ok(_) => break,
+            Err(error) => error,
+        };
+        let path = error.path().to_string();
+        let message = error.inner().message().to_owned();
+        let unknown = unknown_field(&message);
+        problems.push(match unknown {
+            Some(key) => unknown_key(&path, key, &message, defaults),
+            None => format!("{path}: {message}"),
+        });
+        let aside = match unknown {
+            Some(key) => remove_path(&mut merged, &within(&path, key)),
+            None => reset_path(&mut merged, defaults, &path),
+        };
+        if !aside {
+            break;
+        }
+    }
+    Err(ConfigError::Invalid(match &problems[..] {
+        [one] => one.clone(),
+        all => format!("{} keys are wrong:\n  {}", all.len(), all.join("\n  ")),
+    }))
+}
+
+/// The key an "unknown field `KEY`, expected …" message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")?
+        .split_once('`')
+        .map(|(key, _)| key)
+}
+
+/// The path of the unknown `key` that `path` (its table's, or its own)
+/// leads to.
+fn within(path: &str, key: &str) -> String {
+    match path {
+        "." | "" => key.to_owned(),
+        path if path.rsplit('.').next() == Some(key) => path.to_owned(),
+        path => format!("{path}.{key}"),
+    }
+}
+
+/// "[table]: unknown field …", and where the key belongs if another table
+/// of the defaults has it (a key put in the wrong table).
+fn unknown_key(path: &str, key: &str, message: &str, defaults: &toml::Value) -> String {
+    let full = within(path, key);
+    let table = match full.rsplit_once('.') {
+        Some((table, _)) => format!("[{table}]"),
+        None => "the top level".to_owned(),
+    };
+    let mut leaves = Vec::new();
+    collect_leaves(defaults, String::new(), &mut leaves);
+    let elsewhere = leaves
+        .iter()
+        .map(|(leaf, _)| leaf)
+        .find(|leaf| leaf.rsplit('.').next() == Some(key) && **leaf != full);
+    let parent = match full.rsplit_once('.') {
+        Some((table, _)) => table.split('.').try_fold(defaults, |t, k| t.get(k)),
+        None => Some(defaults),
+    };
+    let siblings = parent.and_then(toml::Value::as_table);
+    let nearest = siblings
+        .into_iter()
+        .flat_map(|table| table.keys())
+        .map(|sibling| (strsim::levenshtein(key, sibling), sibling))
+        .min()
+        .filter(|(distance, _)| *distance <= 2);
+    match (elsewhere.and_then(|leaf| leaf.rsplit_once('.')), nearest) {
+        (_, Some((_, sibling))) => {
+            format!("{table}: unknown field `{key}`; did you mean `{sibling}`?")
+        }
+        (Some((belongs, _)), None) => format!("{table}: {message}; {key} belongs in [{belongs}]"),
+        (None, None) => format!("{table}: {message}"),
+    }
+}
+
+/// Takes the key at `path` out of `value`; whether it was there.
+fn remove_path(value: &mut toml::Value, path: &str) -> bool {
+    let (parent, key) = match path.rsplit_once('.') {
+        Some((parent, key)) => (get_path_mut(value, parent), key),
+        None => (Some(value), path),
+    };
+    parent
+        .and_then(toml::Value::as_table_mut)
+        .is_some_and(|table| table.remove(key).is_some())
+}
+
+/// Gives the key at `path` (up to any `[index]`) its default, or takes it
+/// out if it has none; whether anything changed.
+fn reset_path(value: &mut toml::Value, defaults: &toml::Value, path: &str) -> bool {
+    let path = path.split('[').next().unwrap_or(path);
+    let default = path
+        .split('.')
+        .try_fold(defaults, |table, key| table.get(key))
+        .cloned();
+    match (default, get_path_mut(value, path)) {
+        (Some(default), Some(slot)) if *slot != default => {
+            *slot = default;
+            true
+        }
+        (None, Some(_)) => remove_path(value, path),
+        _ => false,
+    }
+}
+
+fn get_path_mut<'a>(value: &'a mut toml::Value, path: &str) -> Option<&'a mut toml::Value> {
+    path.split('.')
+        .try_fold(value, |table, key| table.get_mut(key))
 }
 
 /// Deep merge of tables; `roles` (at the top) is replaced whole.
@@ -812,19 +932,43 @@ mod tests {
             "environment variable MINEGATE_TLS_HANDSHAKE_TIMEOUT_MS: \"soon\" is not a whole number"
         );
         let err = Config::load(None, env(&[("MINEGATE_ROLES", "urn:a=janitor")])).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("config: unknown variant `janitor`"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "config: roles.urn:a: unknown variant `janitor`, expected one of `authority`, \
+             `energy`, `finance`, `operator`"
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("minegate.toml");
         std::fs::write(&path, "[limits]\nmax_mesage_bytes = 10\n").unwrap();
         let err = Config::load(Some(&path), env(&[])).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("config: unknown field `max_mesage_bytes`"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "config: [limits]: unknown field `max_mesage_bytes`; did you mean `max_message_bytes`?"
+        );
+    }
+
+    #[test]
+    fn every_wrong_key_is_named_with_its_table_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("minegate.toml");
+        let text = "listen = 5\nmax_in_flight = 8\n\
+                    [tls]\ncrls = [1]\n\
+                    [client]\nservr = \"https://gw:50051\"\nzzz = 1\n\
+                    [limits]\nrequest_timeout_ms = \"soon\"\n";
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: 6 keys are wrong:\n  \
+             [client]: unknown field `servr`; did you mean `server`?\n  \
+             [client]: unknown field `zzz`, expected one of `server`, `ca`, `cert`, `key`, \
+             `tls_domain`\n  \
+             limits.request_timeout_ms: invalid type: string \"soon\", expected u64\n  \
+             listen: invalid type: integer `5`, expected socket address\n  \
+             the top level: unknown field `max_in_flight`, expected one of `listen`, \
+             `database_url`, `tls`, `roles`, `limits`, `log`, `signing`, `metrics`, `client`; \
+             max_in_flight belongs in [limits]\n  \
+             tls.crls[0]: invalid type: integer `1`, expected path string"
         );
     }
 

@@ -113,7 +113,7 @@ fn an_unknown_key_a_missing_file_or_a_bad_key_exits_1() {
     assert!(
         said.starts_with(
             "configuration: minegate.toml, then the environment\n\
-             error: config: unknown field `max_in_flght`"
+             error: config: [limits]: unknown field `max_in_flght`; did you mean `max_in_flight`?\n"
         ),
         "{said}"
     );

@@ -197,6 +197,62 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
              Connection refused (os error 111)\n"
         )
     );
+
+    // This side's own faults, found before anything is asked: exit 4, so a
+    // monitor tells them from a gateway down (3) or not serving (1).
+    let health = |dir: &Path, args: &[&str]| {
+        let output = minegate(dir, &[args, &["health", "--server", &server]].concat());
+        (output.status.code(), stderr(&output))
+    };
+    assert_eq!(
+        health(elsewhere.path(), &["--config", "missing.toml"]),
+        (
+            Some(4),
+            "error: cannot read config file missing.toml: No such file or directory (os error 2)\n"
+                .to_owned()
+        )
+    );
+    std::fs::write(
+        elsewhere.path().join("typo.toml"),
+        "[client]\nservr = \"x\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        health(elsewhere.path(), &["--config", "typo.toml"]),
+        (
+            Some(4),
+            "error: config: [client]: unknown field `servr`; did you mean `server`?\n".to_owned()
+        )
+    );
+    let output = minegate(
+        dir.path(),
+        &["health", "--server", &server, "--cert", "nothere.pem"],
+    );
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(
+        stderr(&output),
+        "error: cannot read nothere.pem: No such file or directory (os error 2)\n"
+    );
+    let output = minegate(
+        dir.path(),
+        &[
+            "health",
+            "--server",
+            &server,
+            "--cert",
+            "certs/dev/energy.pem",
+            "--key",
+            "certs/dev/operator.key",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: cannot set up a connection to {server}: transport error: keys may not be \
+             consistent: KeyMismatch\n"
+        )
+    );
 }
 
 #[test]

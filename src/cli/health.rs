@@ -16,16 +16,24 @@ pub struct HealthArgs {
     pub client: ClientArgs,
 }
 
+/// The exit code when the fault is this side's: the configuration, or the
+/// client's own certificate, key or CA file (nothing was asked).
+pub const LOCAL_FAULT: u8 = 4;
+
 /// Prints each service's status and the certificates' expiry warning.
 /// Exit 0: all SERVING; 1: a service is not; 2: all serve, but a server or
 /// CA certificate expires within `tls.expiry_warning_days`; 3: the gateway
-/// could not be reached or did not answer (the error on stderr).
+/// could not be reached or did not answer; 4: [`LOCAL_FAULT`] (the error on
+/// stderr for 3 and 4).
 pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
     match check(args).await {
         Ok(code) => Ok(code),
         Err(error) => {
             eprintln!("error: {}", super::causes_once(&error));
-            Ok(ExitCode::from(3))
+            let local = error
+                .downcast_ref::<crate::client::ClientError>()
+                .is_some_and(|error| error.is_local());
+            Ok(ExitCode::from(if local { LOCAL_FAULT } else { 3 }))
         }
     }
 }

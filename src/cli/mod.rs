@@ -262,7 +262,15 @@ pub fn causes_once(error: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.command.is_client() {
-        let config = load_config(cli.config.as_deref())?;
+        let config = match load_config(cli.config.as_deref()) {
+            Ok(config) => config,
+            // health's exit code tells this side's fault from the gateway's.
+            Err(error) if matches!(cli.command, Command::Health(_)) => {
+                eprintln!("error: {}", causes_once(&error));
+                return Ok(ExitCode::from(health::LOCAL_FAULT));
+            }
+            Err(error) => return Err(error),
+        };
         init_tracing(LogFormat::Text, "warn");
         log_config_warnings(&config);
         let _ = CLIENT_CONFIG.set(config.client);
