@@ -158,6 +158,15 @@ async fn the_gateway_survives_terminated_connections_and_a_stopped_server() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(status.message(), "the database is unavailable; retry later");
+    // `minegate status` says what it can and why the rest is unknown.
+    let said = as_role(&app, "operator", &["status"]).await;
+    assert_eq!(said.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&said.stdout),
+        "gateway            NOT_SERVING\n\
+         pending extracts   unknown: the database is unavailable; retry later\n\
+         overdue            unknown: the database is unavailable; retry later\n"
+    );
     // The driver's call in flight when the server stopped fails once the
     // writer gives up connecting (the pool's acquire timeout, 5 s).
     wait_for("the driver sees the outage", 15, async || {

@@ -198,6 +198,23 @@ impl ClientArgs {
     }
 }
 
+/// A call the gateway refused: its code and its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct CallError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl From<tonic::Status> for CallError {
+    fn from(status: tonic::Status) -> CallError {
+        CallError {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
 /// Every item of a paged listing: `fetch(page_token)` answers one page's
 /// items and the next token (empty on the last page).
 pub async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
@@ -207,9 +224,7 @@ where
 {
     let (mut all, mut token) = (Vec::new(), String::new());
     loop {
-        let (items, next) = fetch(token)
-            .await
-            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+        let (items, next) = fetch(token).await.map_err(CallError::from)?;
         all.extend(items);
         if next.is_empty() {
             return Ok(all);

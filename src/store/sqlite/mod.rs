@@ -77,7 +77,12 @@ pub fn schema_version(path: &Path) -> Result<i64, StoreError> {
             .replace('%', "%25")
             .replace('?', "%3f")
             .replace('#', "%23");
-        Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)?
+        let uri = format!("file:{escaped}?immutable=1");
+        // An error naming the file names the path, not the URI read by.
+        Connection::open_with_flags(&uri, flags).map_err(|error| {
+            let said = error.to_string().replace(&uri, &path.display().to_string());
+            StoreError::Database(format!("{}: {said}", path.display()))
+        })?
     };
     conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(migrations::applied_version(&conn)?)
