@@ -562,15 +562,21 @@ async fn hourly_backups_into_a_folder_get_names_of_their_moment_and_are_the_owne
 /// The energy client as a child process, with the certificates in `pki`,
 /// against the gateway at `addr`.
 async fn energy(pki: &Path, addr: std::net::SocketAddr, args: &[&str]) -> Output {
+    as_ministry("energy", pki, addr, args).await
+}
+
+/// A client command of `role` as a child process, with that role's
+/// certificate in `pki`, against the gateway at `addr`.
+async fn as_ministry(role: &str, pki: &Path, addr: std::net::SocketAddr, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
         .args(args)
         .args(["--server", &format!("https://{addr}")])
         .arg("--ca")
         .arg(pki.join("ca.pem"))
         .arg("--cert")
-        .arg(pki.join("energy.pem"))
+        .arg(pki.join(format!("{role}.pem")))
         .arg("--key")
-        .arg(pki.join("energy.key"))
+        .arg(pki.join(format!("{role}.key")))
         .args(["--tls-domain", "localhost"])
         .env_remove("RUST_LOG")
         .env_remove("MINEGATE_CONFIG")
@@ -810,5 +816,134 @@ async fn after_an_announced_restore_the_energy_client_refuses_until_told_to_acce
         )
     );
     assert!(!nowhere.exists());
+    gateway.shutdown().await.unwrap();
+}
+
+/// The finance client follows the same log: after an announced restore its
+/// pull refuses with the finance command to run, `finance
+/// accept-restored-log --out FILE` (the checkpoint beside the form's file)
+/// takes the announced log, and the next pull goes on.
+#[tokio::test]
+async fn after_an_announced_restore_the_finance_client_accepts_the_restored_log_beside_its_file() {
+    let app = spawn_app().await;
+    let pki = app.pki_dir();
+    let channel = app.channel("authority").await;
+    let documents = upload_documents(channel.clone(), "a").await;
+    submit(channel.clone(), filing(0, &documents)).await;
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("copy.db");
+    let (key, url) = (
+        app.config.signing.key.clone(),
+        app.config.database_url.clone(),
+    );
+    let args = ["backup", "--to", copy.to_str().unwrap()];
+    let backed_up = minegate(work.path(), &url, &key, &args).await;
+    assert!(backed_up.status.success(), "{}", text(&backed_up.stderr));
+    submit(channel, filing(1, &documents)).await;
+    // The quarter's form (no report in it: 0 rows) is long due.
+    let form = work.path().join("finance/form402-2025-4.csv");
+    let form_arg = form.to_str().unwrap().to_owned();
+    let pull = [
+        "finance",
+        "pull",
+        "--year",
+        "2025",
+        "--quarter",
+        "4",
+        "--format",
+        "csv",
+        "--out",
+        &form_arg,
+    ];
+    let pulled = as_ministry("finance", &pki, app.addr, &pull).await;
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+    let kept_path = work.path().join("finance/minegate-checkpoint.note");
+    let kept = std::fs::read_to_string(&kept_path).unwrap();
+    let (old_size, _) = size_and_root(&kept);
+
+    let mut config = app.config.clone();
+    app.gateway.shutdown().await.unwrap();
+    let restored_url = format!(
+        "sqlite://{}",
+        work.path().join("restored/minegate.db").display()
+    );
+    let args = ["restore", "--from", copy.to_str().unwrap()];
+    let put_back = minegate(work.path(), &restored_url, &key, &args).await;
+    assert!(put_back.status.success(), "{}", text(&put_back.stderr));
+    let (size, root) = announced(work.path(), &restored_url, &key).await;
+    assert!(size.parse::<u64>().unwrap() < old_size.parse::<u64>().unwrap());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = restored_url.clone();
+    let gateway = server::start(&config)
+        .await
+        .expect("the restored gateway starts");
+    let addr = gateway.local_addr();
+
+    let refused = as_ministry("finance", &pki, addr, &pull).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: the log was rewritten: the checkpoint of {old_size} entries is not a prefix \
+             of the checkpoint of {size} (a tree of {size} cannot extend one of {old_size})\n"
+        )),
+        "{stderr}"
+    );
+    // Then the kept checkpoint's note, then the gateway's, as the runbook shows.
+    let notes = stderr.split_once('\n').unwrap().1;
+    assert!(notes.starts_with(&kept), "{stderr}");
+    assert!(
+        notes[kept.len()..].starts_with(&format!("\nminegate\n{size}\n{root}\n")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(
+            "accept the restored log they announced: minegate finance accept-restored-log --out \
+             FILE --size SIZE --root ROOT (docs/operations.md, \"Resuming the ministries' \
+             clients\"); otherwise report both checkpoints to them\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !std::fs::read_dir(work.path().join("finance"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("replaced"))
+    );
+
+    let accept = [
+        "finance",
+        "accept-restored-log",
+        "--out",
+        &form_arg,
+        "--size",
+        &size,
+        "--root",
+        &root,
+    ];
+    let accepted = as_ministry("finance", &pki, addr, &accept).await;
+    assert!(accepted.status.success(), "{}", text(&accepted.stderr));
+    assert!(
+        text(&accepted.stdout).starts_with(&format!(
+            "accepted the restored log: the checkpoint kept in {} of {old_size} entries",
+            kept_path.display()
+        )),
+        "{}",
+        text(&accepted.stdout)
+    );
+    assert_eq!(
+        size_and_root(&std::fs::read_to_string(&kept_path).unwrap()),
+        (size.clone(), root.clone())
+    );
+    let resumed = as_ministry("finance", &pki, addr, &pull).await;
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(
+        text(&resumed.stdout).starts_with("form 402 for 2025 Q4: revision 1, 0 rows"),
+        "{}",
+        text(&resumed.stdout)
+    );
     gateway.shutdown().await.unwrap();
 }

@@ -117,7 +117,8 @@ impl Witness {
         if seen.checkpoint == last.checkpoint {
             return Ok(());
         }
-        let (old, new) = if seen.checkpoint.size >= last.checkpoint.size {
+        let seen_is_new = seen.checkpoint.size >= last.checkpoint.size;
+        let (old, new) = if seen_is_new {
             (last.clone(), seen)
         } else {
             (seen, last.clone())
@@ -132,17 +133,20 @@ impl Witness {
         let proof = match proof {
             Ok(proof) => proof.into_inner().hashes,
             // A gateway that cannot prove the larger tree it signed has
-            // lost or rewritten it.
+            // lost or rewritten it. Said as the kept checkpoint against the
+            // gateway's, in that order, whichever is larger.
             Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                let error = crate::evidence::merkle::ProofError::SizesOutOfOrder {
+                    old_size: new.checkpoint.size,
+                    new_size: old.checkpoint.size,
+                };
+                let (kept, gateway) = if seen_is_new { (old, new) } else { (new, old) };
                 return Err(EvidenceError::Rewritten {
-                    old_size: old.checkpoint.size,
-                    new_size: new.checkpoint.size,
-                    error: crate::evidence::merkle::ProofError::SizesOutOfOrder {
-                        old_size: new.checkpoint.size,
-                        new_size: old.checkpoint.size,
-                    },
-                    old_note: old.note,
-                    new_note: new.note,
+                    old_size: kept.checkpoint.size,
+                    new_size: gateway.checkpoint.size,
+                    error,
+                    old_note: kept.note,
+                    new_note: gateway.note,
                 }
                 .into());
             }
