@@ -355,3 +355,31 @@ async fn on_postgresql_verify_full_with_sslrootcert_in_the_url_connects_over_tls
     assert!(said.contains("UnknownIssuer"), "{said}");
     assert!(!said.contains("s3cret"), "{said}");
 }
+
+/// A database whose ledger is named: `signing.origin` must be that name,
+/// or check-config says serve would refuse, and what to set (exit 1).
+#[tokio::test]
+async fn a_signing_origin_other_than_the_ledgers_name_exits_1_saying_what_to_set() {
+    let app = spawn_app().await;
+    let dir = app.dir.path();
+    let url = app.config.database_url.clone();
+    let (said, code) = check(dir, &url);
+    assert_eq!(code, Some(0), "{said}");
+    let mut env = environment(dir, &url);
+    env.push(("MINEGATE_SIGNING_ORIGIN", "gateway.example.kz".to_owned()));
+    let output = minegate(dir, &["check-config"], &env);
+    assert_eq!(output.status.code(), Some(1));
+    let said = text(&output.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines[6..],
+        [
+            "signing.origin: \"gateway.example.kz\" (the ledger's name, fixed when the database is made)",
+            &format!("signing.key: {}/signing.key: readable", dir.display()),
+            &format!("database: {url}: schema version 6, up to date"),
+            "error: signing.origin: \"gateway.example.kz\", but this database's ledger is named \
+             \"minegate\": serve would refuse to start; set signing.origin = \"minegate\"",
+            "not ok (exit 1)",
+        ]
+    );
+}

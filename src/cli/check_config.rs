@@ -160,9 +160,32 @@ async fn check_database(config: &Config, findings: &mut Findings) {
         Ok(schema) => {
             println!("database: {url}: {schema}");
             findings.database_newer = matches!(schema, Schema::Newer { .. });
+            if !findings.database_newer {
+                check_origin(config, findings).await;
+            }
         }
         Err(error) => {
             println!("error: {url}: {error}");
+            findings.database_unreadable = true;
+        }
+    }
+}
+
+/// `signing.origin` against the name the database's ledger has: `serve`
+/// refuses a configuration that would rename the log.
+async fn check_origin(config: &Config, findings: &mut Findings) {
+    let configured = &config.signing.origin;
+    match schema::ledger_name(&config.database_url).await {
+        Ok(Some(name)) if name != *configured => {
+            println!(
+                "error: signing.origin: {configured:?}, but this database's ledger is named \
+                 {name:?}: serve would refuse to start; set signing.origin = {name:?}"
+            );
+            findings.configuration += 1;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            println!("error: the database's ledger name: {error}");
             findings.database_unreadable = true;
         }
     }

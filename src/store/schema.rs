@@ -84,6 +84,37 @@ pub async fn inspect(url: &str) -> Result<Schema, StoreError> {
     }
 }
 
+/// The name of the ledger in the database at `url` (the key history's first
+/// key's), read without changing anything; none before the database has a
+/// key history with a key (a new database, or one before schema version 5).
+pub async fn ledger_name(url: &str) -> Result<Option<String>, StoreError> {
+    check_url(url)?;
+    if url.starts_with("sqlite:") {
+        let path = sqlite::database_path(url)?;
+        if !path.exists() {
+            return Ok(None);
+        }
+        return tokio::task::spawn_blocking(move || sqlite::ledger_name(&path))
+            .await
+            .map_err(|error| StoreError::Database(error.to_string()))?;
+    }
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?;
+    let history: Option<String> = sqlx::query_scalar("SELECT to_regclass('signing_keys')::text")
+        .fetch_one(&mut conn)
+        .await?;
+    let name = match history {
+        None => None,
+        Some(_) => {
+            sqlx::query_scalar("SELECT name FROM signing_keys ORDER BY created_at, key_id LIMIT 1")
+                .fetch_optional(&mut conn)
+                .await?
+        }
+    };
+    sqlx::Connection::close(conn).await?;
+    Ok(name)
+}
+
 /// Logs what a start is about to do to the schema: nothing, or `steps`
 /// migrations from `from` to `to`.
 pub(crate) fn log_start(from: i64, to: i64, steps: usize) {

@@ -18,7 +18,7 @@ use std::{
 };
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Semaphore, watch};
 
 use super::{
@@ -68,6 +68,36 @@ pub const LATEST_SCHEMA: i64 = migrations::LATEST;
 /// another user, as root running `check-config`, they would lock the
 /// gateway out). With one, it is read through them, read-only.
 pub fn schema_version(path: &Path) -> Result<i64, StoreError> {
+    let conn = open_to_look(path)?;
+    Ok(migrations::applied_version(&conn)?)
+}
+
+/// The name of the ledger in the database at `path`: its key history's
+/// first key's, none before the history has a key. Read as
+/// [`schema_version`] reads.
+pub fn ledger_name(path: &Path) -> Result<Option<String>, StoreError> {
+    let conn = open_to_look(path)?;
+    let history: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'signing_keys'",
+        [],
+        |row| row.get(0),
+    )?;
+    if history == 0 {
+        return Ok(None);
+    }
+    let name = conn
+        .query_row(
+            "SELECT name FROM signing_keys ORDER BY created_at, key_id LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(name)
+}
+
+/// Opens `path` to read without making or changing a file: see
+/// [`schema_version`].
+fn open_to_look(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
     let conn = if suffixed(path, "-wal").exists() {
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?
@@ -85,7 +115,7 @@ pub fn schema_version(path: &Path) -> Result<i64, StoreError> {
         })?
     };
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    Ok(migrations::applied_version(&conn)?)
+    Ok(conn)
 }
 
 /// Opens a connection to `path` with the settings every connection has.
