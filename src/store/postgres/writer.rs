@@ -76,17 +76,10 @@ impl Writer {
     /// acknowledgements together), then the checkpoint that covers them,
     /// the commit, and each caller's answer.
     async fn commit_batch(&mut self, jobs: Vec<Job>) {
-        let mut tx = match self.pool.begin().await {
+        let mut tx = match self.begin_locked().await {
             Ok(tx) => tx,
             Err(error) => return fail_all(jobs, &error.to_string()),
         };
-        let locked = sqlx::query(LOCK_AND_NOTIFY)
-            .bind(&self.instance)
-            .execute(&mut *tx)
-            .await;
-        if let Err(error) = locked {
-            return fail_all(jobs, &error.to_string());
-        }
         let mut finishers: Vec<Finisher> = Vec::with_capacity(jobs.len());
         // The extracts the batch made, with their sequence numbers: taken
         // under the write lock, they follow the order of commits across
@@ -328,6 +321,35 @@ fn only<T>(mut answers: Vec<T>) -> Result<T, StoreError> {
     answers
         .pop()
         .ok_or_else(|| StoreError::Corrupt("a run of one gave no answer".into()))
+}
+
+impl Writer {
+    /// A transaction holding the writers' lock. A connection found dead
+    /// there (the server restarted, or ended the session, while it sat in
+    /// the pool, which does not ping a connection used within the last
+    /// second) is given up and one other tried: nothing was done on it.
+    async fn begin_locked(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let begun = async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(LOCK_AND_NOTIFY)
+                    .bind(&self.instance)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            };
+            match begun.await {
+                Err(error) if tries < 3 && super::unavailable(&error) => {
+                    tracing::info!(%error, "the writer's connection was gone; trying another");
+                }
+                result => return result,
+            }
+        }
+    }
 }
 
 fn fail_all(jobs: Vec<Job>, reason: &str) {
