@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,12 @@ pub enum ClientError {
         server: String,
         source: tonic::transport::Error,
     },
+    /// A file read but not what it should be.
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    /// The gateway's address is not one to connect to.
+    #[error("the server address {server:?}: {reason}")]
+    Address { server: String, reason: String },
     #[error("cannot connect to {server}: {source}")]
     Connect {
         server: String,
@@ -49,6 +56,48 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
+/// The bytes of `path`, which must hold at least one PEM certificate.
+fn certificates(path: &Path) -> Result<Vec<u8>, ClientError> {
+    let bytes = read(path)?;
+    let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+    match parsed {
+        Ok(certificates) if !certificates.is_empty() => Ok(bytes),
+        _ => Err(ClientError::Invalid {
+            path: path.to_owned(),
+            reason: "no PEM certificate in it".into(),
+        }),
+    }
+}
+
+/// `https://HOST[:PORT]`, the only kind of address the gateway answers.
+fn check_address(server: &str) -> Result<(), ClientError> {
+    let wrong = |reason: &str| ClientError::Address {
+        server: server.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|_| wrong("not a URL; expected https://HOST:PORT"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        None => return Err(wrong("not a URL; expected https://HOST:PORT")),
+        Some(_) => {
+            return Err(wrong(
+                "the gateway speaks only TLS; expected https://HOST:PORT",
+            ));
+        }
+    }
+    let authority = uri.authority().ok_or_else(|| wrong("no host in it"))?;
+    let has_port = authority
+        .as_str()
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.ends_with(']'));
+    if has_port && authority.port_u16().is_none() {
+        return Err(wrong("the port is not a number from 1 to 65535"));
+    }
+    Ok(())
+}
+
 impl ClientError {
     /// Whether the fault is this side's (a file, a setting), found before
     /// the gateway was asked anything.
@@ -70,10 +119,22 @@ impl ClientTls {
     }
 
     /// The endpoint [`ClientTls::connect`] opens, to set more on it first.
+    /// Its files and the address are checked here, so that a fault of this
+    /// side is told apart from the gateway's answer.
     pub fn endpoint(&self) -> Result<Endpoint, ClientError> {
+        check_address(&self.server)?;
+        let ca = certificates(&self.ca)?;
+        let cert = certificates(&self.cert)?;
+        let key = read(&self.key)?;
+        if PrivateKeyDer::from_pem_slice(&key).is_err() {
+            return Err(ClientError::Invalid {
+                path: self.key.clone(),
+                reason: "no PEM private key in it".into(),
+            });
+        }
         let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key));
         if let Some(domain) = &self.domain {
             tls = tls.domain_name(domain.clone());
         }

@@ -95,7 +95,55 @@ pub fn redacted_url(url: &str) -> String {
         },
         None => authority.to_owned(),
     };
-    redacted_keywords(&format!("{scheme}{authority}{}", redacted_query(tail)))
+    let redacted = redacted_keywords(&format!("{scheme}{authority}{}", redacted_query(tail)));
+    redacted_userinfo(&redacted)
+}
+
+/// `text` with whatever stands between a `:` and an `@` in one word (after
+/// any `/` or space) replaced by `***`: the password of a mistyped URL
+/// whose userinfo the parse above did not find (`postgres:/u:pw@host`,
+/// `postgres//u:pw@host`).
+fn redacted_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = text[from..].find('@').map(|i| from + i) {
+        let word_start = text[from..at]
+            .rfind(['/', ' ', '\t', '"', '\''])
+            .map_or(from, |i| from + i + 1);
+        match text[word_start..at].find(':').map(|i| word_start + i) {
+            Some(colon) if &text[colon + 1..at] != "***" && colon + 1 < at => {
+                out.push_str(&text[from..=colon]);
+                out.push_str("***@");
+            }
+            _ => out.push_str(&text[from..=at]),
+        }
+        from = at + 1;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
+/// `name` with its `%XX` escapes decoded (as far as they decode).
+fn percent_decoded(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `text` with the value of every `…password…=VALUE` keyword (any case; a
@@ -153,7 +201,11 @@ fn redacted_query(tail: &str) -> String {
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+            Some((name, _))
+                if percent_decoded(name)
+                    .to_ascii_lowercase()
+                    .contains("password") =>
+            {
                 format!("{name}=***")
             }
             _ => pair.to_owned(),
@@ -170,6 +222,20 @@ mod tests {
     #[test]
     fn a_url_loses_its_passwords_and_keeps_the_rest() {
         let cases = [
+            // Mistyped: found from outside, printed in clear before.
+            (
+                "postgres:/u:SECRETPW@127.0.0.1:5434/brk_x",
+                "postgres:/u:***@127.0.0.1:5434/brk_x",
+            ),
+            (
+                "postgres//u:SECRETPW@127.0.0.1:5434/brk_x",
+                "postgres//u:***@127.0.0.1:5434/brk_x",
+            ),
+            (
+                "postgres://h/db?pass%77ord=SECRETPW&sslmode=require",
+                "postgres://h/db?pass%77ord=***&sslmode=require",
+            ),
+            ("postgres:u:pw@h/db", "postgres:***@h/db"),
             (
                 "postgres://minegate:s3cr%40t@db.example.kz:5432/minegate",
                 "postgres://minegate:***@db.example.kz:5432/minegate",

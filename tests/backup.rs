@@ -541,6 +541,56 @@ async fn hourly_backups_into_a_folder_get_names_of_their_moment_and_are_the_owne
         (mode(&work.path().join("elsewhere")), mode(&to)),
         (0o700, 0o600)
     );
+    // A dangling link and a folder are refused before anything is copied;
+    // three runs at once to one name: one writes it, the others fail; no
+    // run leaves a partial copy behind.
+    let odd = work.path().join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    std::os::unix::fs::symlink(odd.join("nowhere.db"), odd.join("dangling.db")).unwrap();
+    let run = |args: Vec<String>| {
+        let (cwd, url, key) = (
+            work.path().to_owned(),
+            app.config.database_url.clone(),
+            app.config.signing.key.clone(),
+        );
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            minegate(&cwd, &url, &key, &args).await
+        }
+    };
+    let to = |path: &Path| vec!["backup".into(), "--to".into(), path.display().to_string()];
+    let dangling = run(to(&odd.join("dangling.db"))).await;
+    assert_eq!(dangling.status.code(), Some(1));
+    assert_eq!(
+        text(&dangling.stderr),
+        format!(
+            "error: {} exists: a backup never overwrites a file; name a new one\n",
+            odd.join("dangling.db").display()
+        )
+    );
+    let folder_arg = format!("{}/", odd.join("sub").display());
+    let slash = run(vec!["backup".into(), "--to".into(), folder_arg.clone()]).await;
+    assert_eq!(slash.status.code(), Some(1));
+    assert_eq!(
+        text(&slash.stderr),
+        format!(
+            "error: {folder_arg} is a folder: --to names the file to write (--into a folder)\n"
+        )
+    );
+    let same = odd.join("same.db");
+    let (a, b, c) = tokio::join!(run(to(&same)), run(to(&same)), run(to(&same)));
+    let codes: Vec<Option<i32>> = [&a, &b, &c].iter().map(|o| o.status.code()).collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&odd)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["dangling.db", "same.db"]);
     // One of the two, not both, nor neither.
     let neither = minegate(
         work.path(),

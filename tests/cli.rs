@@ -166,6 +166,31 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
         .unwrap();
     assert_eq!(flag_wins.status.code(), Some(0), "{}", stderr(&flag_wins));
 
+    // A certificate the gateway refuses (the CA's own, not a client's):
+    // exit 3 with the reason, every time (found from outside: now and then
+    // it died of SIGPIPE, silently, writing to the socket the gateway had
+    // closed).
+    for _ in 0..10 {
+        let refused = minegate(
+            dir.path(),
+            &[
+                "health",
+                "--server",
+                &server,
+                "--cert",
+                "certs/dev/ca.pem",
+                "--key",
+                "certs/dev/ca.key",
+            ],
+        );
+        assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+        assert!(
+            stderr(&refused).starts_with("error: "),
+            "{}",
+            stderr(&refused)
+        );
+    }
+
     // Its output into a pipe closed at once (`minegate health | head -0`):
     // it ends of SIGPIPE, as Unix tools do, with no panic.
     let mut piped = Command::new(BIN)
@@ -224,6 +249,67 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
             "error: config: [client]: unknown field `servr`; did you mean `server`?\n".to_owned()
         )
     );
+    // A CA file with no certificate, and addresses that are no gateway's.
+    std::fs::write(elsewhere.path().join("garbage.pem"), "not a certificate").unwrap();
+    let garbage = elsewhere.path().join("garbage.pem");
+    let output = minegate(
+        dir.path(),
+        &[
+            "health",
+            "--server",
+            &server,
+            "--ca",
+            garbage.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(
+        stderr(&output),
+        format!("error: {}: no PEM certificate in it\n", garbage.display())
+    );
+    for (address, reason) in [
+        ("notaurl", "not a URL; expected https://HOST:PORT"),
+        (
+            "http://127.0.0.1:50051",
+            "the gateway speaks only TLS; expected https://HOST:PORT",
+        ),
+        (
+            "https://127.0.0.1:99999",
+            "the port is not a number from 1 to 65535",
+        ),
+    ] {
+        let output = minegate(dir.path(), &["health", "--server", address]);
+        assert_eq!(output.status.code(), Some(4), "{address}");
+        assert_eq!(
+            stderr(&output),
+            format!("error: the server address {address:?}: {reason}\n")
+        );
+    }
+    // A listener that never speaks: exit 3 once --timeout has passed.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_server = format!("https://{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let output = minegate(
+        dir.path(),
+        &["health", "--server", &silent_server, "--timeout", "1"],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        stderr(&output),
+        format!("error: {silent_server} did not answer within 1 s\n")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let output = minegate(
+        dir.path(),
+        &["status", "--server", &silent_server, "--timeout", "1"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        format!("error: {silent_server} did not answer within 1 s\n")
+    );
+    drop(silent);
+
     let output = minegate(
         dir.path(),
         &["health", "--server", &server, "--cert", "nothere.pem"],

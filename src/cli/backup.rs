@@ -116,28 +116,55 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
     if !live.is_file() {
         bail!("there is no database at {}", live.display());
     }
+    if let Some(to) = &args.to {
+        refuse_taken_or_folder(to)?;
+    }
     let names = args.names(chrono::Utc::now());
-    if let Some(to) = &args.to
-        && to.exists()
-    {
+    if let Some(folder) = names[0].parent().filter(|p| !p.as_os_str().is_empty()) {
+        files::create_private_leaf(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+    }
+    let partial = Partial::beside(&names[0])?;
+    let made = until_stopped(async {
+        copy_live(&live, partial.path()).await?;
+        verify_and_summarise(partial.path())
+            .await
+            .map_err(|error| error.context("the copy did not verify; no backup was written"))
+    })
+    .await?;
+    let to = settle_as_new(partial, &names)?;
+    let bytes = fs::metadata(&to)?.len();
+    println!(
+        "backup written to {} ({bytes} bytes)\n{made}\n\
+         not in the backup: the signing key ({}) and the PKI; keep them safe apart",
+        to.display(),
+        config.signing.key.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `--to` that names a file already there (a dangling link too), or a
+/// folder, is refused before anything is copied.
+fn refuse_taken_or_folder(to: &Path) -> anyhow::Result<()> {
+    if to.as_os_str().to_string_lossy().ends_with('/') || to.is_dir() {
+        bail!(
+            "{} is a folder: --to names the file to write (--into a folder)",
+            to.display()
+        );
+    }
+    if fs::symlink_metadata(to).is_ok() {
         bail!(
             "{} exists: a backup never overwrites a file; name a new one",
             to.display()
         );
     }
-    if let Some(folder) = names[0].parent().filter(|p| !p.as_os_str().is_empty()) {
-        files::create_private_leaf(folder)
-            .with_context(|| format!("creating {}", folder.display()))?;
-    }
-    // Each run its own partial file, so runs at once never share one.
-    let partial = beside(&names[0], &format!("partial-{}", std::process::id()))?;
-    remove_if_present(&partial)?;
-    // It holds every filing (names, BIN/IIN, bank details): made empty and
-    // owner-only first (VACUUM INTO fills an empty file), so no moment
-    // finds the copy readable by others, whatever the umask.
-    files::create_private_file(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
-    let copy = partial.clone();
+    Ok(())
+}
+
+/// Copies the live database into the empty file `partial` (one read
+/// transaction, beside the gateway's writer).
+async fn copy_live(live: &Path, partial: &Path) -> anyhow::Result<()> {
+    let (live, copy) = (live.to_owned(), partial.to_owned());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let conn = Connection::open_with_flags(
             &live,
@@ -148,23 +175,59 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
             .with_context(|| format!("copying {} to {}", live.display(), copy.display()))?;
         Ok(())
     })
-    .await??;
-    let summary = match verify_and_summarise(&partial).await {
-        Ok(summary) => summary,
-        Err(error) => {
-            let _ = fs::remove_file(&partial);
-            return Err(error.context("the copy did not verify; no backup was written"));
+    .await?
+}
+
+/// `work`, unless SIGTERM or SIGINT comes first (a systemd stop, ^C): then
+/// an error, so the partial copy is removed on the way out.
+async fn until_stopped<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        done = work => done,
+        _ = term.recv() => bail!("stopped by SIGTERM; the partial copy was removed"),
+        _ = int.recv() => bail!("stopped by SIGINT; the partial copy was removed"),
+    }
+}
+
+/// A copy being made, beside the name it will take: `.NAME.partial-PID`,
+/// so that runs at once never share one. It holds every filing (names,
+/// BIN/IIN, bank details): made empty and owner-only first (VACUUM INTO
+/// fills an empty file), so no moment finds it readable by others, whatever
+/// the umask. Removed, with any journal SQLite left beside it, unless it
+/// was given its name.
+struct Partial(Option<PathBuf>);
+
+impl Partial {
+    fn beside(name: &Path) -> anyhow::Result<Partial> {
+        let path = beside(name, &format!("partial-{}", std::process::id()))?;
+        remove_if_present(&path)?;
+        files::create_private_file(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(Partial(Some(path)))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The path, no longer removed on drop.
+    fn settled(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let _ = fs::remove_file(suffixed(&path, suffix));
+            }
         }
-    };
-    let to = settle_as_new(&partial, &names)?;
-    let bytes = fs::metadata(&to)?.len();
-    println!(
-        "backup written to {} ({bytes} bytes)\n{summary}\n\
-         not in the backup: the signing key ({}) and the PKI; keep them safe apart",
-        to.display(),
-        config.signing.key.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    }
 }
 
 pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitCode> {
@@ -185,26 +248,29 @@ pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitC
     if !args.from.is_file() {
         bail!("there is no backup at {}", args.from.display());
     }
+    if fs::symlink_metadata(&target).is_ok() {
+        bail!(
+            "{} exists (a link): restore writes only where there is nothing",
+            target.display()
+        );
+    }
     if let Some(folder) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
         files::create_private_folder(folder)
             .with_context(|| format!("creating {}", folder.display()))?;
     }
-    let partial = beside(&target, "partial")?;
-    remove_if_present(&partial)?;
     // Owner-only whatever the backup's own mode (fs::copy would keep it).
-    let copied = files::create_private_file(&partial).and_then(|mut to| {
-        std::io::copy(&mut File::open(&args.from)?, &mut to)?;
-        to.sync_all()
-    });
-    copied.with_context(|| format!("copying {} to {}", args.from.display(), partial.display()))?;
-    let summary = match verify_and_summarise(&partial).await {
-        Ok(summary) => summary,
-        Err(error) => {
-            let _ = fs::remove_file(&partial);
-            return Err(error.context("the backup did not verify; nothing was restored"));
-        }
-    };
-    settle_as_new(&partial, std::slice::from_ref(&target))?;
+    let partial = Partial::beside(&target)?;
+    let summary = until_stopped(async {
+        let mut to = File::options().write(true).open(partial.path())?;
+        std::io::copy(&mut File::open(&args.from)?, &mut to)
+            .and_then(|_| to.sync_all())
+            .with_context(|| format!("copying {}", args.from.display()))?;
+        verify_and_summarise(partial.path())
+            .await
+            .map_err(|error| error.context("the backup did not verify; nothing was restored"))
+    })
+    .await?;
+    settle_as_new(partial, std::slice::from_ref(&target))?;
     println!(
         "restored {} into {}\n{summary}\n\
          start the gateway with the signing key it had (signing.key = {}); \
@@ -282,22 +348,25 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
 /// Makes the finished `partial` durable and gives it the first of `names`
 /// no file has, durably; which one. A link, not a rename, so a file that
 /// appeared meanwhile is never replaced.
-fn settle_as_new(partial: &Path, names: &[PathBuf]) -> anyhow::Result<PathBuf> {
-    File::open(partial)?.sync_all()?;
+fn settle_as_new(partial: Partial, names: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    File::open(partial.path())?.sync_all()?;
+    let name = link_as_new(partial.path(), names)?;
+    fs::remove_file(partial.settled())?;
+    sync_folder(&name)?;
+    Ok(name)
+}
+
+/// Links `partial` as the first of `names` no file has; which one.
+fn link_as_new(partial: &Path, names: &[PathBuf]) -> anyhow::Result<PathBuf> {
     for name in names {
         match fs::hard_link(partial, name) {
-            Ok(()) => {
-                fs::remove_file(partial)?;
-                sync_folder(name)?;
-                return Ok(name.clone());
-            }
+            Ok(()) => return Ok(name.clone()),
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            // A file system with no links: a rename, after a look.
-            Err(_) if !name.exists() => {
-                fs::rename(partial, name).with_context(|| {
-                    format!("renaming {} to {}", partial.display(), name.display())
-                })?;
-                sync_folder(name)?;
+            // A file system with no links: a copy, made as new.
+            Err(_) if fs::symlink_metadata(name).is_err() => {
+                let mut to = files::create_private_file(name)?;
+                std::io::copy(&mut File::open(partial)?, &mut to)?;
+                to.sync_all()?;
                 return Ok(name.clone());
             }
             Err(error) => {
@@ -307,11 +376,10 @@ fn settle_as_new(partial: &Path, names: &[PathBuf]) -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "{} appeared meanwhile; the copy is left at {}",
+        "{} was taken meanwhile (another run?); nothing was written",
         names
             .last()
             .map_or(String::new(), |n| n.display().to_string()),
-        partial.display()
     )
 }
 

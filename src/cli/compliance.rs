@@ -54,6 +54,10 @@ pub enum ComplianceCommand {
 pub struct StatusArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Seconds to wait for the whole answer; a gateway that has not
+    /// answered by then is an error (exit 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 fn enum_arg<T>(
@@ -207,7 +211,18 @@ pub async fn run(command: ComplianceCommand) -> anyhow::Result<ExitCode> {
 /// Health, extracts not yet acknowledged by each subscriber, overdue
 /// obligations. Exit 1 when not serving or when anything is overdue.
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let channel = args.client.tls(Role::Operator).connect().await?;
+    let limit = std::time::Duration::from_secs(args.timeout);
+    let tls = args.client.tls(Role::Operator);
+    tokio::time::timeout(limit, report(tls.clone()))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("{} did not answer within {} s", tls.server, limit.as_secs())
+        })?
+}
+
+/// `status`'s lines, and its exit code.
+async fn report(tls: crate::client::ClientTls) -> anyhow::Result<ExitCode> {
+    let channel = tls.connect().await?;
     let health = HealthClient::new(channel.clone())
         .check(HealthCheckRequest::default())
         .await?

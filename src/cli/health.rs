@@ -14,6 +14,10 @@ use crate::{proto::DOMAIN_SERVICES, server::CERTIFICATES_HEALTH};
 pub struct HealthArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Seconds to wait for the whole answer (connection, handshake and
+    /// every check); a gateway that has not answered by then exits 3.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 /// The exit code when the fault is this side's: the configuration, or the
@@ -26,7 +30,16 @@ pub const LOCAL_FAULT: u8 = 4;
 /// could not be reached or did not answer; 4: [`LOCAL_FAULT`] (the error on
 /// stderr for 3 and 4).
 pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
-    match check(args).await {
+    let limit = std::time::Duration::from_secs(args.timeout);
+    let server = args.client.tls(crate::tls::Role::Operator).server;
+    let Ok(checked) = tokio::time::timeout(limit, check(args)).await else {
+        eprintln!(
+            "error: {server} did not answer within {} s",
+            limit.as_secs()
+        );
+        return Ok(ExitCode::from(3));
+    };
+    match checked {
         Ok(code) => Ok(code),
         Err(error) => {
             eprintln!("error: {}", super::causes_once(&error));

@@ -76,9 +76,8 @@ impl Cli {
     /// Whether the process should die quietly of SIGPIPE, as Unix tools do,
     /// when its output goes to a pipe closed early (`minegate health | head
     /// -1`), rather than panic in `println!`: the commands that print what
-    /// they read and talk only over sockets (which never raise SIGPIPE).
-    /// Not `serve`, nor the commands that run processes of their own (`demo`,
-    /// `bench`, `backup`, `restore`): a child's closed pipe must not end them.
+    /// they read. Not `serve`, nor the commands that run processes of their
+    /// own (`demo`, `bench`, `backup`, `restore`).
     pub fn ends_on_a_closed_pipe(&self) -> bool {
         self.command.is_client()
             || matches!(
@@ -97,7 +96,9 @@ pub enum Command {
     Certs(certs::CertsCommand),
     /// Ask a gateway's health service over mutual TLS. Exit 0: serving; 1: a
     /// service is not; 2: serving, but a certificate expires soon; 3: the
-    /// gateway could not be reached or did not answer.
+    /// gateway could not be reached or did not answer within --timeout; 4:
+    /// the fault is this side's (configuration, own certificate, key, CA
+    /// file or server address).
     Health(health::HealthArgs),
     /// Authority: submit a filing (proto3 JSON) with its documents.
     Submit(submit::SubmitArgs),
