@@ -377,9 +377,67 @@ async fn a_signing_origin_other_than_the_ledgers_name_exits_1_saying_what_to_set
             "signing.origin: \"gateway.example.kz\" (the ledger's name, fixed when the database is made)",
             &format!("signing.key: {}/signing.key: readable", dir.display()),
             &format!("database: {url}: schema version 6, up to date"),
-            "error: signing.origin: \"gateway.example.kz\", but this database's ledger is named \
-             \"minegate\": serve would refuse to start; set signing.origin = \"minegate\"",
+            "error: signing: this database's ledger is named \"minegate\" in its key history, \
+             but signing.origin is \"gateway.example.kz\": serve would refuse to start; set \
+             signing.origin = \"minegate\"",
             "not ok (exit 1)",
         ]
     );
+    // Another gateway's key: one this database's history does not know.
+    let other = dir.join("other.key");
+    let signer = minegate::signing::Signer::load_or_create(&other, "minegate").unwrap();
+    let mut env = environment(dir, &url);
+    env.push(("MINEGATE_SIGNING_KEY", other.display().to_string()));
+    let output = minegate(dir, &["check-config"], &env);
+    assert_eq!(output.status.code(), Some(1));
+    let said = text(&output.stdout);
+    let known = app_key_id(&app);
+    assert_eq!(
+        said.lines().rev().nth(1).unwrap(),
+        format!(
+            "error: signing: the signing key {} is not in this database's key history (it knows \
+             {known}); start once with --add-signing-key to add it, or configure a key the \
+             history has: serve would refuse to start",
+            signer.key_id()
+        )
+    );
+}
+
+/// The key id of the key `app` signs with.
+fn app_key_id(app: &TestApp) -> String {
+    minegate::signing::Signer::load(&app.config.signing.key, &app.config.signing.origin)
+        .unwrap()
+        .key_id()
+        .to_owned()
+}
+
+/// An expired server certificate loads (TLS does not look at dates until a
+/// handshake) but every client would refuse it: exit 1, naming it.
+#[test]
+fn an_expired_server_certificate_exits_1() {
+    let dir = fresh_folder();
+    let url = format!("sqlite://{}/minegate.db", dir.path().display());
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 2, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("expired.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("expired.key"), key.serialize_pem()).unwrap();
+    let mut env = environment(dir.path(), &url);
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    env.push(("MINEGATE_TLS_CERT", path("expired.pem")));
+    env.push(("MINEGATE_TLS_KEY", path("expired.key")));
+    let output = minegate(dir.path(), &["check-config"], &env);
+    assert_eq!(output.status.code(), Some(1));
+    let said = text(&output.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines[5..7],
+        [
+            "tls: the certificate, its key, the CA bundle and the CRLs load",
+            "error: tls: the server certificate has expired: clients refuse it",
+        ]
+    );
+    assert_eq!(lines.last(), Some(&"not ok (exit 1)"));
 }

@@ -106,7 +106,10 @@ fn check_files(config: &Config) -> usize {
     }
     if wrong == 0 && !dev_pki {
         match SharedServerConfig::load(tls) {
-            Ok(_) => println!("tls: the certificate, its key, the CA bundle and the CRLs load"),
+            Ok(_) => {
+                println!("tls: the certificate, its key, the CA bundle and the CRLs load");
+                wrong += check_expiry(config);
+            }
             Err(error) => {
                 println!("error: tls: {error}");
                 wrong += 1;
@@ -114,6 +117,33 @@ fn check_files(config: &Config) -> usize {
         }
     }
     wrong + check_signing(config)
+}
+
+/// The server and CA certificates' days left: one expired is an error
+/// (every client would refuse the handshake), one within
+/// `tls.expiry_warning_days` a warning. How many are expired.
+fn check_expiry(config: &Config) -> usize {
+    let days = match crate::tls::reload::certificate_days(&config.tls, chrono::Utc::now()) {
+        Ok(days) => days,
+        Err(error) => {
+            println!("error: tls: {error}");
+            return 1;
+        }
+    };
+    let warning = i64::from(config.tls.expiry_warning_days);
+    let mut expired = 0;
+    for (which, left) in days {
+        if left < 0 {
+            println!("error: tls: the {which} certificate has expired: clients refuse it");
+            expired += 1;
+        } else if left < warning {
+            println!(
+                "warning: tls: the {which} certificate expires in {left} days \
+                 (tls.expiry_warning_days = {warning})"
+            );
+        }
+    }
+    expired
 }
 
 /// The signing key, if it exists, is one `serve` can sign with; the origin
@@ -171,22 +201,59 @@ async fn check_database(config: &Config, findings: &mut Findings) {
     }
 }
 
-/// `signing.origin` against the name the database's ledger has: `serve`
-/// refuses a configuration that would rename the log.
+/// The signing key and `signing.origin` against the database's key
+/// history, as `serve` admits them: the ledger's one name, a key the
+/// history knows (or `signing.add_unknown_key`), never a retired one.
 async fn check_origin(config: &Config, findings: &mut Findings) {
-    let configured = &config.signing.origin;
-    match schema::ledger_name(&config.database_url).await {
-        Ok(Some(name)) if name != *configured => {
+    let history = match schema::key_history(&config.database_url).await {
+        Ok(history) => history,
+        Err(error) => {
+            println!("error: the database's key history: {error}");
+            findings.database_unreadable = true;
+            return;
+        }
+    };
+    let signing = &config.signing;
+    let current = match Signer::load(&signing.key, &signing.origin) {
+        Ok(signer) => signer.record(),
+        // A key the first start would make is one no history knows.
+        Err(_) if !signing.key.exists() && !history.is_empty() && !signing.add_unknown_key => {
             println!(
-                "error: signing.origin: {configured:?}, but this database's ledger is named \
-                 {name:?}: serve would refuse to start; set signing.origin = {name:?}"
+                "error: signing.key: {}: missing, and this database already has a key history: \
+                 a new key would be refused; put the gateway's key there (or see \
+                 --add-signing-key)",
+                signing.key.display()
             );
             findings.configuration += 1;
+            return;
         }
-        Ok(_) => {}
-        Err(error) => {
-            println!("error: the database's ledger name: {error}");
-            findings.database_unreadable = true;
-        }
+        // Otherwise only the name can be wrong.
+        Err(_) => match history.first() {
+            Some(first) if first.name != signing.origin => {
+                report_refusal(
+                    &SigningError::OriginChanged {
+                        history: first.name.clone(),
+                        configured: signing.origin.clone(),
+                    },
+                    findings,
+                );
+                return;
+            }
+            _ => return,
+        },
+    };
+    if let Err(refused) = crate::signing::admit(&history, &current, signing.add_unknown_key) {
+        report_refusal(&refused, findings);
     }
+}
+
+fn report_refusal(refused: &SigningError, findings: &mut Findings) {
+    let fix = match refused {
+        SigningError::OriginChanged { history, .. } => {
+            format!("; set signing.origin = {history:?}")
+        }
+        _ => String::new(),
+    };
+    println!("error: signing: {refused}: serve would refuse to start{fix}");
+    findings.configuration += 1;
 }

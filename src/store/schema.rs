@@ -61,7 +61,7 @@ pub async fn inspect(url: &str) -> Result<Schema, StoreError> {
     if url.starts_with("sqlite:") {
         let path = sqlite::database_path(url)?;
         let latest = sqlite::LATEST_SCHEMA;
-        if !path.exists() {
+        if !is_there(&path)? {
             return Ok(Schema::Absent { latest });
         }
         let version = tokio::task::spawn_blocking(move || sqlite::schema_version(&path))
@@ -84,35 +84,32 @@ pub async fn inspect(url: &str) -> Result<Schema, StoreError> {
     }
 }
 
-/// The name of the ledger in the database at `url` (the key history's first
-/// key's), read without changing anything; none before the database has a
-/// key history with a key (a new database, or one before schema version 5).
-pub async fn ledger_name(url: &str) -> Result<Option<String>, StoreError> {
+/// The key history of the database at `url`, oldest first (its first
+/// key's name is the ledger's), read without changing anything; empty
+/// before the database has a key (a new database, or one before schema
+/// version 5).
+pub async fn key_history(url: &str) -> Result<Vec<crate::signing::KeyRecord>, StoreError> {
     check_url(url)?;
     if url.starts_with("sqlite:") {
         let path = sqlite::database_path(url)?;
-        if !path.exists() {
-            return Ok(None);
+        if !is_there(&path)? {
+            return Ok(Vec::new());
         }
-        return tokio::task::spawn_blocking(move || sqlite::ledger_name(&path))
+        return tokio::task::spawn_blocking(move || sqlite::key_history(&path))
             .await
             .map_err(|error| StoreError::Database(error.to_string()))?;
     }
-    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?;
-    let history: Option<String> = sqlx::query_scalar("SELECT to_regclass('signing_keys')::text")
-        .fetch_one(&mut conn)
-        .await?;
-    let name = match history {
-        None => None,
-        Some(_) => {
-            sqlx::query_scalar("SELECT name FROM signing_keys ORDER BY created_at, key_id LIMIT 1")
-                .fetch_optional(&mut conn)
-                .await?
-        }
-    };
-    sqlx::Connection::close(conn).await?;
-    Ok(name)
+    postgres::key_history(url).await
+}
+
+/// Whether the file at `path` exists; a folder on the way this user may not
+/// enter is an error, not "no database yet".
+fn is_there(path: &std::path::Path) -> Result<bool, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(StoreError::Database(format!("{}: {error}", path.display()))),
+    }
 }
 
 /// Logs what a start is about to do to the schema: nothing, or `steps`

@@ -65,6 +65,22 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// The key history of the database at `url`, oldest first; empty before
+/// the database has one. Only read.
+pub(crate) async fn key_history(url: &str) -> Result<Vec<KeyRecord>, StoreError> {
+    let options: PgConnectOptions = url.parse()?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?;
+    let history: Option<String> = sqlx::query_scalar("SELECT to_regclass('signing_keys')::text")
+        .fetch_one(&mut conn)
+        .await?;
+    let keys = match history {
+        None => Vec::new(),
+        Some(_) => tree::signing_keys(&mut conn).await?,
+    };
+    sqlx::Connection::close(conn).await?;
+    Ok(keys)
+}
+
 /// How long a writer's connection may sit idle and still be handed out
 /// without a ping.
 const WRITER_PING_AFTER: Duration = Duration::from_secs(1);

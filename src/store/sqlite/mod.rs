@@ -18,7 +18,7 @@ use std::{
 };
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, watch};
 
 use super::{
@@ -72,10 +72,9 @@ pub fn schema_version(path: &Path) -> Result<i64, StoreError> {
     Ok(migrations::applied_version(&conn)?)
 }
 
-/// The name of the ledger in the database at `path`: its key history's
-/// first key's, none before the history has a key. Read as
-/// [`schema_version`] reads.
-pub fn ledger_name(path: &Path) -> Result<Option<String>, StoreError> {
+/// The key history of the database at `path`, oldest first; empty before
+/// the database has one. Read as [`schema_version`] reads.
+pub fn key_history(path: &Path) -> Result<Vec<crate::signing::KeyRecord>, StoreError> {
     let conn = open_to_look(path)?;
     let history: i64 = conn.query_row(
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'signing_keys'",
@@ -83,16 +82,9 @@ pub fn ledger_name(path: &Path) -> Result<Option<String>, StoreError> {
         |row| row.get(0),
     )?;
     if history == 0 {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let name = conn
-        .query_row(
-            "SELECT name FROM signing_keys ORDER BY created_at, key_id LIMIT 1",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(name)
+    tree::signing_keys(&conn)
 }
 
 /// Opens `path` to read without making or changing a file: see
