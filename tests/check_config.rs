@@ -160,6 +160,30 @@ fn an_unknown_key_a_missing_file_or_a_bad_key_exits_1() {
             "not ok (exit 1)"
         ]
     );
+    // So is one the PostgreSQL driver cannot read, or whose root
+    // certificate is not there: found before any connection is tried.
+    for (url, reason) in [
+        ("postgres://u:pw@127.0.0.1:99999/x", "invalid port number"),
+        (
+            "postgres://h/x?sslmode=bogus",
+            "unknown value \"bogus\" for `ssl_mode`",
+        ),
+        (
+            "postgres://h/x?sslmode=verify-full&sslrootcert=/nope.pem",
+            "sslrootcert /nope.pem: no such file",
+        ),
+    ] {
+        let (said, code) = check(dir.path(), url);
+        assert_eq!(code, Some(1), "{said}");
+        let shown = url.replace(":pw@", ":***@");
+        assert_eq!(
+            said.lines().rev().take(2).collect::<Vec<_>>(),
+            [
+                "not ok (exit 1)",
+                &format!("error: database: {shown}: {reason}")
+            ]
+        );
+    }
 }
 
 /// The migration log lines of a start on `url` (`ledger verify` opens the

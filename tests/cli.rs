@@ -522,3 +522,31 @@ fn a_config_file_in_the_working_folder_is_read() {
         stderr(&output)
     );
 }
+
+/// The commands that only read a database refuse one that is not there
+/// (found from outside: `ledger verify` at a mistyped path made a new,
+/// empty database and said "ledger intact").
+#[test]
+fn reading_commands_make_no_database_at_a_mistyped_path() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["ledger", "verify"][..],
+        &["ledger", "checkpoint"],
+        &["signing", "keys"],
+    ] {
+        let output = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .env("MINEGATE_DATABASE_URL", "sqlite://data/typo.db")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&output),
+            "error: database: there is no database at data/typo.db: nothing to read (check \
+             database_url); none was made\n",
+            "{args:?}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

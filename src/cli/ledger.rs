@@ -22,6 +22,7 @@ pub enum LedgerCommand {
 }
 
 pub async fn run(command: LedgerCommand, config: &Config) -> anyhow::Result<ExitCode> {
+    store::schema::refuse_absent(&config.database_url)?;
     let store = store::open(
         &config.database_url,
         Arc::new(SystemClock),

@@ -42,6 +42,7 @@ pub enum SigningCommand {
 }
 
 pub async fn run(command: SigningCommand, config: &Config) -> anyhow::Result<ExitCode> {
+    store::schema::refuse_absent(&config.database_url)?;
     let store = store::open(
         &config.database_url,
         Arc::new(SystemClock),

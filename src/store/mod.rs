@@ -695,14 +695,41 @@ fn postgres_parameters_known(url: &str) -> Result<(), StoreError> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
         .find(|name| !POSTGRES_PARAMETERS.contains(name) && !name.starts_with("options["));
-    match unknown {
-        None => Ok(()),
-        Some(name) => Err(StoreError::Database(format!(
+    if let Some(name) = unknown {
+        return Err(StoreError::Database(format!(
             "{}: unknown parameter {name:?} (known: {}; names are lower case)",
             crate::files::redacted_url(url),
             POSTGRES_PARAMETERS.join(", ")
-        ))),
+        )));
     }
+    // What the driver itself refuses (a port past 65535, an unknown
+    // sslmode, a host it cannot read) is the URL's fault too, found before
+    // any connection is tried; and a root certificate it names must exist.
+    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|error: sqlx::Error| {
+        let reason = error.to_string().replace("error with configuration: ", "");
+        StoreError::Database(format!("{}: {reason}", crate::files::redacted_url(url)))
+    })?;
+    if let Some(root) = ssl_root_cert(url)
+        && !std::path::Path::new(&root).is_file()
+    {
+        return Err(StoreError::Database(format!(
+            "{}: sslrootcert {root}: no such file",
+            crate::files::redacted_url(url)
+        )));
+    }
+    drop(options);
+    Ok(())
+}
+
+/// The `sslrootcert` (or `ssl-root-cert`) a PostgreSQL URL names.
+fn ssl_root_cert(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1.split('#').next()?;
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some(("sslrootcert" | "ssl-root-cert", value)) => Some(value.to_owned()),
+            _ => None,
+        })
 }
 
 pub async fn open(

@@ -102,6 +102,24 @@ pub async fn key_history(url: &str) -> Result<Vec<crate::signing::KeyRecord>, St
     postgres::key_history(url).await
 }
 
+/// Refuses a SQLite database that does not exist, for the commands that
+/// only read one (`ledger`, `signing`): opening it would make a new, empty
+/// database at a mistyped path and report on it. (A PostgreSQL database
+/// must have been created; an empty one is migrated as a start would.)
+pub fn refuse_absent(url: &str) -> Result<(), StoreError> {
+    if !url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    let path = sqlite::database_path(url)?;
+    if is_there(&path)? {
+        return Ok(());
+    }
+    Err(StoreError::Database(format!(
+        "there is no database at {}: nothing to read (check database_url); none was made",
+        path.display()
+    )))
+}
+
 /// Whether the file at `path` exists; a folder on the way this user may not
 /// enter is an error, not "no database yet".
 fn is_there(path: &std::path::Path) -> Result<bool, StoreError> {
