@@ -422,8 +422,8 @@ impl Config {
                 })?;
             merge(&mut merged, from_file, "");
         }
-        let warnings = apply_environment(&defaults, &mut merged, environment)?;
-        let mut config = decode(merged, &defaults)?;
+        let (warnings, set_by) = apply_environment(&defaults, &mut merged, environment)?;
+        let mut config = decode(merged, &defaults, &set_by)?;
         config.check()?;
         config.warnings = warnings;
         Ok(config)
@@ -547,7 +547,11 @@ const PROBLEMS_SAID: usize = 20;
 /// unknown or of the wrong type (up to [`PROBLEMS_SAID`]), each by its path:
 /// each one found is set aside (an unknown key taken out, a wrong value
 /// given its default) and the rest decoded again.
-fn decode(mut merged: toml::Value, defaults: &toml::Value) -> Result<Config, ConfigError> {
+fn decode(
+    mut merged: toml::Value,
+    defaults: &toml::Value,
+    set_by: &BTreeMap<String, String>,
+) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     while problems.len() < PROBLEMS_SAID {
         let error = match serde_path_to_error::deserialize::<_, Config>(merged.clone()) {
@@ -560,7 +564,10 @@ fn decode(mut merged: toml::Value, defaults: &toml::Value) -> Result<Config, Con
         let unknown = unknown_field(&message);
         problems.push(match unknown {
             Some(key) => unknown_key(&path, key, &message, defaults),
-            None => format!("{path}: {message}"),
+            None => match set_by.get(path.split('[').next().unwrap_or(&path)) {
+                Some(variable) => format!("{path} (from {variable}): {message}"),
+                None => format!("{path}: {message}"),
+            },
         });
         let aside = match unknown {
             Some(key) => remove_path(&mut merged, &within(&path, key)),
@@ -695,7 +702,7 @@ fn apply_environment(
     defaults: &toml::Value,
     merged: &mut toml::Value,
     environment: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<String>, ConfigError> {
+) -> Result<(Vec<String>, BTreeMap<String, String>), ConfigError> {
     let mut leaves = Vec::new();
     collect_leaves(defaults, String::new(), &mut leaves);
     let known: BTreeMap<String, (String, toml::Value)> = leaves
@@ -704,6 +711,7 @@ fn apply_environment(
         .collect();
 
     let mut warnings = Vec::new();
+    let mut set_by = BTreeMap::new();
     for (variable, raw) in environment {
         if !variable.starts_with("MINEGATE_")
             || variable.starts_with(TEST_VARIABLE_PREFIX)
@@ -719,9 +727,11 @@ fn apply_environment(
             variable: variable.clone(),
             reason,
         })?;
+        let shown = crate::files::redacted_url(&raw);
+        set_by.insert(path.clone(), format!("{variable}={shown:?}"));
         set_path(merged, path, value);
     }
-    Ok(warnings)
+    Ok((warnings, set_by))
 }
 
 /// The warning for a `MINEGATE_*` variable that is no key, naming the
@@ -944,6 +954,18 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "config: [limits]: unknown field `max_mesage_bytes`; did you mean `max_message_bytes`?"
+        );
+    }
+
+    #[test]
+    fn a_wrong_value_from_the_environment_names_its_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("minegate.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:50051\"\n").unwrap();
+        let err = Config::load(Some(&path), env(&[("MINEGATE_LISTEN", "bad")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: listen (from MINEGATE_LISTEN=\"bad\"): invalid socket address syntax"
         );
     }
 
