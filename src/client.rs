@@ -69,6 +69,26 @@ fn certificates(path: &Path) -> Result<Vec<u8>, ClientError> {
     }
 }
 
+/// Refuses our own certificate (the first in `pem`) once it has expired:
+/// the gateway would end the handshake, saying little.
+fn refuse_expired(path: &Path, pem: &[u8]) -> Result<(), ClientError> {
+    let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem).next() else {
+        return Ok(());
+    };
+    use x509_parser::prelude::FromDer;
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(&der) else {
+        return Ok(());
+    };
+    let not_after = cert.validity().not_after;
+    if not_after.timestamp() < chrono::Utc::now().timestamp() {
+        return Err(ClientError::Invalid {
+            path: path.to_owned(),
+            reason: format!("this certificate expired on {not_after}"),
+        });
+    }
+    Ok(())
+}
+
 /// `https://HOST[:PORT]`, the only kind of address the gateway answers.
 fn check_address(server: &str) -> Result<(), ClientError> {
     let wrong = |reason: &str| ClientError::Address {
@@ -92,7 +112,7 @@ fn check_address(server: &str) -> Result<(), ClientError> {
         .as_str()
         .rsplit_once(':')
         .is_some_and(|(_, p)| !p.ends_with(']'));
-    if has_port && authority.port_u16().is_none() {
+    if has_port && matches!(authority.port_u16(), None | Some(0)) {
         return Err(wrong("the port is not a number from 1 to 65535"));
     }
     Ok(())
@@ -125,6 +145,7 @@ impl ClientTls {
         check_address(&self.server)?;
         let ca = certificates(&self.ca)?;
         let cert = certificates(&self.cert)?;
+        refuse_expired(&self.cert, &cert)?;
         let key = read(&self.key)?;
         if PrivateKeyDer::from_pem_slice(&key).is_err() {
             return Err(ClientError::Invalid {

@@ -99,18 +99,24 @@ pub fn redacted_url(url: &str) -> String {
     redacted_userinfo(&redacted)
 }
 
-/// `text` with whatever stands between a `:` and an `@` in one word (after
-/// any `/` or space) replaced by `***`: the password of a mistyped URL
-/// whose userinfo the parse above did not find (`postgres:/u:pw@host`,
-/// `postgres//u:pw@host`).
+/// `text` with the userinfo's password of every URL-like word in it (up
+/// to an `@`, after any `scheme://`) replaced by `***`, found however the
+/// URL is mistyped (`postgres:/u:pw@host`, `postgres//u:pw@host`, a `/` in
+/// the password): everything after the word's first `:` up to the `@`.
 fn redacted_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut from = 0;
     while let Some(at) = text[from..].find('@').map(|i| from + i) {
         let word_start = text[from..at]
-            .rfind(['/', ' ', '\t', '"', '\''])
+            .rfind([' ', '\t', '"', '\''])
             .map_or(from, |i| from + i + 1);
-        match text[word_start..at].find(':').map(|i| word_start + i) {
+        let userinfo_start = text[word_start..at]
+            .find("://")
+            .map_or(word_start, |i| word_start + i + 3);
+        match text[userinfo_start..at]
+            .find(':')
+            .map(|i| userinfo_start + i)
+        {
             Some(colon) if &text[colon + 1..at] != "***" && colon + 1 < at => {
                 out.push_str(&text[from..=colon]);
                 out.push_str("***@");
@@ -121,6 +127,14 @@ fn redacted_userinfo(text: &str) -> String {
     }
     out.push_str(&text[from..]);
     out
+}
+
+/// Whether a query pair (its name decoded) may carry a password.
+pub fn says_password(pair: &str) -> bool {
+    let name = percent_decoded(pair).to_ascii_lowercase();
+    ["pass", "pwd", "secret"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 /// `name` with its `%XX` escapes decoded (as far as they decode).
@@ -201,13 +215,8 @@ fn redacted_query(tail: &str) -> String {
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _))
-                if percent_decoded(name)
-                    .to_ascii_lowercase()
-                    .contains("password") =>
-            {
-                format!("{name}=***")
-            }
+            Some((name, _)) if says_password(name) => format!("{name}=***"),
+            None if says_password(pair) => "***".to_owned(),
             _ => pair.to_owned(),
         })
         .collect();
@@ -225,7 +234,15 @@ mod tests {
             // Mistyped: found from outside, printed in clear before.
             (
                 "postgres:/u:SECRETPW@127.0.0.1:5434/brk_x",
-                "postgres:/u:***@127.0.0.1:5434/brk_x",
+                "postgres:***@127.0.0.1:5434/brk_x",
+            ),
+            (
+                "postgres://u:SEC/RET@127.0.0.1:5434/db",
+                "postgres://u:***@127.0.0.1:5434/db",
+            ),
+            (
+                "postgres://h/db?passwd=S1&pwd=S2&password%3DS3",
+                "postgres://h/db?passwd=***&pwd=***&***",
             ),
             (
                 "postgres//u:SECRETPW@127.0.0.1:5434/brk_x",

@@ -277,6 +277,10 @@ fn serve_with_no_config_makes_dev_certs_and_a_database_and_answers_health() {
             "https://127.0.0.1:99999",
             "the port is not a number from 1 to 65535",
         ),
+        (
+            "https://127.0.0.1:0",
+            "the port is not a number from 1 to 65535",
+        ),
     ] {
         let output = minegate(dir.path(), &["health", "--server", address]);
         assert_eq!(output.status.code(), Some(4), "{address}");

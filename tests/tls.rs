@@ -93,6 +93,28 @@ async fn an_expired_certificate_is_refused() {
         refusal(app.addr, config).await,
         AlertDescription::CertificateExpired
     );
+    // Our own client sees it first and says so: this side's fault, exit 4.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_minegate"))
+        .args(["health", "--server", &format!("https://{}", app.addr)])
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("expired.pem"))
+        .arg("--key")
+        .arg(dir.join("expired.key"))
+        .args(["--tls-domain", "localhost"])
+        .env_remove("MINEGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.starts_with(&format!(
+            "error: {}: this certificate expired on ",
+            dir.join("expired.pem").display()
+        )),
+        "{said}"
+    );
     assert_eq!(health_of(&app, "energy").await, ServingStatus::Serving);
     app.gateway.shutdown().await.unwrap();
 }

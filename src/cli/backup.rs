@@ -112,6 +112,7 @@ fn sqlite_file(config: &Config, verb: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let mut stop = Stop::catch()?;
     let live = sqlite_file(config, "backup")?;
     if !live.is_file() {
         bail!("there is no database at {}", live.display());
@@ -125,13 +126,14 @@ pub async fn backup(args: BackupArgs, config: &Config) -> anyhow::Result<ExitCod
             .with_context(|| format!("creating {}", folder.display()))?;
     }
     let partial = Partial::beside(&names[0])?;
-    let made = until_stopped(async {
-        copy_live(&live, partial.path()).await?;
+    let copying = Copying::default();
+    let work = async {
+        copy_live(&live, partial.path(), &copying).await?;
         verify_and_summarise(partial.path())
             .await
             .map_err(|error| error.context("the copy did not verify; no backup was written"))
-    })
-    .await?;
+    };
+    let made = stop.run(work, || copying.interrupt()).await?;
     let to = settle_as_new(partial, &names)?;
     let bytes = fs::metadata(&to)?.len();
     println!(
@@ -162,15 +164,16 @@ fn refuse_taken_or_folder(to: &Path) -> anyhow::Result<()> {
 }
 
 /// Copies the live database into the empty file `partial` (one read
-/// transaction, beside the gateway's writer).
-async fn copy_live(live: &Path, partial: &Path) -> anyhow::Result<()> {
-    let (live, copy) = (live.to_owned(), partial.to_owned());
+/// transaction, beside the gateway's writer); `copying` can cut it short.
+async fn copy_live(live: &Path, partial: &Path, copying: &Copying) -> anyhow::Result<()> {
+    let (live, copy, copying) = (live.to_owned(), partial.to_owned(), copying.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let conn = Connection::open_with_flags(
             &live,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        copying.started(conn.get_interrupt_handle())?;
         conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()])
             .with_context(|| format!("copying {} to {}", live.display(), copy.display()))?;
         Ok(())
@@ -178,18 +181,63 @@ async fn copy_live(live: &Path, partial: &Path) -> anyhow::Result<()> {
     .await?
 }
 
-/// `work`, unless SIGTERM or SIGINT comes first (a systemd stop, ^C): then
-/// an error, so the partial copy is removed on the way out.
-async fn until_stopped<T>(
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        done = work => done,
-        _ = term.recv() => bail!("stopped by SIGTERM; the partial copy was removed"),
-        _ = int.recv() => bail!("stopped by SIGINT; the partial copy was removed"),
+/// A copy's SQLite statement, to interrupt when the command is stopped.
+#[derive(Clone, Default)]
+struct Copying(Arc<std::sync::Mutex<(bool, Option<rusqlite::InterruptHandle>)>>);
+
+impl Copying {
+    /// Keeps `handle`, unless the command was stopped already.
+    fn started(&self, handle: rusqlite::InterruptHandle) -> anyhow::Result<()> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0 {
+            bail!("stopped before the copy began");
+        }
+        state.1 = Some(handle);
+        Ok(())
+    }
+
+    fn interrupt(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = true;
+        if let Some(handle) = state.1.take() {
+            handle.interrupt();
+        }
+    }
+}
+
+/// SIGTERM and SIGINT (a systemd stop, ^C), caught from the command's
+/// start, so neither ends it before it has removed what it made.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn catch() -> anyhow::Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// `work`'s result; or, if a signal comes first, `interrupt` is called
+    /// and, once `work` has ended (nothing writes the partial copy any
+    /// more), an error, on whose way out the partial copy is removed.
+    async fn run<T>(
+        &mut self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+        interrupt: impl FnOnce(),
+    ) -> anyhow::Result<T> {
+        tokio::pin!(work);
+        let signal = tokio::select! {
+            done = &mut work => return done,
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        };
+        interrupt();
+        let _ = work.await;
+        bail!("stopped by {signal}; the partial copy was removed")
     }
 }
 
@@ -231,6 +279,7 @@ impl Drop for Partial {
 }
 
 pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let mut stop = Stop::catch()?;
     let target = sqlite_file(config, "restore")?;
     for existing in [
         target.clone(),
@@ -260,7 +309,7 @@ pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitC
     }
     // Owner-only whatever the backup's own mode (fs::copy would keep it).
     let partial = Partial::beside(&target)?;
-    let summary = until_stopped(async {
+    let work = async {
         let mut to = File::options().write(true).open(partial.path())?;
         std::io::copy(&mut File::open(&args.from)?, &mut to)
             .and_then(|_| to.sync_all())
@@ -268,8 +317,8 @@ pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitC
         verify_and_summarise(partial.path())
             .await
             .map_err(|error| error.context("the backup did not verify; nothing was restored"))
-    })
-    .await?;
+    };
+    let summary = stop.run(work, || ()).await?;
     settle_as_new(partial, std::slice::from_ref(&target))?;
     println!(
         "restored {} into {}\n{summary}\n\
@@ -287,6 +336,15 @@ pub async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<ExitC
 /// file (rollback journal, no `-wal` beside it; the gateway turns WAL on
 /// again when it opens it).
 pub async fn verify_and_summarise(path: &Path) -> anyhow::Result<Summary> {
+    // An empty file is an empty SQLite database, which opening would make
+    // a new gateway's: a copy with no schema is no copy.
+    let looked = path.to_owned();
+    if tokio::task::spawn_blocking(move || store::sqlite::schema_version(&looked)).await?? == 0 {
+        bail!(
+            "{} holds no minegate database (no schema in it)",
+            path.display()
+        );
+    }
     let url = format!("sqlite://{}", path.display());
     let opened = store::open(&url, Arc::new(SystemClock), store::Signing::ReadOnly).await?;
     let report = store::verify_ledger(&*opened).await;

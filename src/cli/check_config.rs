@@ -119,9 +119,10 @@ fn check_files(config: &Config) -> usize {
     wrong + check_signing(config)
 }
 
-/// The server and CA certificates' days left: one expired is an error
-/// (every client would refuse the handshake), one within
-/// `tls.expiry_warning_days` a warning. How many are expired.
+/// The server and CA certificates' days left: the server's expired is an
+/// error (every client would refuse the handshake), a CA's a warning (an
+/// old one may stay in the bundle through a move), one within
+/// `tls.expiry_warning_days` a warning. How many errors.
 fn check_expiry(config: &Config) -> usize {
     let days = match crate::tls::reload::certificate_days(&config.tls, chrono::Utc::now()) {
         Ok(days) => days,
@@ -133,9 +134,15 @@ fn check_expiry(config: &Config) -> usize {
     let warning = i64::from(config.tls.expiry_warning_days);
     let mut expired = 0;
     for (which, left) in days {
-        if left < 0 {
+        if left < 0 && which == "server" {
             println!("error: tls: the {which} certificate has expired: clients refuse it");
             expired += 1;
+        } else if left < 0 {
+            // An old CA kept in the bundle while agencies move to the new.
+            println!(
+                "warning: tls: the {which} certificate has expired: certificates it issued \
+                 are refused"
+            );
         } else if left < warning {
             println!(
                 "warning: tls: the {which} certificate expires in {left} days \

@@ -231,19 +231,22 @@ async fn report(tls: crate::client::ClientTls) -> anyhow::Result<ExitCode> {
     println!("gateway            {}", health.as_str_name());
     // While the database is down the gateway still answers health: what
     // needs the database is said unknown, and why, line by line.
-    let pending = ComplianceServiceClient::new(channel.clone())
-        .get_pending_extracts(GetPendingExtractsRequest {})
-        .await;
+    // Both at once: while the database is down each waits for it (up to the
+    // gateway's pool timeout), and one after the other would not fit the
+    // default --timeout.
+    let mut compliance = ComplianceServiceClient::new(channel.clone());
+    let (pending, overdue) = tokio::join!(
+        compliance.get_pending_extracts(GetPendingExtractsRequest {}),
+        all_obligations(
+            channel,
+            ObligationKind::Unspecified,
+            ObligationStatus::Overdue,
+        )
+    );
     match &pending {
         Ok(pending) => print_pending(&pending.get_ref().subscribers),
         Err(status) => println!("pending extracts   unknown: {}", status.message()),
     }
-    let overdue = all_obligations(
-        channel,
-        ObligationKind::Unspecified,
-        ObligationStatus::Overdue,
-    )
-    .await;
     match &overdue {
         Ok(overdue) => print_overdue(overdue),
         Err(error) => {

@@ -76,13 +76,19 @@ impl Cli {
     /// Whether the process should die quietly of SIGPIPE, as Unix tools do,
     /// when its output goes to a pipe closed early (`minegate health | head
     /// -1`), rather than panic in `println!`: the commands that print what
-    /// they read. Not `serve`, nor the commands that run processes of their
-    /// own (`demo`, `bench`, `backup`, `restore`).
+    /// they read, and `backup` and `restore` (which print last, once the copy
+    /// has its name). Not `serve`, nor `demo` and `bench`, which run
+    /// processes of their own.
     pub fn ends_on_a_closed_pipe(&self) -> bool {
         self.command.is_client()
             || matches!(
                 self.command,
-                Command::Certs(_) | Command::Ledger(_) | Command::Signing(_) | Command::CheckConfig
+                Command::Certs(_)
+                    | Command::Ledger(_)
+                    | Command::Signing(_)
+                    | Command::CheckConfig
+                    | Command::Backup(_)
+                    | Command::Restore(_)
             )
     }
 }

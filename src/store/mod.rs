@@ -696,8 +696,12 @@ fn postgres_parameters_known(url: &str) -> Result<(), StoreError> {
         .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
         .find(|name| !POSTGRES_PARAMETERS.contains(name) && !name.starts_with("options["));
     if let Some(name) = unknown {
+        let name = match crate::files::says_password(name) {
+            true => "(one whose name says password)".to_owned(),
+            false => format!("{name:?}"),
+        };
         return Err(StoreError::Database(format!(
-            "{}: unknown parameter {name:?} (known: {}; names are lower case)",
+            "{}: unknown parameter {name} (known: {}; names are lower case)",
             crate::files::redacted_url(url),
             POSTGRES_PARAMETERS.join(", ")
         )));

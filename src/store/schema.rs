@@ -111,13 +111,19 @@ pub fn refuse_absent(url: &str) -> Result<(), StoreError> {
         return Ok(());
     }
     let path = sqlite::database_path(url)?;
-    if is_there(&path)? {
-        return Ok(());
+    if !is_there(&path)? {
+        return Err(StoreError::Database(format!(
+            "there is no database at {}: nothing to read (check database_url); none was made",
+            path.display()
+        )));
     }
-    Err(StoreError::Database(format!(
-        "there is no database at {}: nothing to read (check database_url); none was made",
-        path.display()
-    )))
+    if sqlite::schema_version(&path)? == 0 {
+        return Err(StoreError::Database(format!(
+            "{} holds no minegate database (no schema in it): nothing to read",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether the file at `path` exists; a folder on the way this user may not
