@@ -693,10 +693,14 @@ fn postgres_parameters_known(url: &str) -> Result<(), StoreError> {
     let unknown = query
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
-        .find(|name| !POSTGRES_PARAMETERS.contains(name) && !name.starts_with("options["));
-    if let Some(name) = unknown {
-        let name = match crate::files::says_password(name) {
+        .map(|pair| {
+            pair.split_once('=')
+                .map_or((pair, false), |(name, _)| (name, true))
+        })
+        .find(|(name, _)| !POSTGRES_PARAMETERS.contains(name) && !name.starts_with("options["));
+    if let Some((name, valued)) = unknown {
+        // With no `=`, the "name" may hold the value (`password%3DSECRET`).
+        let name = match !valued && crate::files::says_password(name) {
             true => "(one whose name says password)".to_owned(),
             false => format!("{name:?}"),
         };
