@@ -85,13 +85,26 @@ impl Signer {
     }
 
     /// Loads the PKCS#8 key at `path`, which must exist. It signs as `origin`.
+    /// DER or PEM, v2 (what the gateway makes) or v1 (what `openssl genpkey
+    /// -algorithm ed25519` makes: the public key is derived).
     pub fn load(path: &Path, origin: &str) -> Result<Signer, SigningError> {
         let error = |reason: String| SigningError::Key {
             path: path.display().to_string(),
             reason,
         };
-        let pkcs8 = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+        let pkcs8 = match bytes.starts_with(b"-----BEGIN") {
+            true => {
+                use rustls_pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
+                match PrivatePkcs8KeyDer::from_pem_slice(&bytes) {
+                    Ok(der) => der.secret_pkcs8_der().to_vec(),
+                    Err(e) => return Err(error(format!("not a PEM PKCS#8 private key: {e}"))),
+                }
+            }
+            false => bytes,
+        };
         let key = Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8))
             .map_err(|e| error(format!("not an Ed25519 PKCS#8 key: {e}")))?;
         let created_at = std::fs::metadata(path)
             .and_then(|m| m.modified())
@@ -284,6 +297,37 @@ fn key_id(public_key: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_openssl_makes_signs_pem_or_der() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("key.pem");
+        let der = dir.path().join("key.der");
+        let made = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&pem)
+            .status();
+        let Ok(made) = made else {
+            assert!(
+                std::env::var("MINEGATE_TEST_TOOLS").as_deref() != Ok("required"),
+                "openssl is required"
+            );
+            return;
+        };
+        assert!(made.success());
+        let converted = std::process::Command::new("openssl")
+            .args(["pkey", "-outform", "DER", "-in"])
+            .arg(&pem)
+            .arg("-out")
+            .arg(&der)
+            .status()
+            .unwrap();
+        assert!(converted.success());
+        let from_pem = super::Signer::load(&pem, "o").unwrap();
+        let from_der = super::Signer::load(&der, "o").unwrap();
+        assert_eq!(from_pem.key_id(), from_der.key_id());
+        assert_eq!(from_pem.key_id().len(), 16);
+    }
+
     use super::*;
 
     fn record(key_id: &str, retired: bool) -> KeyRecord {

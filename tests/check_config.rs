@@ -172,6 +172,10 @@ fn an_unknown_key_a_missing_file_or_a_bad_key_exits_1() {
             "postgres://h/x?sslmode=verify-full&sslrootcert=/nope.pem",
             "sslrootcert /nope.pem: no such file",
         ),
+        (
+            "postgres://h/x?sslmode=require&sslcert=/nope.crt&sslkey=/nope.key",
+            "sslcert /nope.crt: no such file",
+        ),
     ] {
         let (said, code) = check(dir.path(), url);
         assert_eq!(code, Some(1), "{said}");

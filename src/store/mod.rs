@@ -717,11 +717,12 @@ fn postgres_parameters_known(url: &str) -> Result<(), StoreError> {
         let reason = error.to_string().replace("error with configuration: ", "");
         StoreError::Database(format!("{}: {reason}", crate::files::redacted_url(url)))
     })?;
-    if let Some(root) = ssl_root_cert(url)
-        && !std::path::Path::new(&root).is_file()
+    if let Some((name, file)) = ssl_files(url)
+        .into_iter()
+        .find(|(_, file)| !std::path::Path::new(file).is_file())
     {
         return Err(StoreError::Database(format!(
-            "{}: sslrootcert {root}: no such file",
+            "{}: {name} {file}: no such file",
             crate::files::redacted_url(url)
         )));
     }
@@ -729,15 +730,26 @@ fn postgres_parameters_known(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The `sslrootcert` (or `ssl-root-cert`) a PostgreSQL URL names.
-fn ssl_root_cert(url: &str) -> Option<String> {
-    let query = url.split_once('?')?.1.split('#').next()?;
+/// The files a PostgreSQL URL names for TLS: (parameter, path) of
+/// `sslrootcert`, `sslcert` and `sslkey` (or their dashed names).
+fn ssl_files(url: &str) -> Vec<(String, String)> {
+    const NAMES: &[&str] = &[
+        "sslrootcert",
+        "ssl-root-cert",
+        "sslcert",
+        "ssl-cert",
+        "sslkey",
+        "ssl-key",
+    ];
+    let Some(query) = url.split_once('?').and_then(|(_, q)| q.split('#').next()) else {
+        return Vec::new();
+    };
     query
         .split('&')
-        .find_map(|pair| match pair.split_once('=') {
-            Some(("sslrootcert" | "ssl-root-cert", value)) => Some(value.to_owned()),
-            _ => None,
-        })
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| NAMES.contains(name))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
 }
 
 pub async fn open(
