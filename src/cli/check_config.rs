@@ -198,7 +198,7 @@ async fn check_database(config: &Config, findings: &mut Findings) {
             println!("database: {url}: {schema}");
             findings.database_newer = matches!(schema, Schema::Newer { .. });
             if !findings.database_newer {
-                check_origin(config, findings).await;
+                check_key_history(config, findings).await;
             }
         }
         Err(error) => {
@@ -211,7 +211,7 @@ async fn check_database(config: &Config, findings: &mut Findings) {
 /// The signing key and `signing.origin` against the database's key
 /// history, as `serve` admits them: the ledger's one name, a key the
 /// history knows (or `signing.add_unknown_key`), never a retired one.
-async fn check_origin(config: &Config, findings: &mut Findings) {
+async fn check_key_history(config: &Config, findings: &mut Findings) {
     let history = match schema::key_history(&config.database_url).await {
         Ok(history) => history,
         Err(error) => {

@@ -332,10 +332,7 @@ pub async fn run(command: EnergyCommand) -> anyhow::Result<ExitCode> {
             client,
         } => {
             let path = Witness::beside(&out, true);
-            let channel = client.tls(Role::Energy).connect().await?;
-            let accepted = witness::accept_restored_log(channel, path.clone(), &announced).await?;
-            println!("{}", witness::describe(&accepted, &path));
-            Ok(ExitCode::SUCCESS)
+            witness::run_accept(&client.tls(Role::Energy), path, &announced).await
         }
     }
 }

@@ -261,10 +261,7 @@ pub async fn run(command: FinanceCommand) -> anyhow::Result<ExitCode> {
             client,
         } => {
             let path = Witness::beside(&out, false);
-            let channel = client.tls(Role::Finance).connect().await?;
-            let accepted = witness::accept_restored_log(channel, path.clone(), &announced).await?;
-            println!("{}", witness::describe(&accepted, &path));
-            Ok(ExitCode::SUCCESS)
+            witness::run_accept(&client.tls(Role::Finance), path, &announced).await
         }
     }
 }

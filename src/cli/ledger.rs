@@ -1,7 +1,7 @@
 //! `minegate ledger verify` and `minegate ledger checkpoint`, straight from
 //! the database the configuration names.
 
-use std::{process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -9,7 +9,7 @@ use clap::Subcommand;
 use crate::{
     config::Config,
     evidence::note::Checkpoint,
-    store::{self, Store, SystemClock},
+    store::{self, Store},
 };
 
 #[derive(Debug, Subcommand)]
@@ -22,13 +22,7 @@ pub enum LedgerCommand {
 }
 
 pub async fn run(command: LedgerCommand, config: &Config) -> anyhow::Result<ExitCode> {
-    store::schema::refuse_absent(&config.database_url)?;
-    let store = store::open(
-        &config.database_url,
-        Arc::new(SystemClock),
-        store::Signing::ReadOnly,
-    )
-    .await?;
+    let store = store::open_existing(&config.database_url).await?;
     let result = match command {
         LedgerCommand::Verify => verify(&*store).await,
         LedgerCommand::Checkpoint => checkpoint(&*store).await,

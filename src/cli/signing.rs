@@ -21,7 +21,6 @@
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
 };
 
 use anyhow::{Context, bail};
@@ -30,7 +29,7 @@ use clap::Subcommand;
 use crate::{
     config::Config,
     signing::{self, Signer},
-    store::{self, SystemClock},
+    store,
 };
 
 #[derive(Debug, Subcommand)]
@@ -42,13 +41,7 @@ pub enum SigningCommand {
 }
 
 pub async fn run(command: SigningCommand, config: &Config) -> anyhow::Result<ExitCode> {
-    store::schema::refuse_absent(&config.database_url)?;
-    let store = store::open(
-        &config.database_url,
-        Arc::new(SystemClock),
-        store::Signing::ReadOnly,
-    )
-    .await?;
+    let store = store::open_existing(&config.database_url).await?;
     let result = match command {
         SigningCommand::Keys => keys(&*store).await,
         SigningCommand::Rotate => rotate(&*store, config).await,

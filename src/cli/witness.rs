@@ -353,8 +353,22 @@ async fn continues(
     )
 }
 
+/// `minegate energy|finance accept-restored-log`: accepts the restored log
+/// for the checkpoint kept at `path`, as the client `tls` names, and says
+/// what it did.
+pub async fn run_accept(
+    tls: &crate::client::ClientTls,
+    path: PathBuf,
+    announced: &Announced,
+) -> anyhow::Result<std::process::ExitCode> {
+    let channel = tls.connect().await?;
+    let accepted = accept_restored_log(channel, path.clone(), announced).await?;
+    println!("{}", describe(&accepted, &path));
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// The message of an accepted restored log, or of nothing to accept.
-pub fn describe(accepted: &Accepted, path: &Path) -> String {
+fn describe(accepted: &Accepted, path: &Path) -> String {
     match accepted {
         Accepted::NotRewritten => format!(
             "nothing to accept: the checkpoint kept in {} is consistent with the gateway's log",

@@ -752,6 +752,14 @@ fn ssl_files(url: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Opens the database at `url` to read (and sign nothing), for the
+/// commands that only look at one (`ledger`, `signing`): a SQLite file
+/// that is not there is refused, not made ([`schema::refuse_absent`]).
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    schema::refuse_absent(url)?;
+    open(url, Arc::new(SystemClock), Signing::ReadOnly).await
+}
+
 pub async fn open(
     url: &str,
     clock: Arc<dyn Clock>,

@@ -81,6 +81,59 @@ pub(crate) async fn key_history(url: &str) -> Result<Vec<KeyRecord>, StoreError>
     Ok(keys)
 }
 
+/// The pools a store uses: the readers' and chunk writers' (16), and the
+/// writer's own (2), each session set as the gateway needs.
+async fn connect_pools(url: &str) -> Result<(PgPool, PgPool), StoreError> {
+    // A run's statements take arrays whose length changes run to run. A
+    // generic plan, made once a statement has run a few times, is kept
+    // for the connection's life: made while a table was small, it scans
+    // the whole table ever after (seen: a run's DELETE of replaced IP
+    // ranges). Planning each statement for its values costs far less.
+    //
+    // A replica paused (SIGSTOP, a frozen VM) inside a transaction holds
+    // the writers' lock: PostgreSQL ends such a session after
+    // IDLE_IN_TRANSACTION, so the others wait at most that long, and the
+    // paused replica finds its transaction gone and answers nobody for it.
+    let options = PgConnectOptions::from_str(url)?.options([
+        ("plan_cache_mode", "force_custom_plan"),
+        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
+    ]);
+    reach(&options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.clone())
+        .await?;
+    // The writer's own connections: a burst of chunk writes and reads on
+    // the pool never makes a batch wait for one. Two, so that a batch
+    // does not wait for the last one's connection to be handed back to
+    // the pool (measured: with one, a lone caller's filing took ~1 ms
+    // longer).
+    //
+    // sqlx pings a connection before handing it out and again when it
+    // comes back: round trips on every batch's path that the writer's own
+    // connection before the replica fixes did not make (suspected of a lone
+    // caller's filing taking ~0.2 ms longer; not shown either way, see
+    // BENCHMARKS.md). The writer's are pinged before use only after a
+    // second idle; one that died sooner fails its BEGIN, is dropped, and the
+    // writer takes another (`Writer::begin_locked`).
+    let writer_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < WRITER_PING_AFTER {
+                    return Ok(true);
+                }
+                sqlx::Connection::ping(conn).await.map(|()| true)
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok((pool, writer_pool))
+}
+
 /// How long a writer's connection may sit idle and still be handed out
 /// without a ping.
 const WRITER_PING_AFTER: Duration = Duration::from_secs(1);
@@ -136,52 +189,7 @@ impl PgStore {
         clock: Arc<dyn Clock>,
         signing: Signing,
     ) -> Result<PgStore, StoreError> {
-        // A run's statements take arrays whose length changes run to run. A
-        // generic plan, made once a statement has run a few times, is kept
-        // for the connection's life: made while a table was small, it scans
-        // the whole table ever after (seen: a run's DELETE of replaced IP
-        // ranges). Planning each statement for its values costs far less.
-        //
-        // A replica paused (SIGSTOP, a frozen VM) inside a transaction holds
-        // the writers' lock: PostgreSQL ends such a session after
-        // IDLE_IN_TRANSACTION, so the others wait at most that long, and the
-        // paused replica finds its transaction gone and answers nobody for it.
-        let options = PgConnectOptions::from_str(url)?.options([
-            ("plan_cache_mode", "force_custom_plan"),
-            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
-        ]);
-        reach(&options).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
-            .await?;
-        // The writer's own connections: a burst of chunk writes and reads on
-        // the pool never makes a batch wait for one. Two, so that a batch
-        // does not wait for the last one's connection to be handed back to
-        // the pool (measured: with one, a lone caller's filing took ~1 ms
-        // longer).
-        //
-        // sqlx pings a connection before handing it out and again when it
-        // comes back: a round trip on every batch's path (measured: a lone
-        // caller's filing took ~0.2 ms longer than on the writer's own
-        // connection before). The writer's are pinged only after a second
-        // idle; one that died sooner fails its BEGIN, is dropped, and the
-        // writer takes another (`Writer::begin_locked`).
-        let writer_pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for < WRITER_PING_AFTER {
-                        return Ok(true);
-                    }
-                    sqlx::Connection::ping(conn).await.map(|()| true)
-                })
-            })
-            .connect_with(options)
-            .await?;
+        let (pool, writer_pool) = connect_pools(url).await?;
         migrations::run(&pool)
             .await
             .map_err(|error| StoreError::Migrate(error.to_string()))?;
