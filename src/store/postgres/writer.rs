@@ -327,7 +327,8 @@ impl Writer {
     /// A transaction holding the writers' lock. A connection found dead
     /// there (the server restarted, or ended the session, while it sat in
     /// the pool, which does not ping a connection used within the last
-    /// second) is given up and one other tried: nothing was done on it.
+    /// second) is given up and one other tried, once: nothing was done on
+    /// it.
     async fn begin_locked(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
@@ -343,7 +344,14 @@ impl Writer {
                 Ok(tx)
             };
             match begun.await {
-                Err(error) if tries < 3 && super::unavailable(&error) => {
+                // Once, and not when no connection could be had at all
+                // (the server is down: another try only doubles the wait
+                // past the callers' deadlines; CI's outage test saw it).
+                Err(error)
+                    if tries < 2
+                        && super::unavailable(&error)
+                        && !matches!(error, sqlx::Error::PoolTimedOut) =>
+                {
                     tracing::info!(%error, "the writer's connection was gone; trying another");
                 }
                 result => return result,
